@@ -1,0 +1,1 @@
+"""MoE-DiffIR reproduction kit."""

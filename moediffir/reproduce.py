@@ -1,0 +1,225 @@
+"""One command that reruns the whole paper: notebooks 01 -> 06 in order through papermill (DESIGN.md §1).
+
+Every notebook is executed with the same parameters (``profile``, ``overrides``, ``device``) and written,
+executed, to ``results/<profile>/notebooks/``. A notebook whose source, parameters, package code and upstream
+notebooks are unchanged since its last successful run is skipped. The first failure stops the run and names the
+notebook and the cell. A run manifest (git revision, package versions, seed, device, wall time per notebook) is
+written to ``results/<profile>/run_manifest.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from moediffir.config import config_to_dict, resolve_config
+from moediffir.utils.io import atomic_write_json
+
+PACKAGES = (
+    "moediffir", "torch", "torchvision", "diffusers", "transformers", "accelerate", "compressai", "lpips",
+    "pyiqa", "numpy", "pillow", "av", "imageio-ffmpeg", "papermill", "seaborn", "pandas",
+)
+
+
+class ReproduceError(RuntimeError):
+    """A notebook failed; the message names the notebook and the cell."""
+
+
+@dataclass
+class NotebookRun:
+    notebook: str
+    status: str  # "ran", "skipped", "failed"
+    seconds: float
+    key: str
+    output: str
+    error: str = ""
+
+
+@dataclass
+class ReproduceReport:
+    profile: str
+    runs: list[NotebookRun] = field(default_factory=list)
+
+    @property
+    def skipped(self) -> list[str]:
+        return [r.notebook for r in self.runs if r.status == "skipped"]
+
+    @property
+    def ran(self) -> list[str]:
+        return [r.notebook for r in self.runs if r.status == "ran"]
+
+
+def find_notebooks(notebooks_dir: str | Path) -> list[Path]:
+    """Numbered notebooks (``NN_name.ipynb``) in execution order."""
+    nbs = sorted(p for p in Path(notebooks_dir).glob("[0-9][0-9]_*.ipynb"))
+    if not nbs:
+        raise ReproduceError(f"{notebooks_dir}: no numbered notebooks (NN_name.ipynb) found")
+    return nbs
+
+
+def package_fingerprint() -> str:
+    """Hash of the package's own source files: a code change invalidates every notebook's cache."""
+    h = hashlib.sha256()
+    root = Path(__file__).resolve().parent
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.suffix in (".py", ".json") and "__pycache__" not in p.parts:
+            h.update(p.relative_to(root).as_posix().encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def _notebook_source_hash(path: Path) -> str:
+    """Hash of the cells' sources and tags only (outputs and metadata noise do not count)."""
+    nb = json.loads(path.read_text())
+    cells = [(c.get("cell_type"), "".join(c.get("source", "")), c.get("metadata", {}).get("tags", []))
+             for c in nb.get("cells", [])]
+    return hashlib.sha256(json.dumps(cells, sort_keys=True).encode()).hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def git_revision(cwd: str | Path = ".") -> str:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=10)
+        if rev.returncode != 0:
+            return "unknown"
+        return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _failure_message(nb: Path, exc: BaseException) -> str:
+    cell = getattr(exc, "exec_count", None) or getattr(exc, "cell_index", None)
+    ename = getattr(exc, "ename", type(exc).__name__)
+    evalue = getattr(exc, "evalue", str(exc))
+    where = f"cell {cell}" if cell is not None else "an unknown cell"
+    return f"notebook {nb.name} failed in {where}: {ename}: {evalue}"
+
+
+def _default_executor(src: Path, dst: Path, parameters: dict[str, Any], cwd: Path) -> None:
+    import papermill as pm
+
+    pm.execute_notebook(str(src), str(dst), parameters=parameters, cwd=str(cwd), progress_bar=False,
+                        kernel_name="python3", log_output=False)
+
+
+def reproduce(
+    profile: str = "smoke",
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    root: str | Path = ".",
+    notebooks: list[str] | None = None,
+    force: bool = False,
+    device: str | None = None,
+    executor: Callable[[Path, Path, dict[str, Any], Path], None] | None = None,
+    log: Callable[[str], None] = print,
+) -> ReproduceReport:
+    """Run the numbered notebooks in order; skip unchanged ones; stop at the first failure.
+
+    Args:
+        profile: ``smoke`` or ``paper``.
+        overrides: validated config overrides passed to every notebook.
+        root: repository root (notebooks run with this as their working directory).
+        notebooks: optional subset of notebook names (``"01_data_generation"``) to run.
+        force: rerun even when nothing changed.
+        device: ``cpu``/``cuda``; ``None`` keeps the profile's ``device``.
+    """
+    root = Path(root).resolve()
+    overrides = dict(overrides or {})
+    if device is not None:
+        overrides["device"] = device
+    cfg = resolve_config(profile, overrides)  # validates the overrides before anything runs
+    out_dir = root / cfg.results_dir / profile / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state_path = out_dir / "reproduce_state.json"
+    state: dict[str, Any] = json.loads(state_path.read_text()) if state_path.exists() else {}
+    code_hash = package_fingerprint()
+    params = {"profile": profile, "overrides": overrides}
+    report = ReproduceReport(profile=profile)
+    upstream = ""
+    run_exec = executor or _default_executor
+    selected = find_notebooks(root / "notebooks")
+    if notebooks:
+        wanted = {n.removesuffix(".ipynb") for n in notebooks}
+        unknown = wanted - {p.stem for p in selected}
+        if unknown:
+            raise ReproduceError(f"unknown notebook(s) {sorted(unknown)}; have {[p.stem for p in selected]}")
+        selected = [p for p in selected if p.stem in wanted]
+    t_total = time.perf_counter()
+    for nb in selected:
+        key = hashlib.sha256(
+            json.dumps([_notebook_source_hash(nb), params, code_hash, upstream], sort_keys=True).encode()
+        ).hexdigest()
+        upstream = key
+        dst = out_dir / nb.name
+        prev = state.get(nb.stem, {})
+        if not force and prev.get("key") == key and prev.get("status") == "ok" and dst.exists():
+            log(f"[reproduce] {nb.name}: unchanged since its last successful run, skipped")
+            report.runs.append(NotebookRun(nb.stem, "skipped", 0.0, key, str(dst)))
+            continue
+        log(f"[reproduce] {nb.name}: running ({profile})")
+        t0 = time.perf_counter()
+        tmp_dst = dst.with_suffix(".running.ipynb")
+        try:
+            run_exec(nb, tmp_dst, params, root)
+        except Exception as exc:  # papermill raises PapermillExecutionError with the cell
+            msg = _failure_message(nb, exc)
+            report.runs.append(NotebookRun(nb.stem, "failed", time.perf_counter() - t0, key, str(tmp_dst), msg))
+            state[nb.stem] = {"key": key, "status": "failed", "error": msg}
+            atomic_write_json(state_path, state)
+            _write_manifest(root, cfg, report, time.perf_counter() - t_total)
+            raise ReproduceError(msg + f" (executed copy: {tmp_dst})") from exc
+        tmp_dst.replace(dst)
+        seconds = time.perf_counter() - t0
+        report.runs.append(NotebookRun(nb.stem, "ran", seconds, key, str(dst)))
+        state[nb.stem] = {"key": key, "status": "ok", "seconds": round(seconds, 2)}
+        atomic_write_json(state_path, state)
+        log(f"[reproduce] {nb.name}: done in {seconds:.1f} s")
+    _write_manifest(root, cfg, report, time.perf_counter() - t_total)
+    return report
+
+
+def _write_manifest(root: Path, cfg, report: ReproduceReport, total: float) -> Path:
+    device = cfg.device
+    try:
+        import torch
+
+        resolved = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        gpu = torch.cuda.get_device_name(0) if resolved.startswith("cuda") and torch.cuda.is_available() else ""
+    except Exception:  # torch missing or broken: still write the manifest
+        resolved, gpu = device, ""
+    manifest = {
+        "profile": report.profile,
+        "git_revision": git_revision(root),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": package_versions(),
+        "seed": cfg.seed,
+        "device": resolved,
+        "gpu": gpu,
+        "config": config_to_dict(cfg),
+        "notebooks": [
+            {"notebook": r.notebook, "status": r.status, "seconds": round(r.seconds, 2), "output": r.output,
+             "error": r.error}
+            for r in report.runs
+        ],
+        "total_seconds": round(total, 2),
+    }
+    return atomic_write_json(root / cfg.results_dir / report.profile / "run_manifest.json", manifest)

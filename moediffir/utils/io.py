@@ -1,0 +1,137 @@
+"""Atomic file writes and robust image reading shared by every stage of the kit.
+
+Nothing here implements a paper equation; it enforces the kit's rules: a write either lands whole or not at
+all (temp file in the same folder, fsync, ``os.replace``), and a bad input names its file and the problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+PathLike = str | os.PathLike
+
+
+class ImageReadError(ValueError):
+    """An input image could not be read; the message names the file and the reason."""
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` so that readers see either the old file or the complete new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def atomic_write_text(path: PathLike, text: str) -> Path:
+    """Atomic text write (UTF-8)."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: PathLike, obj: Any) -> Path:
+    """Atomic JSON write with sorted keys and a trailing newline (byte-stable for equal content)."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    """PNG bytes of an ``(H, W, 3)`` or ``(H, W)`` uint8 array (deterministic: no timestamps)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+def atomic_save_png(path: PathLike, rgb: np.ndarray) -> Path:
+    """Save a uint8 image as PNG atomically."""
+    return atomic_write_bytes(path, encode_png(rgb))
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def to_rgb_uint8(img: Image.Image, path: PathLike = "<image>") -> np.ndarray:
+    """Convert any PIL image to an ``(H, W, 3)`` uint8 RGB array.
+
+    Grayscale becomes three equal channels; RGBA/LA drop alpha after compositing on white (so transparent
+    regions do not turn black); 16-bit images are scaled to 8 bit with rounding; palette images are expanded.
+    """
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img).astype(np.float64)
+        peak = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr8 = np.clip(np.round(arr / peak * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(arr8[..., None], 3, axis=2)
+    if mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        scale = 255.0 if arr.max() <= 1.0 else 1.0
+        arr8 = np.clip(np.round(arr * scale), 0, 255).astype(np.uint8)
+        return np.repeat(arr8[..., None], 3, axis=2)
+    if mode == "P":
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    if mode in ("RGB;16", "RGB;16B") or (img.mode == "RGB" and np.asarray(img).dtype != np.uint8):
+        arr = np.asarray(img).astype(np.float64)
+        return np.clip(np.round(arr / 65535.0 * 255.0), 0, 255).astype(np.uint8)
+    arr = np.asarray(img.convert("RGB"))
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise ImageReadError(f"{path}: could not convert mode {mode!r} to RGB (got shape {arr.shape})")
+    return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def read_image_rgb(path: PathLike) -> np.ndarray:
+    """Read an image file as ``(H, W, 3)`` uint8 RGB.
+
+    16-bit PNG/TIFF, grayscale, palette and RGBA inputs are handled (see :func:`to_rgb_uint8`).
+
+    Raises:
+        ImageReadError: the file is missing, empty, truncated, not an image, or has a zero size;
+            the message starts with the path.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageReadError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"{path}: file is empty (0 bytes)")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.width == 0 or img.height == 0:
+                raise ImageReadError(f"{path}: image has zero size {img.size}")
+            return to_rgb_uint8(img, path)
+    except ImageReadError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageReadError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from exc

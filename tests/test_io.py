@@ -1,0 +1,96 @@
+"""Atomic writes and image reading (moediffir.utils.io)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from moediffir.utils.io import (
+    ImageReadError,
+    atomic_save_png,
+    atomic_write_bytes,
+    atomic_write_json,
+    read_image_rgb,
+    sha256_file,
+)
+
+
+def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
+    p = tmp_path / "sub" / "f.bin"
+    atomic_write_bytes(p, b"old")
+    atomic_write_bytes(p, b"new")
+    assert p.read_bytes() == b"new"
+    assert [q.name for q in p.parent.iterdir()] == ["f.bin"]
+
+
+def test_atomic_write_failure_keeps_old_file(tmp_path, monkeypatch):
+    p = tmp_path / "f.json"
+    atomic_write_json(p, {"a": 1})
+    import os
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        atomic_write_json(p, {"a": 2})
+    monkeypatch.undo()
+    assert p.read_text().strip().startswith("{") and '"a": 1' in p.read_text()
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_png_round_trip_and_checksum(tmp_path):
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (13, 17, 3), dtype=np.uint8)
+    p = atomic_save_png(tmp_path / "a.png", img)
+    assert np.array_equal(read_image_rgb(p), img)
+    q = atomic_save_png(tmp_path / "b.png", img)
+    assert sha256_file(p) == sha256_file(q)  # deterministic encoding
+
+
+def test_grayscale_rgba_16bit_palette(tmp_path):
+    gray = np.arange(12 * 10, dtype=np.uint8).reshape(12, 10)
+    Image.fromarray(gray, "L").save(tmp_path / "g.png")
+    out = read_image_rgb(tmp_path / "g.png")
+    assert out.shape == (12, 10, 3) and np.array_equal(out[..., 0], gray) and np.array_equal(out[..., 2], gray)
+
+    rgba = np.zeros((4, 5, 4), dtype=np.uint8)
+    rgba[..., 0] = 200
+    rgba[..., 3] = 0  # fully transparent -> white background
+    rgba[0, 0, 3] = 255
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    out = read_image_rgb(tmp_path / "a.png")
+    assert tuple(out[0, 0]) == (200, 0, 0) and tuple(out[1, 1]) == (255, 255, 255)
+
+    g16 = (np.arange(6 * 7, dtype=np.uint16).reshape(6, 7) * 1500).astype(np.uint16)
+    Image.fromarray(g16).save(tmp_path / "g16.png")
+    out = read_image_rgb(tmp_path / "g16.png")
+    assert out.dtype == np.uint8
+    assert np.array_equal(out[..., 1], np.round(g16 / 65535 * 255).astype(np.uint8))
+
+    pal = Image.fromarray(gray, "L").convert("P")
+    pal.save(tmp_path / "p.png")
+    assert read_image_rgb(tmp_path / "p.png").shape == (12, 10, 3)
+
+
+@pytest.mark.parametrize(
+    "content, needle",
+    [(b"", "empty"), (b"this is not an image", "not a readable image"), (None, "file not found")],
+)
+def test_bad_files_are_named(tmp_path, content, needle):
+    p = tmp_path / "bad.png"
+    if content is not None:
+        p.write_bytes(content)
+    with pytest.raises(ImageReadError, match=needle) as exc:
+        read_image_rgb(p)
+    assert "bad.png" in str(exc.value)
+
+
+def test_truncated_png_is_named(tmp_path):
+    rng = np.random.default_rng(1)
+    p = atomic_save_png(tmp_path / "t.png", rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageReadError, match="t.png"):
+        read_image_rgb(p)

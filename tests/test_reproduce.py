@@ -1,0 +1,72 @@
+"""`moediffir reproduce`: ordered papermill runs, skipping unchanged notebooks, failures named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from moediffir.reproduce import ReproduceError, find_notebooks, reproduce
+
+
+def _write_nb(path: Path, body: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('profile = "smoke"\noverrides = {}')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# test"), params, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path.write_text(nbformat.writes(nb))
+
+
+@pytest.fixture
+def tiny_repo(tmp_path):
+    (tmp_path / "notebooks").mkdir()
+    _write_nb(tmp_path / "notebooks" / "01_a.ipynb",
+              "from pathlib import Path\nPath('a.txt').write_text(profile + str(overrides.get('seed', 0)))")
+    _write_nb(tmp_path / "notebooks" / "02_b.ipynb",
+              "from pathlib import Path\nPath('b.txt').write_text(Path('a.txt').read_text() + '+b')")
+    return tmp_path
+
+
+def test_runs_in_order_then_skips(tiny_repo):
+    first = reproduce("smoke", {"seed": 3}, root=tiny_repo, log=lambda s: None)
+    assert first.ran == ["01_a", "02_b"]
+    assert (tiny_repo / "b.txt").read_text() == "smoke3+b"  # ran in the repo root, in order, with parameters
+    out = tiny_repo / "results" / "smoke" / "notebooks"
+    executed = json.loads((out / "02_b.ipynb").read_text())
+    assert executed["metadata"]["papermill"]["parameters"]["overrides"] == {"seed": 3}
+    manifest = json.loads((tiny_repo / "results" / "smoke" / "run_manifest.json").read_text())
+    assert manifest["seed"] == 3 and manifest["packages"]["torch"] != "not installed"
+    assert [n["notebook"] for n in manifest["notebooks"]] == ["01_a", "02_b"]
+
+    second = reproduce("smoke", {"seed": 3}, root=tiny_repo, log=lambda s: None)
+    assert second.skipped == ["01_a", "02_b"] and second.ran == []
+
+    # changed parameters rerun everything; a changed notebook reruns itself and what follows it
+    third = reproduce("smoke", {"seed": 4}, root=tiny_repo, log=lambda s: None)
+    assert third.ran == ["01_a", "02_b"]
+    _write_nb(tiny_repo / "notebooks" / "02_b.ipynb",
+              "from pathlib import Path\nPath('b.txt').write_text('changed')")
+    fourth = reproduce("smoke", {"seed": 4}, root=tiny_repo, log=lambda s: None)
+    assert fourth.skipped == ["01_a"] and fourth.ran == ["02_b"]
+
+
+def test_failure_names_notebook_and_cell_and_stops(tiny_repo):
+    _write_nb(tiny_repo / "notebooks" / "01_a.ipynb", "raise ValueError('broken on purpose')")
+    with pytest.raises(ReproduceError, match=r"01_a\.ipynb failed in cell .*broken on purpose"):
+        reproduce("smoke", root=tiny_repo, log=lambda s: None)
+    assert not (tiny_repo / "b.txt").exists()  # stopped at the first failure
+    manifest = json.loads((tiny_repo / "results" / "smoke" / "run_manifest.json").read_text())
+    assert manifest["notebooks"][0]["status"] == "failed"
+
+
+def test_bad_override_fails_before_running(tiny_repo):
+    with pytest.raises(ValueError, match="data.nope"):
+        reproduce("smoke", {"data.nope": 1}, root=tiny_repo, log=lambda s: None)
+
+
+def test_no_notebooks(tmp_path):
+    with pytest.raises(ReproduceError, match="no numbered notebooks"):
+        find_notebooks(tmp_path)
