@@ -1,0 +1,266 @@
+"""Decoder compensator: LQ features fused into the VAE decoder (paper §3.4 stage II, Eq. 4, Fig. 3d).
+
+Stage II "augments the Decoder with some low-quality information" (§3.4) and trains only that part with
+``L_Decoder = L_lpips[z_lq, z0, hr]`` (Eq. 4). Following StableSR's controllable feature wrapping (CFW, which
+the released code uses) and DESIGN.md §4:
+
+- The LQ image goes through the (frozen) VAE **encoder**; its feature maps at two levels are kept.
+- Inside the (frozen) VAE **decoder**, after the resnets of the up block at the same resolution and before its
+  upsampler, a trainable SFT fusion block mixes them in:
+  ``f = ResBlock(cat(enc, dec))``, ``out = dec + w * (dec * scale(f) + shift(f))``.
+  ``w`` is a call-time argument (StableSR's fidelity/quality knob; ``SampleConfig.fusion_weight``).
+- **Levels** are VAE resolution levels ``i`` (encoder ``down_blocks[i]`` output, decoder
+  ``up_blocks[n-1-i]``, resolution ``H / 2**i``, ``block_out_channels[i]`` channels on both sides), derived
+  from the VAE config, not typed in: the two levels just above the latent resolution, i.e. (1, 2) for SD's
+  4-level VAE = 256 ch at H/2 and 512 ch at H/4, exactly where StableSR/the released code fuse.
+- The last conv of ``scale`` and of ``shift`` is zero-initialised, so at initialisation the output equals the
+  plain decoder for any ``w``; and ``w == 0`` skips fusion (and the LQ encoding), so it always equals
+  ``vae.decode`` exactly.
+- Only ``fusion`` trains; the VAE copy inside is frozen.
+
+Tiling: :meth:`DecoderCompensator.encode_features` and :meth:`DecoderCompensator.decode` work on any size
+divisible by ``2**(n-1)`` (8 for SD) and keep no state between calls; a tiled caller passes the LQ tile (or its
+precomputed features) with each latent tile.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+
+class FusionResBlock(nn.Module):
+    """GroupNorm-SiLU-conv3x3 twice with a 1x1 skip, ``in_ch -> out_ch`` (the VAE's resnet style)."""
+
+    def __init__(self, in_ch: int, out_ch: int, groups: int) -> None:
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, in_ch, eps=1e-6)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.norm2 = nn.GroupNorm(groups, out_ch, eps=1e-6)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+        self.act = nn.SiLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(self.act(self.norm1(x)))  # (B, out, H, W)
+        h = self.conv2(self.act(self.norm2(h)))  # (B, out, H, W)
+        return self.skip(x) + h
+
+
+class SFTFusion(nn.Module):
+    """CFW fusion at one level: ``dec + w * (dec * scale(f) + shift(f))``, ``f = ResBlock(cat(enc, dec))``."""
+
+    def __init__(self, channels: int, groups: int) -> None:
+        super().__init__()
+        self.encode = FusionResBlock(2 * channels, channels, groups)
+        self.scale = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(channels, channels, 3, padding=1),
+        )
+        self.shift = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(channels, channels, 3, padding=1),
+        )
+        for last in (self.scale[-1], self.shift[-1]):
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+
+    def forward(self, enc: torch.Tensor, dec: torch.Tensor, w: float | torch.Tensor) -> torch.Tensor:
+        f = self.encode(torch.cat([enc, dec], dim=1))  # (B, C, h, w)
+        return dec + w * (dec * self.scale(f) + self.shift(f))  # (B, C, h, w)
+
+
+def default_fusion_levels(num_levels: int) -> tuple[int, ...]:
+    """The (up to) two resolution levels just above the latent one: (1, 2) for a 4-level VAE."""
+    if num_levels < 2:
+        raise ValueError(
+            f"DecoderCompensator: the VAE has {num_levels} resolution level(s); at least 2 are needed"
+        )
+    return tuple(range(num_levels - 1))[-2:]
+
+
+def _weight_tensor(w: float | torch.Tensor, like: torch.Tensor) -> float | torch.Tensor:
+    """``w`` as a float, or a per-sample ``(B,)``/scalar tensor broadcast to ``(B, 1, 1, 1)``."""
+    if not torch.is_tensor(w):
+        return float(w)
+    w = w.to(device=like.device, dtype=like.dtype)
+    return w.view(-1, 1, 1, 1) if w.ndim == 1 else w
+
+
+class DecoderCompensator(ModelMixin, ConfigMixin):
+    """A frozen copy of an ``AutoencoderKL`` (``vae``) plus trainable CFW fusion blocks (``fusion``).
+
+    Build it from the pipeline's VAE with :meth:`from_vae`; ``save_pretrained``/``from_pretrained`` keep the
+    VAE architecture in the config (``vae_config``) and all weights in the file.
+    """
+
+    _supports_gradient_checkpointing = True
+
+    @register_to_config
+    def __init__(self, vae_config: dict[str, Any], fusion_levels: tuple[int, ...] | None = None) -> None:
+        super().__init__()
+        vae_kwargs = {k: v for k, v in dict(vae_config).items() if not k.startswith("_")}
+        self.vae = AutoencoderKL.from_config(vae_kwargs)
+        channels = list(self.vae.config.block_out_channels)
+        n = len(channels)
+        levels = tuple(sorted(set(default_fusion_levels(n) if fusion_levels is None else fusion_levels)))
+        bad = [lv for lv in levels if not 0 <= lv < n]
+        if bad or not levels:
+            raise ValueError(
+                f"DecoderCompensator: fusion_levels={fusion_levels} must be non-empty, within 0..{n - 1}"
+            )
+        groups = self.vae.config.norm_num_groups
+        self.fusion = nn.ModuleDict({str(lv): SFTFusion(channels[lv], groups) for lv in levels})
+        self.fusion_levels = levels
+        self.register_to_config(vae_config=vae_kwargs, fusion_levels=list(levels))
+        self.downscale = 2 ** (n - 1)  # pixels per latent cell
+        self.gradient_checkpointing = False
+        self.vae.requires_grad_(False)
+        self.vae.eval()
+
+    @classmethod
+    def from_vae(cls, vae: AutoencoderKL, fusion_levels: tuple[int, ...] | None = None) -> DecoderCompensator:
+        """Compensator around a copy of ``vae`` (channels and levels from ``vae.config``), zero-init fusion."""
+        model = cls(vae_config=dict(vae.config), fusion_levels=fusion_levels)
+        model.vae.load_state_dict(vae.state_dict())
+        model.to(vae.device)
+        if vae.dtype != model.dtype:
+            model.to(dtype=vae.dtype)
+        return model
+
+    def train(self, mode: bool = True) -> DecoderCompensator:
+        """Train/eval the fusion blocks; the VAE stays in eval mode."""
+        super().train(mode)
+        self.vae.eval()
+        return self
+
+    def fusion_parameters(self):
+        """The trainable parameters (stage II optimiser input)."""
+        return self.fusion.parameters()
+
+    # -- checks ------------------------------------------------------------------------------------
+    def _check_pixels(self, x: torch.Tensor, who: str) -> None:
+        if not torch.is_tensor(x) or x.ndim != 4 or x.shape[1] != self.vae.config.in_channels:
+            shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+            raise ValueError(
+                f"DecoderCompensator.{who}: expected images (B, 3, H, W) in [-1, 1], got {shape}"
+            )
+        if x.shape[-2] % self.downscale or x.shape[-1] % self.downscale:
+            raise ValueError(
+                f"DecoderCompensator.{who}: image size {tuple(x.shape[-2:])} is not divisible by {self.downscale}; "
+                f"pad the image to the latent grid first"
+            )
+
+    def _run(self, module: nn.Module, *args):
+        if torch.is_grad_enabled() and self.gradient_checkpointing:
+            return self._gradient_checkpointing_func(module, *args)
+        return module(*args)
+
+    # -- encoder side ------------------------------------------------------------------------------
+    def encode_features(self, lq_image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """VAE-encoder feature maps of the LQ image ``(B, 3, H, W)`` in [-1, 1] at :attr:`fusion_levels`
+        (in that order; level ``i`` is ``(B, block_out_channels[i], H / 2**i, W / 2**i)``)."""
+        self._check_pixels(lq_image, "encode_features")
+        enc = self.vae.encoder
+        h = enc.conv_in(lq_image.to(self.vae.dtype))  # (B, C0, H, W)
+        feats: dict[int, torch.Tensor] = {}
+        for i, block in enumerate(enc.down_blocks[: max(self.fusion_levels) + 1]):
+            for resnet in block.resnets:
+                h = resnet(h, temb=None)  # (B, Ci, H/2^i, W/2^i)
+            if i in self.fusion_levels:
+                feats[i] = h
+            if block.downsamplers is not None:
+                for down in block.downsamplers:
+                    h = down(h)  # (B, Ci, H/2^(i+1), W/2^(i+1))
+        return tuple(feats[lv] for lv in self.fusion_levels)
+
+    # -- decoder side ------------------------------------------------------------------------------
+    def decode(
+        self,
+        latents: torch.Tensor,
+        lq_image: torch.Tensor | None = None,
+        w: float | torch.Tensor = 0.5,
+        features: tuple[torch.Tensor, ...] | None = None,
+    ) -> torch.Tensor:
+        """Image ``(B, 3, H, W)`` in [-1, 1] from *unscaled* latents ``(B, 4, H/8, W/8)`` (what
+        ``AutoencoderKL.decode`` takes: divide the denoiser's latents by ``vae.config.scaling_factor``).
+
+        ``w`` (float or per-sample ``(B,)`` tensor) weighs the LQ compensation; ``w == 0`` is the plain VAE
+        decoder. Give the LQ image ``lq_image`` in [-1, 1] (``(B, 3, 8h, 8w)``) or its precomputed
+        ``features`` from :meth:`encode_features`.
+        """
+        if (
+            not torch.is_tensor(latents)
+            or latents.ndim != 4
+            or latents.shape[1] != self.vae.config.latent_channels
+        ):
+            shape = tuple(latents.shape) if torch.is_tensor(latents) else type(latents).__name__
+            raise ValueError(f"DecoderCompensator.decode: expected latents (B, 4, h, w), got {shape}")
+        fuse = torch.is_tensor(w) or float(w) != 0.0
+        feats_by_level: dict[int, torch.Tensor] = {}
+        if fuse:
+            if features is None:
+                if lq_image is None:
+                    raise ValueError("DecoderCompensator.decode: w != 0 needs lq_image or features")
+                expected = (latents.shape[-2] * self.downscale, latents.shape[-1] * self.downscale)
+                if tuple(lq_image.shape[-2:]) != expected:
+                    raise ValueError(
+                        f"DecoderCompensator.decode: lq_image is {tuple(lq_image.shape[-2:])} but the latents "
+                        f"{tuple(latents.shape[-2:])} decode to {expected}"
+                    )
+                features = self.encode_features(lq_image)
+            if len(features) != len(self.fusion_levels):
+                raise ValueError(
+                    f"DecoderCompensator.decode: got {len(features)} feature maps for levels {self.fusion_levels}"
+                )
+            feats_by_level = dict(zip(self.fusion_levels, features))
+            w = _weight_tensor(w, latents.to(self.vae.dtype))
+
+        vae = self.vae
+        z = latents.to(vae.dtype)
+        if vae.post_quant_conv is not None:
+            z = vae.post_quant_conv(z)  # (B, 4, h, w)
+        dec = vae.decoder
+        h = dec.conv_in(z)  # (B, C_last, h, w)
+        h = self._run(dec.mid_block, h, None)  # (B, C_last, h, w)
+        n = len(dec.up_blocks)
+        for j, up in enumerate(dec.up_blocks):
+            level = n - 1 - j
+            if level not in feats_by_level:
+                h = self._run(up, h, None)
+                continue
+            for resnet in up.resnets:
+                h = self._run(resnet, h, None)  # (B, C_level, H/2^level, W/2^level)
+            h = self._run(self.fusion[str(level)], feats_by_level[level].to(h.dtype), h, w)
+            if up.upsamplers is not None:
+                for upsampler in up.upsamplers:
+                    h = upsampler(h)
+        h = dec.conv_out(dec.conv_act(dec.conv_norm_out(h)))  # (B, 3, H, W)
+        return h
+
+    def forward(
+        self,
+        latents: torch.Tensor,
+        lq_image: torch.Tensor | None = None,
+        w: float | torch.Tensor = 0.5,
+        features: tuple[torch.Tensor, ...] | None = None,
+    ) -> torch.Tensor:
+        """Same as :meth:`decode` (so training wrappers such as DDP can call the module)."""
+        return self.decode(latents, lq_image=lq_image, w=w, features=features)
+
+
+def build_compensator(cfg, vae: AutoencoderKL) -> DecoderCompensator:
+    """The decoder compensator for a resolved config and its VAE (architecture and weights copied from ``vae``).
+
+    Nothing in ``cfg`` changes the architecture today (levels come from ``vae.config``); ``cfg`` is taken so
+    every factory has the same shape and later options have a home.
+    """
+    del cfg
+    return DecoderCompensator.from_vae(vae)

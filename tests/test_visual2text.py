@@ -1,0 +1,126 @@
+"""Visual2Text adapter + quality enhancer (paper §3.3): shapes, frozen CLIP, gradients, loading, round trip."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from moediffir.config import resolve_config
+from moediffir.models.degradation_prior import WeightLayoutError, clip_resize
+from moediffir.models.loading import MissingWeightsError
+from moediffir.models.visual2text import Visual2TextAdapter, build_visual2text
+
+
+def _tiny(**kw) -> Visual2TextAdapter:
+    args = {"num_tokens": 4, "enhancer_blocks": 1, "enhancer_dim": 8}
+    args.update(kw)
+    return Visual2TextAdapter.for_backend("tiny", 32, **args)
+
+
+def _randomise_trainable(model: Visual2TextAdapter, seed: int = 0) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=g) * 0.1)
+
+
+def test_context_shape_and_attributes():
+    v2t = _tiny()
+    ctx = v2t(torch.rand(3, 3, 50, 70))
+    assert ctx.shape == (3, 2 * 2 + 4, 32)  # 2x2 CLIP grid tokens + 4 learnable tokens
+    assert v2t.cross_attention_dim == 32 and v2t.context_length == 8
+    assert v2t.clip_grid(torch.rand(1, 3, 64, 64)).shape == (1, 256, 2, 2)
+
+
+def test_enhancer_is_identity_at_init():
+    v2t = _tiny()
+    lq = torch.rand(2, 3, 40, 48)
+    assert torch.equal(v2t.enhance(lq), clip_resize(lq, 64))
+
+
+def test_only_enhancer_and_adapter_train_and_gradient_crosses_frozen_clip():
+    v2t = _tiny().train()
+    assert not any(p.requires_grad for p in v2t.clip_visual.parameters())
+    v2t(torch.rand(2, 3, 64, 64)).square().mean().backward()
+    for name, p in v2t.named_parameters():
+        if name.startswith("clip_visual."):
+            assert p.grad is None, name
+    # conv_out sits before the frozen CLIP: a non-zero gradient there proves it flowed through CLIP
+    assert v2t.enhancer.conv_out.weight.grad.abs().sum() > 0
+    assert v2t.proj.weight.grad.abs().sum() > 0 and v2t.learned_tokens.grad.abs().sum() > 0
+
+
+def test_clip_batchnorm_stays_frozen_in_training():
+    v2t = _tiny().train()
+    assert v2t.training and v2t.enhancer.training and not v2t.clip_visual.training
+    stats = {k: v.clone() for k, v in v2t.clip_visual.state_dict().items() if "running" in k}
+    v2t(torch.rand(4, 3, 64, 64) * 3)
+    for k, v in v2t.clip_visual.state_dict().items():
+        if "running" in k:
+            assert torch.equal(v, stats[k]), k
+
+
+def test_tokens_come_from_the_grid_not_the_attention_pool():
+    v2t = _tiny()
+    lq = torch.rand(2, 3, 64, 64)
+    before = v2t(lq)
+    with torch.no_grad():
+        for p in v2t.clip_visual.attnpool.parameters():
+            p.add_(1.0)
+    assert torch.equal(v2t(lq), before)
+
+
+def test_save_load_round_trip(tmp_path):
+    v2t = _tiny()
+    _randomise_trainable(v2t)
+    lq = torch.rand(2, 3, 64, 64)
+    before = v2t.eval()(lq)
+    v2t.save_pretrained(tmp_path / "v2t")
+    again = Visual2TextAdapter.from_pretrained(tmp_path / "v2t")
+    assert again.config.num_tokens == 4 and again.cross_attention_dim == 32
+    assert torch.equal(again.eval()(lq), before)
+    assert not any(p.requires_grad for p in again.clip_visual.parameters())
+    assert all(p.requires_grad for p in again.enhancer.parameters())
+
+
+def _clip_file(path, model: Visual2TextAdapter, drop: str | None = None, seed: int = 0) -> dict:
+    """An open_clip-style CLIP checkpoint: ``visual.*`` = RN50 keys (random rows, expanded) + a text key."""
+    g = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for k, v in model.clip_visual.state_dict().items():
+        if k.endswith("num_batches_tracked"):
+            continue  # OpenAI's files may lack these; the loader fills them in
+        row = torch.randn(v.shape[-1] if v.ndim else 1, generator=g)
+        tensors["visual." + k] = row.expand(*v.shape) if v.ndim else row[0].clone()
+    tensors["text_projection"] = torch.zeros(512, 1024)
+    if drop:
+        del tensors[drop]
+    torch.save(tensors, path)
+    return tensors
+
+
+def test_loads_rn50_visual_subtree_and_reports_missing_keys(tmp_path):
+    v2t = Visual2TextAdapter.for_backend("clip_rn50", 1024)
+    tensors = _clip_file(tmp_path / "RN50.pt", v2t)
+    v2t.load_clip_weights(tmp_path / "RN50.pt")
+    sd = v2t.clip_visual.state_dict()
+    for key in ("conv1.weight", "layer4.2.bn3.running_var", "attnpool.c_proj.weight"):
+        assert torch.equal(sd[key], tensors["visual." + key])
+    _clip_file(tmp_path / "bad.pt", v2t, drop="visual.layer3.0.conv2.weight")
+    with pytest.raises(WeightLayoutError, match=r"missing keys \(1\): \[layer3\.0\.conv2\.weight\]"):
+        v2t.load_clip_weights(tmp_path / "bad.pt")
+
+
+def test_factory(tmp_path):
+    smoke = resolve_config("smoke")
+    v2t = build_visual2text(smoke, 32)
+    assert v2t.config.backend == "tiny" and v2t.config.num_tokens == smoke.model.v2t_num_tokens
+    assert v2t.config.enhancer_dim == smoke.model.enhancer_dim
+    cfg = resolve_config("paper", {"data.root": str(tmp_path)})
+    with pytest.raises(MissingWeightsError, match="RN50.pt"):
+        build_visual2text(cfg, 1024)
+    (tmp_path / "weights").mkdir()
+    _clip_file(tmp_path / "weights" / "RN50.pt", Visual2TextAdapter.for_backend("clip_rn50", 1024))
+    paper = build_visual2text(cfg, 1024)
+    assert paper.context_length == 49 + cfg.model.v2t_num_tokens
