@@ -57,6 +57,10 @@ class DataConfig:
     yuv_matrix: str = "bt601"  # RGB<->YUV matrix used by every video codec
     yuv_range: str = "limited"  # "limited" (16-235) or "full"
     hific_dir: str = ""  # folder with hific_low.pt / hific_med.pt / hific_hi.pt; "" -> <root>/weights/hific
+    # builder (moediffir.data.builder):
+    tasks: tuple[str, ...] = ()  # build only these task ids (e.g. ["jpeg_q10", "hevc_qp37"]); () = all
+    allow_missing_codecs: bool = True  # a codec that is not available is reported and skipped, not fatal
+    png_compress_level: int = 1  # zlib level of the written PNGs (lossless at any level; 1 is fastest)
 
 
 @dataclass(frozen=True)
@@ -78,14 +82,18 @@ class ModelConfig:
     routing: str = "blind"  # "blind" (degradation-aware) or "task" (one gate per task label)
     noisy_gating_in_eval: bool = False
     balance_loss_weight: float = 0.0
+    num_tasks: int = 21  # task labels the `task` router knows (7 codecs x 3 levels); unused by `blind`
+    renormalize_gates: bool = True  # kept top-K gates sum to 1 (Shazeer); False = literal Eq. 3 values
+    spade_hidden: int = 128  # hidden channels of each SPADE layer's shared conv (C -> 128 -> gamma, beta)
     use_dp: bool = True  # degradation prior feeding the router
     dp_backend: str = "daclip"  # "daclip", "clip" or "tiny"
-    dp_weights: str = ""  # "" -> <data.root>/weights/daclip_ViT-B-32.pt
+    dp_weights: str = ""  # "" -> <data.root>/weights/daclip_ViT-B-32.pt (see models/loading.py for clip)
     use_v2t: bool = True  # Visual2Text adapter + quality enhancer
     v2t_backend: str = "clip_rn50"  # "clip_rn50" or "tiny"
     v2t_weights: str = ""  # "" -> <data.root>/weights/RN50.pt
-    v2t_num_tokens: int = 77
-    enhancer_blocks: int = 4
+    v2t_num_tokens: int = 49  # learnable context tokens appended to the 49 CLIP grid tokens (released code: 49)
+    enhancer_blocks: int = 4  # Restormer blocks of the V2T quality enhancer
+    enhancer_dim: int = 48  # channels of the quality enhancer (Restormer's base width)
 
 
 @dataclass(frozen=True)
@@ -104,6 +112,10 @@ class Stage1Config:
     log_every: int = 50
     num_workers: int = 4
     out_dir: str = ""  # "" -> runs/<profile>/stage1
+    # training (moediffir.training):
+    augment: bool = True  # random horizontal flip + 90-degree rotation, identical for LQ and GT (§4.1)
+    keep_checkpoints: int = 3  # newest step_* folders kept; 0 = keep all
+    max_grad_norm: float = 0.0  # gradient clipping; 0 = off (the paper does not clip)
 
 
 @dataclass(frozen=True)
@@ -124,19 +136,29 @@ class Stage2Config:
     log_every: int = 50
     shard_size: int = 1_000
     out_dir: str = ""  # "" -> runs/<profile>/stage2
+    # training (moediffir.training):
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_accum: int = 1
+    gradient_checkpointing: bool = True
+    num_workers: int = 4
+    keep_checkpoints: int = 3  # newest step_* folders kept; 0 = keep all
+    train_fusion_weight: float = 1.0  # compensator weight w while training (StableSR's CFW trains at w = 1)
+    sample_steps: int = 0  # sampler steps that generate the z0 latents; 0 -> sample.num_steps
+    data_dir: str = ""  # "" -> <out_dir>/data (the sharded z0 latents with their LQ/GT crops)
 
 
 @dataclass(frozen=True)
 class SampleConfig:
     """Sampling (DESIGN.md §6)."""
 
-    scheduler: str = "ddpm"
+    scheduler: str = "ddpm"  # "ddpm" (paper), "ddim", "dpmpp_2m", "euler", "euler_a", "unipc"
     num_steps: int = 200
     fusion_weight: float = 0.5  # decoder compensator weight w
-    tile_size: int = 512  # pixels; images larger than this use tiled sampling
-    tile_overlap: int = 64  # pixels
+    tile_size: int = 512  # pixels, a multiple of 64; images larger than this use tiled sampling
+    tile_overlap: int = 64  # pixels, a multiple of 8, smaller than tile_size
+    tile_blend: str = "gaussian"  # overlap blending of tiles: "gaussian" (StableSR) or "linear" ramps
     color_fix: str = "none"  # "none", "wavelet", "adain"
-    batch_size: int = 4
+    batch_size: int = 4  # images (or tiles) per network call
     dtype: str = "fp32"  # "fp32", "fp16", "bf16" (half types on CUDA only)
 
 
@@ -151,6 +173,10 @@ class EvalConfig:
     metric_weights: str = "pretrained"  # "pretrained" or "random" (smoke; labelled in every table)
     test_sets: tuple[str, ...] = ("LIVE1", "Classic5", "BSDS500", "DIV2K_valid", "ICB")
     max_images: int = 0  # per test set and task; 0 = all
+    # metrics (moediffir.metrics): folder holding pretrained metric weights; "" -> the torch hub dir
+    # ($TORCH_HOME/hub: checkpoints/, pyiqa/, clip/); file names in moediffir.metrics.perceptual.weight_files
+    metric_weights_dir: str = ""
+    maniqa_crops: int = 20  # MANIQA 224-px test crops per image (pyiqa's default 20; smoke: 1 for CPU cost)
 
 
 @dataclass(frozen=True)
@@ -227,10 +253,12 @@ def _smoke() -> Config:
             vit_depth=1,
             vit_heads=2,
             mlp_ratio=2.0,
+            spade_hidden=16,
             dp_backend="tiny",
             v2t_backend="tiny",
             v2t_num_tokens=4,
             enhancer_blocks=1,
+            enhancer_dim=8,
         ),
         stage1=Stage1Config(
             batch_size=4, max_steps=30, crop_size=64, mixed_precision="no", gradient_checkpointing=False,
@@ -239,6 +267,7 @@ def _smoke() -> Config:
         stage2=Stage2Config(
             num_latents=16, batch_size=4, max_steps=20, crop_size=64, mixed_precision="no",
             checkpoint_every=10, log_every=5, shard_size=8, gan_start_step=10, lr=1e-3,
+            gradient_checkpointing=False, num_workers=0,
         ),
         sample=SampleConfig(num_steps=4, tile_size=64, tile_overlap=16, batch_size=4),
         eval=EvalConfig(
@@ -246,6 +275,7 @@ def _smoke() -> Config:
             metric_weights="random",
             test_sets=("smoke_test",),
             max_images=2,
+            maniqa_crops=1,  # metrics: one ViT-B/8 crop keeps MANIQA ~2 s per image on CPU
         ),
         ablation=AblationConfig(n_values=(1, 4, 7), k_values=(1, 3, 7), test_set="smoke_test", train_steps=10),
     )
