@@ -145,6 +145,8 @@ class Stage2Config:
     train_fusion_weight: float = 1.0  # compensator weight w while training (StableSR's CFW trains at w = 1)
     sample_steps: int = 0  # sampler steps that generate the z0 latents; 0 -> sample.num_steps
     data_dir: str = ""  # "" -> <out_dir>/data (the sharded z0 latents with their LQ/GT crops)
+    disc_channels: int = 64  # PatchGAN discriminator width (pix2pix: 64) for the hinge-GAN term
+    disc_layers: int = 3  # PatchGAN stride-2 layers (pix2pix's 70x70 patches: 3)
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,9 @@ class EvalConfig:
     # ($TORCH_HOME/hub: checkpoints/, pyiqa/, clip/); file names in moediffir.metrics.perceptual.weight_files
     metric_weights_dir: str = ""
     maniqa_crops: int = 20  # MANIQA 224-px test crops per image (pyiqa's default 20; smoke: 1 for CPU cost)
+    # evaluator (moediffir.evaluation): task ids to evaluate (() = every test task in the manifest); tasks listed
+    # here but not built are reported and skipped
+    tasks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -185,8 +190,20 @@ class AblationConfig:
 
     n_values: tuple[int, ...] = (1, 4, 7, 11, 14, 17, 21)
     k_values: tuple[int, ...] = (1, 3, 5, 7)
-    test_set: str = "LIVE1"
+    test_set: str = "LIVE1"  # Fig. 6 (N and K curves)
     train_steps: int = 400_000
+    # sweeps (moediffir.ablation): every variant is a stage-I model trained for train_steps steps
+    nk_top_k: int = 3  # K of the N curve (Fig. 6a; min(K, N) where N < K); the K curve is at N = model.num_prompts
+    design_sets: tuple[str, ...] = ("LIVE1", "BSDS500", "DIV2K_valid")  # Table 2, seen tasks
+    cross_degree_set: str = "LIVE1"  # Table 2, unseen cross-degree tasks
+    cross_degree_codecs: tuple[str, ...] = ("vvc",)  # Table 2 uses VVC QP 32, 52 only
+    cross_type_set: str = "ICB"  # Table 2, unseen cross-type tasks (AVC)
+    v2t_dp_sets: tuple[str, ...] = ("LIVE1", "BSDS500", "ICB")  # Table 3, seen tasks
+    use_v2t: bool = False  # V2T adapter in the Fig. 6 / Table 2 variants (Table 2's MoE row = Table 3's bare one)
+    use_dp: bool = False  # degradation prior in the Fig. 6 / Table 2 variants
+    tasks: tuple[str, ...] = ()  # evaluate only these task ids; () = every built task a study needs
+    max_images: int = 0  # per set and task; 0 -> eval.max_images
+    metrics: tuple[str, ...] = ("psnr", "ssim", "lpips", "fid")  # Tables 2-3 (Fig. 6 uses PSNR and LPIPS)
 
 
 @dataclass(frozen=True)
@@ -267,7 +284,7 @@ def _smoke() -> Config:
         stage2=Stage2Config(
             num_latents=16, batch_size=4, max_steps=20, crop_size=64, mixed_precision="no",
             checkpoint_every=10, log_every=5, shard_size=8, gan_start_step=10, lr=1e-3,
-            gradient_checkpointing=False, num_workers=0,
+            gradient_checkpointing=False, num_workers=0, disc_channels=16, disc_layers=2,
         ),
         sample=SampleConfig(num_steps=4, tile_size=64, tile_overlap=16, batch_size=4),
         eval=EvalConfig(
@@ -276,8 +293,16 @@ def _smoke() -> Config:
             test_sets=("smoke_test",),
             max_images=2,
             maniqa_crops=1,  # metrics: one ViT-B/8 crop keeps MANIQA ~2 s per image on CPU
+            # evaluator: MANIQA (~3 s per image on CPU) x 3 methods limits smoke to a few tasks: JPEG's three
+            # levels (Table 1), one WebP level, one unseen cross-degree and one cross-type task
+            tasks=("jpeg_q5", "jpeg_q10", "jpeg_q15", "webp_q10", "jpeg_q25", "avc_qp37"),
         ),
-        ablation=AblationConfig(n_values=(1, 4, 7), k_values=(1, 3, 7), test_set="smoke_test", train_steps=10),
+        ablation=AblationConfig(
+            n_values=(1, 4, 7), k_values=(1, 3, 7), test_set="smoke_test", train_steps=10,
+            design_sets=("smoke_test",), cross_degree_set="smoke_test", cross_degree_codecs=("jpeg", "vvc"),
+            cross_type_set="smoke_test", v2t_dp_sets=("smoke_test",),
+            tasks=("jpeg_q10", "webp_q10", "jpeg_q25", "avc_qp37"), max_images=1,
+        ),
     )
 
 

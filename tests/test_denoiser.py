@@ -1,0 +1,206 @@
+"""MoE-DiffIR denoiser: frozen UNet + prompt module + SPADE (+ DP, + V2T) (moediffir/models/denoiser.py).
+
+Smoke components: tiny random networks (UNet/VAE from moediffir.models.backbone; DP and V2T `tiny` backends).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from moediffir.config import resolve_config
+from moediffir.models.backbone import build_unet
+from moediffir.models.denoiser import MoEDiffIRDenoiser, build_denoiser
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny networks on shared CI cores: one thread avoids OpenMP start-up/spin costs (10-50x here)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _cfg(**overrides):
+    return resolve_config("smoke", overrides)
+
+
+def _build(**overrides) -> MoEDiffIRDenoiser:
+    torch.manual_seed(0)
+    return build_denoiser(_cfg(**overrides))
+
+
+def _batch(b=2, hw=(8, 8)):
+    g = torch.Generator().manual_seed(5)
+    z_t = torch.randn(b, 4, *hw, generator=g)
+    z_lq = torch.randn(b, 4, *hw, generator=g)
+    img = torch.rand(b, 3, hw[0] * 8, hw[1] * 8, generator=g)
+    return z_t, torch.tensor([7, 640][:b]), z_lq, img
+
+
+def _train_spade(d: MoEDiffIRDenoiser) -> None:
+    """Give the zero-initialised SPADE convs some weight, as training would."""
+    with torch.no_grad():
+        for layer in d.spade.layers:
+            layer.gamma.weight.normal_(std=0.05)
+            layer.beta.weight.normal_(std=0.05)
+
+
+def test_smoke_build_uses_every_part():
+    d = _build()
+    assert d.degradation_prior is not None and d.v2t is not None
+    assert d.prompt_module.config.dp_dim == d.degradation_prior.token_dim
+    assert d.v2t.cross_attention_dim == d.unet.config.cross_attention_dim
+    assert len(d.spade.sites) == 9 and d.prompt_module.config.num_scales == 4
+    z_t, t, z_lq, img = _batch()
+    assert d(z_t, t, z_lq, lq_image=img).shape == z_t.shape
+
+
+def test_zero_init_equals_stock_unet():
+    d = _build(**{"model.use_v2t": False})
+    z_t, t, z_lq, img = _batch()
+    with torch.no_grad():
+        eps = d(z_t, t, z_lq, lq_image=img)
+        with d.stock_unet() as unet:
+            ref = unet(
+                z_t, t, encoder_hidden_states=torch.zeros(2, 1, unet.config.cross_attention_dim)
+            ).sample
+    assert torch.equal(eps, ref)
+
+
+def test_only_trainable_parts_get_gradients():
+    d = _build()
+    _train_spade(d)
+    d.train()
+    assert not d.unet.training and not d.degradation_prior.training and d.prompt_module.training
+    z_t, t, z_lq, img = _batch()
+    loss = (d(z_t, t, z_lq, lq_image=img) - torch.randn_like(z_t)).square().mean()
+    loss.backward()
+    trainable = {id(p) for p in d.trainable_parameters()}
+    for name, p in d.named_parameters():
+        if id(p) in trainable:
+            assert p.grad is not None, f"trainable {name} got no gradient"
+        else:
+            assert p.grad is None, f"frozen {name} got a gradient"
+    assert all(p.grad is None for p in d.unet.parameters())
+    assert all(p.grad is None for p in d.degradation_prior.parameters())
+    assert sum(p.grad.abs().sum() for p in d.prompt_module.parameters()) > 0
+    n_unet = sum(p.numel() for p in d.unet.parameters())
+    assert 0 < sum(p.numel() for p in d.trainable_parameters()) < n_unet
+
+
+def test_routing_decisions_readable_and_balance_loss():
+    d = _build(**{"model.balance_loss_weight": 0.01})
+    d.train()
+    z_t, t, z_lq, img = _batch(hw=(16, 8))
+    d(z_t, t, z_lq, lq_image=img)
+    routing = d.last_routing
+    assert [(r["height"], r["width"]) for r in routing] == [(16, 8), (8, 4), (4, 2), (2, 1)]
+    k = d.prompt_module.config.top_k
+    for r in routing:
+        assert r["indices"].shape == (2, r["height"] * r["width"], k) and not r["indices"].requires_grad
+    assert d.last_balance_loss.requires_grad and d.last_balance_loss.item() > 0
+
+
+def test_prepare_once_denoise_many_equals_forward():
+    d = _build()
+    _train_spade(d)
+    z_t, t, z_lq, img = _batch()
+    with torch.no_grad():
+        cond = d.prepare(z_lq, lq_image=img)
+        assert not cond.timestep_dependent
+        for step in (t, torch.tensor([300, 20])):
+            assert torch.allclose(d.denoise(z_t, step, cond), d(z_t, step, z_lq, lq_image=img), atol=1e-6)
+
+
+def test_context_argument_overrides_v2t_and_dp_tokens_override_dp():
+    d = _build()
+    _train_spade(d)
+    z_t, t, z_lq, img = _batch()
+    with torch.no_grad():
+        ctx = torch.randn(2, 5, d.unet.config.cross_attention_dim)
+        a = d(z_t, t, z_lq, lq_image=img, context=ctx)
+        b = d(z_t, t, z_lq, lq_image=torch.rand_like(img), context=ctx, dp_tokens=d.degradation_prior(img))
+        assert torch.allclose(a, b, atol=1e-6)  # V2T and DP not used when their outputs are given
+
+
+def test_missing_inputs_raise():
+    d = _build()
+    z_t, t, z_lq, _ = _batch()
+    with pytest.raises(ValueError, match="lq_image"):
+        d(z_t, t, z_lq)
+    with pytest.raises(ValueError, match="batch"):
+        d(z_t[:1], t[:1], z_lq, lq_image=torch.rand(2, 3, 64, 64))
+    task = _build(**{"model.routing": "task", "model.use_v2t": False})
+    assert task.degradation_prior is None  # the DP only feeds the blind router
+    with pytest.raises(ValueError, match="task_labels"):
+        task(z_t, t, z_lq)
+    out = [task(z_t, t, z_lq, task_labels=torch.tensor([i, i])) for i in (0, 5)]
+    assert out[0].shape == z_t.shape
+
+
+def test_blind_ignores_task_label_task_uses_it():
+    z_t, t, z_lq, img = _batch()
+    blind = _build(**{"model.use_v2t": False})
+    _train_spade(blind)
+    task = _build(**{"model.use_v2t": False, "model.routing": "task"})
+    _train_spade(task)
+    with torch.no_grad():
+        a = blind(z_t, t, z_lq, lq_image=img, task_labels=torch.tensor([0, 0]))
+        b = blind(z_t, t, z_lq, lq_image=img, task_labels=torch.tensor([3, 17]))
+        assert torch.equal(a, b)
+        outs = [task(z_t, t, z_lq, task_labels=torch.tensor([i, i])) for i in range(21)]
+        assert any(not torch.allclose(outs[0], o) for o in outs[1:])
+
+
+def test_save_load_round_trip(tmp_path):
+    d = _build()
+    _train_spade(d)
+    d.save_pretrained(tmp_path / "ckpt")
+    d.save_pretrained(tmp_path / "ckpt")  # overwriting an existing checkpoint folder works
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["prompt_module", "spade", "v2t"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left behind
+    with pytest.raises(RuntimeError, match="another injector"):
+        MoEDiffIRDenoiser.from_pretrained(tmp_path / "ckpt", d.unet, d.degradation_prior)
+    unet2 = build_unet("tiny")
+    unet2.load_state_dict(d.unet.state_dict())
+    d2 = MoEDiffIRDenoiser.from_pretrained(tmp_path / "ckpt", unet2, d.degradation_prior)
+    z_t, t, z_lq, img = _batch()
+    with torch.no_grad():
+        assert torch.equal(d(z_t, t, z_lq, lq_image=img), d2(z_t, t, z_lq, lq_image=img))
+
+
+@pytest.mark.parametrize("design", ["none", "single", "multi"])
+def test_other_prompt_designs_run(design):
+    d = _build(**{"model.prompt_design": design})
+    assert d.degradation_prior is None  # no router, no DP
+    _train_spade(d)
+    z_t, t, z_lq, img = _batch(hw=(8, 24))
+    d.train()
+    d(z_t, t, z_lq, lq_image=img).mean().backward()
+    assert d.spade.layers[0].gamma.weight.grad is not None
+
+
+def test_num_scales_must_match_unet():
+    with pytest.raises(ValueError, match="num_scales = 4"):
+        _build(**{"model.num_scales": 3})
+
+
+@pytest.mark.slow
+def test_paper_architecture_random_weights_256px():
+    """SD 2.1-base UNet + DA-CLIP-architecture DP + RN50 V2T, random weights; one forward at 256 px."""
+    cfg = resolve_config("paper", {"model.random_backbone": True})
+    torch.manual_seed(0)
+    d = build_denoiser(cfg)
+    sites = d.spade.sites
+    assert len(sites) == 13
+    assert [s.channels for s in sites] == [1280] * 7 + [640] * 3 + [320] * 3
+    assert d.prompt_module.config.prompt_dim == 256 and d.degradation_prior.token_dim == 768
+    img = torch.rand(1, 3, 256, 256)
+    z_t, z_lq = torch.randn(1, 4, 32, 32), torch.randn(1, 4, 32, 32)
+    with torch.no_grad():
+        eps = d(z_t, torch.tensor([500]), z_lq, lq_image=img)
+    assert eps.shape == (1, 4, 32, 32) and torch.isfinite(eps).all()
+    assert [(r["height"], r["width"]) for r in d.last_routing] == [(32, 32), (16, 16), (8, 8), (4, 4)]
+    assert d.last_routing[0]["indices"].shape == (1, 1024, 3)
