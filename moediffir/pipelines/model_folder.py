@@ -1,0 +1,308 @@
+"""The model folder: a trained MoE-DiffIR in one directory, loadable with nothing else (paper §3.4; DESIGN.md §4-§6).
+
+Written by the trainer after stage I (prompt module, SPADE, V2T) and again after stage II (plus the decoder
+compensator); read by :func:`load_pipeline`, ``moediffir restore`` and the notebooks. Layout::
+
+    config.json                 the resolved moediffir Config (moediffir.config.save_config)
+    model_info.json             format version, the parts present, which parts have random weights, extra info
+    denoiser/                   MoEDiffIRDenoiser.save_pretrained: prompt_module/, spade/, v2t/ (if used)
+    null_context.safetensors    the UNet context used when there is no V2T adapter
+    compensator/                DecoderCompensator.save_pretrained (after stage II)
+    degradation_prior/          only when the DP has random weights (``tiny`` backend or a random backbone)
+    backbone/unet, backbone/vae, backbone/scheduler
+                                only when the backbone has random weights (``model.backbone == "tiny"`` or
+                                ``model.random_backbone``: the smoke profile), so the exact frozen networks travel
+                                with the model; otherwise they come from ``model.sd_source``
+
+Pretrained frozen parts (SD 2.1-base, DA-CLIP) are not copied; their sources are in ``config.json`` and can be
+redirected at load time (``overrides={"model.sd_source": ...}``). Writes are atomic: the folder is built
+beside its place and renamed in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from moediffir.config import Config, ConfigError, apply_overrides, load_config, save_config
+from moediffir.utils.io import atomic_write_json
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+INFO_FILE = "model_info.json"
+NULL_CONTEXT_FILE = "null_context.safetensors"
+DENOISER_DIR = "denoiser"
+COMPENSATOR_DIR = "compensator"
+DP_DIR = "degradation_prior"
+BACKBONE_DIR = "backbone"
+# Config keys that may change when loading a trained model (everything else is the model itself).
+LOAD_OVERRIDABLE = ("sample.", "seed", "device", "model.sd_source", "model.dp_weights", "model.v2t_weights", "data.root")
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class ModelFolderError(FileNotFoundError):
+    """A model folder is missing, incomplete or broken; the message names the folder and what is wrong."""
+
+
+def backbone_is_random(cfg: Config) -> bool:
+    """True when build_backbone gives random weights (tiny backbone or ``model.random_backbone``)."""
+    return cfg.model.backbone == "tiny" or bool(cfg.model.random_backbone)
+
+
+def dp_is_random(cfg: Config) -> bool:
+    """True when build_degradation_prior gives random weights (``tiny`` backend, or a random backbone)."""
+    return cfg.model.dp_backend == "tiny" or bool(cfg.model.random_backbone)
+
+
+def _random_parts(cfg: Config, has_dp: bool, has_v2t: bool) -> list[str]:
+    parts = []
+    if backbone_is_random(cfg):
+        parts.append(f"backbone ({cfg.model.backbone}, random weights)")
+    if has_dp and dp_is_random(cfg):
+        parts.append(f"degradation_prior ({cfg.model.dp_backend}, random weights)")
+    if has_v2t and (cfg.model.v2t_backend == "tiny" or cfg.model.random_backbone):
+        parts.append(f"v2t CLIP encoder ({cfg.model.v2t_backend}, random weights)")
+    return parts
+
+
+# --------------------------------------------------------------------------------------------- saving
+def save_model_folder(
+    folder: str | os.PathLike,
+    cfg: Config,
+    denoiser,
+    vae,
+    scheduler,
+    compensator=None,
+    info: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a model folder (layout in the module docstring) atomically; an existing folder is replaced.
+
+    Args:
+        cfg: the resolved config the parts were built from. denoiser: the stage-I ``MoEDiffIRDenoiser``.
+        vae, scheduler: the frozen backbone parts (saved only when random). compensator: stage II, optional.
+        info: extra JSON-serialisable facts for ``model_info.json`` (e.g. training steps).
+    """
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        save_config(cfg, tmp, CONFIG_FILE)
+        denoiser.save_pretrained(tmp / DENOISER_DIR)
+        save_file({"null_context": denoiser.null_context.detach().float().cpu().contiguous()}, str(tmp / NULL_CONTEXT_FILE))
+        parts = [DENOISER_DIR]
+        if compensator is not None:
+            compensator.save_pretrained(tmp / COMPENSATOR_DIR)
+            parts.append(COMPENSATOR_DIR)
+        dp = denoiser.degradation_prior
+        if dp is not None and dp_is_random(cfg):
+            dp.save_pretrained(tmp / DP_DIR)
+            parts.append(DP_DIR)
+        if backbone_is_random(cfg):
+            denoiser.unet.save_pretrained(tmp / BACKBONE_DIR / "unet")
+            vae.save_pretrained(tmp / BACKBONE_DIR / "vae")
+            scheduler.save_pretrained(tmp / BACKBONE_DIR / "scheduler")
+            parts.append(BACKBONE_DIR)
+        model_info = {
+            "format": FORMAT_VERSION,
+            "profile": cfg.profile,
+            "parts": parts,
+            "random_weights": _random_parts(cfg, dp is not None, denoiser.v2t is not None),
+            "info": dict(info or {}),
+        }
+        atomic_write_json(tmp / INFO_FILE, model_info)
+        old = None
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def build_fresh_model_folder(
+    folder: str | os.PathLike, cfg: Config, with_compensator: bool = True, seed: int = 0
+) -> Path:
+    """A model folder of **untrained** parts built from ``cfg`` (backbone + fresh denoiser [+ compensator]).
+
+    For tests, demos and CI of the restore machinery only: its outputs are not restorations, and its
+    ``model_info.json`` says ``"trained": false``. Builds pretrained frozen parts from their sources when the
+    profile has them (paper) -- missing weights raise the loader's error.
+    """
+    from moediffir.models.backbone import build_backbone
+    from moediffir.models.compensator import build_compensator
+    from moediffir.models.denoiser import build_denoiser
+
+    torch.manual_seed(seed)
+    unet, vae, scheduler = build_backbone(cfg)
+    denoiser = build_denoiser(cfg, unet=unet)
+    compensator = build_compensator(cfg, vae) if with_compensator else None
+    try:
+        return save_model_folder(folder, cfg, denoiser, vae, scheduler, compensator, info={"trained": False})
+    finally:
+        denoiser.spade.detach()  # leave no hooks behind on the (discarded) UNet
+
+
+# -------------------------------------------------------------------------------------------- loading
+def read_model_info(folder: str | os.PathLike) -> dict[str, Any]:
+    """``model_info.json`` of a model folder (``{}`` when absent)."""
+    path = Path(folder) / INFO_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelFolderError(f"{path}: cannot read ({exc})") from exc
+
+
+def check_model_folder(folder: str | os.PathLike) -> Config:
+    """The folder's config, after checking every file loading needs; raise one error listing what is missing."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelFolderError(f"{folder}: model folder not found (expected a folder written by save_model_folder)")
+    if not (folder / CONFIG_FILE).is_file():
+        raise ModelFolderError(f"{folder}: not a MoE-DiffIR model folder; missing {CONFIG_FILE}")
+    try:
+        cfg = load_config(folder / CONFIG_FILE)
+    except ConfigError as exc:
+        raise ModelFolderError(f"{folder}: broken {CONFIG_FILE} ({exc})") from exc
+    needed = [f"{DENOISER_DIR}/prompt_module/config.json", f"{DENOISER_DIR}/spade/config.json"]
+    if cfg.model.use_v2t:
+        needed.append(f"{DENOISER_DIR}/v2t/config.json")
+    if backbone_is_random(cfg):
+        needed += [f"{BACKBONE_DIR}/unet/config.json", f"{BACKBONE_DIR}/vae/config.json",
+                   f"{BACKBONE_DIR}/scheduler/scheduler_config.json"]
+    from moediffir.models.denoiser import dp_is_used
+
+    if dp_is_used(cfg) and dp_is_random(cfg):
+        needed.append(f"{DP_DIR}/config.json")
+    missing = [p for p in needed if not (folder / p).is_file()]
+    if missing:
+        raise ModelFolderError(f"{folder}: incomplete model folder; missing " + ", ".join(missing))
+    return cfg
+
+
+def _check_overrides(overrides: Mapping[str, Any] | None) -> None:
+    for key in overrides or {}:
+        if not any(key == p or (p.endswith(".") and key.startswith(p)) for p in LOAD_OVERRIDABLE):
+            raise ConfigError(
+                f"override {key!r}: cannot change the architecture of a trained model; loadable overrides are "
+                f"sample.*, seed, device, model.sd_source, model.dp_weights, model.v2t_weights, data.root"
+            )
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"``/None -> CUDA when available, else CPU."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device, default: str = "fp32") -> torch.dtype:
+    """A torch dtype from ``"fp32"``/``"fp16"``/``"bf16"`` (or a torch dtype); half types need CUDA."""
+    if dtype is None:
+        dtype = default
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype {dtype!r}: choose one of {sorted(DTYPES)}")
+        dtype = DTYPES[dtype]
+    if dtype not in DTYPES.values():
+        raise ValueError(f"dtype {dtype}: choose one of torch.float32, torch.float16, torch.bfloat16")
+    if dtype != torch.float32 and device.type != "cuda":
+        raise ValueError(f"dtype {dtype} needs a CUDA device (got {device}); use fp32 on {device.type}")
+    return dtype
+
+
+def _load_part(folder: Path, what: str, loader):
+    try:
+        return loader()
+    except ModelFolderError:
+        raise
+    except Exception as exc:  # corrupt or mismatched weights: name the part
+        raise ModelFolderError(f"{folder / what}: cannot load ({type(exc).__name__}: {exc})") from exc
+
+
+def load_pipeline(
+    folder: str | os.PathLike,
+    device: str | torch.device | None = "cpu",
+    dtype: str | torch.dtype | None = None,
+    overrides: Mapping[str, Any] | None = None,
+):
+    """A ready :class:`~moediffir.pipelines.moediffir_pipeline.MoEDiffIRPipeline` from a model folder.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``. dtype: ``"fp32"``/``"fp16"``/``"bf16"`` or a
+            torch dtype (None: ``sample.dtype`` of the config); half types on CUDA only.
+        overrides: config overrides of the sampling settings and weight sources (``{"sample.num_steps": 50}``).
+    """
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from safetensors.torch import load_file
+
+    from moediffir.models.compensator import DecoderCompensator
+    from moediffir.models.denoiser import MoEDiffIRDenoiser, dp_is_used
+    from moediffir.pipelines.moediffir_pipeline import MoEDiffIRPipeline
+    from moediffir.pipelines.sampling import make_scheduler
+
+    folder = Path(folder)
+    cfg = check_model_folder(folder)
+    _check_overrides(overrides)
+    cfg = apply_overrides(cfg, overrides)
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev, cfg.sample.dtype)
+
+    if backbone_is_random(cfg):
+        bb = folder / BACKBONE_DIR
+        unet = _load_part(folder, f"{BACKBONE_DIR}/unet", lambda: UNet2DConditionModel.from_pretrained(bb / "unet"))
+        vae = _load_part(folder, f"{BACKBONE_DIR}/vae", lambda: AutoencoderKL.from_pretrained(bb / "vae"))
+        base_scheduler = _load_part(
+            folder, f"{BACKBONE_DIR}/scheduler", lambda: DDPMScheduler.from_pretrained(bb / "scheduler")
+        )
+    else:
+        from moediffir.models.backbone import build_backbone
+
+        # Pretrained SD from model.sd_source; loading.py lists every missing file at once. The V2T adapter's CLIP
+        # tower travels in denoiser/v2t, so its weight file is not asked for (a tiny v2t backend skips that check).
+        bb_cfg = replace(cfg, model=replace(cfg.model, v2t_backend="tiny"))
+        unet, vae, base_scheduler = build_backbone(bb_cfg)
+    dp = None
+    if dp_is_used(cfg):
+        if dp_is_random(cfg):
+            from moediffir.models.degradation_prior import DegradationPrior
+
+            dp = _load_part(folder, DP_DIR, lambda: DegradationPrior.from_pretrained(folder / DP_DIR))
+        else:
+            from moediffir.models.degradation_prior import build_degradation_prior
+
+            dp = build_degradation_prior(cfg)
+    denoiser = _load_part(
+        folder, DENOISER_DIR, lambda: MoEDiffIRDenoiser.from_pretrained(folder / DENOISER_DIR, unet, degradation_prior=dp)
+    )
+    if (folder / NULL_CONTEXT_FILE).is_file():
+        null = _load_part(folder, NULL_CONTEXT_FILE, lambda: load_file(str(folder / NULL_CONTEXT_FILE))["null_context"])
+        denoiser.set_null_context(null)
+    compensator = None
+    if (folder / COMPENSATOR_DIR).is_dir():
+        compensator = _load_part(folder, COMPENSATOR_DIR, lambda: DecoderCompensator.from_pretrained(folder / COMPENSATOR_DIR))
+
+    scheduler = make_scheduler(cfg.sample.scheduler, base_scheduler.config)
+    pipe = MoEDiffIRPipeline.from_denoiser(denoiser, vae, scheduler, compensator=compensator, config=cfg)
+    for module in (unet, vae, denoiser, compensator):
+        if module is not None:
+            module.requires_grad_(False)
+            module.eval()
+    pipe.to(dev) if torch_dtype == torch.float32 else pipe.to(dev, torch_dtype)
+    return pipe

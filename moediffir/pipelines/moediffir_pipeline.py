@@ -1,0 +1,575 @@
+"""MoE-DiffIR restoration pipeline: LQ image(s) in, restored image(s) out (paper §3, Fig. 2a/3a; DESIGN.md §6).
+
+Inference as in the paper (§3.4, §4.1) and StableSR, which it follows:
+
+1. check the inputs (:meth:`MoEDiffIRPipeline.check_inputs`: short, exact errors);
+2. turn them into ``(1, 3, H, W)`` float images in ``[0, 1]``; group images of one size into batches;
+3. pad each batch by repeating edge pixels to the latent grid (a multiple of the VAE factor times the
+   prompt module's and UNet's downsampling, 64 px for SD);
+4. encode the LQ image with the frozen VAE encoder: ``z_lq = mean(E(2x - 1)) * scaling_factor``
+   (the posterior mean, so conditioning is deterministic; see :func:`encode_lq`);
+5. prepare the prompt conditions once per image (or tile): degradation prior, MoE-Prompt Module, SPADE
+   modulations and the Visual2Text context (:meth:`MoEDiffIRDenoiser.prepare`);
+6. prepare latents from pure noise ``z_T ~ N(0, I)`` (seeded by ``generator``);
+7. run the reverse process of the scheduler (DDPM, 200 steps by default; any diffusers scheduler and step
+   count) with the prompted UNet (:func:`~moediffir.pipelines.sampling.sample_loop`);
+8. decode ``z_0`` with the decoder compensator at fusion weight ``w`` (plain VAE decode when there is no
+   compensator or ``w`` is None);
+9. crop back to the input size and colour fix against the LQ image (``none``, ``wavelet``, ``adain``);
+10. convert to the output type.
+
+Images larger than ``tile_size`` take the tiled path (:mod:`moediffir.pipelines.tiling`): tiled VAE encoding,
+noise predictions blended over overlapping latent tiles at every step, tiled (compensated) decoding.
+
+The components are registered with diffusers (``unet``, ``vae``, ``scheduler``, ``prompt_module``, ``spade``,
+and optionally ``degradation_prior``, ``v2t``, ``compensator``), so ``pipe.to(device, dtype)``,
+``pipe.device`` and ``pipe.progress_bar`` work; the stage-I model built from them is ``pipe.denoiser``.
+Saving and loading go through the model folder (:mod:`moediffir.pipelines.model_folder`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.utils import BaseOutput
+from PIL import Image
+
+from moediffir.config import SampleConfig
+from moediffir.models.denoiser import DenoiserConditions, MoEDiffIRDenoiser
+from moediffir.pipelines.colorfix import COLOR_FIXES, apply_color_fix
+from moediffir.pipelines.sampling import initial_noise, sample_loop
+from moediffir.pipelines.tiling import BLEND_MODES, Tile, pad_to_multiple, tile_batches, tiled_map
+from moediffir.utils.io import to_rgb_uint8
+
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+RoutingCallback = Callable[[int, torch.Tensor, torch.Tensor, list], Any]
+
+
+@dataclass
+class MoEDiffIRPipelineOutput(BaseOutput):
+    """``images``: a list of PIL images (``pil``), a list of uint8 ``(H, W, 3)`` arrays (``np``), or a
+    ``(B, 3, H, W)`` float tensor in [0, 1] (``pt``; a list of ``(1, 3, H, W)`` when sizes differ), or the
+    latents ``z_0`` (``latent``; ``(B, 4, h, w)`` on the padded grid, a list when sizes differ)."""
+
+    images: Any
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _lcm(a: int, b: int) -> int:
+    return a * b // math.gcd(a, b)
+
+
+def encode_lq(vae, image01: torch.Tensor) -> torch.Tensor:
+    """``z_lq`` ``(B, 4, H/8, W/8)`` of images ``(B, 3, H, W)`` in [0, 1]: posterior mean times the VAE's
+    scaling factor (minus its shift factor, when it has one). Stage-I training must condition the same way."""
+    x = (image01 * 2.0 - 1.0).to(device=vae.device, dtype=vae.dtype)  # (B, 3, H, W) in [-1, 1]
+    mean = vae.encode(x).latent_dist.mode()  # (B, 4, h, w)
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return ((mean - shift) * vae.config.scaling_factor).float()  # (B, 4, h, w)
+
+
+def _latents_for_decoder(vae, latents: torch.Tensor) -> torch.Tensor:
+    """Undo the scaling of :func:`encode_lq`: what ``AutoencoderKL.decode`` takes."""
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return latents / vae.config.scaling_factor + shift  # (B, 4, h, w)
+
+
+def _image_kind(x: Any) -> str | None:
+    if isinstance(x, Image.Image):
+        return "pil"
+    if isinstance(x, np.ndarray):
+        return "np"
+    if torch.is_tensor(x):
+        return "pt"
+    return None
+
+
+def _check_one_image(x: Any, where: str) -> None:
+    kind = _image_kind(x)
+    if kind is None:
+        raise TypeError(
+            f"{where}: expected a PIL image, a uint8 (H, W, 3) numpy array or a float (B, 3, H, W) tensor in [0, 1], "
+            f"got {type(x).__name__}"
+        )
+    if kind == "pil":
+        if x.width < 1 or x.height < 1:
+            raise ValueError(f"{where}: PIL image has zero size {x.size}")
+    elif kind == "np":
+        if x.dtype != np.uint8:
+            raise ValueError(f"{where}: numpy images must be uint8, got {x.dtype}")
+        if not (x.ndim in (3, 4) and x.shape[-1] == 3) or 0 in x.shape:
+            raise ValueError(f"{where}: numpy images must be (H, W, 3) or (B, H, W, 3), got {x.shape}")
+    else:
+        if x.ndim != 4 or x.shape[1] != 3 or 0 in x.shape:
+            raise ValueError(f"{where}: tensor images must be (B, 3, H, W), got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"{where}: tensor images must be float in [0, 1], got {x.dtype}")
+        lo, hi = float(x.min()), float(x.max())
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError(f"{where}: tensor images contain NaN or inf")
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(f"{where}: tensor values must be in [0, 1], got [{lo:.3g}, {hi:.3g}]")
+
+
+def _to_tensors(image: Any) -> tuple[list[torch.Tensor], str]:
+    """Flatten the accepted inputs into ``(1, 3, H, W)`` float32 CPU tensors in [0, 1] and the input kind."""
+    items = list(image) if isinstance(image, (list, tuple)) else [image]
+    out: list[torch.Tensor] = []
+    for x in items:
+        kind = _image_kind(x)
+        if kind == "pil":
+            arr = np.array(to_rgb_uint8(x))  # writable copy
+            out.append(torch.from_numpy(arr).permute(2, 0, 1)[None].float() / 255.0)  # (1, 3, H, W)
+        elif kind == "np":
+            arr = x[None] if x.ndim == 3 else x
+            t = torch.from_numpy(np.array(arr, dtype=np.uint8)).permute(0, 3, 1, 2).float() / 255.0  # (B, 3, H, W)
+            out.extend(t[i : i + 1] for i in range(t.shape[0]))
+        else:
+            t = x.detach().float().cpu()  # (B, 3, H, W)
+            out.extend(t[i : i + 1] for i in range(t.shape[0]))
+    return out, _image_kind(items[0]) or "pil"
+
+
+def _split_routing(routing: list[dict[str, Any]], n: int) -> list[list[dict[str, Any]]]:
+    """Per-row copies (batch dim kept, size 1) of a batch's per-scale routing record, detached, on the CPU."""
+    rows: list[list[dict[str, Any]]] = [[] for _ in range(n)]
+    for scale in routing:
+        for i in range(n):
+            rec = {}
+            for k, v in scale.items():
+                if torch.is_tensor(v) and v.ndim > 0 and v.shape[0] == n:
+                    rec[k] = v[i : i + 1].detach().cpu()
+                elif torch.is_tensor(v):
+                    rec[k] = v.detach().cpu()
+                else:
+                    rec[k] = v
+            rows[i].append(rec)
+    return rows
+
+
+# --------------------------------------------------------------------------------------------- pipeline
+class MoEDiffIRPipeline(DiffusionPipeline):
+    """Restore compressed images with MoE-DiffIR (see the module docstring for the numbered steps).
+
+    ``pipe.sample_defaults`` (a :class:`~moediffir.config.SampleConfig`) supplies every argument left as None;
+    :func:`~moediffir.pipelines.model_folder.load_pipeline` sets it from the model's profile. After a call,
+    ``pipe.last_routing`` holds one record per (image, tile): ``{"image": i, "tile": (top, left, h, w)`` in
+    latent cells ``, "scales": [per-scale routing dicts, batch dim 1]}`` and ``pipe.last_tiled`` one bool per image.
+    """
+
+    _optional_components = ["degradation_prior", "v2t", "compensator"]  # noqa: RUF012 (diffusers' convention)
+    model_cpu_offload_seq = None
+
+    def __init__(
+        self,
+        unet,
+        vae,
+        scheduler,
+        prompt_module,
+        spade,
+        degradation_prior=None,
+        v2t=None,
+        compensator=None,
+    ) -> None:
+        super().__init__()
+        self.register_modules(
+            unet=unet,
+            vae=vae,
+            scheduler=scheduler,
+            prompt_module=prompt_module,
+            spade=spade,
+            degradation_prior=degradation_prior,
+            v2t=v2t,
+            compensator=compensator,
+        )
+        if spade.attached:  # e.g. parts of an existing denoiser: move its hooks to the pipeline's denoiser
+            spade.detach()
+        self.denoiser = MoEDiffIRDenoiser(unet, prompt_module, spade, degradation_prior=degradation_prior, v2t=v2t)
+        self.sample_defaults = SampleConfig()
+        self.model_config = None  # the resolved moediffir Config when loaded from a model folder
+        self.last_routing: list[dict[str, Any]] = []
+        self.last_tiled: list[bool] = []
+        self._batch_tiled = False
+
+    @classmethod
+    def from_denoiser(cls, denoiser: MoEDiffIRDenoiser, vae, scheduler, compensator=None, config=None) -> MoEDiffIRPipeline:
+        """A pipeline around an existing stage-I model (e.g. during training); ``config``: its resolved Config."""
+        pipe = cls(
+            unet=denoiser.unet,
+            vae=vae,
+            scheduler=scheduler,
+            prompt_module=denoiser.prompt_module,
+            spade=denoiser.spade,
+            degradation_prior=denoiser.degradation_prior,
+            v2t=denoiser.v2t,
+            compensator=compensator,
+        )
+        pipe.denoiser = denoiser  # same parts; keeps its null context
+        if config is not None:
+            pipe.model_config = config
+            pipe.sample_defaults = config.sample
+        return pipe
+
+    # -- geometry ----------------------------------------------------------------------------------
+    @property
+    def vae_scale_factor(self) -> int:
+        """Pixels per latent cell (8 for SD)."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def latent_multiple(self) -> int:
+        """Latent sizes must be multiples of this (prompt-module scales and UNet downsampling)."""
+        pm = 2 ** (self.prompt_module.config.num_scales - 1)
+        un = 2 ** (len(self.unet.config.block_out_channels) - 1)
+        return _lcm(pm, un)
+
+    @property
+    def pixel_multiple(self) -> int:
+        """Images are padded to multiples of this many pixels (64 for SD)."""
+        return self.vae_scale_factor * self.latent_multiple
+
+    # -- saving / loading: the model folder --------------------------------------------------------
+    def save_pretrained(self, save_directory, **kwargs) -> None:  # type: ignore[override]
+        """Write the model folder (:func:`~moediffir.pipelines.model_folder.save_model_folder`)."""
+        from moediffir.pipelines.model_folder import save_model_folder
+
+        if kwargs:
+            raise TypeError(f"MoEDiffIRPipeline.save_pretrained: unsupported arguments {sorted(kwargs)}")
+        if self.model_config is None:
+            raise ValueError("MoEDiffIRPipeline.save_pretrained: set pipe.model_config (the resolved Config) first")
+        save_model_folder(save_directory, self.model_config, self.denoiser, self.vae, self.scheduler, self.compensator)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> MoEDiffIRPipeline:  # type: ignore[override]
+        """Load a model folder (:func:`~moediffir.pipelines.model_folder.load_pipeline`); kwargs: device, dtype, overrides."""
+        from moediffir.pipelines.model_folder import load_pipeline
+
+        return load_pipeline(pretrained_model_name_or_path, **kwargs)
+
+    # -- 1. inputs ---------------------------------------------------------------------------------
+    def check_inputs(
+        self,
+        image: Any,
+        num_inference_steps: int,
+        fusion_weight: float | None,
+        tile_size: int,
+        tile_overlap: int,
+        tile_blend: str,
+        color_fix: str,
+        output_type: str | None,
+        batch_size: int,
+        generator: Any = None,
+        task_labels: Any = None,
+        callback: Any = None,
+    ) -> None:
+        """Raise a short, exact error for any bad argument (before any work is done)."""
+        items = list(image) if isinstance(image, (list, tuple)) else [image]
+        if not items:
+            raise ValueError("image: got an empty list")
+        n_images = 0
+        for i, x in enumerate(items):
+            _check_one_image(x, f"image[{i}]" if isinstance(image, (list, tuple)) else "image")
+            n_images += x.shape[0] if (torch.is_tensor(x) or (isinstance(x, np.ndarray) and x.ndim == 4)) else 1
+        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be an int >= 1, got {num_inference_steps!r}")
+        if fusion_weight is not None:
+            if isinstance(fusion_weight, bool) or not isinstance(fusion_weight, (int, float)) or not math.isfinite(fusion_weight):
+                raise ValueError(f"fusion_weight must be a number in [0, 1] or None, got {fusion_weight!r}")
+            if not 0.0 <= float(fusion_weight) <= 1.0:
+                raise ValueError(f"fusion_weight must be in [0, 1], got {fusion_weight}")
+        mult, f = self.pixel_multiple, self.vae_scale_factor
+        if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < mult or tile_size % mult:
+            raise ValueError(f"tile_size must be a positive multiple of {mult} px (the latent grid), got {tile_size!r}")
+        if isinstance(tile_overlap, bool) or not isinstance(tile_overlap, int) or tile_overlap < 0 or tile_overlap % f:
+            raise ValueError(f"tile_overlap must be a multiple of {f} px and >= 0, got {tile_overlap!r}")
+        if tile_overlap >= tile_size:
+            raise ValueError(f"tile_overlap={tile_overlap} must be smaller than tile_size={tile_size}")
+        if tile_blend not in BLEND_MODES:
+            raise ValueError(f"tile_blend={tile_blend!r}: choose one of {BLEND_MODES}")
+        if color_fix not in COLOR_FIXES:
+            raise ValueError(f"color_fix={color_fix!r}: choose one of {COLOR_FIXES}")
+        if output_type is not None and output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type={output_type!r}: choose one of {OUTPUT_TYPES}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        if isinstance(generator, (list, tuple)) and len(generator) != n_images:
+            raise ValueError(f"generator: got {len(generator)} generators for {n_images} images; pass one per image or one")
+        if self.prompt_module.uses_task_labels and task_labels is None:
+            raise ValueError("task_labels: this model routes by task label (model.routing='task'); pass one per image")
+        if task_labels is not None and not isinstance(task_labels, int):
+            labels = torch.as_tensor(task_labels).reshape(-1)
+            if labels.numel() != n_images:
+                raise ValueError(f"task_labels: got {labels.numel()} labels for {n_images} images")
+        if callback is not None and not callable(callback):
+            raise ValueError("callback must be callable: callback(step, t, latents, routing)")
+
+    # -- 4. encode ---------------------------------------------------------------------------------
+    def encode(self, lq: torch.Tensor, tiled: bool, tile: int, overlap: int, blend: str, tile_batch: int) -> torch.Tensor:
+        """``z_lq`` ``(B, 4, h, w)`` of padded LQ images ``(B, 3, 8h, 8w)`` in [0, 1] (tile/overlap in latent cells)."""
+        f = self.vae_scale_factor
+        if not tiled:
+            return encode_lq(self.vae, lq)
+        grid = (lq.shape[-2] // f, lq.shape[-1] // f)
+        return tiled_map(lambda crops, k, items: encode_lq(self.vae, crops[0]), [(lq, f)], grid, 1, tile, overlap, blend, tile_batch)
+
+    # -- 5. conditions -----------------------------------------------------------------------------
+    def _prepare(self, z_lq: torch.Tensor, lq: torch.Tensor, labels: torch.Tensor | None, t: torch.Tensor | None) -> DenoiserConditions:
+        n = z_lq.shape[0]
+        tt = None if t is None else t.reshape(1).expand(n).to(z_lq.device)  # (N,)
+        return self.denoiser.prepare(
+            z_lq.to(self.prompt_module.dtype), tt, lq_image=lq.float(), task_labels=labels
+        )
+
+    # -- 8. decode ---------------------------------------------------------------------------------
+    def decode(
+        self, z0: torch.Tensor, lq: torch.Tensor, fusion_weight: float | None,
+        tiled: bool, tile: int, overlap: int, blend: str, tile_batch: int,
+    ) -> torch.Tensor:
+        """Images ``(B, 3, H, W)`` in [0, 1] from latents ``z0`` ``(B, 4, h, w)``; ``lq`` in [0, 1] feeds the compensator."""
+        use_comp = self.compensator is not None and fusion_weight is not None
+
+        def run(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            if use_comp:
+                zc = _latents_for_decoder(self.vae, z).to(self.compensator.dtype)
+                out = self.compensator.decode(zc, lq_image=(x * 2 - 1).to(self.compensator.dtype), w=float(fusion_weight))
+            else:
+                out = self.vae.decode(_latents_for_decoder(self.vae, z).to(self.vae.dtype)).sample
+            return ((out.float() + 1.0) / 2.0).clamp(0.0, 1.0)  # (N, 3, H, W)
+
+        if not tiled:
+            return run(z0, lq)
+        f = self.vae_scale_factor
+        return tiled_map(
+            lambda crops, k, items: run(crops[0], crops[1]), [(z0, 1), (lq, f)], tuple(z0.shape[-2:]), f,
+            tile, overlap, blend, tile_batch,
+        ).clamp(0.0, 1.0)
+
+    # -- one batch of equal-size images: steps 3-9 -------------------------------------------------
+    def _restore_batch(
+        self,
+        lq: torch.Tensor,
+        image_ids: list[int],
+        labels: torch.Tensor | None,
+        generator: Any,
+        fusion_weight: float | None,
+        tiled: bool | None,
+        tile_size: int,
+        tile_overlap: int,
+        tile_blend: str,
+        color_fix: str,
+        batch_size: int,
+        eta: float | None,
+        callback: RoutingCallback | None,
+        progress: Any,
+        want_latents: bool,
+    ) -> torch.Tensor:
+        device = self._execution_device
+        f = self.vae_scale_factor
+        # 3. pad to the latent grid (edge pixels), remember the size
+        lq = lq.to(device)
+        lq_pad, (h, w) = pad_to_multiple(lq, self.pixel_multiple)  # (B, 3, H', W')
+        if tiled is None:
+            tiled = max(lq_pad.shape[-2:]) > tile_size
+        tile, overlap = tile_size // f, tile_overlap // f  # latent cells
+        grid = (lq_pad.shape[-2] // f, lq_pad.shape[-1] // f)
+        b = lq.shape[0]
+
+        # 4. encode the LQ image -> z_lq
+        z_lq = self.encode(lq_pad, tiled, tile, overlap, tile_blend, batch_size)  # (B, 4, gh, gw)
+
+        # 5. prompt conditions, once per image (tiled: once per tile batch); per step if they read t
+        per_step = bool(self.prompt_module.config.timestep_input)
+        if tiled:
+            batches = tile_batches(grid, tile, overlap, b, batch_size)
+        else:
+            batches = [[(i, Tile(0, 0, grid[0], grid[1])) for i in range(b)]]
+        lab = None if labels is None else labels.to(device)
+
+        def crops_of(items: list[tuple[int, Tile]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+            if not tiled:
+                return z_lq, lq_pad, lab
+            zs = torch.cat([z_lq[i : i + 1, :, t.region(1)[0], t.region(1)[1]] for i, t in items])  # (N, 4, th, tw)
+            xs = torch.cat([lq_pad[i : i + 1, :, t.region(f)[0], t.region(f)[1]] for i, t in items])  # (N, 3, 8th, 8tw)
+            ls = None if lab is None else lab[[i for i, _ in items]]  # (N,)
+            return zs, xs, ls
+
+        routing: list[dict[str, Any]] = []
+
+        def record(conds: list[DenoiserConditions]) -> None:
+            routing.clear()
+            for items, cond in zip(batches, conds):
+                for (i, t), scales in zip(items, _split_routing(cond.routing, len(items))):
+                    routing.append({"image": image_ids[i], "tile": t.as_tuple(), "scales": scales})
+
+        conds: list[DenoiserConditions] = []
+        if not per_step:
+            conds = [self._prepare(*crops_of(items), None) for items in batches]
+            record(conds)
+
+        # 6. latents from pure noise
+        latents = initial_noise((b, z_lq.shape[1], *grid), self.scheduler, generator, device)  # (B, 4, gh, gw)
+
+        # 7. denoising loop (noise predictions blended over tiles when tiled)
+        dtype = self.unet.dtype
+
+        def eps_fn(z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            if per_step:
+                conds[:] = [self._prepare(*crops_of(items), t) for items in batches]
+                record(conds)
+            if not tiled:
+                return self.denoiser.denoise(z_t.to(dtype), t.reshape(1).expand(b).to(device), conds[0])  # (B, 4, gh, gw)
+            return tiled_map(
+                lambda crops, k, items: self.denoiser.denoise(
+                    crops[0].to(dtype), t.reshape(1).expand(len(items)).to(device), conds[k]
+                ),
+                [(z_t, 1)], grid, 1, tile, overlap, tile_blend, batch_size,
+            )
+
+        step_cb = None
+        if callback is not None:
+            step_cb = lambda i, t, z: callback(i, t, z, list(routing))
+        z0 = sample_loop(eps_fn, self.scheduler, latents, generator=generator, callback=step_cb, progress=progress, eta=eta)
+        self.last_routing.extend(routing)
+        self._batch_tiled = bool(tiled)
+        if want_latents:
+            return z0  # (B, 4, gh, gw)
+
+        # 8. decode (compensator at w, or the plain VAE decoder)
+        out = self.decode(z0, lq_pad, fusion_weight, tiled, tile, overlap, tile_blend, batch_size)  # (B, 3, H', W')
+        # 9. crop back, colour fix against the LQ input
+        out = out[..., :h, :w]  # (B, 3, H, W)
+        return apply_color_fix(out, lq, color_fix)
+
+    # -- the call ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(
+        self,
+        image: Any,
+        num_inference_steps: int | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        fusion_weight: float | None = ...,  # type: ignore[assignment]
+        color_fix: str | None = None,
+        tile_size: int | None = None,
+        tile_overlap: int | None = None,
+        tile_blend: str | None = None,
+        tiled: bool | None = None,
+        batch_size: int | None = None,
+        task_labels: int | Sequence[int] | torch.Tensor | None = None,
+        output_type: str | None = None,
+        return_dict: bool = True,
+        callback: RoutingCallback | None = None,
+        eta: float | None = None,
+    ) -> MoEDiffIRPipelineOutput | tuple:
+        """Restore LQ image(s).
+
+        Args:
+            image: a PIL image, a uint8 ``(H, W, 3)``/``(B, H, W, 3)`` array, a float ``(B, 3, H, W)`` tensor in
+                [0, 1], or a list of these; any size.
+            num_inference_steps: sampler steps (default ``sample_defaults.num_steps``: 200 for the paper).
+            generator: a ``torch.Generator`` or one per image (same seed -> same image).
+            fusion_weight: compensator weight ``w`` in [0, 1]; None decodes with the plain VAE; left out, the
+                default ``sample_defaults.fusion_weight``.
+            color_fix: ``none``, ``wavelet`` or ``adain``. tile_size / tile_overlap: pixels; tile_blend:
+                ``gaussian`` or ``linear``. tiled: force the tiled (True) or whole-image (False) path; None
+                tiles images larger than ``tile_size``.
+            batch_size: images (or tiles) per network call. task_labels: only for ``routing='task'`` models.
+            output_type: ``pil``, ``np``, ``pt`` or ``latent``; None returns the input's kind.
+            callback: ``callback(step, t, latents, routing)`` after every denoising step of every batch.
+            eta: DDIM's eta (other schedulers ignore it).
+        """
+        d = self.sample_defaults
+        steps = d.num_steps if num_inference_steps is None else num_inference_steps
+        w = d.fusion_weight if fusion_weight is ... else fusion_weight
+        color_fix = d.color_fix if color_fix is None else color_fix
+        tile_size = d.tile_size if tile_size is None else tile_size
+        tile_overlap = d.tile_overlap if tile_overlap is None else tile_overlap
+        tile_blend = d.tile_blend if tile_blend is None else tile_blend
+        batch_size = d.batch_size if batch_size is None else batch_size
+
+        # 1. check inputs
+        self.check_inputs(
+            image, steps, w, tile_size, tile_overlap, tile_blend, color_fix, output_type, batch_size,
+            generator, task_labels, callback,
+        )
+        # 2. inputs -> (1, 3, H, W) float tensors in [0, 1]; batches of equal size
+        images, kind = _to_tensors(image)
+        output_type = output_type or kind
+        labels_all = None
+        if task_labels is not None:
+            labels_all = torch.as_tensor(task_labels, dtype=torch.long).reshape(-1)
+            if labels_all.numel() == 1:
+                labels_all = labels_all.expand(len(images))
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, x in enumerate(images):
+            by_size.setdefault(tuple(x.shape[-2:]), []).append(i)
+        groups = [ids[s : s + batch_size] for ids in by_size.values() for s in range(0, len(ids), batch_size)]
+
+        device = self._execution_device
+        if self.denoiser.null_context.device != device:
+            self.denoiser.null_context = self.denoiser.null_context.to(device)
+        self.scheduler.set_timesteps(steps, device=device)
+        self.last_routing, self.last_tiled = [], []
+        results: dict[int, torch.Tensor] = {}
+        tiled_by_image: dict[int, bool] = {}
+        modes = {m: m.training for m in (self.denoiser, self.compensator) if m is not None}
+        for m in modes:
+            m.eval()  # inference: no gate noise, even when called mid-training (DESIGN §8)
+        try:
+            with self.progress_bar(total=len(self.scheduler.timesteps) * len(groups)) as progress:
+                for ids in groups:
+                    # 3.-9. pad, encode, conditions, noise, denoise, decode, crop, colour fix (_restore_batch)
+                    self.scheduler.set_timesteps(steps, device=device)  # multistep schedulers keep state: reset
+                    gen = [generator[i] for i in ids] if isinstance(generator, (list, tuple)) else generator
+                    out = self._restore_batch(
+                        torch.cat([images[i] for i in ids]), ids, None if labels_all is None else labels_all[ids], gen,
+                        w, tiled, tile_size, tile_overlap, tile_blend, color_fix, batch_size, eta, callback, progress,
+                        want_latents=output_type == "latent",
+                    )
+                    for j, i in enumerate(ids):
+                        results[i] = out[j : j + 1]
+                        tiled_by_image[i] = self._batch_tiled
+        finally:
+            for m, was_training in modes.items():
+                m.train(was_training)
+        self.last_routing.sort(key=lambda r: r["image"])
+        self.last_tiled = [tiled_by_image[i] for i in range(len(images))]
+
+        # 10. output
+        ordered = [results[i] for i in range(len(images))]
+        output = self._convert_output(ordered, output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (output,)
+        return MoEDiffIRPipelineOutput(images=output)
+
+    @staticmethod
+    def _convert_output(ordered: list[torch.Tensor], output_type: str) -> Any:
+        if output_type in ("pt", "latent"):
+            if len({tuple(x.shape) for x in ordered}) == 1:
+                return torch.cat(ordered)  # (B, C, H, W)
+            return ordered
+        arrays = [
+            (x[0].permute(1, 2, 0).float().cpu().numpy() * 255.0).round().clip(0, 255).astype(np.uint8) for x in ordered
+        ]
+        if output_type == "np":
+            return arrays
+        return [Image.fromarray(a) for a in arrays]
+
+    # -- for stage II -------------------------------------------------------------------------------
+    def sample_latents(
+        self,
+        image: Any,
+        num_inference_steps: int | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor | list[torch.Tensor]:
+        """``z_0`` for LQ image(s): ``(B, 4, H'/8, W'/8)`` (``H'``, ``W'`` padded to :attr:`pixel_multiple`), on the
+        execution device; the stage-II data generator calls this (paper §3.4: latents of the stage-I model)."""
+        out = self(image, num_inference_steps=num_inference_steps, generator=generator, output_type="latent", **kwargs)
+        return out.images

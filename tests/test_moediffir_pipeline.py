@@ -1,0 +1,228 @@
+"""MoEDiffIRPipeline (DESIGN.md §6): input checks, seeding, sizes, tiling, schedulers, routing, batching.
+
+Untrained smoke parts: these tests check the machinery, never restoration quality.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMScheduler
+from PIL import Image
+
+from moediffir.config import resolve_config
+from moediffir.models.backbone import build_backbone
+from moediffir.models.compensator import build_compensator
+from moediffir.models.denoiser import build_denoiser
+from moediffir.pipelines import MoEDiffIRPipeline, load_pipeline
+from moediffir.pipelines.model_folder import build_fresh_model_folder
+
+SMOKE_TEST = Path(__file__).resolve().parents[1] / "data" / "smoke" / "smoke_test"
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _rand_uint8(h: int, w: int, seed: int = 0) -> np.ndarray:
+    return (np.random.RandomState(seed).rand(h, w, 3) * 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny networks run fastest on one thread; on a shared 2-core machine more threads spin and wait."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return build_fresh_model_folder(tmp_path_factory.mktemp("pipe") / "model", resolve_config("smoke"))
+
+
+@pytest.fixture
+def pipe(folder):
+    p = load_pipeline(folder)
+    p.set_progress_bar_config(disable=True)
+    with torch.no_grad():  # untrained zero-init parts are identities: perturb them so they matter
+        for prm in [*p.compensator.fusion.parameters(), *p.spade.parameters()]:
+            prm.add_(0.05 * torch.randn(prm.shape, generator=_gen(7)))
+    return p
+
+
+# ------------------------------------------------------------------------------------------ checks
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        ({"image": "photo.png"}, TypeError, "expected a PIL image"),
+        ({"image": []}, ValueError, "empty list"),
+        ({"image": np.zeros((8, 8, 3), np.uint16)}, ValueError, "must be uint8"),
+        ({"image": np.zeros((8, 8), np.uint8)}, ValueError, r"\(H, W, 3\)"),
+        ({"image": torch.rand(3, 8, 8)}, ValueError, r"\(B, 3, H, W\)"),
+        ({"image": torch.zeros(1, 3, 8, 8, dtype=torch.uint8)}, ValueError, "float in \\[0, 1\\]"),
+        ({"image": torch.full((1, 3, 8, 8), 2.0)}, ValueError, "values must be in \\[0, 1\\]"),
+        ({"num_inference_steps": 0}, ValueError, "num_inference_steps"),
+        ({"fusion_weight": 1.5}, ValueError, "fusion_weight must be in"),
+        ({"tile_size": 100}, ValueError, "tile_size must be a positive multiple of 64"),
+        ({"tile_size": 64, "tile_overlap": 64}, ValueError, "must be smaller than tile_size"),
+        ({"tile_overlap": 12}, ValueError, "multiple of 8"),
+        ({"tile_blend": "cosine"}, ValueError, "tile_blend"),
+        ({"color_fix": "histogram"}, ValueError, "color_fix"),
+        ({"output_type": "jpeg"}, ValueError, "output_type"),
+        ({"batch_size": 0}, ValueError, "batch_size"),
+        ({"generator": [_gen(), _gen()]}, ValueError, "2 generators for 1 images"),
+        ({"task_labels": [1, 2]}, ValueError, "2 labels for 1 images"),
+    ],
+)
+def test_check_inputs_errors(pipe, kwargs, error, match):
+    args = {"image": _rand_uint8(8, 8), "num_inference_steps": 1, **kwargs}
+    with pytest.raises(error, match=match):
+        pipe(**args)
+
+
+# ----------------------------------------------------------------------------------------- behaviour
+def test_same_seed_same_image_and_other_seed_differs(pipe):
+    img = _rand_uint8(40, 56)
+    a = pipe(img, num_inference_steps=2, generator=_gen(1)).images[0]
+    b = pipe(img, num_inference_steps=2, generator=_gen(1)).images[0]
+    c = pipe(img, num_inference_steps=2, generator=_gen(2)).images[0]
+    assert isinstance(a, np.ndarray) and a.dtype == np.uint8 and a.shape == (40, 56, 3)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_calls_run_in_eval_mode_and_restore_the_training_mode(pipe):
+    pipe.denoiser.train()  # e.g. the stage-II generator called mid-training: gate noise must stay off
+    img = _rand_uint8(40, 56)
+    a = pipe(img, num_inference_steps=1, generator=_gen(1)).images[0]
+    gates_a = pipe.last_routing[0]["scales"][0]["gates"]
+    assert pipe.denoiser.training and pipe.prompt_module.training  # mode given back
+    b = pipe(img, num_inference_steps=1, generator=_gen(1)).images[0]
+    assert np.array_equal(a, b)
+    assert torch.equal(gates_a, pipe.last_routing[0]["scales"][0]["gates"])
+
+
+def test_odd_size_keeps_size_and_output_kind(pipe):
+    odd = next(p for p in sorted(SMOKE_TEST.glob("*.png")) if Image.open(p).size == (151, 101))
+    pil = Image.open(odd).convert("RGB")
+    out = pipe(pil, num_inference_steps=1, generator=_gen()).images
+    assert isinstance(out, list) and isinstance(out[0], Image.Image) and out[0].size == (151, 101)
+    t = torch.rand(1, 3, 37, 29, generator=_gen())
+    out_t = pipe(t, num_inference_steps=1, generator=_gen()).images
+    assert torch.is_tensor(out_t) and out_t.shape == (1, 3, 37, 29) and 0 <= out_t.min() and out_t.max() <= 1
+    z = pipe.sample_latents(t, num_inference_steps=1, generator=_gen())
+    assert z.shape == (1, 4, 64 // 8, 64 // 8)  # padded to the 64 px latent grid
+
+
+def test_tiled_equals_untiled_when_one_tile_covers_the_image(pipe):
+    img = torch.rand(2, 3, 100, 60, generator=_gen(3))  # padded to 128 x 64: one 128 px tile covers it
+    kw = {"num_inference_steps": 2, "tile_size": 128, "tile_overlap": 16, "output_type": "pt", "batch_size": 4}
+    untiled = pipe(img, generator=[_gen(4), _gen(5)], tiled=False, **kw).images
+    assert pipe.last_tiled == [False, False]
+    tiled = pipe(img, generator=[_gen(4), _gen(5)], tiled=True, **kw).images
+    assert pipe.last_tiled == [True, True]
+    assert [r["tile"] for r in pipe.last_routing] == [(0, 0, 16, 8)] * 2
+    assert torch.allclose(tiled, untiled, atol=1e-5)
+
+
+def test_large_image_restores_through_the_tiled_path(pipe):
+    img = _rand_uint8(700, 1000, seed=4)
+    out = pipe(img, num_inference_steps=2, generator=_gen(), batch_size=32, tile_blend="linear").images[0]
+    assert out.shape == (700, 1000, 3)
+    assert pipe.last_tiled == [True]
+    tiles = {r["tile"] for r in pipe.last_routing}
+    assert len(tiles) > 100 and all(t[2:] == (8, 8) for t in tiles)  # 64 px tiles over the 128 x 88 latent grid
+    assert max(t[0] + t[2] for t in tiles) == 88 and max(t[1] + t[3] for t in tiles) == 128
+
+
+def test_batched_equals_one_by_one_with_per_image_generators(pipe):
+    a, b = _rand_uint8(40, 56, 1), _rand_uint8(40, 56, 2)
+    batched = pipe([a, b], num_inference_steps=2, generator=[_gen(8), _gen(9)], output_type="pt").images
+    one = pipe(a, num_inference_steps=2, generator=_gen(8), output_type="pt").images
+    two = pipe(b, num_inference_steps=2, generator=_gen(9), output_type="pt").images
+    assert batched.shape == (2, 3, 40, 56)
+    assert torch.allclose(batched, torch.cat([one, two]), atol=1e-4)
+
+
+def test_mixed_sizes_keep_order_and_size(pipe):
+    imgs = [_rand_uint8(40, 56), _rand_uint8(24, 30), _rand_uint8(40, 56, 3)]
+    out = pipe(imgs, num_inference_steps=1, generator=_gen()).images
+    assert [o.shape for o in out] == [(40, 56, 3), (24, 30, 3), (40, 56, 3)]
+    assert [r["image"] for r in pipe.last_routing] == [0, 1, 2]
+
+
+def test_any_scheduler_and_callback_with_routing(pipe):
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    seen = []
+
+    def callback(step, t, latents, routing):
+        seen.append((step, int(t), tuple(latents.shape), len(routing)))
+
+    out = pipe(_rand_uint8(40, 56), num_inference_steps=3, generator=_gen(), callback=callback, output_type="pt").images
+    assert out.shape == (1, 3, 40, 56) and torch.isfinite(out).all()
+    assert [s[0] for s in seen] == [0, 1, 2]
+    assert seen[0][1] > seen[-1][1]  # timesteps run from noisy to clean
+    assert all(s[2] == (1, 4, 8, 8) and s[3] == 1 for s in seen)
+
+
+def test_routing_record_reports_top_k_experts(pipe):
+    pipe(_rand_uint8(40, 56), num_inference_steps=1, generator=_gen())
+    (rec,) = pipe.last_routing
+    cfg = pipe.model_config.model
+    assert rec["image"] == 0 and rec["tile"] == (0, 0, 8, 8)
+    assert len(rec["scales"]) == cfg.num_scales
+    first = rec["scales"][0]
+    assert first["indices"].shape[0] == 1 and first["indices"].shape[-1] == cfg.top_k
+    assert int(first["indices"].max()) < cfg.num_prompts
+
+
+def test_fusion_weight_none_is_the_plain_vae_and_w_matters(pipe):
+    img = _rand_uint8(40, 56)
+    kw = {"num_inference_steps": 1, "output_type": "pt"}
+    plain = pipe(img, generator=_gen(), fusion_weight=None, **kw).images
+    zero = pipe(img, generator=_gen(), fusion_weight=0.0, **kw).images
+    one = pipe(img, generator=_gen(), fusion_weight=1.0, **kw).images
+    assert torch.allclose(plain, zero, atol=1e-6)
+    assert not torch.allclose(plain, one, atol=1e-3)
+
+
+def test_color_fix_adain_matches_input_statistics(pipe):
+    img = torch.rand(1, 3, 40, 56, generator=_gen(11)) * 0.5 + 0.25
+    out = pipe(img, num_inference_steps=1, generator=_gen(), color_fix="adain").images
+    assert torch.allclose(out.mean(dim=(-2, -1)), img.mean(dim=(-2, -1)), atol=2e-2)
+
+
+def test_pipeline_machinery_device_and_components(pipe):
+    assert pipe.to("cpu") is pipe and pipe.device.type == "cpu" and pipe.dtype == torch.float32
+    assert {"unet", "vae", "scheduler", "prompt_module", "spade", "compensator"} <= set(pipe.components)
+    assert pipe.pixel_multiple == 64
+
+
+def test_task_routing_needs_labels():
+    cfg = resolve_config("smoke", {"model.routing": "task"})
+    unet, vae, scheduler = build_backbone(cfg)
+    pipe = MoEDiffIRPipeline.from_denoiser(build_denoiser(cfg, unet=unet), vae, scheduler, build_compensator(cfg, vae), cfg)
+    pipe.set_progress_bar_config(disable=True)
+    img = _rand_uint8(40, 56)
+    with pytest.raises(ValueError, match="task_labels"):
+        pipe(img, num_inference_steps=1)
+    a = pipe(img, num_inference_steps=1, generator=_gen(), task_labels=3, output_type="pt").images
+    b = pipe(img, num_inference_steps=1, generator=_gen(), task_labels=[5], output_type="pt").images
+    assert a.shape == b.shape == (1, 3, 40, 56)
+    pipe.denoiser.spade.detach()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_half_precision_on_cuda(folder, dtype):
+    pipe = load_pipeline(folder, device="cuda", dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(_rand_uint8(300, 200), num_inference_steps=2, generator=_gen(), output_type="pt").images
+    assert out.shape == (1, 3, 300, 200) and torch.isfinite(out).all()
+    assert pipe.unet.dtype == {"fp16": torch.float16, "bf16": torch.bfloat16}[dtype]

@@ -1,0 +1,119 @@
+"""``moediffir restore`` (moediffir.restore): odd sizes, a corrupt file among good ones, no overwrite.
+
+The model folder holds untrained smoke parts: these tests check the command, not restoration quality.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from moediffir.config import resolve_config
+from moediffir.pipelines.model_folder import build_fresh_model_folder
+from moediffir.restore import add_restore_parser, collect_inputs
+
+SMOKE_TEST = Path(__file__).resolve().parents[1] / "data" / "smoke" / "smoke_test"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny networks run fastest on one thread; on a shared 2-core machine more threads spin and wait."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return build_fresh_model_folder(tmp_path_factory.mktemp("restore") / "model", resolve_config("smoke"))
+
+
+def _run(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="moediffir")
+    add_restore_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(list(argv))
+    return args.func(args)
+
+
+@pytest.fixture
+def inputs(tmp_path) -> Path:
+    """Two bundled smoke images (one 151 x 101), a grayscale JPEG of odd size and a corrupt PNG."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pngs = sorted(SMOKE_TEST.glob("*.png"))
+    odd = next(p for p in pngs if Image.open(p).size == (151, 101))
+    other = next(p for p in pngs if p != odd)
+    shutil.copy(odd, folder / "odd.png")
+    shutil.copy(other, folder / "b.png")
+    Image.fromarray((np.random.RandomState(0).rand(33, 70) * 255).astype(np.uint8)).save(folder / "gray.jpg")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"truncated")
+    return folder
+
+
+def test_restores_every_readable_image_at_its_size_and_names_the_corrupt_one(model, inputs, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = _run("restore", str(inputs), "-o", str(out), "--model", str(model), "--steps", "1", "--device", "cpu",
+                "--seed", "3", "--color-fix", "wavelet")
+    err = capsys.readouterr().err
+    assert code == 1  # one input failed
+    assert sorted(p.name for p in out.iterdir()) == ["b.png", "gray.png", "odd.png"]
+    for name in ("b", "gray", "odd"):
+        src = next(inputs.glob(f"{name}.*"))
+        with Image.open(src) as a, Image.open(out / f"{name}.png") as b:
+            assert a.size == b.size and b.mode == "RGB"
+    assert f"skipping {inputs / 'broken.png'}" in err
+    assert "restored 3 of 4" in err and "1 failed" in err
+    assert "random weights" in err  # an untrained/random model is never passed off as a restorer
+
+
+def test_same_seed_reproduces_and_no_overwrite_without_flag(model, inputs, tmp_path, capsys):
+    (inputs / "broken.png").unlink()
+    out = tmp_path / "out"
+    base = ["restore", str(inputs / "b.png"), str(inputs / "odd.png"), "-o", str(out), "--model", str(model),
+            "--steps", "1", "--device", "cpu"]
+    assert _run(*base) == 0
+    first = (out / "odd.png").read_bytes()
+    capsys.readouterr()
+    assert _run(*base) == 2  # refuses before any work, naming the file
+    assert f"output exists (pass --overwrite to replace): {out / 'b.png'}" in capsys.readouterr().err
+    assert (out / "odd.png").read_bytes() == first
+    assert _run(*base, "--overwrite") == 0
+    assert (out / "odd.png").read_bytes() == first  # same seed, same image
+    assert _run(*base, "--overwrite", "--seed", "9") == 0
+    assert (out / "odd.png").read_bytes() != first
+
+
+def test_bad_arguments_and_name_clashes_fail_before_work(model, inputs, tmp_path, capsys):
+    out = tmp_path / "out"
+    Image.open(inputs / "b.png").save(inputs / "b.jpg")
+    assert _run("restore", str(inputs), "-o", str(out), "--model", str(model)) == 2
+    assert "same output" in capsys.readouterr().err
+    assert _run("restore", str(inputs / "b.png"), "-o", str(out), "--model", str(tmp_path / "no_model")) == 2
+    assert "no_model" in capsys.readouterr().err
+    assert _run("restore", str(inputs / "b.png"), "-o", str(out), "--model", str(model), "--tile-size", "100") == 2
+    assert "tile_size" in capsys.readouterr().err
+    assert _run("restore", str(inputs / "b.png"), "-o", str(out), "--model", str(model), "--steps", "0") == 2
+    assert _run("restore", str(tmp_path / "missing.png"), "-o", str(out), "--model", str(model)) == 2
+    assert "input not found" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_fusion_weight_none_and_collect_inputs(model, inputs, tmp_path):
+    sub = inputs / "sub"
+    sub.mkdir()
+    shutil.copy(inputs / "b.png", sub / "c.png")
+    (inputs / "notes.txt").write_text("not an image")
+    found = collect_inputs([inputs])
+    assert [p.name for p in found] == ["b.png", "broken.png", "gray.jpg", "odd.png"]  # folders: image suffixes only
+    assert "c.png" in [p.name for p in collect_inputs([inputs], recursive=True)]
+    out = tmp_path / "out"
+    assert _run("restore", str(sub / "c.png"), "-o", str(out), "--model", str(model), "--steps", "1",
+                "--fusion-weight", "none", "--tile-size", "128") == 0
+    assert (out / "c.png").is_file()
