@@ -1,0 +1,357 @@
+"""The evaluation of paper §4.2 and appendix B: restore every test item, score it, save every number.
+
+:func:`run_evaluation` is what ``moediffir evaluate`` and notebook 06 call:
+
+1. select the items (:func:`~moediffir.evaluation.protocol.select_items`: test sets x tasks, seen and unseen);
+2. build the metric suite first, so a missing pretrained metric weight fails before any restoration;
+3. restore with the model folder's pipeline, resumably (:mod:`moediffir.evaluation.restore`), once per batch,
+   decoded with the compensator (``moe-diffir``) and with the plain VAE decoder (``moe-diffir (no compensator)``);
+4. match every ``--external NAME=DIR`` folder (:mod:`moediffir.evaluation.external`);
+5. score every method the same way (:mod:`moediffir.evaluation.scoring`), the compressed input included
+   (``no restoration``);
+6. save the numbers under ``<results>/<profile>/metrics/``:
+
+   ==========================  =================================================================================
+   ``results.csv``             the tidy results: method, set, task, codec, level, kind, scope, metric, value,
+                               n_images, n_tasks, conventions, weights, model_weights, note
+   ``per_image.csv``           one row per method and image (bpp, PSNR, SSIM, LPIPS, CLIP-IQA, MANIQA)
+   ``routing.csv``             expert usage per method, set, task, scale and expert (top-K counts, gate sums)
+   ``prompt_similarity.csv``   Fig. 8: cosine similarity of the prompt matrices per scale
+   ``visual.json``, ``visual/``  the crops of the visual comparison grids and their scores
+   ``evaluation.json``         what ran: items, methods, model, externals (missing / extra files), timings
+   ==========================  =================================================================================
+
+7. draw every table and figure from those files (:func:`moediffir.report.regenerate.regenerate_report`).
+
+:func:`evaluate_model` is the reusable core for the ablation sweeps: one model folder, its restorations and
+scores in a folder of its own, the tidy results returned.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from moediffir.config import Config, save_config
+from moediffir.evaluation import analysis, protocol, restore, scoring
+from moediffir.evaluation.external import ExternalMatch, match_external
+from moediffir.evaluation.protocol import METHOD_LQ, METHOD_MOE, METHOD_NO_COMPENSATOR, EvaluationError
+from moediffir.utils.io import atomic_save_png, atomic_write_json, atomic_write_text, read_image_rgb
+
+METRICS_DIR = "metrics"
+RESTORED_DIR = "restored"
+VISUAL_CROP = 128  # side of the visual-comparison crops (pixels)
+LQ_WEIGHTS = "n/a (the compressed input)"
+EXTERNAL_WEIGHTS = "external method (run by the user)"
+
+
+@dataclass
+class EvaluationResult:
+    """What :func:`run_evaluation` produced."""
+
+    results: pd.DataFrame
+    per_image: pd.DataFrame
+    out_dir: Path
+    report_paths: list[Path] = field(default_factory=list)
+    externals: dict[str, ExternalMatch] = field(default_factory=dict)
+    restore_stats: dict[str, restore.RestoreStats] = field(default_factory=dict)
+    skipped_tasks: list[str] = field(default_factory=list)
+
+    @property
+    def metrics_dir(self) -> Path:
+        return self.out_dir / METRICS_DIR
+
+
+# --------------------------------------------------------------------------------------------- model
+def default_model_dir(cfg: Config) -> Path:
+    """``<runs>/<profile>/model``: where notebook 03 (stage II) leaves the trained model."""
+    return cfg.run_dir / "model"
+
+
+def require_model_dir(model_dir: str | Path | None, cfg: Config) -> Path:
+    """The model folder to evaluate; a clear error naming the notebooks that write it when it is absent."""
+    folder = Path(model_dir) if model_dir is not None else default_model_dir(cfg)
+    if not (folder / "config.json").is_file():
+        raise EvaluationError(
+            f"{folder}: no trained model folder (config.json missing). Train it first: run notebook "
+            f"02_train_stage1 then 03_train_stage2 (or `moediffir train --profile {cfg.profile}`), which write "
+            f"{default_model_dir(cfg)}; or pass --model DIR"
+        )
+    return folder
+
+
+def model_weights_label(model_dir: str | Path) -> str:
+    """``model_weights`` of our rows: which parts of the model have random weights (model_info.json)."""
+    from moediffir.pipelines.model_folder import read_model_info
+
+    info = read_model_info(model_dir)
+    random_parts = info.get("random_weights") or []
+    if random_parts:
+        return "random weights: " + ", ".join(random_parts)
+    return f"pretrained backbone + trained MoE-DiffIR parts ({info.get('profile', 'unknown')} profile)"
+
+
+def load_model(model_dir: str | Path, cfg: Config, device: str | None = None):
+    """The pipeline of a model folder with ``cfg.sample`` as its sampling settings, progress bars off."""
+    from moediffir.pipelines.model_folder import load_pipeline
+
+    overrides = {f"sample.{k}": v for k, v in asdict(cfg.sample).items()}
+    pipe = load_pipeline(model_dir, device=device or cfg.device, dtype=cfg.sample.dtype, overrides=overrides)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+# -------------------------------------------------------------------------------------------- helpers
+def _csv_text(df: pd.DataFrame) -> str:
+    buf = io.StringIO()
+    df.to_csv(buf, index=False, lineterminator="\n")
+    return buf.getvalue()
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> Path:
+    return atomic_write_text(path, _csv_text(df))
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    """Read a CSV written by :func:`write_csv` (floats round-trip exactly; keys stay strings)."""
+    return pd.read_csv(path, float_precision="round_trip", dtype={"level": str, "stem": str, "task": str},
+                       keep_default_na=False, na_values=[""])
+
+
+def _rel(path: Path, base: Path) -> str:
+    try:
+        return Path(path).resolve().relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return Path(path).name
+
+
+def _crop_box(h: int, w: int, crop: int) -> tuple[int, int, int, int]:
+    c = min(crop, h, w)
+    return ((h - c) // 2, (w - c) // 2, c, c)
+
+
+def save_visual_crops(
+    items: pd.DataFrame,
+    per_image: pd.DataFrame,
+    paths: Mapping[str, Mapping[str, Path]],
+    benchmark_dir: Path,
+    metrics_dir: Path,
+    crop: int = VISUAL_CROP,
+) -> dict:
+    """Crops for the Fig. 4 grids: per codec one image, per task LQ / every method / GT; returns ``visual.json``.
+
+    ``paths``: method -> item key -> image (``no restoration`` maps to the LQ files).
+    """
+    vis_dir = metrics_dir / "visual"
+    shutil.rmtree(vis_dir, ignore_errors=True)
+    scores = per_image.set_index(["method", "set", "task", "stem"]) if len(per_image) else None
+    methods = [METHOD_LQ] + [m for m in paths if m != METHOD_LQ]
+    entries = []
+    for codec in dict.fromkeys(items["codec"]):
+        sub = items[items["codec"] == codec]
+        first = sub.iloc[0]
+        pick = sub[(sub["set"] == first["set"]) & (sub["stem"] == first["stem"])]
+        for it in pick.itertuples(index=False):
+            box = _crop_box(int(it.height), int(it.width), crop)
+            key = f"{it.set}/{it.task}/{it.stem}"
+            panels = []
+            for m in methods:
+                if key not in paths.get(m, {}):
+                    continue
+                img = read_image_rgb(paths[m][key])[box[0]:box[0] + box[2], box[1]:box[1] + box[3]]
+                rel = f"visual/{it.task}/{protocol.method_slug(m)}.png"
+                atomic_save_png(metrics_dir / rel, img)
+                p: dict[str, Any] = {"label": "LQ" if m == METHOD_LQ else m, "method": m, "file": rel}
+                if scores is not None and (m, it.set, it.task, str(it.stem)) in scores.index:
+                    s = scores.loc[(m, it.set, it.task, str(it.stem))]
+                    for k in ("psnr", "lpips"):
+                        if k in s and pd.notna(s[k]):
+                            p[k] = float(s[k])
+                if m == METHOD_LQ:
+                    p["bpp"] = float(it.bpp)
+                panels.append(p)
+            gt = read_image_rgb(benchmark_dir / it.gt_path)[box[0]:box[0] + box[2], box[1]:box[1] + box[3]]
+            atomic_save_png(metrics_dir / f"visual/{it.task}/gt.png", gt)
+            panels.append({"label": "GT", "method": "ground truth", "file": f"visual/{it.task}/gt.png"})
+            entries.append({"codec": it.codec, "task": it.task, "level": str(it.level), "kind": it.kind,
+                            "set": it.set, "stem": str(it.stem), "box": list(box), "panels": panels})
+    index = {"crop": crop, "entries": entries}
+    atomic_write_json(metrics_dir / "visual.json", index)
+    return index
+
+
+# ------------------------------------------------------------------------------------------- the run
+def _log(log: Callable[[str], None] | None, msg: str) -> None:
+    if log is not None:
+        log(msg)
+
+
+def run_evaluation(
+    cfg: Config,
+    model_dir: str | Path | None = None,
+    externals: Mapping[str, str | Path] | None = None,
+    *,
+    use_model: bool = True,
+    out_dir: str | Path | None = None,
+    sets: Sequence[str] | None = None,
+    tasks: Sequence[str] | None = None,
+    device: str | None = None,
+    log: Callable[[str], None] | None = print,
+    on_batch: Callable[[int], None] | None = None,
+    write_report: bool = True,
+    include_lq: bool = True,
+) -> EvaluationResult:
+    """Evaluate the model (both decoders), the compressed input and every external method; write all numbers,
+    tables and figures (see the module docstring).
+
+    Args:
+        cfg: resolved config (``eval.*`` chooses sets, tasks, images and metrics; ``sample.*`` the sampling).
+        model_dir: model folder (default ``<runs>/<profile>/model``). use_model: False scores only the
+            compressed input and the externals (no model needed).
+        externals: ``{name: folder}`` of other methods' restored images.
+        out_dir: results folder (default ``<results>/<profile>``). sets / tasks: restrict (default ``eval.*``).
+        device: overrides ``cfg.device``. log: progress messages (None: silent).
+        on_batch: called with the batch index after each restored batch (tests interrupt runs with it).
+        write_report: draw the tables and figures at the end. include_lq: also score ``no restoration``.
+    """
+    t0 = time.perf_counter()
+    out = Path(out_dir) if out_dir is not None else cfg.profile_results_dir
+    metrics_dir = out / METRICS_DIR
+    restored_root = out / RESTORED_DIR
+    bench = cfg.benchmark_dir
+    folder = require_model_dir(model_dir, cfg) if use_model else None
+    items = protocol.select_items(bench, list(sets or cfg.eval.test_sets), list(tasks or cfg.eval.tasks) or None,
+                                  cfg.eval.max_images, cfg.data.preset, strict=tasks is not None)
+    skipped = list(items.attrs.get("skipped_tasks", []))
+    if skipped:
+        _log(log, f"[evaluate] tasks not in the benchmark, skipped: {', '.join(skipped)}")
+    _log(log, f"[evaluate] {len(items)} items: {items['set'].nunique()} set(s) x {items['task'].nunique()} task(s)")
+
+    from moediffir.metrics import MetricSuite
+
+    suite = MetricSuite.from_config(cfg, device=device)  # checks pretrained metric weights before restoring
+
+    paths: dict[str, dict[str, Path]] = {METHOD_LQ: {
+        f"{r.set}/{r.task}/{r.stem}": bench / r.path for r in items.itertuples(index=False)}}
+    weights_of = {METHOD_LQ: LQ_WEIGHTS}
+    matches: dict[str, ExternalMatch] = {}  # matched before restoring: a bad folder fails at once
+    for name, ext_dir in (externals or {}).items():
+        if name in protocol.BUILTIN_METHODS:
+            raise EvaluationError(f"--external {name}: that name is one of ours {protocol.BUILTIN_METHODS}; rename it")
+        matches[name] = match_external(name, ext_dir, items)
+        _log(log, "[evaluate] " + matches[name].summary())
+        weights_of[name] = EXTERNAL_WEIGHTS
+    stats: dict[str, restore.RestoreStats] = {}
+    similarity = None
+    ours: list[str] = []
+    if folder is not None:
+        pipe = load_model(folder, cfg, device)
+        methods: dict[str, float | None] = {}
+        if pipe.compensator is not None:
+            methods[METHOD_MOE] = cfg.sample.fusion_weight
+        else:
+            _log(log, f"[evaluate] {folder} has no decoder compensator (stage II not run): only "
+                      f"{METHOD_NO_COMPENSATOR!r} is evaluated")
+        methods[METHOD_NO_COMPENSATOR] = None
+        stats = restore.restore_items(pipe, items, bench, restored_root, methods, cfg,
+                                      restore.folder_fingerprint(folder), log=log, on_batch=on_batch)
+        label = model_weights_label(folder)
+        for m in methods:
+            paths[m] = restore.restored_paths(items, restored_root, m)
+            weights_of[m] = label
+            ours.append(m)
+        similarity = analysis.prompt_similarity(pipe)
+        del pipe
+    for name, match in matches.items():
+        paths[name] = match.paths
+
+    cache = read_csv(metrics_dir / "per_image.csv") if (metrics_dir / "per_image.csv").is_file() else None
+    gt_cache = scoring.GTFeatureCache(suite, bench)
+    per_image, fid = [], []
+    for method, mpaths in paths.items():
+        if method == METHOD_LQ and not include_lq:
+            continue
+        t = time.perf_counter()
+        rel_to = matches[method].folder if method in matches else (bench if method == METHOD_LQ else restored_root)
+        per_image.append(scoring.score_images(suite, items, mpaths, bench, method, rel_to=rel_to, cache=cache))
+        if "fid" in suite.metrics:
+            fid.append(scoring.score_fid(suite, items, mpaths, method, gt_cache))
+        _log(log, f"[evaluate] scored {method!r}: {len(mpaths)} images ({time.perf_counter() - t:.0f} s)")
+    per_image_df = pd.concat(per_image, ignore_index=True)
+    fid_df = pd.concat(fid, ignore_index=True) if fid else pd.DataFrame(columns=["method", "set", "task", "fid"])
+    results = scoring.aggregate(per_image_df, fid_df, items, suite, weights_of)
+
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(results, metrics_dir / "results.csv")
+    write_csv(per_image_df, metrics_dir / "per_image.csv")
+    routing_recs = [r for m in ours for r in restore.routing_records(items, restored_root, m)]
+    routing = analysis.routing_table(routing_recs)
+    for name, df in (("routing.csv", routing if len(routing) else None), ("prompt_similarity.csv", similarity)):
+        if df is not None and len(df):
+            write_csv(df, metrics_dir / name)
+        else:  # numbers of a model that was not evaluated now must not linger beside the new ones
+            (metrics_dir / name).unlink(missing_ok=True)
+    save_visual_crops(items, per_image_df, paths, bench, metrics_dir)
+    save_config(cfg, metrics_dir)
+    atomic_write_json(metrics_dir / "evaluation.json", {
+        "profile": cfg.profile,
+        "benchmark": str(bench),
+        "sets": list(dict.fromkeys(items["set"])),
+        "tasks": protocol.sort_tasks(items["task"], cfg.data.preset),
+        "skipped_tasks": skipped,
+        "max_images": cfg.eval.max_images,
+        "n_items": len(items),
+        "model": folder.name if folder is not None else None,
+        "model_weights": {m: weights_of[m] for m in paths},
+        "methods": list(dict.fromkeys(per_image_df["method"])),
+        "externals": {n: m.to_json() for n, m in matches.items()},
+        "restore": {m: asdict(s) | {"seconds": round(s.seconds, 1)} for m, s in stats.items()},
+        "conventions": suite.conventions_text,
+        "metric_weights": suite.conventions.weights_label,
+        "seconds": round(time.perf_counter() - t0, 1),
+    })
+    report_paths: list[Path] = []
+    if write_report:
+        from moediffir.report.regenerate import regenerate_report
+
+        report_paths = regenerate_report(cfg, out)
+        _log(log, f"[evaluate] wrote {len(report_paths)} table and figure files under {out}")
+    _log(log, f"[evaluate] done in {time.perf_counter() - t0:.0f} s")
+    return EvaluationResult(results, per_image_df, out, report_paths, matches, stats, skipped)
+
+
+def evaluate_model(
+    model_dir: str | Path,
+    cfg: Config,
+    sets: Sequence[str] | None = None,
+    tasks: Sequence[str] | None = None,
+    out_dir: str | Path | None = None,
+    *,
+    device: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> pd.DataFrame:
+    """Restore and score one trained model (for the ablation sweeps, one call per variant).
+
+    Writes the restored images and the numbers (``metrics/``) under ``out_dir`` (default
+    ``<results>/<profile>``), skips images already restored by the same model and settings, and returns the
+    tidy results (:data:`~moediffir.evaluation.scoring.RESULT_COLUMNS`) of our method(s) only: ``moe-diffir``
+    (decoder compensator; absent when the model has none) and ``moe-diffir (no compensator)``.
+    """
+    res = run_evaluation(cfg, model_dir, None, out_dir=out_dir, sets=sets, tasks=tasks, device=device, log=log,
+                         write_report=False, include_lq=False)
+    return res.results
+
+
+def read_results(out_dir: str | Path) -> pd.DataFrame:
+    """``metrics/results.csv`` of an evaluation folder."""
+    path = Path(out_dir) / METRICS_DIR / "results.csv"
+    if not path.is_file():
+        raise EvaluationError(f"{path}: no saved results; run `moediffir evaluate` (or notebook 06) first")
+    return read_csv(path)

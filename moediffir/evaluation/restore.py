@@ -1,0 +1,244 @@
+"""Restore the test items with the pipeline: batched, resumable, atomic (paper §4.2, appendix B.1 Table 4).
+
+For each (set, task) the items are cut into batches of ``sample.batch_size`` images of one size, always the same
+batches for the same items, and each image gets its own seeded generator
+(:func:`~moediffir.evaluation.protocol.image_seed`), so an image's result never depends on what else ran: a
+resumed evaluation writes exactly the bytes of a one-shot run.
+
+One diffusion sampling serves both of our methods: the latents ``z_0`` of a batch are decoded once with the
+decoder compensator at ``sample.fusion_weight`` (``moe-diffir``) and once with the plain VAE decoder
+(``moe-diffir (no compensator)``), so Table 4 compares decoders on identical samples.
+
+Every restored image ``restored/<method>/<set>/<task>/<stem>.png`` has a record
+``restored/<method>/_records/<set>/<task>/<stem>.json`` (written after the PNG, both atomically) holding the
+fingerprint of the model folder and sampling settings, the PNG's SHA-256 and the routing summary of the image
+(:func:`~moediffir.evaluation.analysis.routing_counts`). On a rerun an image whose record, fingerprint and
+checksum all match is kept; anything else is restored again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from moediffir.evaluation.analysis import routing_counts
+from moediffir.evaluation.protocol import image_seed, method_slug
+from moediffir.utils.io import atomic_save_png, atomic_write_json, read_image_rgb, sha256_file
+
+RECORDS = "_records"
+
+
+@dataclass
+class RestoreStats:
+    restored: int = 0
+    kept: int = 0
+    seconds: float = 0.0
+
+
+def folder_fingerprint(folder: str | Path) -> str:
+    """A cheap content fingerprint of a model folder: every file's path, size and first / last MiB."""
+    folder = Path(folder)
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if not p.is_file() or any(part.startswith(".") for part in p.relative_to(folder).parts):
+            continue
+        size = p.stat().st_size
+        h.update(f"{p.relative_to(folder).as_posix()}:{size}:".encode())
+        with open(p, "rb") as fh:
+            h.update(fh.read(1 << 20))
+            if size > 2 << 20:
+                fh.seek(-(1 << 20), 2)
+                h.update(fh.read(1 << 20))
+    return h.hexdigest()
+
+
+def restore_fingerprint(model_fp: str, cfg: Any, fusion_weight: float | None) -> str:
+    """Fingerprint of one method's outputs: the model, the sampling settings (batch size excluded), the seed."""
+    sample = {k: v for k, v in asdict(cfg.sample).items() if k != "batch_size"}
+    payload = {"model": model_fp, "sample": sample, "fusion_weight": fusion_weight, "seed": cfg.seed}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def output_paths(root: Path, method: str, set_name: str, task: str, stem: str) -> tuple[Path, Path]:
+    """``(png, record)`` of one restored image."""
+    slug = method_slug(method)
+    return (root / slug / set_name / task / f"{stem}.png",
+            root / slug / RECORDS / set_name / task / f"{stem}.json")
+
+
+def read_record(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def is_done(png: Path, record: dict | None, fingerprint: str, width: int, height: int) -> bool:
+    """The image was restored by this model and settings and is intact on disk."""
+    if record is None or record.get("fingerprint") != fingerprint:
+        return False
+    if record.get("width") != width or record.get("height") != height or not png.is_file():
+        return False
+    return sha256_file(png) == record.get("sha256")
+
+
+def _to_uint8(x: torch.Tensor) -> list[np.ndarray]:
+    """``(B, 3, H, W)`` in [0, 1] -> uint8 ``(H, W, 3)`` arrays, rounded like the pipeline's ``np`` output."""
+    return [(x[i].permute(1, 2, 0).float().cpu().numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
+            for i in range(x.shape[0])]
+
+
+@torch.no_grad()
+def decode_latents(pipe: Any, z0: torch.Tensor, lq: torch.Tensor, tiled: bool, fusion_weight: float | None) -> list[np.ndarray]:
+    """Steps 8-10 of :class:`~moediffir.pipelines.moediffir_pipeline.MoEDiffIRPipeline` for sampled latents:
+    decode (compensator at ``fusion_weight``, or the plain VAE for None), colour fix, crop back to the LQ size.
+
+    ``lq`` ``(B, 3, H, W)`` in [0, 1] unpadded; ``z0`` on the padded latent grid (``pipe.sample_latents``).
+    tests/test_evaluator.py checks that this equals the pipeline's own output.
+    """
+    from moediffir.pipelines.colorfix import apply_color_fix
+    from moediffir.pipelines.tiling import pad_to_multiple
+
+    d = pipe.sample_defaults
+    f = pipe.vae_scale_factor
+    device = pipe._execution_device
+    lq = lq.to(device)
+    lq_pad, (h, w) = pad_to_multiple(lq, pipe.pixel_multiple)  # (B, 3, H', W')
+    out = pipe.decode(z0.to(device), lq_pad, fusion_weight, tiled, d.tile_size // f, d.tile_overlap // f,
+                      getattr(d, "tile_blend", "gaussian"), d.batch_size)  # (B, 3, H', W')
+    out = apply_color_fix(out[..., :h, :w], lq, d.color_fix)  # (B, 3, H, W)
+    return _to_uint8(out)
+
+
+def lq_batch(images: list[np.ndarray]) -> torch.Tensor:
+    """uint8 ``(H, W, 3)`` images of one size -> ``(B, 3, H, W)`` in [0, 1], built exactly as the pipeline builds
+    its batch (same values *and* memory layout: CPU kernels pick their algorithm by layout, and the last bit of
+    a float differs between algorithms)."""
+    from moediffir.pipelines.moediffir_pipeline import _to_tensors
+
+    tensors, _ = _to_tensors(list(images))
+    return torch.cat(tensors)  # (B, 3, H, W)
+
+
+def _batches(items: pd.DataFrame, batch_size: int) -> list[pd.DataFrame]:
+    """Fixed batches: per (set, task), per image size, in item order, ``batch_size`` at a time."""
+    out = []
+    for _, grp in items.groupby(["set", "task"], sort=False):
+        for _, same in grp.groupby(["height", "width"], sort=False):
+            for s in range(0, len(same), batch_size):
+                out.append(same.iloc[s : s + batch_size])
+    return out
+
+
+def _image_routing(routing: list[dict], image: int) -> list[dict]:
+    """Sum the per-tile routing summaries of one image of the last pipeline call."""
+    total: dict[int, dict] = {}
+    for rec in routing:
+        if rec["image"] != image:
+            continue
+        for sc in routing_counts(rec["scales"], 0):
+            t = total.get(sc["scale"])
+            if t is None:
+                total[sc["scale"]] = sc
+                continue
+            t["tokens"] += sc["tokens"]
+            t["count"] = [a + b for a, b in zip(t["count"], sc["count"])]
+            t["gate_sum"] = [a + b for a, b in zip(t["gate_sum"], sc["gate_sum"])]
+    return [total[s] for s in sorted(total)]
+
+
+def restore_items(
+    pipe: Any,
+    items: pd.DataFrame,
+    benchmark_dir: str | Path,
+    out_root: str | Path,
+    methods: Mapping[str, float | None],
+    cfg: Any,
+    model_fp: str,
+    *,
+    log: Callable[[str], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> dict[str, RestoreStats]:
+    """Restore ``items`` once per batch and decode for every method in ``methods`` (name -> fusion weight).
+
+    ``pipe.sample_defaults`` is set to ``cfg.sample``. ``on_batch(i)`` is called after batch ``i`` is written
+    (tests use it to interrupt a run). Returns per-method counts of restored and kept images.
+    """
+    benchmark_dir, out_root = Path(benchmark_dir), Path(out_root)
+    pipe.sample_defaults = cfg.sample
+    fps = {m: restore_fingerprint(model_fp, cfg, w) for m, w in methods.items()}
+    stats = {m: RestoreStats() for m in methods}
+    batches = _batches(items, cfg.sample.batch_size)
+    t_start = time.perf_counter()
+    for b_idx, batch in enumerate(batches):
+        todo: dict[str, list[int]] = {}
+        for m in methods:
+            for j, it in enumerate(batch.itertuples(index=False)):
+                png, rec = output_paths(out_root, m, it.set, it.task, str(it.stem))
+                if is_done(png, read_record(rec), fps[m], int(it.width), int(it.height)):
+                    stats[m].kept += 1
+                else:
+                    todo.setdefault(m, []).append(j)
+        if not todo:
+            continue
+        rows = list(batch.itertuples(index=False))
+        lq_np = [read_image_rgb(benchmark_dir / it.path) for it in rows]
+        lq = lq_batch(lq_np)  # (B, 3, H, W)
+        gens = [torch.Generator("cpu").manual_seed(image_seed(cfg.seed, it.set, it.task, str(it.stem))) for it in rows]
+        z0 = pipe.sample_latents(lq_np, num_inference_steps=cfg.sample.num_steps, generator=gens,
+                                 batch_size=cfg.sample.batch_size)  # (B, 4, h, w)
+        if isinstance(z0, list):
+            z0 = torch.cat(z0)
+        tiled = bool(pipe.last_tiled[0]) if pipe.last_tiled else False
+        routing = [_image_routing(pipe.last_routing, j) for j in range(len(rows))]
+        for m, idx in todo.items():
+            images = decode_latents(pipe, z0, lq, tiled, methods[m])
+            for j in idx:
+                it = rows[j]
+                png, rec = output_paths(out_root, m, it.set, it.task, str(it.stem))
+                atomic_save_png(png, images[j])
+                atomic_write_json(rec, {
+                    "method": m, "set": it.set, "task": it.task, "stem": str(it.stem), "codec": it.codec,
+                    "level": str(it.level), "kind": it.kind, "width": int(it.width), "height": int(it.height),
+                    "seed": image_seed(cfg.seed, it.set, it.task, str(it.stem)), "fusion_weight": methods[m],
+                    "tiled": tiled, "fingerprint": fps[m], "sha256": sha256_file(png), "routing": routing[j],
+                })
+                stats[m].restored += 1
+        if log and (b_idx % max(1, len(batches) // 20) == 0 or b_idx == len(batches) - 1):  # ~20 lines a run
+            done = sum(len(x) for x in batches[: b_idx + 1])
+            log(f"[evaluate] restored {done}/{len(items)} items ({time.perf_counter() - t_start:.0f} s)")
+        if on_batch:
+            on_batch(b_idx)
+    for s in stats.values():
+        s.seconds = time.perf_counter() - t_start
+    return stats
+
+
+def restored_paths(items: pd.DataFrame, out_root: str | Path, method: str) -> dict[str, Path]:
+    """``<set>/<task>/<stem>`` -> restored PNG for every item whose output exists."""
+    out = {}
+    for it in items.itertuples(index=False):
+        png, _ = output_paths(Path(out_root), method, it.set, it.task, str(it.stem))
+        if png.is_file():
+            out[f"{it.set}/{it.task}/{it.stem}"] = png
+    return out
+
+
+def routing_records(items: pd.DataFrame, out_root: str | Path, method: str) -> list[dict]:
+    """The records (with routing summaries) of ``method``'s restored items."""
+    recs = []
+    for it in items.itertuples(index=False):
+        _, rec = output_paths(Path(out_root), method, it.set, it.task, str(it.stem))
+        r = read_record(rec)
+        if r is not None:
+            recs.append(r)
+    return recs

@@ -1,0 +1,196 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 06 — Evaluation: restore the test sets, measure them, write the paper's tables and figures (§4.2, appendix B)
+#
+# The paper validates MoE-DiffIR "on five commonly used compressed test sets: LIVE1, Classic5, BSDS500, DIV2K
+# Testset, and ICB", with **PSNR and SSIM as distortion metrics** and **LPIPS and FID as perceptual metrics**
+# (§4.2); the appendix adds the no-reference **CLIP-IQA** and **MANIQA** ("IQA-PyTorch with model cards
+# 'clipiqa+' and 'maniqa-pipal'", B.2). Every compression task is scored on its own; Table 1 reports, per codec,
+# the "average on three distortions" (levels), Table 4 the average over the 21 seen tasks, and Tables 5–11 each
+# level.
+#
+# **What is measured, and how (the conventions).** Papers disagree silently on details that move numbers by
+# tenths of a dB, so the kit writes them next to every number (`conventions` column, table footnotes):
+#
+# - PSNR / SSIM on **RGB** by default, data range 0–255, no border crop; the Y channel of YCbCr (BT.601) and a
+#   border crop are options (`eval.color_space = "y"`, `eval.crop_border`). SSIM uses the 11×11 Gaussian window
+#   (σ = 1.5) of Wang et al.; on RGB it is the mean over channels.
+# - LPIPS v0.1 with AlexNet (`eval.lpips_net`), on the full RGB image.
+# - FID: InceptionV3 pool3 features, clean-fid resizing, between the restored images of one set and task and
+#   their ground truths. With fewer images than feature dimensions (2048) FID is biased by the set size: compare
+#   it only between sets of equal size (the tables say so).
+# - CLIP-IQA+ and MANIQA score the restored image alone.
+# - Networks that need pretrained weights load them from local files; in the `smoke` profile they run with
+#   **random weights**, and every table and figure says that these numbers say nothing about the method.
+#
+# **Methods.** `moe-diffir` (the pipeline with the decoder compensator at `sample.fusion_weight`),
+# `moe-diffir (no compensator)` (the same diffusion samples decoded by the plain VAE decoder: Table 4),
+# `no restoration` (the compressed input itself), and any other method whose restored images you pass as
+# `externals = {"PromptIR": "path/to/folder"}` (CLI: `moediffir evaluate --external PromptIR=DIR`), scored under
+# exactly the same protocol.
+#
+# Headless: `papermill notebooks/06_evaluation.ipynb out.ipynb -p profile smoke` from the repository root. The
+# notebook needs the benchmark of notebook 01 and the trained model of notebooks 02–03.
+
+# %% tags=["parameters"]
+profile = "smoke"  # "smoke" or "paper"
+overrides = {}  # dotted config keys, e.g. {"eval.max_images": 5, "eval.metrics": ["psnr", "ssim", "lpips"]}
+model_dir = ""  # "" -> <runs>/<profile>/model (written by notebook 03)
+externals = {}  # other methods' restored images: {"PromptIR": "path/to/folder", ...}
+
+# %%
+import io
+import os
+from pathlib import Path
+
+if not Path("moediffir").is_dir() and Path("../moediffir").is_dir():
+    os.chdir("..")  # opened from notebooks/: paths in the config are relative to the repository root
+
+import numpy as np
+import pandas as pd
+import torch
+from IPython.display import Image, Markdown, display
+
+from moediffir.config import resolve_config
+from moediffir.evaluation import protocol
+from moediffir.evaluation.evaluator import load_model, require_model_dir, run_evaluation
+from moediffir.metrics import MetricConventions
+from moediffir.report.figures import figure_style, new_figure
+from moediffir.utils.io import read_image_rgb
+
+cfg = resolve_config(profile, overrides)
+conventions = MetricConventions.from_config(cfg)
+print(f"profile {cfg.profile}: test sets {list(cfg.eval.test_sets)}, metrics {list(cfg.eval.metrics)}, "
+      f"at most {cfg.eval.max_images or 'all'} image(s) per set and task, {cfg.sample.num_steps} "
+      f"{cfg.sample.scheduler} steps, fusion weight w = {cfg.sample.fusion_weight}")
+print("conventions:", conventions.to_text())
+
+# %% [markdown]
+# ## Step 1 — what will be evaluated
+#
+# The items are the benchmark's test rows (manifest of notebook 01): every test set × task, seen and unseen,
+# the first `eval.max_images` images of each (`eval.tasks` can restrict the tasks: the smoke profile keeps a few,
+# because MANIQA alone costs seconds per image on a CPU). The model folder must exist.
+
+# %%
+folder = require_model_dir(model_dir or None, cfg)  # names notebooks 02/03 when the model is missing
+items = protocol.select_items(cfg.benchmark_dir, list(cfg.eval.test_sets), list(cfg.eval.tasks) or None,
+                              cfg.eval.max_images, cfg.data.preset, strict=False)
+if items.attrs["skipped_tasks"]:
+    print("not built, skipped:", items.attrs["skipped_tasks"])
+display(items.groupby(["set", "task", "kind"], sort=False).agg(images=("stem", "count"), bpp=("bpp", "mean"),
+                                                                lq_psnr=("lq_psnr", "mean")))
+
+# %% [markdown]
+# ## Step 2 — one crop through the pipeline, and its routing decision
+#
+# Before the full run, one LQ crop (one tile: `sample.tile_size` pixels) goes through the pipeline. The router
+# of each scale of the MoE-Prompt module picks, for every token, the top-K of the N prompt experts (Eq. 3); the
+# map below shows the expert with the largest gate at each token, and the bars how often each expert is among
+# the top K. No oracle task label is used: routing is blind (degradation-aware), as in the paper.
+
+# %%
+pipe = load_model(folder, cfg)
+first = items.iloc[0]
+lq_full = read_image_rgb(cfg.benchmark_dir / first.path)
+gt_full = read_image_rgb(cfg.benchmark_dir / first.gt_path)
+side = min(cfg.sample.tile_size, *lq_full.shape[:2]) // pipe.pixel_multiple * pipe.pixel_multiple
+top, left = (lq_full.shape[0] - side) // 2, (lq_full.shape[1] - side) // 2
+lq, gt = (a[top:top + side, left:left + side] for a in (lq_full, gt_full))
+seed = protocol.image_seed(cfg.seed, first.set, first.task, first.stem)
+restored = pipe([lq], num_inference_steps=cfg.sample.num_steps, generator=[torch.Generator().manual_seed(seed)],
+                output_type="np").images[0]
+psnr = lambda a, b: 10 * np.log10(255.0**2 / np.mean((a.astype(float) - b.astype(float)) ** 2))
+scales = pipe.last_routing[0]["scales"]
+random_weights = cfg.model.backbone == "tiny" or cfg.model.random_backbone
+with figure_style():
+    fig = new_figure(2.0 * (3 + len(scales)), 2.6)
+    axes = fig.subplots(1, 3 + len(scales))
+    for ax, (title, img) in zip(axes, [(f"LQ {first.task}\n{psnr(lq, gt):.2f} dB", lq),
+                                       (f"restored\n{psnr(restored, gt):.2f} dB", restored), ("GT", gt)]):
+        ax.imshow(img)
+        ax.set_title(title)
+        ax.axis("off")
+    for ax, sc in zip(axes[3:], scales):
+        if "indices" not in sc:
+            ax.axis("off")
+            continue
+        h, w = int(sc["height"]), int(sc["width"])
+        top1 = sc["gates"][0].argmax(-1).reshape(h, w).numpy()  # (h, w) expert with the largest gate
+        counts = np.bincount(sc["indices"][0].reshape(-1).numpy(), minlength=sc["gates"].shape[-1])
+        im = ax.imshow(top1 + 1, cmap="tab10", vmin=0.5, vmax=10.5)
+        ax.set_title(f"scale {h}x{w}: top-1 expert\ntop-K counts {counts.tolist()}", fontsize=6)
+        ax.axis("off")
+    n_experts = scales[0]["gates"].shape[-1]
+    fig.colorbar(im, ax=list(axes[3:]), ticks=range(1, n_experts + 1), boundaries=np.arange(0.5, n_experts + 1),
+                 label="prompt expert")
+    fig.suptitle(f"{first.set}/{first.stem}, {side}x{side} crop" + (" (random weights: says nothing about the "
+                                                                     "method)" if random_weights else ""))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+display(Image(data=buf.getvalue()))
+del pipe
+
+# %% [markdown]
+# ## Step 3 — the evaluation
+#
+# `run_evaluation` restores every item once per batch (seeded per image, so a rerun or a resumed run gives the
+# same bytes; finished images are verified by checksum and skipped), decodes each sample with and without the
+# compensator, scores every method the same way, aggregates per task, codec (mean over levels) and kind (mean
+# over the seen tasks), and writes `results/<profile>/metrics/` plus every table and figure.
+
+# %%
+result = run_evaluation(cfg, folder, externals)
+results = result.results
+display(results[results.scope == "codec"].pivot_table(index=["method", "set", "codec", "kind"], columns="metric",
+                                                      values="value", sort=False))
+
+# %% [markdown]
+# ## Step 4 — the tables (ours, then the paper's value and our difference where the paper has one)
+
+# %%
+tables_dir = result.out_dir / "tables"
+for name in ["table1", "table4"] + sorted(p.stem for p in tables_dir.glob("table_levels_*.md")):
+    if (tables_dir / f"{name}.md").is_file():
+        display(Markdown((tables_dir / f"{name}.md").read_text()))
+
+# %% [markdown]
+# ## Step 5 — the figures
+#
+# Visual comparison grids (Fig. 4 style: LQ / restored / GT crops per codec and level), rate against quality,
+# the cosine similarity of the prompt matrices of every scale (Fig. 8: MoE prompts should stay dissimilar), and
+# the expert usage per task gathered while restoring. Each figure's numbers are saved beside it, and
+# `moediffir report --profile <profile>` redraws all of them, byte for byte, from `results/<profile>/metrics/`
+# without the model or the images.
+
+# %%
+figures_dir = result.out_dir / "figures"
+for png in sorted(figures_dir.glob("*.png")):
+    if png.stem.startswith(("fig4_visual_", "fig8_", "bpp_quality", "expert_usage")):
+        print(png.name)
+        display(Image(str(png)))
+
+# %% [markdown]
+# ## Step 6 — what ran
+
+# %%
+summary = pd.Series({
+    "items": len(items), "methods": ", ".join(sorted(set(results.method))),
+    "restored now / kept": {m: (s.restored, s.kept) for m, s in result.restore_stats.items()},
+    "externals": {n: m.summary() for n, m in result.externals.items()} or "none",
+    "metric weights": conventions.weights_label, "results": str(result.metrics_dir / "results.csv"),
+    "table and figure files": len(result.report_paths),
+})
+display(summary.to_frame("value"))

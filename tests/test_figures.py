@@ -1,0 +1,117 @@
+"""Figures (issue 5 item 5): each is drawn from saved numbers, deterministic, labelled, with its numbers saved."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from moediffir.evaluation.protocol import METHOD_LQ, METHOD_MOE
+from moediffir.report import figures
+from moediffir.utils.io import atomic_save_png
+
+
+def _per_image() -> pd.DataFrame:
+    rng = np.random.default_rng(1)
+    rows = []
+    for m in (METHOD_LQ, METHOD_MOE):
+        for task, codec, level in (("jpeg_q5", "jpeg", "5"), ("jpeg_q10", "jpeg", "10"), ("webp_q10", "webp", "10")):
+            for stem in ("a", "b"):
+                rows.append({"method": m, "set": "smoke_test", "task": task, "stem": stem, "codec": codec,
+                             "level": level, "label": 0, "kind": "seen", "bpp": rng.uniform(0.2, 1.0),
+                             "psnr": rng.uniform(22, 30), "ssim": rng.uniform(0.5, 0.9), "lpips": rng.uniform(0, 0.3)})
+    return pd.DataFrame(rows)
+
+
+def _routing(n: int = 4, k: int = 2) -> pd.DataFrame:
+    rows = []
+    for task, codec, level, kind in (("jpeg_q5", "jpeg", "5", "seen"), ("jpeg_q25", "jpeg", "25", "unseen_degree")):
+        for scale in (0, 1):
+            tokens = 64 // 4**scale
+            counts = np.zeros(n, int)
+            counts[:k] = tokens  # experts 0..k-1 always chosen
+            for e in range(n):
+                rows.append({"method": METHOD_MOE, "set": "smoke_test", "task": task, "codec": codec, "level": level,
+                             "kind": kind, "scale": scale, "expert": e, "count": int(counts[e]), "slots": tokens * k,
+                             "gate_sum": tokens / k if e < k else 0.0, "tokens": tokens, "n_images": 1})
+    return pd.DataFrame(rows)
+
+
+def _similarity(n: int = 3) -> pd.DataFrame:
+    rows = []
+    for s in (0, 1):
+        for i in range(n):
+            for j in range(n):
+                rows.append({"scale": s, "height": 0, "width": 0, "expert_i": i, "expert_j": j,
+                             "cosine": 1.0 if i == j else 0.1 * (i + j) * (-1) ** s, "design": "moe", "num_prompts": n})
+    return pd.DataFrame(rows)
+
+
+def _visual(tmp_path):
+    rng = np.random.default_rng(2)
+    entries = []
+    for task, level in (("jpeg_q5", "5"), ("jpeg_q10", "10")):
+        panels = []
+        for label, slug in (("LQ", "lq"), (METHOD_MOE, "moe"), ("GT", "gt")):
+            rel = f"visual/{task}/{slug}.png"
+            atomic_save_png(tmp_path / rel, rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
+            panels.append({"label": label, "method": label, "file": rel, "psnr": 25.0, "lpips": 0.1}
+                          | ({"bpp": 0.5} if label == "LQ" else {}))
+        entries.append({"codec": "jpeg", "task": task, "level": level, "kind": "seen", "set": "smoke_test",
+                        "stem": "a", "box": [0, 0, 16, 16], "panels": panels})
+    return {"crop": 16, "entries": entries}
+
+
+def _draw_all(tmp_path, out):
+    paths = []
+    paths += figures.visual_grid(_visual(tmp_path), tmp_path, out, random=True)
+    paths += figures.bpp_quality(_per_image(), out, random=True)
+    paths += figures.prompt_similarity(_similarity(), out, random=True)
+    paths += figures.expert_usage(_routing(), out, random=True)
+    return paths
+
+
+def test_every_figure_is_written_with_its_numbers(tmp_path):
+    paths = _draw_all(tmp_path, tmp_path / "fig")
+    names = sorted(p.name for p in paths)
+    assert names == sorted(["fig4_visual_jpeg.png", "fig4_visual_jpeg.pdf", "bpp_quality.csv", "bpp_quality.png",
+                            "bpp_quality.pdf", "fig8_prompt_similarity.csv", "fig8_prompt_similarity.png",
+                            "fig8_prompt_similarity.pdf", "expert_usage.csv", "expert_usage.png", "expert_usage.pdf"])
+    for p in paths:
+        assert p.stat().st_size > (5000 if p.suffix in (".png", ".pdf") else 100), p
+    # the plotted numbers: bpp / quality means per method and task; usage = count / slots
+    pts = pd.read_csv(tmp_path / "fig" / "bpp_quality.csv")
+    per = _per_image()
+    want = per[(per.method == METHOD_MOE) & (per.task == "jpeg_q5")][["bpp", "psnr"]].mean()
+    got = pts[(pts.method == METHOD_MOE) & (pts.task == "jpeg_q5")].iloc[0]
+    assert got.bpp == pytest.approx(want.bpp) and got.psnr == pytest.approx(want.psnr) and got.n_images == 2
+    usage = pd.read_csv(tmp_path / "fig" / "expert_usage.csv")
+    assert set(usage.usage.round(9)) == {1.0, 0.0}  # experts 1 and 2 are in every token's top-2, 3 and 4 never
+    with Image.open(tmp_path / "fig" / "fig8_prompt_similarity.png") as im:
+        assert im.size[0] > im.size[1] > 100
+
+
+def test_figures_are_byte_identical_and_carry_no_timestamps(tmp_path):
+    a = _draw_all(tmp_path, tmp_path / "a")
+    b = _draw_all(tmp_path, tmp_path / "b")
+    for pa, pb in zip(a, b):
+        assert pa.name == pb.name and pa.read_bytes() == pb.read_bytes(), pa.name
+    pdf = (tmp_path / "a" / "expert_usage.pdf").read_bytes()
+    assert b"CreationDate" not in pdf and b"Producer" not in pdf and b"matplotlib" not in pdf.lower()
+    png = (tmp_path / "a" / "expert_usage.png").read_bytes()
+    assert b"Software" not in png and b"matplotlib" not in png.lower()
+
+
+def test_random_weights_are_named_in_the_titles(tmp_path):
+    """Random weights add a line to every title (a different image); the line names them."""
+    fig_random, fig_real = tmp_path / "r", tmp_path / "p"
+    figures.prompt_similarity(_similarity(), fig_random, random=True)
+    figures.prompt_similarity(_similarity(), fig_real, random=False)
+    big = (fig_random / "fig8_prompt_similarity.png").stat().st_size
+    small = (fig_real / "fig8_prompt_similarity.png").stat().st_size
+    assert big != small
+    with figures.figure_style():
+        fig = figures.new_figure(3, 2)
+        figures._suptitle(fig, "x", True)
+        assert figures.RANDOM_TITLE in fig.get_suptitle()
