@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# GPU check of the kit (issue 6 item 6; DESIGN.md §2, §5-§6): on one CUDA GPU, within about 8 minutes,
+#
+#   1. the smoke `reproduce` on CUDA: notebooks 01 -> 06 through papermill with --device cuda (the smoke profile
+#      must run unchanged on a GPU);
+#   2. bench/bench_model.py: cost of MoE-DiffIR over the bare SD UNet, paper architecture (random weights) at
+#      256 and 512 px in bf16, and the tiny smoke networks;
+#   3. bench/bench_train.py: stage-I training throughput and peak memory, paper architecture at 256 px in bf16
+#      (with and without gradient checkpointing, batch 4 and 8), when that script is present.
+#
+# Usage (from anywhere; the repository root is found from this file):
+#
+#     bash bench/gpu_check.sh              # outputs under $OUT if set, else results/gpu_check/
+#     STEP_TIMEOUTS="300 75 75" bash bench/gpu_check.sh
+#     DEVICE=cpu STEP_TIMEOUTS="60 30 30" bash bench/gpu_check.sh   # rehearse the script without a GPU
+#
+# Outputs (few files, so that they fit a remote machine's copy-back limits):
+#     gpu_check.json     per step: command, exit code, seconds, timed out or not; GPU, torch and CUDA versions
+#     gpu_check.log      every step's output, one after the other
+#     bench_model.json   bench/bench_model.py --out
+#     bench_train.json   bench/bench_train.py --out (if the script exists)
+#     run_manifest.json  the smoke reproduce's manifest (versions, device, wall time per notebook)
+#     smoke_results.tar.gz  the smoke tables and figures (results/smoke/tables, figures, ablations)
+#
+# The smoke reproduce writes its results, runs and benchmark into a scratch folder (never over results/smoke of
+# the checkout). The kit's Python dependencies must be importable: $PYTHON, else .venv/bin/python, else python3.
+# On a machine without network, put wheels of the missing packages in $WHEELS (default .wheels/) and they are
+# installed first (pip --no-index). Every number comes from random weights (smoke profile and random-weight
+# paper architecture): timings, not quality. Exit code: 0 when every step succeeded, 1 otherwise, 3 when the
+# environment is not usable (no CUDA GPU or missing packages).
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT" || exit 3
+OUT_DIR="${OUT:-$ROOT/results/gpu_check}"
+mkdir -p "$OUT_DIR"
+LOG="$OUT_DIR/gpu_check.log"
+: >"$LOG"
+read -r T_REPRODUCE T_MODEL T_TRAIN <<<"${STEP_TIMEOUTS:-300 75 75}"
+DEVICE="${DEVICE:-cuda}"
+SCRATCH="$(mktemp -d "${TMPDIR:-/tmp}/moediffir_gpu_check.XXXXXX")"
+trap 'rm -rf "$SCRATCH"' EXIT
+
+if [[ -n "${PYTHON:-}" ]]; then PY="$PYTHON"
+elif [[ -x "$ROOT/.venv/bin/python" ]]; then PY="$ROOT/.venv/bin/python"
+else PY="python3"; fi
+
+log() { echo "[gpu_check] $*" | tee -a "$LOG"; }
+
+# -- environment ------------------------------------------------------------------------------------------
+WHEELS="${WHEELS:-$ROOT/.wheels}"
+if [[ -d "$WHEELS" ]]; then
+  log "installing the kit from $WHEELS (no index)"
+  "$PY" -m pip install --quiet --no-index --find-links "$WHEELS" -e "$ROOT" >>"$LOG" 2>&1 \
+    || log "pip install from $WHEELS failed (see above); trying with what is installed"
+fi
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MPLBACKEND=Agg
+
+if ! DEVICE="$DEVICE" "$PY" - >>"$LOG" 2>&1 <<'EOF'
+import importlib, os, sys
+missing = [m for m in ("torch", "diffusers", "accelerate", "papermill", "ipykernel", "jupytext", "lpips", "pyiqa",
+                       "av", "compressai", "open_clip", "skimage", "pandas", "seaborn")
+           if importlib.util.find_spec(m) is None]
+import torch
+print(f"python {sys.version.split()[0]}, torch {torch.__version__}, cuda {torch.version.cuda}, "
+      f"gpu {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}")
+if missing:
+    sys.exit(f"missing packages: {', '.join(missing)} (put their wheels in $WHEELS, default .wheels/)")
+if os.environ["DEVICE"].startswith("cuda") and not torch.cuda.is_available():
+    sys.exit("no CUDA GPU visible to torch (DEVICE=cpu rehearses the script without one)")
+EOF
+then
+  log "environment not usable (see $LOG)"
+  exit 3
+fi
+command -v nvidia-smi >/dev/null && nvidia-smi >>"$LOG" 2>&1
+
+# -- steps ------------------------------------------------------------------------------------------------
+STEPS_JSON="$SCRATCH/steps.jsonl"
+: >"$STEPS_JSON"
+FAILED=0
+
+run_step() {  # name timeout command...
+  local name="$1" limit="$2"; shift 2
+  log "---- $name (limit ${limit}s): $*"
+  local t0 t1 rc
+  t0=$(date +%s.%N)
+  timeout --kill-after=10 "$limit" "$@" >>"$LOG" 2>&1
+  rc=$?
+  t1=$(date +%s.%N)
+  local secs
+  secs=$("$PY" -c "print(round($t1 - $t0, 1))")
+  log "---- $name: exit $rc after ${secs}s$([[ $rc -eq 124 || $rc -eq 137 ]] && echo ' (timed out)')"
+  "$PY" -c 'import json,sys; print(json.dumps({"step": sys.argv[1], "exit": int(sys.argv[2]), "seconds": float(sys.argv[3]), "timed_out": sys.argv[2] in ("124", "137"), "command": sys.argv[4:]}))' \
+    "$name" "$rc" "$secs" "$@" >>"$STEPS_JSON"
+  [[ $rc -eq 0 ]] || FAILED=1
+}
+
+# 1. the smoke reproduce on CUDA, into the scratch folder
+SMOKE_SET=(--set "results_dir=$SCRATCH/results" --set "runs_dir=$SCRATCH/runs" --set "data.out_dir=$SCRATCH/benchmark")
+if "$PY" -m moediffir.cli reproduce --help 2>/dev/null | grep -q -- "--set"; then
+  run_step reproduce_smoke "$T_REPRODUCE" "$PY" -m moediffir.cli reproduce --profile smoke --device "$DEVICE" "${SMOKE_SET[@]}"
+else  # the command is not wired (or takes no --set): call the function it wraps
+  run_step reproduce_smoke "$T_REPRODUCE" "$PY" -c "
+import sys
+from moediffir.reproduce import reproduce
+reproduce('smoke', {'results_dir': sys.argv[1], 'runs_dir': sys.argv[2], 'data.out_dir': sys.argv[3]}, root='.',
+          device=sys.argv[4])
+" "$SCRATCH/results" "$SCRATCH/runs" "$SCRATCH/benchmark" "$DEVICE"
+fi
+[[ -f "$SCRATCH/results/smoke/run_manifest.json" ]] && cp "$SCRATCH/results/smoke/run_manifest.json" "$OUT_DIR/"
+if [[ -d "$SCRATCH/results/smoke" ]]; then
+  (cd "$SCRATCH/results/smoke" && tar -czf "$OUT_DIR/smoke_results.tar.gz" \
+     $(ls -d tables figures ablations 2>/dev/null)) >>"$LOG" 2>&1
+fi
+
+# 2. the model benchmark: paper architecture (random weights) at 256 and 512 px in bf16, plus the tiny networks
+run_step bench_model "$T_MODEL" "$PY" bench/bench_model.py --device "$DEVICE" --arch all --batch 4 \
+  --out "$OUT_DIR/bench_model.json"
+
+# 3. the stage-I training benchmark, when present (issue 4 item 8)
+if [[ -f bench/bench_train.py ]]; then
+  run_step bench_train "$T_TRAIN" "$PY" bench/bench_train.py --device "$DEVICE" --out "$OUT_DIR/bench_train.json"
+else
+  log "bench/bench_train.py not found: training benchmark skipped"
+fi
+
+# -- summary ----------------------------------------------------------------------------------------------
+DEVICE="$DEVICE" "$PY" - "$STEPS_JSON" "$OUT_DIR/gpu_check.json" <<'EOF'
+import json, os, platform, sys
+import torch
+steps = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+summary = {
+    "device": os.environ.get("DEVICE", "cuda"),
+    "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
+    "weights": "random (smoke profile; paper architecture with random weights): timings only, not quality",
+    "steps": steps, "total_seconds": round(sum(s["seconds"] for s in steps), 1),
+    "ok": all(s["exit"] == 0 for s in steps),
+}
+json.dump(summary, open(sys.argv[2], "w"), indent=2)
+print(json.dumps({k: summary[k] for k in ("gpu", "total_seconds", "ok")}))
+for s in steps:
+    print(f"  {s['step']:<22} exit {s['exit']:>3}  {s['seconds']:>7.1f} s" + ("  TIMED OUT" if s["timed_out"] else ""))
+EOF
+log "outputs in $OUT_DIR"
+exit $FAILED
