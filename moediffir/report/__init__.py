@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from moediffir.utils.io import atomic_write_bytes, atomic_write_text
 
@@ -28,7 +29,7 @@ def _fmt(value: Any, digits: int) -> str:
     return str(value)
 
 
-def markdown_table(df: "pd.DataFrame", digits: dict[str, int] | None = None, default_digits: int = 3) -> str:
+def markdown_table(df: pd.DataFrame, digits: dict[str, int] | None = None, default_digits: int = 3) -> str:
     """A GitHub Markdown table of ``df`` (no index); floats rounded per column."""
     digits = digits or {}
     cols = [str(c) for c in df.columns]
@@ -40,7 +41,7 @@ def markdown_table(df: "pd.DataFrame", digits: dict[str, int] | None = None, def
 
 
 def write_table(
-    df: "pd.DataFrame",
+    df: pd.DataFrame,
     path_stem: str | Path,
     title: str = "",
     notes: Sequence[str] = (),
@@ -58,7 +59,7 @@ def write_table(
     return csv_path, md_path
 
 
-def save_figure(fig: "Figure", path_stem: str | Path, dpi: int = 150) -> tuple[Path, Path]:
+def save_figure(fig: Figure, path_stem: str | Path, dpi: int = 150) -> tuple[Path, Path]:
     """Save ``fig`` as ``<stem>.png`` and ``<stem>.pdf`` atomically (PDF without a creation date)."""
     stem = Path(path_stem)
     out = []
