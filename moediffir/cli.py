@@ -153,10 +153,49 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_data_tasks)
 
 
-#: Command groups, in help order. Later stages add e.g. "train", "stage2-data", "evaluate", "report",
-#: "reproduce", "restore" here (a plain dict: nothing is imported until a command runs).
+#: Command groups, in help order (a plain dict; each group imports its own module only when the parser is built).
+def add_train_commands(sub: argparse._SubParsersAction) -> None:
+    """``moediffir train stage1|stage2`` and ``moediffir stage2-data`` (paper §3.4)."""
+    from moediffir.training.cli import add_train_parsers
+
+    add_train_parsers(sub)
+
+
+def add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
+    """``moediffir evaluate`` and ``moediffir report`` (paper §4.2)."""
+    from moediffir.evaluation.cli import add_eval_parsers
+
+    add_eval_parsers(sub)
+
+
+def add_sweep_commands(sub: argparse._SubParsersAction) -> None:
+    """``moediffir sweep NAME`` (paper §4.3 ablations)."""
+    from moediffir.ablation.cli import add_sweep_parsers
+
+    add_sweep_parsers(sub)
+
+
+def add_reproduce_commands(sub: argparse._SubParsersAction) -> None:
+    """``moediffir reproduce``: notebooks 01-06 in order."""
+    from moediffir.reproduce import add_reproduce_parser
+
+    add_reproduce_parser(sub)
+
+
+def add_restore_commands(sub: argparse._SubParsersAction) -> None:
+    """``moediffir restore INPUT... -o OUTDIR --model DIR``."""
+    from moediffir.restore import add_restore_parser
+
+    add_restore_parser(sub)
+
+
 COMMAND_GROUPS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "data": add_data_commands,
+    "train": add_train_commands,
+    "evaluate": add_evaluation_commands,
+    "sweep": add_sweep_commands,
+    "reproduce": add_reproduce_commands,
+    "restore": add_restore_commands,
 }
 
 
@@ -181,6 +220,20 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         errors += [CodecError, BuildError, DatasetImportError, ManifestError, TaskError]
     except ImportError:  # pragma: no cover - a broken install still gets a traceback
         pass
+    for module, names in (
+        ("moediffir.evaluation.protocol", ("EvaluationError",)),
+        ("moediffir.ablation.sweep", ("SweepError",)),
+        ("moediffir.report.ablations", ("AblationReportError",)),
+        ("moediffir.training.checkpoint", ("CheckpointError",)),
+        ("moediffir.training.runtime", ("TrainingConfigError",)),
+        ("moediffir.pipelines.model_folder", ("ModelFolderError",)),
+        ("moediffir.reproduce", ("ReproduceError",)),
+    ):
+        try:
+            mod = __import__(module, fromlist=list(names))
+        except ImportError:  # pragma: no cover
+            continue
+        errors += [getattr(mod, n) for n in names if hasattr(mod, n)]
     return tuple(errors)
 
 

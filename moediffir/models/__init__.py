@@ -1,48 +1,43 @@
 """MoE-DiffIR networks (paper §3.2-3.4, DESIGN.md §4).
 
-Explicit re-exports of the prompt side of the model. The degradation prior, Visual2Text adapter, decoder
-compensator and weight loading live in ``moediffir.models.degradation_prior``, ``.visual2text``,
-``.compensator`` and ``.loading``; they are imported where used (they pull in CLIP code), never here.
+Explicit re-exports of the prompt side of the model, resolved lazily (importing this package, or one of its
+modules, does not import diffusers until a name that needs it is used). The degradation prior, Visual2Text
+adapter, decoder compensator and weight loading live in ``moediffir.models.degradation_prior``,
+``.visual2text``, ``.compensator`` and ``.loading``; they are imported where used.
 """
 
-from moediffir.models.backbone import build_backbone, build_scheduler, build_unet, build_vae
-from moediffir.models.denoiser import (
-    DenoiserConditions,
-    MoEDiffIRDenoiser,
-    build_denoiser,
-    build_prompt_module,
-)
-from moediffir.models.prompt_module import MoEPromptModule, PromptModuleOutput
-from moediffir.models.prompts import PROMPT_DESIGNS, build_prompt_generator
-from moediffir.models.router import NoisyTopKRouter, RouterOutput
-from moediffir.models.spade import (
-    SPADE,
-    SpadeInjector,
-    SpadeSite,
-    spade_sites_from_config,
-    spade_sites_from_unet,
-)
-from moediffir.models.vit import PreLNViTBlock
+from __future__ import annotations
 
-__all__ = [
-    "PROMPT_DESIGNS",
-    "SPADE",
-    "DenoiserConditions",
-    "MoEDiffIRDenoiser",
-    "MoEPromptModule",
-    "NoisyTopKRouter",
-    "PreLNViTBlock",
-    "PromptModuleOutput",
-    "RouterOutput",
-    "SpadeInjector",
-    "SpadeSite",
-    "build_backbone",
-    "build_denoiser",
-    "build_prompt_generator",
-    "build_prompt_module",
-    "build_scheduler",
-    "build_unet",
-    "build_vae",
-    "spade_sites_from_config",
-    "spade_sites_from_unet",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "build_backbone": "backbone",
+    "build_scheduler": "backbone",
+    "build_unet": "backbone",
+    "build_vae": "backbone",
+    "DenoiserConditions": "denoiser",
+    "MoEDiffIRDenoiser": "denoiser",
+    "build_denoiser": "denoiser",
+    "build_prompt_module": "denoiser",
+    "MoEPromptModule": "prompt_module",
+    "PromptModuleOutput": "prompt_module",
+    "PROMPT_DESIGNS": "prompts",
+    "build_prompt_generator": "prompts",
+    "NoisyTopKRouter": "router",
+    "RouterOutput": "router",
+    "SPADE": "spade",
+    "SpadeInjector": "spade",
+    "SpadeSite": "spade",
+    "spade_sites_from_config": "spade",
+    "spade_sites_from_unet": "spade",
+    "PreLNViTBlock": "vit",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

@@ -1,36 +1,39 @@
 """Restoration with a trained MoE-DiffIR: pipeline, tiling, colour fix, model folder (DESIGN.md §6).
 
-Explicit re-exports; importing this package builds nothing.
+Explicit re-exports, resolved lazily: importing this package (or one of its light modules such as
+``colorfix``) does not import diffusers.
 """
 
-from moediffir.pipelines.colorfix import COLOR_FIXES, adain_color_fix, apply_color_fix, wavelet_color_fix
-from moediffir.pipelines.model_folder import (
-    ModelFolderError,
-    load_pipeline,
-    read_model_info,
-    save_model_folder,
-)
-from moediffir.pipelines.moediffir_pipeline import MoEDiffIRPipeline, MoEDiffIRPipelineOutput, encode_lq
-from moediffir.pipelines.sampling import SCHEDULERS, make_scheduler, sample_loop
-from moediffir.pipelines.tiling import Tile, blend_weights, tile_grid, tiled_map
+from __future__ import annotations
 
-__all__ = [
-    "COLOR_FIXES",
-    "SCHEDULERS",
-    "MoEDiffIRPipeline",
-    "MoEDiffIRPipelineOutput",
-    "ModelFolderError",
-    "Tile",
-    "adain_color_fix",
-    "apply_color_fix",
-    "blend_weights",
-    "encode_lq",
-    "load_pipeline",
-    "make_scheduler",
-    "read_model_info",
-    "sample_loop",
-    "save_model_folder",
-    "tile_grid",
-    "tiled_map",
-    "wavelet_color_fix",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "COLOR_FIXES": "colorfix",
+    "adain_color_fix": "colorfix",
+    "apply_color_fix": "colorfix",
+    "wavelet_color_fix": "colorfix",
+    "ModelFolderError": "model_folder",
+    "load_pipeline": "model_folder",
+    "read_model_info": "model_folder",
+    "save_model_folder": "model_folder",
+    "MoEDiffIRPipeline": "moediffir_pipeline",
+    "MoEDiffIRPipelineOutput": "moediffir_pipeline",
+    "encode_lq": "moediffir_pipeline",
+    "SCHEDULERS": "sampling",
+    "make_scheduler": "sampling",
+    "sample_loop": "sampling",
+    "Tile": "tiling",
+    "blend_weights": "tiling",
+    "tile_grid": "tiling",
+    "tiled_map": "tiling",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
