@@ -1,0 +1,125 @@
+"""What both training stages share: accelerate set-up, run folders, resume checks (paper §4.1; DESIGN.md §5).
+
+Nothing here implements an equation; it keeps the two stages' plumbing identical:
+
+- :func:`make_accelerator`: one ``accelerate.Accelerator`` for CPU, one GPU or ``accelerate launch`` DDP, with
+  mixed precision only on CUDA (``"no"`` on CPU whatever the profile says, reported in the logs);
+- :func:`stage_dir` / :func:`model_dir`: ``<run_dir>/stage1``, ``<run_dir>/stage2`` (or ``stageN.out_dir``) and
+  the model folder ``<run_dir>/model`` that the pipeline loads;
+- :func:`check_resume_config`: a checkpoint only resumes under the settings that produced it (steps, logging
+  and checkpoint cadence may change).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from moediffir.config import config_to_dict
+
+
+class TrainingConfigError(ValueError):
+    """A training setting is invalid or does not match the checkpoint being resumed."""
+
+
+def stage_dir(cfg, stage: str) -> Path:
+    """Folder of a stage's checkpoints, logs and data: ``stageN.out_dir`` or ``<run_dir>/<stage>``."""
+    section = getattr(cfg, stage)
+    return Path(section.out_dir) if section.out_dir else cfg.run_dir / stage
+
+
+def model_dir(cfg) -> Path:
+    """The trained model folder (``save_model_folder`` / ``load_pipeline``): ``<run_dir>/model``."""
+    return cfg.run_dir / "model"
+
+
+def is_distributed_launch() -> bool:
+    """True inside ``accelerate launch`` / ``torchrun`` with more than one process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def resolve_mixed_precision(requested: str, use_cpu: bool) -> str:
+    if requested not in ("no", "fp16", "bf16"):
+        raise TrainingConfigError(f"mixed_precision={requested!r}: choose 'no', 'fp16' or 'bf16'")
+    return "no" if use_cpu else requested
+
+
+def make_accelerator(cfg, mixed_precision: str):
+    """An ``Accelerator`` for ``cfg.device`` (``auto``/``cpu``/``cuda``/``cuda:N``) with DDP that tolerates
+    experts a batch never routed to (``find_unused_parameters``)."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    device = cfg.device
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise TrainingConfigError(f"device={device!r}: choose 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    use_cpu = device == "cpu" or not torch.cuda.is_available()
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise TrainingConfigError(f"device={device!r} but CUDA is not available; use --device cpu")
+    if device.startswith("cuda:") and not is_distributed_launch():
+        torch.cuda.set_device(int(device.split(":", 1)[1]))
+    if not is_distributed_launch():  # several runs in one process (tests, notebooks) may differ in settings
+        AcceleratorState._reset_state()
+        GradientState._reset_state()
+    return Accelerator(
+        cpu=use_cpu,
+        mixed_precision=resolve_mixed_precision(mixed_precision, use_cpu),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+
+
+def fresh_stage_dir(folder: Path, keep: Iterable[str] = ()) -> None:
+    """Remove a previous run's checkpoints and logs from ``folder`` (not the names in ``keep``)."""
+    if not folder.is_dir():
+        return
+    keep = set(keep)
+    for p in folder.iterdir():
+        if p.name in keep:
+            continue
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+# Settings that may change between a checkpoint and its resumption.
+_MAY_CHANGE = {"max_steps", "checkpoint_every", "log_every", "keep_checkpoints", "num_workers", "out_dir"}
+
+
+def resume_fingerprint(cfg, stage: str) -> dict[str, Any]:
+    """The parts of ``cfg`` a resumed run must share with the run that wrote the checkpoint."""
+    d = config_to_dict(cfg)
+    section = {k: v for k, v in d[stage].items() if k not in _MAY_CHANGE}
+    return {"seed": d["seed"], "model": d["model"], stage: section, "data.preset": d["data"]["preset"]}
+
+
+def check_resume_config(saved: Mapping[str, Any], cfg, stage: str, where: str) -> None:
+    """Raise :class:`TrainingConfigError` naming every setting that differs from the checkpoint's."""
+    now = json_safe(resume_fingerprint(cfg, stage))
+    diffs = []
+    for key in now:
+        a, b = saved.get(key), now[key]
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += [f"{key}.{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif a != b:
+            diffs.append(f"{key}: {a!r} -> {b!r}")
+    if diffs:
+        raise TrainingConfigError(
+            f"{where}: cannot resume, the settings differ from the checkpoint's: {'; '.join(diffs[:8])}. "
+            "Resume with the same settings, or train from scratch (without --resume)."
+        )
+
+
+def json_safe(value: Any) -> Any:
+    """Tuples -> lists recursively (what JSON round-trips to), so saved and current configs compare equal."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value

@@ -1,0 +1,344 @@
+"""Stage I: train the MoE-Prompt Module, SPADE layers (and V2T) on the frozen SD backbone (paper §3.4, §4.1, Eq. 2).
+
+One optimiser step, written out (DESIGN.md §5):
+
+1. a batch of aligned ``(LQ, GT, label)`` crops of the 21 seen tasks (:mod:`moediffir.training.datasets`);
+2. the frozen VAE encoder gives ``z_lq`` (posterior mean x scaling factor, exactly the pipeline's
+   :func:`~moediffir.pipelines.moediffir_pipeline.encode_lq`) and ``z_0`` (a posterior sample of the GT);
+3. ``t ~ U{0..T-1}``, ``eps ~ N(0, I)``, ``z_t = sqrt(abar_t) z_0 + sqrt(1 - abar_t) eps`` (the scheduler's
+   ``add_noise``);
+4. the MoE-DiffIR denoiser predicts ``eps(z_t, t)`` conditioned on the LQ image;
+5. ``L_SD = ||eps - eps(z_t, t)||^2`` (Eq. 2; the velocity target if the scheduler predicts ``v``) plus the
+   routers' weighted balance loss, averaged over ``stage1.grad_accum`` micro-batches;
+6. Adam (``stage1.betas``) at the constant ``stage1.lr`` on the trained parts only (prompt module, SPADE,
+   V2T adapter + enhancer; the UNet, VAE, degradation prior and the V2T's CLIP tower stay frozen).
+
+Every ``log_every`` steps the loss, learning rate, throughput and routing statistics go to
+``<stage dir>/log.jsonl``/``log.csv``; every ``checkpoint_every`` steps an atomic checkpoint is written to
+``<stage dir>/checkpoints/step_XXXXXX``; at the end the model folder ``<run_dir>/model`` is written with
+:func:`~moediffir.pipelines.model_folder.save_model_folder`. ``train_stage1(cfg, resume=True)`` continues
+from the newest checkpoint and reproduces the uninterrupted run's losses exactly. The same function runs
+under ``accelerate launch --num_processes N`` (DDP; each process takes its slice of every global batch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from moediffir.config import config_to_dict, save_config
+from moediffir.training.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    read_checkpoint_info,
+    save_checkpoint,
+)
+from moediffir.training.datasets import PairedCropDataset, ResumableBatchSampler, SampleKey, training_pairs
+from moediffir.training.logs import RoutingStats, TrainingLog
+from moediffir.training.runtime import (
+    check_resume_config,
+    fresh_stage_dir,
+    json_safe,
+    make_accelerator,
+    model_dir,
+    resume_fingerprint,
+    stage_dir,
+)
+from moediffir.utils.io import atomic_write_json
+
+STAGE = "stage1"
+
+
+# ------------------------------------------------------------------------------------------- latents
+def encode_pair(vae, lq01: torch.Tensor, gt01: torch.Tensor, generator: torch.Generator | None = None):
+    """``(z_lq, z_0)`` ``(B, 4, h, w)`` each: LQ posterior mean and a GT posterior sample, both scaled.
+
+    ``z_lq`` is exactly the pipeline's conditioning (``encode_lq``); ``generator=None`` draws the GT sample
+    from the global RNG (restored on resume). :func:`encode_mean` gives deterministic latents.
+    """
+    b = lq01.shape[0]
+    x = torch.cat([lq01, gt01]).to(device=vae.device, dtype=vae.dtype) * 2.0 - 1.0  # (2B, 3, H, W) in [-1, 1]
+    dist = vae.encode(x).latent_dist
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    sf = vae.config.scaling_factor
+    z_lq = (dist.mode()[:b] - shift) * sf  # (B, 4, h, w)
+    z0 = (dist.sample(generator=generator)[b:] - shift) * sf  # (B, 4, h, w)
+    return z_lq.float(), z0.float()
+
+
+def encode_mean(vae, img01: torch.Tensor) -> torch.Tensor:
+    """Scaled posterior mean ``(B, 4, h, w)`` of images in [0, 1] (deterministic)."""
+    x = img01.to(device=vae.device, dtype=vae.dtype) * 2.0 - 1.0  # (B, 3, H, W)
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return ((vae.encode(x).latent_dist.mode() - shift) * vae.config.scaling_factor).float()  # (B, 4, h, w)
+
+
+def diffusion_target(scheduler, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """What the UNet regresses: ``eps`` (Eq. 2) or the velocity for ``v_prediction`` schedulers."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(z0, noise, t)
+    raise ValueError(f"scheduler prediction_type={kind!r} is not supported by stage-I training")
+
+
+def stage1_loss(model, unwrapped, vae, scheduler, batch: Mapping[str, Any], device) -> tuple[torch.Tensor, dict]:
+    """Eq. 2 (+ balance loss) on one micro-batch; ``model`` may be the DDP wrapper of ``unwrapped``."""
+    lq = batch["lq"].to(device, non_blocking=True)  # (B, 3, H, W) in [0, 1]
+    gt = batch["gt"].to(device, non_blocking=True)  # (B, 3, H, W)
+    labels = batch["label"].to(device)  # (B,)
+    with torch.no_grad():
+        z_lq, z0 = encode_pair(vae, lq, gt)  # (B, 4, h, w) each
+    noise = torch.randn_like(z0)  # (B, 4, h, w)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (z0.shape[0],), device=z0.device)  # (B,)
+    z_t = scheduler.add_noise(z0, noise, t)  # (B, 4, h, w)
+    pred = model(z_t, t, z_lq, lq_image=lq, task_labels=labels)  # (B, 4, h, w)
+    eps_loss = F.mse_loss(pred.float(), diffusion_target(scheduler, z0, noise, t).float())
+    balance = unwrapped.last_balance_loss
+    balance = balance.float() if balance is not None else eps_loss.new_zeros(())
+    return eps_loss + balance, {"eps_loss": eps_loss.detach(), "balance_loss": balance.detach()}
+
+
+@torch.no_grad()
+def fixed_batch_loss(denoiser, vae, scheduler, batch: Mapping[str, Any], seed: int = 0) -> float:
+    """Eq. 2 on a fixed batch with fixed noise and timesteps, eval mode (deterministic routing); RNG untouched.
+
+    Used to show learning: the value before training and after it use the same ``z_0``, ``eps`` and ``t``.
+    """
+    was_training = denoiser.training
+    denoiser.eval()
+    device = vae.device
+    try:
+        lq, gt = batch["lq"].to(device), batch["gt"].to(device)
+        z_lq, z0 = encode_mean(vae, lq), encode_mean(vae, gt)  # (B, 4, h, w)
+        g = torch.Generator().manual_seed(seed)
+        noise = torch.randn(z0.shape, generator=g).to(device)  # (B, 4, h, w)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (z0.shape[0],), generator=g).to(device)  # (B,)
+        z_t = scheduler.add_noise(z0, noise, t)
+        pred = denoiser(z_t, t, z_lq, lq_image=lq, task_labels=batch["label"].to(device))
+        return float(F.mse_loss(pred.float(), diffusion_target(scheduler, z0, noise, t).float()))
+    finally:
+        denoiser.train(was_training)
+
+
+def fixed_batch(dataset: PairedCropDataset, size: int) -> dict[str, Any]:
+    """The first ``size`` rows, each with augmentation seed 0: the same batch in every run."""
+    items = [dataset[SampleKey(i % len(dataset), 0, 0, 0)] for i in range(size)]
+    return torch.utils.data.default_collate(items)
+
+
+# ------------------------------------------------------------------------------------------ training
+def _build_model(cfg):
+    from moediffir.models.backbone import build_backbone
+    from moediffir.models.denoiser import build_denoiser
+
+    unet, vae, scheduler = build_backbone(cfg)
+    denoiser = build_denoiser(cfg, unet=unet)
+    return denoiser, vae, scheduler
+
+
+def _check_frozen(denoiser, vae) -> None:
+    trainable = {id(p) for p in denoiser.trainable_parameters()}
+    for name, p in list(denoiser.named_parameters()) + [(f"vae.{n}", p) for n, p in vae.named_parameters()]:
+        if p.requires_grad and id(p) not in trainable:
+            raise RuntimeError(f"stage I: {name} requires grad but is not a trained part (the backbone must be frozen)")
+    if not trainable:
+        raise RuntimeError("stage I: the model has no trainable parameters")
+
+
+def train_stage1(cfg, resume: bool = False, progress: bool = True) -> Path:
+    """Train stage I for ``cfg.stage1.max_steps`` optimiser steps; return the model folder ``<run_dir>/model``.
+
+    Args:
+        cfg: resolved config (``moediffir.config.resolve_config``); the benchmark must exist.
+        resume: continue from the newest checkpoint in ``<stage dir>/checkpoints`` (a fresh start if none).
+            Without it, a previous run's checkpoints and logs in the stage folder are removed first.
+        progress: show a progress bar on the main process.
+
+    Raises:
+        BenchmarkMissingError: no benchmark (the message names ``moediffir data build --profile ...``).
+        TrainingConfigError: resuming with settings that differ from the checkpoint's.
+    """
+    s1 = cfg.stage1
+    if s1.grad_accum < 1 or s1.batch_size < 1 or s1.max_steps < 0:
+        raise ValueError(f"stage1: batch_size={s1.batch_size}, grad_accum={s1.grad_accum}, max_steps={s1.max_steps}")
+    out = stage_dir(cfg, STAGE)
+    ckpt_root = out / "checkpoints"
+    pairs = training_pairs(cfg)  # fails early, before any network is built, when the benchmark is missing
+    accelerator = make_accelerator(cfg, s1.mixed_precision)
+    rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    latest = latest_checkpoint(ckpt_root) if resume else None
+    if main and latest is None:
+        fresh_stage_dir(out)
+    accelerator.wait_for_everyone()
+    if main:
+        save_config(cfg, out)
+
+    # -- model, data, optimiser ------------------------------------------------------------------
+    from accelerate.utils import set_seed
+
+    set_seed(cfg.seed)  # identical initialisation on every process
+    denoiser, vae, scheduler = _build_model(cfg)
+    _check_frozen(denoiser, vae)
+    if s1.gradient_checkpointing:
+        denoiser.unet.enable_gradient_checkpointing()
+    device = accelerator.device
+    vae.to(device)
+    dataset = PairedCropDataset(cfg.benchmark_dir, pairs, s1.crop_size, augment=s1.augment)
+    eval_batch = fixed_batch(dataset, s1.batch_size)
+    params = list(denoiser.trainable_parameters())
+    optimizer = torch.optim.Adam(params, lr=s1.lr, betas=tuple(s1.betas))
+    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)  # constant (§4.1)
+    model, optimizer = accelerator.prepare(denoiser, optimizer)
+    denoiser = accelerator.unwrap_model(model)
+    set_seed(cfg.seed, device_specific=True)  # per-process noise streams (rank 0 keeps cfg.seed)
+
+    step, epoch, batch_pos, samples_seen = 0, 0, 0, 0
+    eval_start = None
+    if latest is not None:
+        info = read_checkpoint_info(latest)
+        check_resume_config(info["meta"].get("fingerprint", {}), cfg, STAGE, str(latest))
+        info = load_checkpoint(latest, modules={"denoiser": denoiser}, optimizers={"adam": optimizer},
+                               schedulers={"lr": lr_scheduler}, rank=rank, world_size=world)
+        meta = info["meta"]
+        step, samples_seen = int(info["step"]), int(meta["samples_seen"])
+        epoch, batch_pos = meta["sampler"]["epoch"], meta["sampler"]["batch"]
+        eval_start = meta.get("eval_loss_start")
+        if main:
+            print(f"[stage1] resumed from {latest} (step {step})")
+    if eval_start is None:
+        eval_start = fixed_batch_loss(denoiser, vae, scheduler, eval_batch, seed=cfg.seed)
+    log = TrainingLog(out, resume_step=step if latest is not None else None, enabled=main)
+    sampler = ResumableBatchSampler(len(dataset), s1.batch_size, cfg.seed, rank=rank, world_size=world,
+                                    start_epoch=epoch, start_batch=batch_pos)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=s1.num_workers,
+                        pin_memory=device.type == "cuda", generator=torch.Generator())
+    from moediffir.data.tasks import label_names
+
+    names = label_names(cfg.data.preset)
+    stats = RoutingStats(cfg.model.num_tasks)
+
+    def reduce_sum(t: torch.Tensor) -> torch.Tensor:
+        return accelerator.reduce(t.to(device), "sum").cpu()
+
+    def checkpoint(at: int) -> None:
+        meta = {
+            "sampler": {"epoch": epoch, "batch": batch_pos}, "samples_seen": samples_seen,
+            "eval_loss_start": eval_start, "fingerprint": json_safe(resume_fingerprint(cfg, STAGE)),
+            "config": json_safe(config_to_dict(cfg)),
+        }
+        save_checkpoint(ckpt_root, at, modules={"denoiser": denoiser}, optimizers={"adam": optimizer},
+                        schedulers={"lr": lr_scheduler}, meta=meta, rank=rank, world_size=world,
+                        barrier=accelerator.wait_for_everyone, keep_last=s1.keep_checkpoints)
+
+    # -- loop --------------------------------------------------------------------------------------
+    model.train()
+    it = iter(loader)
+    bar = _progress(progress and main, s1.max_steps, step, "stage I")
+    window_losses: list[torch.Tensor] = []
+    window_balance: list[torch.Tensor] = []
+    t_window, steps_window = time.perf_counter(), 0
+    t_start = time.perf_counter()
+    start_step = step
+    while step < s1.max_steps:
+        micro_losses, micro_bal = [], []
+        for micro in range(s1.grad_accum):
+            batch = next(it)
+            sync = micro == s1.grad_accum - 1
+            with contextlib.nullcontext() if sync else accelerator.no_sync(model):
+                with accelerator.autocast():
+                    loss, parts = stage1_loss(model, denoiser, vae, scheduler, batch, device)
+                accelerator.backward(loss / s1.grad_accum)
+            micro_losses.append(parts["eps_loss"])
+            micro_bal.append(parts["balance_loss"])
+            stats.update(denoiser.last_routing, batch["label"])
+            epoch, batch_pos = sampler.next_position(int(batch["epoch"][0]), int(batch["batch"][0]))
+        if s1.max_grad_norm > 0:
+            accelerator.clip_grad_norm_(params, s1.max_grad_norm)
+        optimizer.step()
+        lr_scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        samples_seen += s1.batch_size * s1.grad_accum * world
+        steps_window += 1
+        window_losses.append(torch.stack(micro_losses).mean())
+        window_balance.append(torch.stack(micro_bal).mean())
+        bar.update(1)
+        if step % s1.log_every == 0 or step == s1.max_steps:
+            losses = reduce_sum(torch.stack(window_losses).double()) / world  # (n,) mean over processes
+            balance = reduce_sum(torch.stack(window_balance).double()) / world
+            stats.reduce(reduce_sum)
+            elapsed = time.perf_counter() - t_window
+            record = {
+                "step": step, "loss": float(losses.mean()), "loss_last": float(losses[-1]),
+                "balance_loss": float(balance.mean()), "lr": float(lr_scheduler.get_last_lr()[0]),
+                "epoch": epoch, "samples_seen": samples_seen,
+                "samples_per_s": s1.batch_size * s1.grad_accum * world * steps_window / max(elapsed, 1e-9),
+                "steps": [step - len(losses) + 1 + i for i in range(len(losses))],
+                "losses": [float(x) for x in losses],
+                **stats.summary(),
+            }
+            log.append(record)
+            bar.set_postfix(loss=f"{record['loss']:.4f}")
+            window_losses, window_balance = [], []
+            stats.reset()
+            t_window, steps_window = time.perf_counter(), 0
+        if step % s1.checkpoint_every == 0 or step == s1.max_steps:
+            checkpoint(step)
+    bar.close()
+    wall = time.perf_counter() - t_start
+    if latest_checkpoint(ckpt_root) is None:  # max_steps == 0: still leave a resumable state
+        checkpoint(step)
+
+    # -- final model -------------------------------------------------------------------------------
+    eval_end = fixed_batch_loss(denoiser, vae, scheduler, eval_batch, seed=cfg.seed)
+    folder = model_dir(cfg)
+    if main:
+        from moediffir.pipelines.model_folder import save_model_folder
+
+        save_model_folder(folder, cfg, denoiser, vae, scheduler, info={"stage1": {
+            "steps": step, "samples_seen": samples_seen, "eval_loss_start": eval_start, "eval_loss_end": eval_end}})
+        atomic_write_json(out / "summary.json", {
+            "steps": step, "steps_this_run": step - start_step, "wall_s_this_run": round(wall, 3),
+            "steps_per_s": (step - start_step) / wall if wall > 0 and step > start_step else None,
+            "samples_seen": samples_seen, "world_size": world, "device": str(device),
+            "mixed_precision": accelerator.mixed_precision,
+            "eval_loss_start": eval_start, "eval_loss_end": eval_end,
+            "trainable_parameters": sum(p.numel() for p in params),
+            "task_names": {str(k): v for k, v in names.items()}, "model_dir": str(folder),
+            "weights": "random" if cfg.model.random_backbone else "pretrained",
+        })
+    accelerator.wait_for_everyone()
+    print(f"[stage1] rank {rank}/{world} done: {step} steps", flush=True)
+    return folder
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None: ...
+
+    def set_postfix(self, **_: Any) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _progress(enabled: bool, total: int, initial: int, desc: str):
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True)
+
+
+def stage1_epochs(cfg, n_pairs: int) -> float:
+    """How many passes over ``n_pairs`` training pairs ``cfg.stage1`` makes (for the notebooks)."""
+    s1 = cfg.stage1
+    return s1.max_steps * s1.batch_size * s1.grad_accum / max(1, n_pairs) if n_pairs else math.nan
