@@ -44,7 +44,7 @@ def _no_network(monkeypatch):
     yield
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
 
