@@ -14,10 +14,11 @@ import json
 import platform
 import subprocess
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from moediffir.config import config_to_dict, resolve_config
 from moediffir.utils.io import atomic_write_json

@@ -30,6 +30,18 @@ def _is_local(address) -> bool:
     return host in ("localhost", "::1", "") or host.startswith("127.") or host.startswith("/")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tiny networks run fastest on one thread (OMP_NUM_THREADS above covers torch imported after this file;
+    this covers a torch imported earlier, e.g. by a plugin)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _no_network(monkeypatch):
     """Any attempt to reach a non-loopback address fails the test loudly (tests never download)."""

@@ -19,15 +19,6 @@ from moediffir.models.backbone import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks on shared CI cores: one thread avoids OpenMP start-up/spin costs (10-50x here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize(
     ("name", "cls"),
     [

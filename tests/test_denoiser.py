@@ -13,15 +13,6 @@ from moediffir.models.backbone import build_unet
 from moediffir.models.denoiser import MoEDiffIRDenoiser, build_denoiser
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks on shared CI cores: one thread avoids OpenMP start-up/spin costs (10-50x here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _cfg(**overrides):
     return resolve_config("smoke", overrides)
 

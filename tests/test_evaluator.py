@@ -19,14 +19,6 @@ from moediffir.utils.io import atomic_save_png, read_image_rgb
 FAST = {"eval.metrics": ["psnr", "ssim", "lpips"], "eval.tasks": ["jpeg_q10", "jpeg_q25"], "eval.max_images": 2}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, repo_root_module):
     root = tmp_path_factory.mktemp("eval")

@@ -33,15 +33,6 @@ def _restore(pipe, seed: int = 0) -> np.ndarray:
     return pipe(IMAGE, num_inference_steps=2, generator=torch.Generator().manual_seed(seed), output_type="np").images[0]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny networks run fastest on one thread; on a shared 2-core machine more threads spin and wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def smoke_parts():
     torch.manual_seed(0)

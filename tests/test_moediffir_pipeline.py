@@ -31,15 +31,6 @@ def _rand_uint8(h: int, w: int, seed: int = 0) -> np.ndarray:
     return (np.random.RandomState(seed).rand(h, w, 3) * 255).astype(np.uint8)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny networks run fastest on one thread; on a shared 2-core machine more threads spin and wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     return build_fresh_model_folder(tmp_path_factory.mktemp("pipe") / "model", resolve_config("smoke"))

@@ -7,16 +7,6 @@ import torch
 
 from moediffir.models.prompt_module import MoEPromptModule
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks on shared CI cores: one thread avoids OpenMP start-up/spin costs (10-50x here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 SMALL = {"prompt_dim": 16, "vit_depth": 1, "vit_heads": 2, "mlp_ratio": 2.0, "num_prompts": 5, "top_k": 2}
 
 

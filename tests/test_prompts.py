@@ -7,16 +7,6 @@ import torch
 
 from moediffir.models.prompts import PROMPT_DESIGNS, build_prompt_generator
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks on shared CI cores: one thread avoids OpenMP start-up/spin costs (10-50x here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 C = 16
 
 

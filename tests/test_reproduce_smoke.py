@@ -49,7 +49,7 @@ def test_clean_reproduce_runs_all_notebooks_and_writes_outputs(clean_run, repo_r
 
 
 def test_second_call_skips_every_notebook(clean_run, repo_root):
-    out, overrides, _, _ = clean_run
+    _, overrides, _, _ = clean_run
     t0 = time.perf_counter()
     again = reproduce("smoke", overrides, root=repo_root, log=lambda s: None)
     assert again.ran == [] and len(again.skipped) == 6

@@ -8,15 +8,6 @@ import torch
 from moediffir.models.router import NoisyTopKRouter
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks on shared CI cores: one thread avoids OpenMP start-up/spin costs (10-50x here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _router(**kw) -> NoisyTopKRouter:
     torch.manual_seed(0)
     r = NoisyTopKRouter(in_dim=16, num_experts=7, **kw)

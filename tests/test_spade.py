@@ -9,16 +9,6 @@ from diffusers import UNet2DConditionModel
 from moediffir.models.backbone import build_unet, sd21_unet_config
 from moediffir.models.spade import SPADE, SpadeInjector, spade_sites_from_config, spade_sites_from_unet
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks on shared CI cores: one thread avoids OpenMP start-up/spin costs (10-50x here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 P = 16  # prompt_dim in these tests
 
 

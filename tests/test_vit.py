@@ -8,15 +8,6 @@ import torch
 from moediffir.models.vit import MultiHeadAttention, PreLNViTBlock, map_from_tokens, tokens_from_map
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks on shared CI cores: one thread avoids OpenMP start-up/spin costs (10-50x here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_block_keeps_shape_and_is_pre_ln():
     torch.manual_seed(0)
     block = PreLNViTBlock(dim=16, heads=4, mlp_ratio=2.0)

@@ -34,7 +34,7 @@ _EXPORTS = {
     "PreLNViTBlock": "vit",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_EXPORTS)  # noqa: PLE0605 (names resolved lazily by __getattr__)
 
 
 def __getattr__(name: str) -> Any:

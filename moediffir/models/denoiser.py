@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +33,7 @@ from torch import nn
 
 from moediffir.models.prompt_module import MoEPromptModule
 from moediffir.models.spade import SpadeInjector
+from moediffir.utils.io import atomic_directory
 
 SUBFOLDERS = {"prompt_module": "prompt_module", "spade": "spade", "v2t": "v2t"}
 
@@ -250,22 +249,9 @@ class MoEDiffIRDenoiser(nn.Module):
         Written beside its final place and renamed in: a crash never leaves half a checkpoint.
         """
         folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        try:
+        with atomic_directory(folder) as tmp:
             for name, module in self.trainable_modules().items():
                 module.save_pretrained(tmp / SUBFOLDERS[name])
-            old = None
-            if folder.exists():
-                old = folder.with_name(f".{folder.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(folder, old)
-            os.replace(tmp, folder)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return folder
 
     @classmethod

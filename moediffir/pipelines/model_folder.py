@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -33,7 +31,7 @@ from typing import Any
 import torch
 
 from moediffir.config import Config, ConfigError, apply_overrides, load_config, save_config
-from moediffir.utils.io import atomic_write_json
+from moediffir.utils.io import atomic_directory, atomic_write_json
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -93,9 +91,7 @@ def save_model_folder(
     from safetensors.torch import save_file
 
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_directory(folder) as tmp:
         save_config(cfg, tmp, CONFIG_FILE)
         denoiser.save_pretrained(tmp / DENOISER_DIR)
         save_file({"null_context": denoiser.null_context.detach().float().cpu().contiguous()}, str(tmp / NULL_CONTEXT_FILE))
@@ -120,17 +116,6 @@ def save_model_folder(
             "info": dict(info or {}),
         }
         atomic_write_json(tmp / INFO_FILE, model_info)
-        old = None
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 

@@ -6,13 +6,15 @@ all (temp file in the same folder, fsync, ``os.replace``), and a bad input names
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -135,3 +137,28 @@ def read_image_rgb(path: PathLike) -> np.ndarray:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from exc
+
+
+@contextlib.contextmanager
+def atomic_directory(folder: PathLike) -> Iterator[Path]:
+    """Build a folder beside its final place and swap it in whole when the block succeeds.
+
+    Yields a temporary sibling folder to fill. On success the old ``folder`` (if any) is moved aside, the new one
+    renamed in, and the old one removed; on any error the temporary folder is deleted and ``folder`` is untouched.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        yield tmp
+        old = None
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
