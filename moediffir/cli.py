@@ -247,7 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"moediffir: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("moediffir: interrupted; rerun the same command to continue where it stopped", file=sys.stderr)
+        again = "rerun with --resume" if args.group == "train" else "rerun the same command"
+        print(f"moediffir: interrupted; {again} to continue where it stopped", file=sys.stderr)
         return 130
 
 

@@ -52,27 +52,11 @@ def add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_sweep)
 
 
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from moediffir.ablation.sweep import SweepError
-    from moediffir.config import ConfigError
-    from moediffir.report.ablations import AblationReportError
-
-    return (SweepError, ConfigError, AblationReportError, FileNotFoundError)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m moediffir.ablation.cli sweep NAME ...`` (the same command as ``moediffir sweep``)."""
-    parser = argparse.ArgumentParser(prog="python -m moediffir.ablation.cli")
-    add_sweep_parsers(parser.add_subparsers(dest="group", metavar="GROUP", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except _known_errors() as exc:
-        print(f"moediffir: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("moediffir: interrupted; rerun the same command to continue where it stopped", file=sys.stderr)
-        return 130
+    """``python -m moediffir.ablation.cli sweep NAME ...``: the same commands as ``moediffir`` (one entry point)."""
+    from moediffir.cli import main as cli_main
+
+    return cli_main(argv)
 
 
 if __name__ == "__main__":

@@ -64,25 +64,11 @@ def add_eval_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_report)
 
 
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from moediffir.config import ConfigError
-    from moediffir.data.manifest import ManifestError
-    from moediffir.evaluation.protocol import EvaluationError
-
-    return (ConfigError, ManifestError, EvaluationError, FileNotFoundError)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``evaluate`` or ``report`` alone (``python -m moediffir.evaluation.cli evaluate ...``)."""
-    parser = argparse.ArgumentParser(prog="moediffir", description="MoE-DiffIR evaluation and report")
-    sub = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
-    add_eval_parsers(sub)
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except _known_errors() as exc:
-        print(f"moediffir: error: {exc}", file=sys.stderr)
-        return 2
+    """``python -m moediffir.evaluation.cli evaluate ...``: the same commands as ``moediffir`` (one entry point)."""
+    from moediffir.cli import main as cli_main
+
+    return cli_main(argv)
 
 
 if __name__ == "__main__":

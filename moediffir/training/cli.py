@@ -62,27 +62,11 @@ def add_train_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_stage2_data)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="moediffir", description="MoE-DiffIR training (stage I and II)")
-    add_train_parsers(parser.add_subparsers(dest="group", metavar="GROUP", required=True))
-    return parser
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m moediffir.training.cli train stage1 --profile smoke`` (also under ``accelerate launch``)."""
-    from moediffir.config import ConfigError
-    from moediffir.training.checkpoint import CheckpointError
-    from moediffir.training.runtime import TrainingConfigError
+    """``python -m moediffir.training.cli train stage1 ...`` (also under ``accelerate launch``): the ``moediffir`` CLI."""
+    from moediffir.cli import main as cli_main
 
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (ConfigError, FileNotFoundError, TrainingConfigError, CheckpointError) as exc:
-        print(f"moediffir: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("moediffir: interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
-        return 130
+    return cli_main(argv)
 
 
 if __name__ == "__main__":
