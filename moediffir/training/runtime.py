@@ -123,3 +123,22 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
     return value
+
+
+class _NoBar:
+    """Stands in for a tqdm bar on non-main ranks or when progress is off."""
+
+    def update(self, n: int = 1) -> None: ...
+
+    def set_postfix(self, **_: Any) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def progress_bar(enabled: bool, total: int, desc: str, initial: int = 0, unit: str = "it"):
+    """A tqdm bar when ``enabled`` (main process), else an object with the same no-op methods."""
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True)

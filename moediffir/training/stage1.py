@@ -49,6 +49,7 @@ from moediffir.training.runtime import (
     json_safe,
     make_accelerator,
     model_dir,
+    progress_bar,
     resume_fingerprint,
     stage_dir,
 )
@@ -243,7 +244,7 @@ def train_stage1(cfg, resume: bool = False, progress: bool = True) -> Path:
     # -- loop --------------------------------------------------------------------------------------
     model.train()
     it = iter(loader)
-    bar = _progress(progress and main, s1.max_steps, step, "stage I")
+    bar = progress_bar(progress and main, s1.max_steps, "stage I", initial=step, unit="step")
     window_losses: list[torch.Tensor] = []
     window_balance: list[torch.Tensor] = []
     t_window, steps_window = time.perf_counter(), 0
@@ -320,22 +321,6 @@ def train_stage1(cfg, resume: bool = False, progress: bool = True) -> Path:
     accelerator.wait_for_everyone()
     print(f"[stage1] rank {rank}/{world} done: {step} steps", flush=True)
     return folder
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None: ...
-
-    def set_postfix(self, **_: Any) -> None: ...
-
-    def close(self) -> None: ...
-
-
-def _progress(enabled: bool, total: int, initial: int, desc: str):
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True)
 
 
 def stage1_epochs(cfg, n_pairs: int) -> float:

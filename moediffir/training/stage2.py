@@ -58,6 +58,7 @@ from moediffir.training.runtime import (
     json_safe,
     make_accelerator,
     model_dir,
+    progress_bar,
     resume_fingerprint,
     stage_dir,
 )
@@ -182,7 +183,7 @@ def generate_stage2_data(cfg, progress: bool = True) -> Path:
     order = _selection(len(pairs), s2.num_latents, cfg.seed)
     task_routing = pipe.prompt_module.uses_task_labels
     mine = [k for k in range(n_shards) if k % world == rank and not (out / shard_name(k)).is_file()]
-    bar = _bar(progress and main, len(mine), "stage II latents")
+    bar = progress_bar(progress and main, len(mine), "stage II latents")
     for k in mine:
         ids = range(k * s2.shard_size, min(s2.num_latents, (k + 1) * s2.shard_size))
         items = [dataset[SampleKey(int(order[i]), item_seed(cfg.seed, _DATA_SALT, i), 0, 0)] for i in ids]
@@ -421,7 +422,7 @@ def train_stage2(cfg, resume: bool = False, progress: bool = True) -> Path:
     if disc_model is not None:
         disc_model.train()
     it = iter(loader)
-    bar = _bar(progress and main, s2.max_steps, "stage II", initial=step)
+    bar = progress_bar(progress and main, s2.max_steps, "stage II", initial=step)
     window: dict[str, list[torch.Tensor]] = {}
     t_window, steps_window, t_start, start_step = time.perf_counter(), 0, time.perf_counter(), step
     while step < s2.max_steps:
@@ -517,17 +518,3 @@ def train_stage2(cfg, resume: bool = False, progress: bool = True) -> Path:
     return folder
 
 
-class _NoBar:
-    def update(self, n: int = 1) -> None: ...
-
-    def set_postfix(self, **_: Any) -> None: ...
-
-    def close(self) -> None: ...
-
-
-def _bar(enabled: bool, total: int, desc: str, initial: int = 0):
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True)
