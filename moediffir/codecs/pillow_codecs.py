@@ -43,10 +43,39 @@ def _decode(data: bytes, name: str, shape: tuple[int, ...]) -> np.ndarray:
     return np.ascontiguousarray(decoded)
 
 
-class JPEGCodec:
+class _PillowCodec:
+    """Shared round trip of the Pillow codecs: encode to file bytes, decode, count every byte of the file."""
+
+    name: str
+    backend: str
+    quality_range: tuple[int, int]
+    bits_counted: str
+
+    def encode(self, rgb: np.ndarray, qf: int) -> bytes:
+        raise NotImplementedError
+
+    def __call__(self, rgb: np.ndarray, level: int) -> CodecResult:
+        rgb = check_rgb(rgb, self.name)
+        qf = _check_quality(self.name, level, *self.quality_range)
+        data = self.encode(rgb, qf)
+        decoded = _decode(data, self.name, rgb.shape)
+        info = {
+            "backend": self.backend,
+            "weights": "n/a",
+            "bits_source": "bitstream",
+            "bits_counted": self.bits_counted,
+            "subsampling": "4:2:0",
+            "quality": qf,
+        }
+        return CodecResult(decoded=decoded, num_bits=8 * len(data), info=info)
+
+
+class JPEGCodec(_PillowCodec):
     """libjpeg through Pillow, 4:2:0, ``quality=QF``; level = QF (int, 1..100)."""
 
     name = "jpeg"
+    quality_range = (1, 100)
+    bits_counted = "whole .jpg file (JFIF headers included)"
 
     def __init__(self) -> None:
         if not features.check("jpg"):
@@ -59,26 +88,13 @@ class JPEGCodec:
         Image.fromarray(rgb).save(buf, "JPEG", quality=qf, subsampling=2)
         return buf.getvalue()
 
-    def __call__(self, rgb: np.ndarray, level: int) -> CodecResult:
-        rgb = check_rgb(rgb, self.name)
-        qf = _check_quality(self.name, level, 1, 100)
-        data = self.encode(rgb, qf)
-        decoded = _decode(data, self.name, rgb.shape)
-        info = {
-            "backend": self.backend,
-            "weights": "n/a",
-            "bits_source": "bitstream",
-            "bits_counted": "whole .jpg file (JFIF headers included)",
-            "subsampling": "4:2:0",
-            "quality": qf,
-        }
-        return CodecResult(decoded=decoded, num_bits=8 * len(data), info=info)
 
-
-class WebPCodec:
+class WebPCodec(_PillowCodec):
     """libwebp (lossy) through Pillow, ``quality=QF``, ``method=4``; level = QF (int, 0..100)."""
 
     name = "webp"
+    quality_range = (0, 100)
+    bits_counted = "whole .webp file (RIFF/VP8 headers included)"
 
     def __init__(self, method: int = WEBP_METHOD) -> None:
         if not features.check("webp"):
@@ -90,18 +106,3 @@ class WebPCodec:
         buf = io.BytesIO()
         Image.fromarray(rgb).save(buf, "WEBP", quality=qf, method=self.method, lossless=False)
         return buf.getvalue()
-
-    def __call__(self, rgb: np.ndarray, level: int) -> CodecResult:
-        rgb = check_rgb(rgb, self.name)
-        qf = _check_quality(self.name, level, 0, 100)
-        data = self.encode(rgb, qf)
-        decoded = _decode(data, self.name, rgb.shape)
-        info = {
-            "backend": self.backend,
-            "weights": "n/a",
-            "bits_source": "bitstream",
-            "bits_counted": "whole .webp file (RIFF/VP8 headers included)",
-            "subsampling": "4:2:0",
-            "quality": qf,
-        }
-        return CodecResult(decoded=decoded, num_bits=8 * len(data), info=info)
