@@ -144,6 +144,27 @@ def bench_arch(
             )
             maps = d.prompt_module(z_lq, t, dp_tokens=dp).maps
             out["spade_modulation_s"], _ = timed(lambda: d.spade.modulations(maps), device, warmup, repeats)
+        if d.v2t is not None:  # the V2T adapter's own training cost, and its frozen CLIP encoder's share
+            v2t = d.v2t.train()
+            v2t_params = [p for p in v2t.parameters() if p.requires_grad]
+            pixels = torch.rand(batch, 3, v2t.config.image_size, v2t.config.image_size, device=device)
+            pixels.requires_grad_(True)
+
+            def v2t_train() -> None:
+                for p in v2t_params:
+                    p.grad = None
+                with autocast:
+                    ctx = v2t(img)
+                ctx.float().square().mean().backward()
+
+            def clip_train() -> None:  # the backward an enhancer needs: through the frozen encoder to its input
+                pixels.grad = None
+                with autocast:
+                    grid = v2t.clip_grid(pixels)
+                grid.float().square().mean().backward()
+
+            out["v2t_train_s"], _ = timed(v2t_train, device, warmup, repeats)
+            out["clip_train_s"], _ = timed(clip_train, device, warmup, repeats)
         return out
 
     res: dict = {
@@ -245,10 +266,11 @@ def main(argv: list[str] | None = None) -> int:
             parts = {
                 k: round(v, 4)
                 for k, v in r.items()
-                if k in ("dp_s", "v2t_s", "prompt_module_s", "spade_modulation_s")
+                if k in ("dp_s", "v2t_s", "prompt_module_s", "spade_modulation_s", "v2t_train_s", "clip_train_s")
             }
             print(
-                f"    conditioning forward costs (s): {parts}; trainable params "
+                f"    conditioning costs (s; forward only unless *_train_s: forward + backward): {parts}; "
+                f"trainable params "
                 f"{r['trainable_params'] / 1e6:.1f} M "
                 f"vs UNet {r['unet_params'] / 1e6:.1f} M",
                 flush=True,

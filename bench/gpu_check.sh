@@ -5,27 +5,37 @@
 #      must run unchanged on a GPU);
 #   2. bench/bench_model.py: cost of MoE-DiffIR over the bare SD UNet, paper architecture (random weights) at
 #      256 and 512 px in bf16, and the tiny smoke networks;
-#   3. bench/bench_train.py: stage-I training throughput and peak memory, paper architecture at 256 px in bf16
-#      (with and without gradient checkpointing, batch 4 and 8), when that script is present.
+#   3. bench/bench_model.py again at a compute-bound batch (paper architecture, 256 px, batch $LARGE_BATCH,
+#      default 64), with and without the Visual2Text adapter: the cost ratios of the method itself (small
+#      batches on a fast GPU are bound by kernel launches, not FLOPs);
+#   4. bench/bench_train.py: stage-I training throughput and peak memory, paper architecture at 256 px in bf16
+#      (with and without gradient checkpointing, batch 4 and 8), when that script is present;
+#   5. the CUDA tests (pytest -m gpu): fp16/bf16 restoration against fp32, CUDA against CPU.
 #
 # Usage (from anywhere; the repository root is found from this file):
 #
 #     bash bench/gpu_check.sh              # outputs under $OUT if set, else results/gpu_check/
-#     STEP_TIMEOUTS="300 75 75" bash bench/gpu_check.sh
-#     DEVICE=cpu STEP_TIMEOUTS="60 30 30" bash bench/gpu_check.sh   # rehearse the script without a GPU
+#     STEP_TIMEOUTS="420 75 90 75 60" bash bench/gpu_check.sh   # limits of steps 1-5 (the defaults), seconds
+#     BENCHMARK=data/benchmark/smoke bash bench/gpu_check.sh      # reuse a smoke benchmark built on a CPU
+#     DEVICE=cpu BENCHMARK=data/benchmark/smoke STEP_TIMEOUTS="600 5 200 5 60" bash bench/gpu_check.sh  # rehearsal, CPU
 #
 # Outputs (few files, so that they fit a remote machine's copy-back limits):
 #     gpu_check.json     per step: command, exit code, seconds, timed out or not; GPU, torch and CUDA versions
 #     gpu_check.log      every step's output, one after the other
 #     bench_model.json   bench/bench_model.py --out
+#     bench_model_large.json  step 3 (rows with and without the V2T adapter)
 #     bench_train.json   bench/bench_train.py --out (if the script exists)
 #     run_manifest.json  the smoke reproduce's manifest (versions, device, wall time per notebook)
 #     smoke_results.tar.gz  the smoke tables and figures (results/smoke/tables, figures, ablations)
 #
 # The smoke reproduce writes its results, runs and benchmark into a scratch folder (never over results/smoke of
 # the checkout). The kit's Python dependencies must be importable: $PYTHON, else .venv/bin/python, else python3.
-# On a machine without network, put wheels of the missing packages in $WHEELS (default .wheels/) and they are
-# installed first (pip --no-index). Every number comes from random weights (smoke profile and random-weight
+# On a machine without network, put wheels of the missing packages in $WHEELS (default .wheels/): they are
+# installed first, without their dependencies, into a scratch folder put on PYTHONPATH (pip --no-index
+# --no-deps --target), so the machine's own torch stays. Data generation (notebook 01) is CPU work (the codecs
+# are CPU programs) that needs av, imageio-ffmpeg and compressai: with BENCHMARK pointing at a smoke benchmark
+# already built (`moediffir data build --profile smoke` on any machine), notebook 01 is skipped and notebooks
+# 02-06 run on that benchmark. Every number comes from random weights (smoke profile and random-weight
 # paper architecture): timings, not quality. Exit code: 0 when every step succeeded, 1 otherwise, 3 when the
 # environment is not usable (no CUDA GPU or missing packages).
 set -uo pipefail
@@ -36,7 +46,10 @@ OUT_DIR="${OUT:-$ROOT/results/gpu_check}"
 mkdir -p "$OUT_DIR"
 LOG="$OUT_DIR/gpu_check.log"
 : >"$LOG"
-read -r T_REPRODUCE T_MODEL T_TRAIN <<<"${STEP_TIMEOUTS:-300 75 75}"
+read -r T_REPRODUCE T_MODEL T_LARGE T_TRAIN T_TESTS <<<"${STEP_TIMEOUTS:-}"
+T_REPRODUCE="${T_REPRODUCE:-420}" T_MODEL="${T_MODEL:-75}" T_LARGE="${T_LARGE:-90}" T_TRAIN="${T_TRAIN:-75}" T_TESTS="${T_TESTS:-60}"
+LARGE_BATCH="${LARGE_BATCH:-64}"
+BENCHMARK="${BENCHMARK:-}"
 DEVICE="${DEVICE:-cuda}"
 SCRATCH="$(mktemp -d "${TMPDIR:-/tmp}/moediffir_gpu_check.XXXXXX")"
 trap 'rm -rf "$SCRATCH"' EXIT
@@ -49,19 +62,23 @@ log() { echo "[gpu_check] $*" | tee -a "$LOG"; }
 
 # -- environment ------------------------------------------------------------------------------------------
 WHEELS="${WHEELS:-$ROOT/.wheels}"
-if [[ -d "$WHEELS" ]]; then
-  log "installing the kit from $WHEELS (no index)"
-  "$PY" -m pip install --quiet --no-index --find-links "$WHEELS" -e "$ROOT" >>"$LOG" 2>&1 \
-    || log "pip install from $WHEELS failed (see above); trying with what is installed"
+SITE=""
+if [[ -d "$WHEELS" ]] && compgen -G "$WHEELS/*.whl" >/dev/null; then
+  SITE="$SCRATCH/site"
+  log "installing $(ls "$WHEELS"/*.whl | wc -l) wheels from $WHEELS into $SITE (no index, no dependencies)"
+  "$PY" -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" "$WHEELS"/*.whl \
+    >>"$LOG" 2>&1 || log "pip install from $WHEELS failed (see $LOG); trying with what is installed"
 fi
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$ROOT${SITE:+:$SITE}${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MPLBACKEND=Agg
 
-if ! DEVICE="$DEVICE" "$PY" - >>"$LOG" 2>&1 <<'EOF'
+if ! DEVICE="$DEVICE" BENCHMARK="$BENCHMARK" "$PY" - >>"$LOG" 2>&1 <<'EOF'
 import importlib, os, sys
-missing = [m for m in ("torch", "diffusers", "accelerate", "papermill", "ipykernel", "jupytext", "lpips", "pyiqa",
-                       "av", "compressai", "open_clip", "skimage", "pandas", "seaborn")
-           if importlib.util.find_spec(m) is None]
+needed = ["torch", "diffusers", "accelerate", "papermill", "ipykernel", "jupytext", "lpips", "pyiqa", "open_clip",
+          "skimage", "pandas", "seaborn"]
+if not os.environ["BENCHMARK"]:  # notebook 01 runs the codecs
+    needed += ["av", "compressai", "imageio_ffmpeg"]
+missing = [m for m in needed if importlib.util.find_spec(m) is None]
 import torch
 print(f"python {sys.version.split()[0]}, torch {torch.__version__}, cuda {torch.version.cuda}, "
       f"gpu {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}")
@@ -97,18 +114,19 @@ run_step() {  # name timeout command...
   [[ $rc -eq 0 ]] || FAILED=1
 }
 
-# 1. the smoke reproduce on CUDA, into the scratch folder
-SMOKE_SET=(--set "results_dir=$SCRATCH/results" --set "runs_dir=$SCRATCH/runs" --set "data.out_dir=$SCRATCH/benchmark")
-if "$PY" -m moediffir.cli reproduce --help 2>/dev/null | grep -q -- "--set"; then
-  run_step reproduce_smoke "$T_REPRODUCE" "$PY" -m moediffir.cli reproduce --profile smoke --device "$DEVICE" "${SMOKE_SET[@]}"
-else  # the command is not wired (or takes no --set): call the function it wraps
-  run_step reproduce_smoke "$T_REPRODUCE" "$PY" -c "
-import sys
-from moediffir.reproduce import reproduce
-reproduce('smoke', {'results_dir': sys.argv[1], 'runs_dir': sys.argv[2], 'data.out_dir': sys.argv[3]}, root='.',
-          device=sys.argv[4])
-" "$SCRATCH/results" "$SCRATCH/runs" "$SCRATCH/benchmark" "$DEVICE"
+# 1. the smoke reproduce on CUDA, into the scratch folder (notebooks 02-06 on $BENCHMARK when it is given)
+ONLY=()
+if [[ -n "$BENCHMARK" ]]; then
+  [[ -f "$BENCHMARK/manifest.csv" ]] \
+    || { log "BENCHMARK=$BENCHMARK holds no manifest.csv (not a finished benchmark build)"; exit 3; }
+  BENCH_ABS="$(cd "$BENCHMARK" && pwd)"
+  ONLY=(--only $(cd notebooks && ls [0-9][0-9]_*.ipynb | grep -v '^01_' | sed 's/\.ipynb$//'))
+  log "reusing the benchmark in $BENCH_ABS: notebook 01 (CPU codecs) skipped"
+else
+  BENCH_ABS="$SCRATCH/benchmark"
 fi
+run_step reproduce_smoke "$T_REPRODUCE" "$PY" -m moediffir.cli reproduce --profile smoke --device "$DEVICE" \
+  --set "results_dir=$SCRATCH/results" --set "runs_dir=$SCRATCH/runs" --set "data.out_dir=$BENCH_ABS" "${ONLY[@]}"
 [[ -f "$SCRATCH/results/smoke/run_manifest.json" ]] && cp "$SCRATCH/results/smoke/run_manifest.json" "$OUT_DIR/"
 if [[ -d "$SCRATCH/results/smoke" ]]; then
   (cd "$SCRATCH/results/smoke" && tar -czf "$OUT_DIR/smoke_results.tar.gz" \
@@ -119,11 +137,34 @@ fi
 run_step bench_model "$T_MODEL" "$PY" bench/bench_model.py --device "$DEVICE" --arch all --batch 4 \
   --out "$OUT_DIR/bench_model.json"
 
-# 3. the stage-I training benchmark, when present (issue 4 item 8)
+# 3. the same at a compute-bound batch, with and without the V2T adapter (the method's own cost ratios)
+run_step bench_model_large "$T_LARGE" "$PY" -c "
+import json, sys
+sys.argv[0] = 'bench/bench_model.py'
+sys.path.insert(0, 'bench')
+import bench_model
+rows = []
+for extra in ([], ['--set', 'model.use_v2t=false']):
+    out = sys.argv[2] + ('.v2t' if not extra else '.nov2t')
+    bench_model.main(['--device', sys.argv[1], '--arch', 'paper', '--sizes', '256', '--batch', sys.argv[3],
+                      '--out', out, *extra])
+    rows += json.load(open(out))
+json.dump(rows, open(sys.argv[2], 'w'), indent=1)
+" "$DEVICE" "$SCRATCH/bench_model_large.json" "$LARGE_BATCH"
+[[ -f "$SCRATCH/bench_model_large.json" ]] && cp "$SCRATCH/bench_model_large.json" "$OUT_DIR/"
+
+# 4. the stage-I training benchmark, when present (issue 4 item 8)
 if [[ -f bench/bench_train.py ]]; then
   run_step bench_train "$T_TRAIN" "$PY" bench/bench_train.py --device "$DEVICE" --out "$OUT_DIR/bench_train.json"
 else
   log "bench/bench_train.py not found: training benchmark skipped"
+fi
+
+# 5. the CUDA tests of the suite (pytest -m gpu; deselected by default)
+if "$PY" -c "import pytest" 2>/dev/null; then
+  run_step gpu_tests "$T_TESTS" "$PY" -m pytest -q -m gpu -p no:cacheprovider -s tests
+else
+  log "pytest not installed: CUDA tests skipped"
 fi
 
 # -- summary ----------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import re
 import subprocess
 import time
 from collections.abc import Callable, Mapping
@@ -96,9 +97,11 @@ def package_versions() -> dict[str, str]:
 
 def git_revision(cwd: str | Path = ".") -> str:
     try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=False
+        )
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=10)
+                               capture_output=True, text=True, timeout=10, check=False)
         if rev.returncode != 0:
             return "unknown"
         return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
@@ -111,7 +114,19 @@ def _failure_message(nb: Path, exc: BaseException) -> str:
     ename = getattr(exc, "ename", type(exc).__name__)
     evalue = getattr(exc, "evalue", str(exc))
     where = f"cell {cell}" if cell is not None else "an unknown cell"
-    return f"notebook {nb.name} failed in {where}: {ename}: {evalue}"
+    msg = f"notebook {nb.name} failed in {where}: {ename}: {evalue}"
+    frames = _traceback_frames(getattr(exc, "traceback", None))
+    return msg + (" (raised at " + " <- ".join(reversed(frames)) + ")" if frames else "")
+
+
+def _traceback_frames(traceback: list[str] | None, keep: int = 3) -> list[str]:
+    """The last ``keep`` ``file:line, in function`` frames of a kernel's (ANSI-coloured) traceback."""
+    if not traceback:
+        return []
+    text = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(traceback))
+    frames = [line.strip().removeprefix("File ").strip() for line in text.splitlines()
+              if line.strip().startswith(("File ", "Cell In"))]
+    return frames[-keep:]
 
 
 def _default_executor(src: Path, dst: Path, parameters: dict[str, Any], cwd: Path) -> None:
@@ -204,7 +219,7 @@ def _write_manifest(root: Path, cfg, report: ReproduceReport, total: float) -> P
 
         resolved = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         gpu = torch.cuda.get_device_name(0) if resolved.startswith("cuda") and torch.cuda.is_available() else ""
-    except Exception:  # torch missing or broken: still write the manifest
+    except Exception:  # noqa: BLE001 - torch missing or broken: still write the manifest
         resolved, gpu = device, ""
     manifest = {
         "profile": report.profile,

@@ -31,6 +31,14 @@ def _rand_uint8(h: int, w: int, seed: int = 0) -> np.ndarray:
     return (np.random.RandomState(seed).rand(h, w, 3) * 255).astype(np.uint8)
 
 
+def _perturbed(pipe):
+    """Untrained zero-init parts are identities: perturb them (same values on every device) so they matter."""
+    with torch.no_grad():
+        for prm in [*pipe.compensator.fusion.parameters(), *pipe.spade.parameters()]:
+            prm.add_(0.05 * torch.randn(prm.shape, generator=_gen(7)).to(prm.device, prm.dtype))
+    return pipe
+
+
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     return build_fresh_model_folder(tmp_path_factory.mktemp("pipe") / "model", resolve_config("smoke"))
@@ -38,11 +46,8 @@ def folder(tmp_path_factory):
 
 @pytest.fixture
 def pipe(folder):
-    p = load_pipeline(folder)
+    p = _perturbed(load_pipeline(folder))
     p.set_progress_bar_config(disable=True)
-    with torch.no_grad():  # untrained zero-init parts are identities: perturb them so they matter
-        for prm in [*p.compensator.fusion.parameters(), *p.spade.parameters()]:
-            prm.add_(0.05 * torch.randn(prm.shape, generator=_gen(7)))
     return p
 
 
@@ -211,9 +216,41 @@ def test_task_routing_needs_labels():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
-def test_half_precision_on_cuda(folder, dtype):
-    pipe = load_pipeline(folder, device="cuda", dtype=dtype)
-    pipe.set_progress_bar_config(disable=True)
-    out = pipe(_rand_uint8(300, 200), num_inference_steps=2, generator=_gen(), output_type="pt").images
-    assert out.shape == (1, 3, 300, 200) and torch.isfinite(out).all()
-    assert pipe.unet.dtype == {"fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+def test_half_precision_on_cuda_matches_fp32(folder, dtype):
+    """fp16/bf16 on CUDA: the half-precision restoration stays close to the fp32 one of the same seed, through the
+    padded path (300 x 200 is not a multiple of 8) and the tiled path (a tile smaller than the image)."""
+    half = {"fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    lq = _rand_uint8(300, 200)
+    outs = {}
+    for name in ("fp32", dtype):
+        pipe = _perturbed(load_pipeline(folder, device="cuda", dtype=name))
+        pipe.set_progress_bar_config(disable=True)
+        assert pipe.unet.dtype == (torch.float32 if name == "fp32" else half)
+        outs[name] = pipe(lq, num_inference_steps=2, generator=_gen(), output_type="pt").images.float().cpu()
+        tiled = pipe(lq, num_inference_steps=2, generator=_gen(), output_type="pt", tile_size=128, tile_overlap=32,
+                     tiled=True)
+        outs[name + "_tiled"] = tiled.images.float().cpu()
+    for key in (dtype, dtype + "_tiled"):
+        assert outs[key].shape == (1, 3, 300, 200) and torch.isfinite(outs[key]).all()
+    err = (outs[dtype] - outs["fp32"]).abs().mean().item()
+    err_tiled = (outs[dtype + "_tiled"] - outs["fp32_tiled"]).abs().mean().item()
+    spread = (outs["fp32"] - outs["fp32"].mean()).abs().mean().item()  # how much the image itself varies
+    print(f"{dtype} vs fp32 on CUDA: mean |diff| {err:.4f} (tiled {err_tiled:.4f}); image spread {spread:.4f}")
+    tol = {"fp16": 0.01, "bf16": 0.03}[dtype]
+    assert err < tol and err_tiled < tol
+    assert spread > 10 * err  # the agreement is not that of two flat images
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fp32_matches_cpu(folder):
+    """The same seed restores the same image on CUDA (fp32) as on the CPU (the noise is drawn on the CPU)."""
+    lq = _rand_uint8(96, 80)
+    outs = {}
+    for device in ("cpu", "cuda"):
+        pipe = _perturbed(load_pipeline(folder, device=device, dtype="fp32"))
+        pipe.set_progress_bar_config(disable=True)
+        outs[device] = pipe(lq, num_inference_steps=2, generator=_gen(), output_type="pt").images.float().cpu()
+    err = (outs["cuda"] - outs["cpu"]).abs().max().item()
+    print(f"CUDA vs CPU fp32: max |diff| {err:.2e}")
+    assert err < 2e-3

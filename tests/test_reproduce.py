@@ -54,9 +54,11 @@ def test_runs_in_order_then_skips(tiny_repo):
 
 
 def test_failure_names_notebook_and_cell_and_stops(tiny_repo):
-    _write_nb(tiny_repo / "notebooks" / "01_a.ipynb", "raise ValueError('broken on purpose')")
-    with pytest.raises(ReproduceError, match=r"01_a\.ipynb failed in cell .*broken on purpose"):
+    (tiny_repo / "helper.py").write_text("def explode():\n    raise ValueError('broken on purpose')\n")
+    _write_nb(tiny_repo / "notebooks" / "01_a.ipynb", "import sys\nsys.path.insert(0, '.')\nimport helper\nhelper.explode()")
+    with pytest.raises(ReproduceError, match=r"01_a\.ipynb failed in cell .*broken on purpose") as err:
         reproduce("smoke", root=tiny_repo, log=lambda s: None)
+    assert "helper.py:2, in explode()" in str(err.value)  # where it was raised, not only what
     assert not (tiny_repo / "b.txt").exists()  # stopped at the first failure
     manifest = json.loads((tiny_repo / "results" / "smoke" / "run_manifest.json").read_text())
     assert manifest["notebooks"][0]["status"] == "failed"

@@ -51,6 +51,28 @@ def test_only_enhancer_and_adapter_train_and_gradient_crosses_frozen_clip():
     assert v2t.proj.weight.grad.abs().sum() > 0 and v2t.learned_tokens.grad.abs().sum() > 0
 
 
+def test_channels_last_layout_gives_the_same_context_and_gradients():
+    """The CUDA layout (channels-last convolutions, forced here on the CPU) changes no value: same context, same
+    gradients, and the weights end up channels-last."""
+    results = {}
+    for force in (False, True):
+        torch.manual_seed(0)
+        v2t = _tiny(enhancer_blocks=2).train()
+        _randomise_trainable(v2t)
+        v2t._force_channels_last = force
+        lq = torch.rand(2, 3, 50, 70, generator=torch.Generator().manual_seed(1))
+        ctx = v2t(lq)
+        ctx.square().mean().backward()
+        results[force] = (ctx.detach(), v2t.enhancer.conv_in.weight.grad.clone(), v2t.proj.weight.grad.clone())
+        conv = v2t.clip_visual.conv1.weight
+        assert conv.is_contiguous(memory_format=torch.channels_last) == force
+        assert v2t.enhancer.conv_in.weight.is_contiguous(memory_format=torch.channels_last) == force
+        assert v2t.enhancer.conv_in.weight.is_contiguous() != force
+    for a, b in zip(results[False], results[True]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert results[False][1].abs().sum() > 0  # the enhancer's first conv did get a gradient
+
+
 def test_clip_batchnorm_stays_frozen_in_training():
     v2t = _tiny().train()
     assert v2t.training and v2t.enhancer.training and not v2t.clip_visual.training

@@ -56,7 +56,7 @@ def cosine_matrix(prompts: torch.Tensor) -> np.ndarray:
     """``(N, N)`` cosine similarity of the flattened ``(N, C, C)`` prompts."""
     flat = prompts.detach().double().reshape(prompts.shape[0], -1)  # (N, C*C)
     flat = flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    return (flat @ flat.T).numpy()  # (N, N)
+    return (flat @ flat.T).cpu().numpy()  # (N, N)
 
 
 def prompt_similarity(model: Any, latent_size: tuple[int, int] | None = None) -> pd.DataFrame:

@@ -98,7 +98,7 @@ class ChannelAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         qkv = self.qkv_dwconv(self.qkv(x))  # (B, 3C, H, W)
-        q, k, v = qkv.view(b, 3, self.heads, c // self.heads, h * w).unbind(1)  # 3 x (B, heads, C/h, HW)
+        q, k, v = qkv.reshape(b, 3, self.heads, c // self.heads, h * w).unbind(1)  # 3 x (B, heads, C/h, HW)
         q = F.normalize(q, dim=-1)
         k = F.normalize(k, dim=-1)
         attn = (q @ k.transpose(-2, -1)) * self.temperature  # (B, heads, C/h, C/h)
@@ -230,6 +230,8 @@ class Visual2TextAdapter(ModelMixin, ConfigMixin):
         self.register_buffer("clip_std", torch.tensor(image_std, dtype=torch.float32), persistent=False)
         self.clip_visual.requires_grad_(False)
         self.clip_visual.eval()
+        self._layout = torch.contiguous_format  # of the conv weights; see conv_layout
+        self._force_channels_last = False  # tests: the CUDA layout on the CPU
         self.cross_attention_dim = cross_attention_dim
         self.num_grid_tokens = (image_size // 32) ** 2
         self.context_length = self.num_grid_tokens + num_tokens  # L_ctx
@@ -252,17 +254,33 @@ class Visual2TextAdapter(ModelMixin, ConfigMixin):
         return self
 
     # -- forward -----------------------------------------------------------------------------------
+    def conv_layout(self, x: torch.Tensor) -> torch.memory_format:
+        """Memory layout of the convolutional path for input ``x``: channels-last on CUDA, else contiguous.
+
+        cuDNN runs half-precision convolutions (and the depth-wise ones of the enhancer) in NHWC without the
+        layout transposes an NCHW tensor costs, and the enhancer's channel LayerNorm then needs no copy. The
+        weights of the enhancer and the CLIP encoder are switched to the same layout the first time a new one
+        is asked for; values do not change (a test compares both layouts).
+        """
+        fmt = torch.channels_last if x.is_cuda or self._force_channels_last else torch.contiguous_format
+        if fmt != self._layout:
+            self.enhancer.to(memory_format=fmt)
+            self.clip_visual.to(memory_format=fmt)
+            self._layout = fmt
+        return fmt
+
     def enhance(self, lq: torch.Tensor) -> torch.Tensor:
         """The enhanced, resized image ``(B, 3, S, S)`` (before CLIP normalisation), for inspection."""
         check_image_batch(lq, "Visual2TextAdapter")
         dtype = self.enhancer.conv_in.weight.dtype
         x = clip_resize(lq.float(), self.config.image_size, self.config.resize_mode).to(dtype)  # (B, 3, S, S)
-        return self.enhancer(x)  # (B, 3, S, S)
+        return self.enhancer(x.contiguous(memory_format=self.conv_layout(x)))  # (B, 3, S, S)
 
     def clip_grid(self, pixels: torch.Tensor) -> torch.Tensor:
         """layer4 feature map ``(B, 32*width, S/32, S/32)`` of CLIP-normalised pixels (attention pool unused)."""
         v = self.clip_visual
-        x = v.stem(pixels.to(v.conv1.weight.dtype))  # (B, width, S/4, S/4)
+        x = pixels.to(v.conv1.weight.dtype).contiguous(memory_format=self.conv_layout(pixels))
+        x = v.stem(x)  # (B, width, S/4, S/4)
         return v.layer4(v.layer3(v.layer2(v.layer1(x))))  # (B, 32*width, S/32, S/32)
 
     def forward(self, lq: torch.Tensor) -> torch.Tensor:
