@@ -73,6 +73,21 @@ def test_channels_last_layout_gives_the_same_context_and_gradients():
     assert results[False][1].abs().sum() > 0  # the enhancer's first conv did get a gradient
 
 
+def test_layout_follows_device_moves_before_any_forward():
+    """Moving the adapter (``.to``/``.cuda``/dtype casts) sets the conv layout at once, so an optimiser or DDP built
+    right after the move sees the final parameter layout (here the CUDA rule is forced on the CPU)."""
+    v2t = _tiny()
+    weight = v2t.clip_visual.conv1.weight
+    assert weight.is_contiguous()
+    v2t._force_channels_last = True
+    v2t.to(torch.float64)
+    assert v2t.clip_visual.conv1.weight is weight  # same Parameter object: optimisers keep their references
+    assert weight.is_contiguous(memory_format=torch.channels_last) and weight.dtype == torch.float64
+    v2t._force_channels_last = False
+    v2t.to(torch.float32)
+    assert weight.is_contiguous() and weight.dtype == torch.float32
+
+
 def test_clip_batchnorm_stays_frozen_in_training():
     v2t = _tiny().train()
     assert v2t.training and v2t.enhancer.training and not v2t.clip_visual.training
