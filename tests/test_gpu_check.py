@@ -1,0 +1,45 @@
+"""bench/gpu_check.sh (issue 6 item 6): the parts that run without a GPU — syntax, and its refusals (exit 3)
+before any step starts. Its steps themselves run on a CUDA machine (README, Results)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.sh"
+
+pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+
+
+def _run(tmp_path: Path, **env: str) -> tuple[int, str]:
+    full = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": sys.executable, "WHEELS": str(tmp_path / "none"),
+            **env}
+    proc = subprocess.run(["bash", str(SCRIPT)], env=full, capture_output=True, text=True, timeout=120,
+                          check=False)
+    log = (tmp_path / "out" / "gpu_check.log").read_text()
+    return proc.returncode, proc.stdout + log
+
+
+def test_script_parses():
+    assert subprocess.run(["bash", "-n", str(SCRIPT)], check=False).returncode == 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_refuses_without_a_cuda_gpu(tmp_path):
+    code, out = _run(tmp_path, DEVICE="cuda")
+    assert code == 3
+    assert "no CUDA GPU visible to torch" in out and "environment not usable" in out
+
+
+def test_refuses_a_benchmark_folder_without_manifest(tmp_path):
+    (tmp_path / "bench").mkdir()
+    code, out = _run(tmp_path, DEVICE="cpu", BENCHMARK=str(tmp_path / "bench"))
+    assert code == 3
+    assert "holds no manifest.csv" in out
+    assert "---- reproduce_smoke" not in out  # refused before any step ran
