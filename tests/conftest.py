@@ -61,6 +61,22 @@ def repo_root() -> Path:
     return REPO_ROOT
 
 
+@pytest.fixture(scope="session")
+def photo():
+    """The bundled Kodak thumbnail ``kodim19.png``, ``(192, 128, 3)`` uint8: a real photograph for codec tests."""
+    from moediffir.utils.io import read_image_rgb
+
+    return read_image_rgb(REPO_ROOT / "data" / "smoke" / "smoke_test" / "kodim19.png")
+
+
+@pytest.fixture(scope="session")
+def data_cfg():
+    """The ``data`` section of the smoke profile."""
+    from moediffir.config import resolve_config
+
+    return resolve_config("smoke").data
+
+
 @pytest.fixture
 def shared_datasets() -> Path:
     """The development images beside the repository; tests using them skip when absent."""

@@ -18,25 +18,10 @@ from PIL import Image
 from moediffir.codecs import CODECS, LEVEL_TYPES, CodecError, CodecResult, CodecUnavailableError, make_codec
 from moediffir.codecs.pillow_codecs import JPEGCodec, WebPCodec
 from moediffir.config import resolve_config
+from moediffir.metrics.fidelity import psnr
 from moediffir.utils.io import read_image_rgb
 
 REPO = Path(__file__).resolve().parents[1]
-SMOKE_IMAGE = REPO / "data" / "smoke" / "smoke_test" / "kodim19.png"
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
-
-
-@pytest.fixture(scope="module")
-def photo() -> np.ndarray:
-    return read_image_rgb(SMOKE_IMAGE)  # (192, 128, 3)
-
-
-@pytest.fixture(scope="module")
-def data_cfg():
-    return resolve_config("smoke").data
 
 
 # ------------------------------------------------------------------------------------------ registry

@@ -22,20 +22,7 @@ from moediffir.codecs import (
 )
 from moediffir.codecs.learned import CompressAICodec
 from moediffir.config import resolve_config
-from moediffir.utils.io import read_image_rgb
-
-REPO = Path(__file__).resolve().parents[1]
-SMOKE_IMAGE = REPO / "data" / "smoke" / "smoke_test" / "kodim19.png"
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
-
-
-@pytest.fixture(scope="module")
-def photo() -> np.ndarray:
-    return read_image_rgb(SMOKE_IMAGE)  # (192, 128, 3)
+from moediffir.metrics.fidelity import psnr
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -6,34 +6,16 @@ import stat
 import sys
 import textwrap
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from moediffir.codecs import CodecError, CodecUnavailableError, make_codec, video
 from moediffir.codecs.yuv import rgb_to_yuv420
-from moediffir.config import resolve_config
+from moediffir.metrics.fidelity import psnr
 from moediffir.utils.io import read_image_rgb
 
-REPO = Path(__file__).resolve().parents[1]
-SMOKE_IMAGE = REPO / "data" / "smoke" / "smoke_test" / "kodim19.png"
 VIDEO = ["hevc", "avc", "vvc"]
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
-
-
-@pytest.fixture(scope="module")
-def photo() -> np.ndarray:
-    return read_image_rgb(SMOKE_IMAGE)  # (192, 128, 3)
-
-
-@pytest.fixture(scope="module")
-def data_cfg():
-    return resolve_config("smoke").data
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -19,20 +17,8 @@ from moediffir.codecs.yuv import (
     ycbcr_float_to_rgb,
     yuv420_to_rgb,
 )
+from moediffir.metrics.fidelity import psnr
 from moediffir.utils.io import read_image_rgb
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
-
-
-SMOKE_IMAGE = Path(__file__).resolve().parents[1] / "data" / "smoke" / "smoke_test" / "kodim19.png"
-
-
-@pytest.fixture(scope="module")
-def photo() -> np.ndarray:
-    return read_image_rgb(SMOKE_IMAGE)  # (192, 128, 3), a bundled real photograph (Kodak)
 
 
 # Reference code values of the primaries, from the matrix definitions (BT.601: Kr .299, Kb .114; BT.709:
