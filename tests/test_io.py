@@ -94,3 +94,16 @@ def test_truncated_png_is_named(tmp_path):
     p.write_bytes(data[: len(data) // 2])
     with pytest.raises(ImageReadError, match="t.png"):
         read_image_rgb(p)
+
+
+def test_csv_text_and_atomic_write_csv(tmp_path):
+    import pandas as pd
+
+    from moediffir.utils.io import atomic_write_csv, csv_text
+
+    df = pd.DataFrame({"task": ["jpeg_q10", "hevc_qp37"], "psnr": [1 / 3, float("nan")]}, index=[5, 9])
+    text = csv_text(df)
+    assert text == "task,psnr\njpeg_q10,0.3333333333333333\nhevc_qp37,\n"  # no index, "\n" endings, full digits
+    path = atomic_write_csv(tmp_path / "t.csv", df)
+    assert path.read_bytes() == text.encode()
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind

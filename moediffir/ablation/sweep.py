@@ -36,7 +36,6 @@ DP) are all trained in stage I, and the decoder compensator of stage II would be
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 import time
@@ -48,7 +47,7 @@ from typing import Any
 import pandas as pd
 
 from moediffir.config import Config, apply_overrides, config_to_dict, save_config
-from moediffir.utils.io import atomic_write_json, atomic_write_text
+from moediffir.utils.io import atomic_write_csv, atomic_write_json
 
 SWEEPS_DIR = "sweeps"
 MODELS_DIR = "_models"
@@ -296,12 +295,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _csv_text(df: pd.DataFrame) -> str:
-    buf = io.StringIO()
-    df.to_csv(buf, index=False, lineterminator="\n")
-    return buf.getvalue()
-
-
 def _relative(path: Path, root: Path) -> str:
     try:
         return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
@@ -483,8 +476,8 @@ def _execute(run: RunPlan, sweep: Sweep, base: Config, train_fn: TrainFn, evalua
     result = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     trained_info = _read_json(run.model_root / TRAINED_JSON) or {}
     if routing:
-        atomic_write_text(run.folder / ROUTING_CSV, _csv_text(pd.concat(routing, ignore_index=True)))
-    atomic_write_text(run.folder / RESULT_CSV, _csv_text(result))
+        atomic_write_csv(run.folder / ROUTING_CSV, pd.concat(routing, ignore_index=True))
+    atomic_write_csv(run.folder / RESULT_CSV, result)
     atomic_write_json(run.folder / RESULT_JSON, {  # last: its presence means the run is finished
         "key": run.key, "train_key": run.train_key, "sweep": sweep.name,
         "variants": [v.name for v in run.variants], "model_dir": _relative(model_dir, run.model_root),
@@ -597,7 +590,7 @@ def gather_sweep(cfg: Config, sweep: Sweep, runs: Sequence[RunPlan] | None = Non
     if len(df):
         df = df.sort_values("variant", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
     path = results_path(cfg, sweep.name)
-    atomic_write_text(path, _csv_text(df))
+    atomic_write_csv(path, df)
     states.sort(key=lambda s: order[s["variant"]])
     atomic_write_json(path.with_suffix(".json"), {
         "sweep": sweep.name, "title": sweep.title, "profile": cfg.profile, "params": list(cols.values()),

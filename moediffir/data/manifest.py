@@ -12,12 +12,11 @@ presence means the last build finished; :func:`verify_manifest` checks it agains
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from moediffir.utils.io import atomic_write_text, sha256_file
+from moediffir.utils.io import atomic_write_text, csv_text, sha256_file
 
 MANIFEST_NAME = "manifest.csv"
 FAILURES_NAME = "failures.csv"
@@ -40,10 +39,7 @@ class ManifestError(ValueError):
 def _csv_text(rows: Iterable[Mapping], columns: tuple[str, ...]) -> str:
     import pandas as pd
 
-    df = pd.DataFrame(list(rows), columns=list(columns))
-    buf = io.StringIO()
-    df.to_csv(buf, index=False, lineterminator="\n")
-    return buf.getvalue()
+    return csv_text(pd.DataFrame(list(rows), columns=list(columns)))
 
 
 def write_manifest(rows: Iterable[Mapping], path: str | Path) -> Path:

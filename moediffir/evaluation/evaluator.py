@@ -29,7 +29,6 @@ scores in a folder of its own, the tidy results returned.
 
 from __future__ import annotations
 
-import io
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -43,7 +42,12 @@ from moediffir.config import Config, save_config
 from moediffir.evaluation import analysis, protocol, restore, scoring
 from moediffir.evaluation.external import ExternalMatch, match_external
 from moediffir.evaluation.protocol import METHOD_LQ, METHOD_MOE, METHOD_NO_COMPENSATOR, EvaluationError
-from moediffir.utils.io import atomic_save_png, atomic_write_json, atomic_write_text, read_image_rgb
+from moediffir.utils.io import (
+    atomic_save_png,
+    atomic_write_csv,
+    atomic_write_json,
+    read_image_rgb,
+)
 
 METRICS_DIR = "metrics"
 RESTORED_DIR = "restored"
@@ -109,14 +113,8 @@ def load_model(model_dir: str | Path, cfg: Config, device: str | None = None):
 
 
 # -------------------------------------------------------------------------------------------- helpers
-def _csv_text(df: pd.DataFrame) -> str:
-    buf = io.StringIO()
-    df.to_csv(buf, index=False, lineterminator="\n")
-    return buf.getvalue()
-
-
 def write_csv(df: pd.DataFrame, path: Path) -> Path:
-    return atomic_write_text(path, _csv_text(df))
+    return atomic_write_csv(path, df)
 
 
 def read_csv(path: Path) -> pd.DataFrame:

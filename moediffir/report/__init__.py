@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from moediffir.utils.io import atomic_write_bytes, atomic_write_text
+from moediffir.utils.io import atomic_write_bytes, atomic_write_csv, atomic_write_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,9 +49,7 @@ def write_table(
 ) -> tuple[Path, Path]:
     """Write ``<stem>.csv`` (full precision) and ``<stem>.md`` (rounded, with title and notes), atomically."""
     stem = Path(path_stem)
-    buf = io.StringIO()
-    df.to_csv(buf, index=False, lineterminator="\n")
-    csv_path = atomic_write_text(stem.with_suffix(".csv"), buf.getvalue())
+    csv_path = atomic_write_csv(stem.with_suffix(".csv"), df)
     md = (f"## {title}\n\n" if title else "") + markdown_table(df, digits)
     if notes:
         md += "\n" + "\n".join(f"- {n}" for n in notes) + "\n"

@@ -24,7 +24,7 @@ import pandas as pd
 
 from moediffir.data.tasks import CODEC_DISPLAY
 from moediffir.report.tables import METRIC_LABEL, level_label, method_order
-from moediffir.utils.io import atomic_write_bytes, atomic_write_text, read_image_rgb
+from moediffir.utils.io import atomic_write_bytes, atomic_write_csv, read_image_rgb
 
 DPI = 150
 RANDOM_TITLE = "random weights: says nothing about the method"
@@ -71,12 +71,6 @@ def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
         fig.savefig(buf, format=fmt, dpi=DPI, metadata=meta)
         paths.append(atomic_write_bytes(out_dir / f"{name}.{fmt}", buf.getvalue()))
     return paths
-
-
-def _csv(df: pd.DataFrame, path: Path) -> Path:
-    buf = io.StringIO()
-    df.to_csv(buf, index=False, lineterminator="\n")
-    return atomic_write_text(path, buf.getvalue())
 
 
 def _suptitle(fig, title: str, random: bool) -> None:
@@ -141,7 +135,7 @@ def bpp_quality(per_image: pd.DataFrame, out_dir: str | Path, random: bool = Fal
     metrics = [m for m in ("psnr", "ssim", "lpips") if m in pts.columns]
     sets = list(dict.fromkeys(pts["set"]))
     pts = pts.sort_values(["method", "set", "codec", "bpp"], kind="stable").reset_index(drop=True)
-    paths = [_csv(pts, out_dir / "bpp_quality.csv")]
+    paths = [atomic_write_csv(out_dir / "bpp_quality.csv", pts)]
     pts["Codec"] = [CODEC_DISPLAY.get(c, c) for c in pts["codec"]]
     pts["Method"] = pts["method"]
     methods = method_order(pts["method"])
@@ -171,7 +165,7 @@ def prompt_similarity(sim: pd.DataFrame, out_dir: str | Path, random: bool = Fal
     out_dir = Path(out_dir)
     import seaborn as sns
 
-    paths = [_csv(sim, out_dir / "fig8_prompt_similarity.csv")]
+    paths = [atomic_write_csv(out_dir / "fig8_prompt_similarity.csv", sim)]
     scales = sorted(set(sim["scale"]))
     n = int(sim["expert_i"].max()) + 1
     with figure_style():
@@ -218,7 +212,7 @@ def expert_usage(routing: pd.DataFrame, out_dir: str | Path, random: bool = Fals
     num = expert_usage_numbers(routing)
     method = method or (METHOD_MOE if METHOD_MOE in set(num["method"]) else str(num["method"].iloc[0]))
     num = num[num["method"] == method]
-    paths = [_csv(num, out_dir / "expert_usage.csv")]
+    paths = [atomic_write_csv(out_dir / "expert_usage.csv", num)]
     order = task_order()
     tasks = sorted(dict.fromkeys(num["task"]), key=lambda t: (order.get(t, len(order)), t))
     labels = {r.task: f"{CODEC_DISPLAY.get(r.codec, r.codec)} {level_label(r.codec, r.level)}"

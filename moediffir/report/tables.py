@@ -34,7 +34,7 @@ from moediffir.evaluation.protocol import (
     task_order,
 )
 from moediffir.report import paper_numbers
-from moediffir.utils.io import atomic_write_text
+from moediffir.utils.io import atomic_write_csv, atomic_write_text
 
 DECIMALS = {"psnr": 2, "ssim": 3, "lpips": 4, "fid": 2, "clipiqa": 4, "maniqa": 4}
 METRIC_LABEL = {"psnr": "PSNR↑", "ssim": "SSIM↑", "lpips": "LPIPS↓", "fid": "FID↓", "clipiqa": "CLIP-IQA↑",
@@ -146,17 +146,11 @@ def to_latex(doc: TableDoc) -> str:
     return out.getvalue()
 
 
-def _csv_text(df: pd.DataFrame) -> str:
-    buf = io.StringIO()
-    df.to_csv(buf, index=False, lineterminator="\n")
-    return buf.getvalue()
-
-
 def write_table(doc: TableDoc, tidy: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     """Write ``<name>.csv`` (tidy cells), ``<name>.md`` and ``<name>.tex`` atomically; return the paths."""
     out_dir = Path(out_dir)
     return [
-        atomic_write_text(out_dir / f"{doc.name}.csv", _csv_text(tidy.loc[:, list(TIDY_COLUMNS)])),
+        atomic_write_csv(out_dir / f"{doc.name}.csv", tidy.loc[:, list(TIDY_COLUMNS)]),
         atomic_write_text(out_dir / f"{doc.name}.md", to_markdown(doc)),
         atomic_write_text(out_dir / f"{doc.name}.tex", to_latex(doc)),
     ]

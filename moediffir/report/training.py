@@ -15,7 +15,6 @@ profile) carry the kit's random-weights note in their title.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -24,13 +23,7 @@ import pandas as pd
 
 from moediffir.report.figures import RANDOM_TITLE, figure_style, new_figure, save_figure
 from moediffir.training.logs import read_jsonl, usage_matrix
-from moediffir.utils.io import atomic_write_text
-
-
-def _csv(df: pd.DataFrame, path: Path) -> Path:
-    buf = io.StringIO()
-    df.to_csv(buf, index=False, lineterminator="\n")
-    return atomic_write_text(path, buf.getvalue())
+from moediffir.utils.io import atomic_write_csv
 
 
 def _title(fig, text: str, random: bool) -> None:
@@ -62,9 +55,9 @@ def loss_curves(records: Sequence[Mapping], out_dir: str | Path, name: str, titl
     window = max(1, len(per_step) // 10)
     per_step["moving_mean"] = per_step["loss"].rolling(window, min_periods=1).mean()
     logged = pd.DataFrame([{k: r.get(k) for k in ("step", *extra)} for r in records])
-    paths = [_csv(per_step, out_dir / f"{name}.csv")]
+    paths = [atomic_write_csv(out_dir / f"{name}.csv", per_step)]
     if extra:
-        paths.append(_csv(logged, out_dir / f"{name}_terms.csv"))
+        paths.append(atomic_write_csv(out_dir / f"{name}_terms.csv", logged))
     cols = [c for c in extra if c in logged and logged[c].notna().any()]
     with figure_style():
         fig = new_figure(7.0 if cols else 3.8, 2.6)
@@ -108,7 +101,7 @@ def training_expert_usage(records: Sequence[Mapping], label_names: Mapping[int, 
     num = expert_usage_numbers(records, label_names)
     if num.empty:
         raise ValueError("the log has no routing statistics (prompt_design 'none'/'single' has no gates)")
-    paths = [_csv(num, out_dir / f"{name}.csv")]
+    paths = [atomic_write_csv(out_dir / f"{name}.csv", num)]
     tasks = [label_names.get(lb, str(lb)) for lb in sorted(set(num["label"]))]
     with figure_style():
         fig = new_figure(7.0, 0.25 * len(tasks) + 1.6)
@@ -136,7 +129,7 @@ def decoder_comparison(summary: Mapping, out_dir: str | Path, name: str = "stage
             rows.append({"when": when, "metric": metric, "decoder": "plain VAE" if tag == "plain" else f"comp. w={tag[1:]}",
                          "value": float(value)})
     df = pd.DataFrame(rows)
-    paths = [_csv(df, out_dir / f"{name}.csv")]
+    paths = [atomic_write_csv(out_dir / f"{name}.csv", df)]
     import seaborn as sns
 
     with figure_style():

@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from moediffir.utils.io import atomic_write_text
+from moediffir.utils.io import atomic_write_csv, atomic_write_text
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -95,7 +95,7 @@ class TrainingLog:
 
     def _write_csv(self) -> None:
         df = pd.DataFrame([scalar_columns(r) for r in self.records])
-        atomic_write_text(self.csv, df.to_csv(index=False, lineterminator="\n"))
+        atomic_write_csv(self.csv, df)
 
 
 class RoutingStats:

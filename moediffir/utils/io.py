@@ -52,6 +52,17 @@ def atomic_write_text(path: PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def csv_text(df: Any) -> str:
+    """A pandas DataFrame as CSV text without its index and with ``\\n`` line endings on every platform, so that
+    rewriting the same numbers gives the same bytes."""
+    return df.to_csv(index=False, lineterminator="\n")
+
+
+def atomic_write_csv(path: PathLike, df: Any) -> Path:
+    """Write ``df`` as :func:`csv_text` atomically."""
+    return atomic_write_text(path, csv_text(df))
+
+
 def atomic_write_json(path: PathLike, obj: Any) -> Path:
     """Atomic JSON write with sorted keys and a trailing newline (byte-stable for equal content)."""
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
