@@ -401,12 +401,21 @@ def sd21_single_file_configs() -> dict[str, dict[str, Any]]:
     return {c: json.loads(_shipped_config_path(c).read_text()) for c in _SINGLE_FILE_COMPONENTS}
 
 
-def _expected_ldm_tensors(component: str, model_cls, config: Mapping[str, Any]) -> dict[str, torch.Size]:
+def _single_file_class(component: str):
+    """The diffusers class a single-file ``component`` (``unet`` or ``vae``) is read into."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    if component not in _SINGLE_FILE_COMPONENTS:
+        raise ValueError(f"component must be one of {_SINGLE_FILE_COMPONENTS}, got {component!r}")
+    return UNet2DConditionModel if component == "unet" else AutoencoderKL
+
+
+def _expected_ldm_tensors(component: str, config: Mapping[str, Any]) -> dict[str, torch.Size]:
     """LDM key (without prefix) -> shape of every tensor of ``component`` built from ``config``."""
     from moediffir.models import ldm_layout
 
     with torch.device("meta"):  # shapes only: no memory, no initialisation
-        model = model_cls.from_config(dict(config))
+        model = _single_file_class(component).from_config(dict(config))
     if component == "unet":
         ldm = ldm_layout.unet_to_ldm(model.state_dict(), model.config.layers_per_block)
     else:
@@ -432,14 +441,9 @@ def check_single_file_tensors(
     diffusers' own errors here are a bare ``Cannot copy out of meta tensor`` for a missing tensor and a shape
     message without the file name; this check lists every problem under the names the file uses.
     """
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-
     from moediffir.models import ldm_layout
 
-    if component not in _SINGLE_FILE_COMPONENTS:
-        raise ValueError(f"component must be one of {_SINGLE_FILE_COMPONENTS}, got {component!r}")
-    model_cls = UNet2DConditionModel if component == "unet" else AutoencoderKL
-    expected = _expected_ldm_tensors(component, model_cls, config)
+    expected = _expected_ldm_tensors(component, config)
     prefixes = (ldm_layout.UNET_PREFIX,) if component == "unet" else ldm_layout.VAE_PREFIXES
     prefix = next((p for p in prefixes if any(k.startswith(p) for k in state)), prefixes[0])
     missing, wrong = [], []
@@ -476,8 +480,6 @@ def load_single_file_components(
     (:func:`check_single_file_tensors`): a missing tensor or a wrong shape raises ``ValueError`` naming the file.
     Models come back in eval mode.
     """
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-
     if configs is None:
         configs = sd21_single_file_configs()
         names = {c: f"moediffir/configs/{_SHIPPED_CONFIGS[c]}" for c in _SINGLE_FILE_COMPONENTS}
@@ -488,15 +490,14 @@ def load_single_file_components(
     state = read_state_dict(path)
     for component in _SINGLE_FILE_COMPONENTS:
         check_single_file_tensors(path, state, component, configs[component], names[component])
-    classes = {"unet": UNet2DConditionModel, "vae": AutoencoderKL}
     models = {}
     with tempfile.TemporaryDirectory(prefix="moediffir_single_file_cfg_") as tmp:
-        for component, model_cls in classes.items():
+        for component in _SINGLE_FILE_COMPONENTS:
             folder = Path(tmp) / component
             folder.mkdir()
             (folder / "config.json").write_text(json.dumps(dict(configs[component])))
             try:  # config= is a local folder: no model-type detection, no hub lookup
-                models[component] = model_cls.from_single_file(
+                models[component] = _single_file_class(component).from_single_file(
                     state, config=tmp, subfolder=component, local_files_only=True, **_sd_dtype(torch_dtype)
                 )
             except (ValueError, KeyError, RuntimeError, NotImplementedError) as exc:
