@@ -161,3 +161,37 @@ def test_factory(tmp_path):
     _clip_file(tmp_path / "weights" / "RN50.pt", Visual2TextAdapter.for_backend("clip_rn50", 1024))
     paper = build_visual2text(cfg, 1024)
     assert paper.context_length == 49 + cfg.model.v2t_num_tokens
+
+
+def test_folded_clip_encoder_gives_the_same_context_and_enhancer_gradients():
+    """``fold_batchnorm`` (the default) changes no value: same context and the same gradients in the trainable
+    parts, including the enhancer that learns through the frozen encoder (fp64, non-trivial BatchNorm stats)."""
+    results = {}
+    for fold in (True, False):
+        torch.manual_seed(0)
+        v2t = _tiny(enhancer_blocks=2).double().train()
+        _randomise_trainable(v2t)
+        g = torch.Generator().manual_seed(3)
+        with torch.no_grad():
+            for m in v2t.clip_visual.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.5)
+                    m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+        v2t.fold_batchnorm = fold
+        lq = torch.rand(2, 3, 50, 70, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        ctx = v2t(lq)
+        ctx.square().mean().backward()
+        results[fold] = (ctx.detach(), v2t.enhancer.conv_in.weight.grad.clone(), v2t.proj.weight.grad.clone())
+    for a, b in zip(results[True], results[False]):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    assert results[True][1].abs().sum() > 0
+
+
+def test_encoder_switched_to_training_by_hand_runs_its_modules():
+    """Folding needs the running statistics; an encoder someone put in training mode uses batch statistics, so the
+    adapter falls back to the modules (and the statistics then move, as BatchNorm does in training)."""
+    v2t = _tiny()
+    v2t.clip_visual.train()
+    before = v2t.clip_visual.bn1.running_mean.clone()
+    v2t(torch.rand(2, 3, 64, 64))
+    assert not torch.equal(v2t.clip_visual.bn1.running_mean, before)

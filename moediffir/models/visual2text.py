@@ -20,7 +20,8 @@ Pipeline of :class:`Visual2TextAdapter` (choices the paper leaves open are marke
    the spatial grid of ``layer4`` before the attention pool, ``(B, 2048, 7, 7)`` -> 49 tokens in raster order:
    the attention pool would leave one global vector, too little for the UNet's cross-attention. The encoder
    stays in eval mode (BatchNorm statistics frozen) even when the adapter trains; gradients still flow through
-   it to the enhancer.
+   it to the enhancer. It runs with its BatchNorms folded into the convolutions (same values, fewer passes over
+   the activations; :mod:`moediffir.models.folded_resnet`).
 5. **Adapter** (trainable): ``LayerNorm -> Linear(2048, cross_attention_dim)`` per token, ``num_tokens``
    learnable context tokens appended (released code: 49), a residual MLP ``x + MLP(x)`` (reduction 4), and a
    final ``LayerNorm`` (*matching the ``ln_final`` that ends SD 2.1's text encoder).
@@ -51,6 +52,7 @@ from moediffir.models.degradation_prior import (
     clip_resize,
     compare_layout,
 )
+from moediffir.models.folded_resnet import FoldedResNet
 
 V2T_BACKENDS = ("clip_rn50", "tiny")
 # open_clip "RN50": layers (3, 4, 6, 3), width 64, heads 32, embed 1024, 224 px -> layer4 grid 2048 x 7 x 7.
@@ -230,6 +232,8 @@ class Visual2TextAdapter(ModelMixin, ConfigMixin):
         self.register_buffer("clip_std", torch.tensor(image_std, dtype=torch.float32), persistent=False)
         self.clip_visual.requires_grad_(False)
         self.clip_visual.eval()
+        self.fold_batchnorm = True  # run clip_visual through FoldedResNet (False: the module itself, for tests)
+        self._folded = FoldedResNet(self.clip_visual)  # a cache, not a submodule: the state dict is unchanged
         self._layout = torch.contiguous_format  # of the conv weights; see conv_layout
         self._force_channels_last = False  # tests: the CUDA layout on the CPU
         self.cross_attention_dim = cross_attention_dim
@@ -278,6 +282,7 @@ class Visual2TextAdapter(ModelMixin, ConfigMixin):
         out = super()._apply(fn, *args, **kwargs)
         if hasattr(self, "_layout"):  # not during __init__
             self._sync_layout(self.enhancer.conv_in.weight.is_cuda)
+            self._folded.clear()  # weights of the old device/dtype
         return out
 
     def enhance(self, lq: torch.Tensor) -> torch.Tensor:
@@ -288,9 +293,16 @@ class Visual2TextAdapter(ModelMixin, ConfigMixin):
         return self.enhancer(x.contiguous(memory_format=self.conv_layout(x)))  # (B, 3, S, S)
 
     def clip_grid(self, pixels: torch.Tensor) -> torch.Tensor:
-        """layer4 feature map ``(B, 32*width, S/32, S/32)`` of CLIP-normalised pixels (attention pool unused)."""
+        """layer4 feature map ``(B, 32*width, S/32, S/32)`` of CLIP-normalised pixels (attention pool unused).
+
+        With ``fold_batchnorm`` (the default) and the encoder in eval mode (always, unless someone switched it to
+        training by hand), the BatchNorm-folded convolutions run instead of the module; the values are the same.
+        """
         v = self.clip_visual
-        x = pixels.to(v.conv1.weight.dtype).contiguous(memory_format=self.conv_layout(pixels))
+        fmt = self.conv_layout(pixels)
+        if self.fold_batchnorm and not v.training:
+            return self._folded.grid(pixels, fmt)  # (B, 32*width, S/32, S/32)
+        x = pixels.to(v.conv1.weight.dtype).contiguous(memory_format=fmt)
         x = v.stem(x)  # (B, width, S/4, S/4)
         return v.layer4(v.layer3(v.layer2(v.layer1(x))))  # (B, 32*width, S/32, S/32)
 
