@@ -39,6 +39,10 @@ from pathlib import Path
 if not Path("moediffir").is_dir() and Path("../moediffir").is_dir():
     os.chdir("..")  # opened from notebooks/: relative paths in the config are relative to the repository root
 
+from moediffir.utils.logs import quiet_third_party_logs
+
+quiet_third_party_logs()  # bitsandbytes (a pyiqa dependency) would advise a hub download
+
 import pandas as pd
 from IPython.display import Image, Markdown, display
 

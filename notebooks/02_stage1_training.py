@@ -45,6 +45,10 @@ from pathlib import Path
 if not Path("moediffir").is_dir() and Path("../moediffir").is_dir():
     os.chdir("..")  # opened from notebooks/: paths in the config are relative to the repository root
 
+from moediffir.utils.logs import quiet_third_party_logs
+
+quiet_third_party_logs()  # bitsandbytes (a pyiqa dependency) would advise a hub download
+
 import json
 
 import numpy as np
@@ -54,7 +58,7 @@ from IPython.display import Image, display
 
 from moediffir.config import resolve_config
 from moediffir.data.tasks import label_names
-from moediffir.report.figures import figure_style, new_figure, save_figure
+from moediffir.report.figures import figure_style, new_figure, routing_checkpoint, save_figure
 from moediffir.report.training import loss_curves, read_log, training_expert_usage
 from moediffir.training.datasets import PairedCropDataset, SampleKey, training_pairs
 from moediffir.training.runtime import stage_dir
@@ -177,13 +181,10 @@ if cfg.model.prompt_design in ("moe", "multi"):
 #
 # The trained model folder loads into the restoration pipeline. For one LQ crop we sample `z_0` from noise
 # (`sample.num_steps` steps), decode it with the plain VAE decoder (stage II adds the compensator), and show
-# which expert each token's router ranked first at the finest scale. With the smoke profile's random backbone
-# the restored crop is noise-like by construction.
+# which expert each token's router ranked first at every scale (Eq. 3), with how many tokens have each expert among
+# their top K. With the smoke profile's random backbone the restored crop is noise-like by construction.
 
 # %%
-import matplotlib.pyplot as plt
-from matplotlib.colors import ListedColormap
-
 from moediffir.pipelines.model_folder import load_pipeline
 
 pipe = load_pipeline(model_folder, device=device)
@@ -193,24 +194,8 @@ out = pipe(lq, num_inference_steps=cfg.sample.num_steps, generator=torch.Generat
            task_labels=[example["label"]] if pipe.prompt_module.uses_task_labels else None)
 restored = out.images[0] if isinstance(out.images, list) else out.images  # (1, 3, c, c)
 scales = pipe.last_routing[0]["scales"] if pipe.last_routing else []
-with figure_style():
-    fig = new_figure(8.0, 2.3)
-    axes = fig.subplots(1, 4)
-    for ax, img, title in zip(axes, (lq[0], restored[0], gt[0]), ("LQ", "stage I (plain VAE decode)", "GT")):
-        ax.imshow(img.permute(1, 2, 0).clamp(0, 1).float().cpu().numpy())
-        ax.set_title(title)
-        ax.axis("off")
-    if scales and "indices" in scales[0]:
-        r = scales[0]
-        top1 = r["indices"][0, :, 0].reshape(r["height"], r["width"]).cpu().numpy() + 1  # (h, w) expert ids 1..N
-        n_experts = cfg.model.num_prompts
-        cmap = ListedColormap([plt.get_cmap("tab20")(i % 20) for i in range(n_experts)])
-        im = axes[3].imshow(top1, cmap=cmap, vmin=0.5, vmax=n_experts + 0.5)
-        axes[3].set_title(f"top-1 expert per token ({r['height']}x{r['width']})")
-        fig.colorbar(im, ax=axes[3], ticks=range(1, cfg.model.num_prompts + 1), shrink=0.8)
-    axes[3].axis("off")
-    fig.suptitle("Stage I model" + (" (random weights: says nothing about the method)" if random_weights else ""))
-    save_figure(fig, figures_dir, "stage1_visual")
+routing_checkpoint([("LQ", lq[0]), ("stage I (plain VAE decode)", restored[0]), ("GT", gt[0])], scales, figures_dir,
+                   "stage1_visual", "Stage I model", random=random_weights)
 display(Image(str(figures_dir / "stage1_visual.png")))
 
 # %% [markdown]

@@ -43,6 +43,10 @@ from pathlib import Path
 if not Path("moediffir").is_dir() and Path("../moediffir").is_dir():
     os.chdir("..")  # opened from notebooks/: paths in the config are relative to the repository root
 
+from moediffir.utils.logs import quiet_third_party_logs
+
+quiet_third_party_logs()  # bitsandbytes (a pyiqa dependency) would advise a hub download
+
 import json
 
 import pandas as pd

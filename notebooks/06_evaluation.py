@@ -51,14 +51,16 @@ model_dir = ""  # "" -> <runs>/<profile>/model (written by notebook 03)
 externals = {}  # other methods' restored images: {"PromptIR": "path/to/folder", ...}
 
 # %%
-import io
 import os
 from pathlib import Path
 
 if not Path("moediffir").is_dir() and Path("../moediffir").is_dir():
     os.chdir("..")  # opened from notebooks/: paths in the config are relative to the repository root
 
-import numpy as np
+from moediffir.utils.logs import quiet_third_party_logs
+
+quiet_third_party_logs()  # bitsandbytes (a pyiqa dependency) would advise a hub download
+
 import pandas as pd
 import torch
 from IPython.display import Image, Markdown, display
@@ -67,11 +69,13 @@ from moediffir.config import resolve_config
 from moediffir.evaluation import protocol
 from moediffir.evaluation.evaluator import load_model, require_model_dir, run_evaluation
 from moediffir.metrics import MetricConventions
-from moediffir.report.figures import figure_style, new_figure
+from moediffir.metrics.fidelity import psnr
+from moediffir.report.figures import routing_checkpoint
 from moediffir.utils.io import read_image_rgb
 
 cfg = resolve_config(profile, overrides)
 conventions = MetricConventions.from_config(cfg)
+figures_dir = cfg.profile_results_dir / "figures"
 print(f"profile {cfg.profile}: test sets {list(cfg.eval.test_sets)}, metrics {list(cfg.eval.metrics)}, "
       f"at most {cfg.eval.max_images or 'all'} image(s) per set and task, {cfg.sample.num_steps} "
       f"{cfg.sample.scheduler} steps, fusion weight w = {cfg.sample.fusion_weight}")
@@ -112,35 +116,12 @@ lq, gt = (a[top:top + side, left:left + side] for a in (lq_full, gt_full))
 seed = protocol.image_seed(cfg.seed, first.set, first.task, first.stem)
 restored = pipe([lq], num_inference_steps=cfg.sample.num_steps, generator=[torch.Generator().manual_seed(seed)],
                 output_type="np").images[0]
-psnr = lambda a, b: 10 * np.log10(255.0**2 / np.mean((a.astype(float) - b.astype(float)) ** 2))
 scales = pipe.last_routing[0]["scales"]
 random_weights = cfg.model.backbone == "tiny" or cfg.model.random_backbone
-with figure_style():
-    fig = new_figure(2.0 * (3 + len(scales)), 2.6)
-    axes = fig.subplots(1, 3 + len(scales))
-    for ax, (title, img) in zip(axes, [(f"LQ {first.task}\n{psnr(lq, gt):.2f} dB", lq),
-                                       (f"restored\n{psnr(restored, gt):.2f} dB", restored), ("GT", gt)]):
-        ax.imshow(img)
-        ax.set_title(title)
-        ax.axis("off")
-    for ax, sc in zip(axes[3:], scales):
-        if "indices" not in sc:
-            ax.axis("off")
-            continue
-        h, w = int(sc["height"]), int(sc["width"])
-        top1 = sc["gates"][0].argmax(-1).reshape(h, w).numpy()  # (h, w) expert with the largest gate
-        counts = np.bincount(sc["indices"][0].reshape(-1).numpy(), minlength=sc["gates"].shape[-1])
-        im = ax.imshow(top1 + 1, cmap="tab10", vmin=0.5, vmax=10.5)
-        ax.set_title(f"scale {h}x{w}: top-1 expert\ntop-K counts {counts.tolist()}", fontsize=6)
-        ax.axis("off")
-    n_experts = scales[0]["gates"].shape[-1]
-    fig.colorbar(im, ax=list(axes[3:]), ticks=range(1, n_experts + 1), boundaries=np.arange(0.5, n_experts + 1),
-                 label="prompt expert")
-    fig.suptitle(f"{first.set}/{first.stem}, {side}x{side} crop" + (" (random weights: says nothing about the "
-                                                                     "method)" if random_weights else ""))
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-display(Image(data=buf.getvalue()))
+routing_checkpoint([(f"LQ {first.task}\n{psnr(lq, gt):.2f} dB", lq), (f"restored\n{psnr(restored, gt):.2f} dB", restored),
+                    ("GT", gt)], scales, figures_dir, "evaluation_checkpoint",
+                   f"{first.set}/{first.stem}, {side}x{side} crop", random=random_weights)
+display(Image(str(figures_dir / "evaluation_checkpoint.png")))
 del pipe
 
 # %% [markdown]
@@ -176,7 +157,6 @@ for name in ["table1", "table4"] + sorted(p.stem for p in tables_dir.glob("table
 # without the model or the images.
 
 # %%
-figures_dir = result.out_dir / "figures"
 for png in sorted(figures_dir.glob("*.png")):
     if png.stem.startswith(("fig4_visual_", "fig8_", "bpp_quality", "expert_usage")):
         print(png.name)

@@ -115,3 +115,43 @@ def test_random_weights_are_named_in_the_titles(tmp_path):
         fig = figures.new_figure(3, 2)
         figures._suptitle(fig, "x", True)
         assert figures.RANDOM_TITLE in fig.get_suptitle()
+
+
+def _routing_scale(h: int, w: int, n: int, k: int, seed: int) -> dict:
+    """One scale of ``pipe.last_routing[i]["scales"]``: dense top-K gates (1, L, N) and chosen experts (1, L, K)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(1, h * w, n, generator=g)
+    values, indices = logits.softmax(-1).topk(k, dim=-1)  # (1, L, K)
+    gates = torch.zeros(1, h * w, n).scatter(-1, indices, values)  # (1, L, N)
+    return {"gates": gates, "indices": indices, "values": values, "height": h, "width": w}
+
+
+def test_routing_checkpoint_draws_the_decision_and_saves_its_counts(tmp_path):
+    import torch
+
+    scales = [_routing_scale(4, 6, 5, 2, 0), _routing_scale(2, 3, 5, 2, 1)]
+    lq = np.full((32, 48, 3), 90, np.uint8)
+    panels = [("LQ", lq), ("restored", torch.rand(3, 32, 48)), ("GT", lq)]
+    paths = figures.routing_checkpoint(panels, scales, tmp_path, "check", "one crop", random=True)
+    assert sorted(p.name for p in paths) == ["check.csv", "check.pdf", "check.png"]
+    counts = pd.read_csv(tmp_path / "check.csv")
+    for sc in scales:
+        key = f"{sc['height']}x{sc['width']}"
+        expected = np.bincount(sc["indices"][0].reshape(-1).numpy(), minlength=5)
+        assert counts[counts.scale == key].sort_values("expert").top_k_count.tolist() == expected.tolist()
+        assert counts[counts.scale == key].top_k_count.sum() == sc["height"] * sc["width"] * 2  # K per token
+    png = (tmp_path / "check.png").read_bytes()
+    again = figures.routing_checkpoint(panels, scales, tmp_path / "again", "check", "one crop", random=True)
+    assert again[0].read_bytes() == png  # deterministic
+    other = figures.routing_checkpoint(panels, scales[::-1][:1], tmp_path / "other", "check", "one crop", random=True)
+    assert other[0].read_bytes() != png
+
+
+def test_routing_checkpoint_of_a_design_without_router_writes_no_counts(tmp_path):
+    import torch
+
+    no_router = [{"gates": torch.full((1, 1, 3), 1 / 3)}]  # the "multi" design: soft weights, no top-K
+    paths = figures.routing_checkpoint([("LQ", np.zeros((8, 8, 3), np.uint8))], no_router, tmp_path, "c", "t")
+    assert sorted(p.name for p in paths) == ["c.pdf", "c.png"]

@@ -4,7 +4,9 @@
   codec, one row per level, from the crops saved at evaluation time;
 * :func:`bpp_quality` -- bits per pixel against PSNR / SSIM / LPIPS for the compressed inputs and every method;
 * :func:`prompt_similarity` -- Fig. 8: cosine similarity between the prompt matrices ``P_k`` of each scale;
-* :func:`expert_usage` -- how often each prompt expert is among the top-K per task (routing statistics).
+* :func:`expert_usage` -- how often each prompt expert is among the top-K per task (routing statistics);
+* :func:`routing_checkpoint` -- the notebooks' visual checkpoint of one restoration: LQ / restored / GT panels
+  and, per MoE scale, the expert with the largest gate at each token (the routing decision of Eq. 3).
 
 Every function writes the numbers it plots as CSV beside the figure and returns the paths it wrote. Figures are
 drawn on :class:`matplotlib.figure.Figure` objects (no pyplot state) inside a fixed style (DejaVu Sans, fixed
@@ -236,6 +238,57 @@ def expert_usage(routing: pd.DataFrame, out_dir: str | Path, random: bool = Fals
         what = "share of tokens routed to each expert (top-K)" if value == "usage" else "mean gate"
         _suptitle(fig, f"Expert usage per task ({method}; {what}; * = unseen task)", random)
         paths += save_figure(fig, out_dir, "expert_usage")
+    return paths
+
+
+# ---------------------------------------------------------------------------------- routing checkpoint
+def _as_hwc(img) -> np.ndarray:
+    """``(H, W, 3)`` uint8 or float array, or a ``(3, H, W)`` / ``(1, 3, H, W)`` tensor in [0, 1], for imshow."""
+    if hasattr(img, "detach"):  # torch tensor
+        t = img.detach().float().cpu()
+        t = t[0] if t.ndim == 4 else t
+        return t.permute(1, 2, 0).clamp(0, 1).numpy()  # (H, W, 3)
+    return np.asarray(img)
+
+
+def routing_checkpoint(panels: Sequence[tuple[str, object]], scales: Sequence[dict], out_dir: str | Path,
+                       name: str, title: str, random: bool = False, image: int = 0) -> list[Path]:
+    """One restoration at a glance: the image ``panels`` (``(label, image)``, e.g. LQ / restored / GT), then per
+    routed scale of ``scales`` (``pipe.last_routing[i]["scales"]``) the expert with the largest gate at each token
+    and the top-K counts; writes ``<name>.png/.pdf`` and the counts as ``<name>.csv``."""
+    from matplotlib import colormaps
+    from matplotlib.colors import ListedColormap
+
+    from moediffir.evaluation.analysis import routing_counts
+
+    routed = [(sc, c) for sc, c in zip(scales, routing_counts(scales, image)) if c["count"]]  # top-K scales only
+    n_maps = max(len(routed), 1)
+    rows = []
+    with figure_style():
+        fig = new_figure(2.0 * (len(panels) + n_maps), 2.6)
+        axes = fig.subplots(1, len(panels) + n_maps)
+        for ax, (label, img) in zip(axes, panels):
+            ax.imshow(_as_hwc(img))
+            ax.set_title(label)
+            ax.axis("off")
+        im, n = None, 0
+        for ax, (sc, c) in zip(axes[len(panels):], routed):
+            h, w, n = c["height"], c["width"], len(c["count"])
+            top1 = sc["gates"][image].argmax(-1).reshape(h, w).cpu().numpy()  # (h, w) expert with the largest gate
+            cmap = ListedColormap([colormaps["tab20"](i % 20) for i in range(n)])
+            im = ax.imshow(top1 + 1, cmap=cmap, vmin=0.5, vmax=n + 0.5)
+            ax.set_title(f"scale {h}x{w}: top-1 expert\ntop-{c['k']} counts {c['count']}", fontsize=6)
+            ax.axis("off")
+            rows += [{"scale": f"{h}x{w}", "expert": e + 1, "top_k_count": v} for e, v in enumerate(c["count"])]
+        if im is not None:
+            fig.colorbar(im, ax=list(axes[len(panels):]), ticks=range(1, n + 1), label="prompt expert")
+        else:
+            axes[-1].text(0.5, 0.5, "no router:\nthis prompt design\nhas no experts", ha="center", va="center")
+            axes[-1].axis("off")
+        _suptitle(fig, title, random)
+        paths = save_figure(fig, out_dir, name)
+    if rows:
+        paths.append(atomic_write_csv(Path(out_dir) / f"{name}.csv", pd.DataFrame(rows)))
     return paths
 
 
