@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from moediffir.config import PROFILES, Config, ConfigError, parse_override, resolve_config
-from moediffir.utils.logs import quiet_third_party_logs
+from moediffir.utils.logs import quiet_third_party
 
 
 # ------------------------------------------------------------------------------------- shared arguments
@@ -242,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``moediffir`` (pyproject ``[project.scripts]``)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    quiet_third_party_logs()  # before any command imports diffusers
+    quiet_third_party()  # before any command imports diffusers
     try:
         return int(args.func(args) or 0)
     except _known_errors() as exc:

@@ -119,6 +119,9 @@ def _failure_message(nb: Path, exc: BaseException) -> str:
     return msg + (" (raised at " + " <- ".join(reversed(frames)) + ")" if frames else "")
 
 
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
+
+
 def _traceback_frames(traceback: list[str] | None, keep: int = 3) -> list[str]:
     """The last ``keep`` ``file:line, in function`` frames of a kernel's (ANSI-coloured) traceback."""
     if not traceback:
@@ -132,8 +135,10 @@ def _traceback_frames(traceback: list[str] | None, keep: int = 3) -> list[str]:
 def _default_executor(src: Path, dst: Path, parameters: dict[str, Any], cwd: Path) -> None:
     import papermill as pm
 
+    # The kernel's own log at errors only: over local TCP, ipykernel >= 7 warns on every start that the (loopback)
+    # channel is unencrypted, which says nothing about the notebook. Errors of cells come back in the notebook.
     pm.execute_notebook(str(src), str(dst), parameters=parameters, cwd=str(cwd), progress_bar=False,
-                        kernel_name="python3", log_output=False)
+                        kernel_name="python3", log_output=False, extra_arguments=KERNEL_ARGUMENTS)
 
 
 def reproduce(

@@ -59,9 +59,9 @@ from pathlib import Path
 if not Path("moediffir").is_dir() and Path("../moediffir").is_dir():
     os.chdir("..")  # opened from notebooks/: relative paths in the config are relative to the repository root
 
-from moediffir.utils.logs import quiet_third_party_logs
+from moediffir.utils.logs import quiet_third_party
 
-quiet_third_party_logs()  # bitsandbytes (a pyiqa dependency) would advise a hub download
+quiet_third_party()  # third-party notices that would mislead here (see moediffir/utils/logs.py)
 
 import pandas as pd
 from IPython.display import Image, Markdown, display

@@ -72,3 +72,22 @@ def test_bad_override_fails_before_running(tiny_repo):
 def test_no_notebooks(tmp_path):
     with pytest.raises(ReproduceError, match="no numbered notebooks"):
         find_notebooks(tmp_path)
+
+
+def test_kernel_start_notice_stays_out_of_the_output(tiny_repo, capfd, monkeypatch):
+    """ipykernel >= 7 logs an 'unencrypted TCP' warning on every (loopback) kernel start; the runner starts kernels
+    with their log at errors, so a reproduce's output holds only the kit's own lines."""
+    from moediffir import reproduce as rep
+
+    src = tiny_repo / "notebooks" / "01_a.ipynb"
+    params = {"profile": "smoke", "overrides": {}}
+    monkeypatch.setattr(rep, "KERNEL_ARGUMENTS", [])
+    rep._default_executor(src, tiny_repo / "plain.ipynb", params, tiny_repo)
+    plain = capfd.readouterr().err
+    monkeypatch.undo()
+    rep._default_executor(src, tiny_repo / "quiet.ipynb", params, tiny_repo)
+    quiet = capfd.readouterr().err
+    assert "without encryption" not in quiet
+    assert (tiny_repo / "quiet.ipynb").is_file() and (tiny_repo / "a.txt").read_text() == "smoke0"
+    if "IPKernelApp" in plain:  # this ipykernel does log at start: the quiet run must have dropped it
+        assert "IPKernelApp" not in quiet
