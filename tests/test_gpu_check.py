@@ -43,3 +43,21 @@ def test_refuses_a_benchmark_folder_without_manifest(tmp_path):
     assert code == 3
     assert "holds no manifest.csv" in out
     assert "---- reproduce_smoke" not in out  # refused before any step ran
+
+
+def test_steps_beyond_the_budget_are_skipped_and_reported(tmp_path):
+    """With no time left of BUDGET every step is skipped (not started), the run fails, and gpu_check.json says
+    which steps were skipped and whether the whole script stayed within its budget."""
+    import json
+
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "manifest.csv").write_text("set,task\n")
+    code, out = _run(tmp_path, DEVICE="cpu", BENCHMARK=str(tmp_path / "bench"), BUDGET="5")
+    assert code == 1
+    summary = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    names = [s["step"] for s in summary["steps"]]
+    assert names[:4] == ["reproduce_smoke", "bench_model", "bench_model_large", "bench_train"]
+    assert all(s.get("skipped") == "budget" for s in summary["steps"])
+    assert summary["budget_seconds"] == 5 and summary["ok"] is False
+    assert summary["within_budget"] == (summary["total_seconds"] <= 5)
+    assert "skipped" in out and "---- reproduce_smoke (limit" not in out
