@@ -96,6 +96,12 @@ class ModelConfig:
     enhancer_blocks: int = 4  # Restormer blocks of the V2T quality enhancer
     enhancer_dim: int = 48  # channels of the quality enhancer (Restormer's base width)
 
+    @property
+    def random_weights(self) -> bool:
+        """True when the backbone gets random weights (the tiny backbone, or ``random_backbone``): every number
+        of such a model is labelled as saying nothing about the method."""
+        return self.backbone == "tiny" or bool(self.random_backbone)
+
 
 @dataclass(frozen=True)
 class Stage1Config:

@@ -222,7 +222,9 @@ def _write_manifest(root: Path, cfg, report: ReproduceReport, total: float) -> P
     try:
         import torch
 
-        resolved = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        from moediffir.utils.devices import resolve_device
+
+        resolved = str(resolve_device(device))
         gpu = torch.cuda.get_device_name(0) if resolved.startswith("cuda") and torch.cuda.is_available() else ""
     except Exception:  # noqa: BLE001 - torch missing or broken: still write the manifest
         resolved, gpu = device, ""

@@ -39,15 +39,15 @@ from pathlib import Path
 if not Path("moediffir").is_dir() and Path("../moediffir").is_dir():
     os.chdir("..")  # opened from notebooks/: relative paths in the config are relative to the repository root
 
-from moediffir.utils.logs import quiet_third_party
+from moediffir.notebook import setup_notebook
 
-quiet_third_party()  # third-party notices that would mislead here (see moediffir/utils/logs.py)
+# before the heavy imports: it also quiets third-party notices (moediffir/utils/logs.py)
+cfg = setup_notebook(profile, overrides).cfg
 
 import pandas as pd
 from IPython.display import Image, Markdown, display
 
 from moediffir.codecs import make_codec
-from moediffir.config import resolve_config
 from moediffir.data.builder import build_benchmark
 from moediffir.data.manifest import read_manifest
 from moediffir.data.sources import list_sources
@@ -55,7 +55,6 @@ from moediffir.data.tasks import tasks_table
 from moediffir.report.benchmark import write_benchmark_report
 from moediffir.utils.io import read_image_rgb
 
-cfg = resolve_config(profile, overrides)
 print(f"profile {cfg.profile}: preset {cfg.data.preset!r}, train sets {cfg.data.train_sets}, "
       f"test sets {cfg.data.test_sets}, learned-codec weights {cfg.data.learned_weights!r}")
 print(f"benchmark folder: {cfg.benchmark_dir}   results: {cfg.profile_results_dir}")

@@ -45,9 +45,10 @@ from pathlib import Path
 if not Path("moediffir").is_dir() and Path("../moediffir").is_dir():
     os.chdir("..")  # opened from notebooks/: paths in the config are relative to the repository root
 
-from moediffir.utils.logs import quiet_third_party
+from moediffir.notebook import setup_notebook
 
-quiet_third_party()  # third-party notices that would mislead here (see moediffir/utils/logs.py)
+# before the heavy imports: it also quiets third-party notices (moediffir/utils/logs.py)
+cfg, random_weights, figures_dir, tables_dir, device = setup_notebook(profile, overrides)
 
 import json
 
@@ -56,7 +57,6 @@ import pandas as pd
 import torch
 from IPython.display import Image, display
 
-from moediffir.config import resolve_config
 from moediffir.data.tasks import label_names
 from moediffir.report.figures import figure_style, new_figure, routing_checkpoint, save_figure
 from moediffir.report.training import loss_curves, read_log, training_expert_usage
@@ -65,12 +65,7 @@ from moediffir.training.runtime import stage_dir
 from moediffir.training.stage1 import encode_pair, train_stage1
 from moediffir.utils.io import atomic_write_json
 
-cfg = resolve_config(profile, overrides)
 s1 = cfg.stage1
-random_weights = cfg.model.random_backbone or cfg.model.backbone == "tiny"
-figures_dir = cfg.profile_results_dir / "figures"
-tables_dir = cfg.profile_results_dir / "tables"
-device = "cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu"  # for the illustrations below
 print(f"profile {cfg.profile}: backbone {cfg.model.backbone!r} ({'random' if random_weights else 'pretrained'} weights), "
       f"prompt design {cfg.model.prompt_design!r}, N={cfg.model.num_prompts} experts, top-K={cfg.model.top_k}")
 print(f"stage I: {s1.max_steps} steps, batch {s1.batch_size} x accum {s1.grad_accum}, lr {s1.lr:g} "

@@ -43,9 +43,10 @@ from pathlib import Path
 if not Path("moediffir").is_dir() and Path("../moediffir").is_dir():
     os.chdir("..")  # opened from notebooks/: paths in the config are relative to the repository root
 
-from moediffir.utils.logs import quiet_third_party
+from moediffir.notebook import setup_notebook
 
-quiet_third_party()  # third-party notices that would mislead here (see moediffir/utils/logs.py)
+# before the heavy imports: it also quiets third-party notices (moediffir/utils/logs.py)
+cfg, random_weights, figures_dir, tables_dir, device = setup_notebook(profile, overrides)
 
 import json
 
@@ -53,19 +54,13 @@ import pandas as pd
 import torch
 from IPython.display import Image, display
 
-from moediffir.config import resolve_config
 from moediffir.report.figures import figure_style, new_figure, save_figure
 from moediffir.report.training import decoder_comparison, loss_curves, read_log
 from moediffir.training.runtime import model_dir, stage_dir
 from moediffir.training.stage2 import LatentShardDataset, generate_stage2_data, train_stage2
 from moediffir.utils.io import atomic_write_json
 
-cfg = resolve_config(profile, overrides)
 s2 = cfg.stage2
-random_weights = cfg.model.random_backbone or cfg.model.backbone == "tiny"
-figures_dir = cfg.profile_results_dir / "figures"
-tables_dir = cfg.profile_results_dir / "tables"
-device = "cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu"  # for the illustration below
 print(f"profile {cfg.profile}: {s2.num_latents} latents ({s2.sample_steps or cfg.sample.num_steps} "
       f"{cfg.sample.scheduler} steps each), {s2.max_steps} steps, batch {s2.batch_size}, lr {s2.lr:g}")
 print(f"loss = {s2.lpips_weight:g} LPIPS + {s2.l1_weight:g} L1 + {s2.gan_weight:g} hinge-GAN (from step "

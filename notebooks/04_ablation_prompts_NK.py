@@ -52,18 +52,17 @@ from pathlib import Path
 if not Path("moediffir").is_dir() and Path("../moediffir").is_dir():
     os.chdir("..")  # opened from notebooks/: relative paths in the config are relative to the repository root
 
-from moediffir.utils.logs import quiet_third_party
+from moediffir.notebook import setup_notebook
 
-quiet_third_party()  # third-party notices that would mislead here (see moediffir/utils/logs.py)
+# before the heavy imports: it also quiets third-party notices (moediffir/utils/logs.py)
+cfg = setup_notebook(profile, overrides).cfg
 
 from IPython.display import Image, Markdown, display
 
 from moediffir.ablation.sweep import run_sweep, sweep_status
 from moediffir.ablation.variants import build_sweep
-from moediffir.config import resolve_config
 from moediffir.report import ablations as rep
 
-cfg = resolve_config(profile, overrides)
 sweep = build_sweep("prompts_nk", cfg)
 a = cfg.ablation
 print(f"profile {cfg.profile}: N in {list(a.n_values)} (K = min({a.nk_top_k}, N)), K in {list(a.k_values)} at "

@@ -59,19 +59,18 @@ from pathlib import Path
 if not Path("moediffir").is_dir() and Path("../moediffir").is_dir():
     os.chdir("..")  # opened from notebooks/: relative paths in the config are relative to the repository root
 
-from moediffir.utils.logs import quiet_third_party
+from moediffir.notebook import setup_notebook
 
-quiet_third_party()  # third-party notices that would mislead here (see moediffir/utils/logs.py)
+# before the heavy imports: it also quiets third-party notices (moediffir/utils/logs.py)
+cfg = setup_notebook(profile, overrides).cfg
 
 import pandas as pd
 from IPython.display import Image, Markdown, display
 
 from moediffir.ablation.sweep import load_sweep_results, run_sweep, sweep_status
 from moediffir.ablation.variants import build_sweep
-from moediffir.config import resolve_config
 from moediffir.report import ablations as rep
 
-cfg = resolve_config(profile, overrides)
 a = cfg.ablation
 designs = build_sweep("prompt_design", cfg)
 v2t_dp = build_sweep("v2t_dp", cfg)

@@ -57,15 +57,15 @@ from pathlib import Path
 if not Path("moediffir").is_dir() and Path("../moediffir").is_dir():
     os.chdir("..")  # opened from notebooks/: paths in the config are relative to the repository root
 
-from moediffir.utils.logs import quiet_third_party
+from moediffir.notebook import setup_notebook
 
-quiet_third_party()  # third-party notices that would mislead here (see moediffir/utils/logs.py)
+# before the heavy imports: it also quiets third-party notices (moediffir/utils/logs.py)
+cfg, random_weights, figures_dir, tables_dir, _ = setup_notebook(profile, overrides)
 
 import pandas as pd
 import torch
 from IPython.display import Image, Markdown, display
 
-from moediffir.config import resolve_config
 from moediffir.evaluation import protocol
 from moediffir.evaluation.evaluator import load_model, require_model_dir, run_evaluation
 from moediffir.metrics import MetricConventions
@@ -73,9 +73,7 @@ from moediffir.metrics.fidelity import psnr
 from moediffir.report.figures import routing_checkpoint
 from moediffir.utils.io import read_image_rgb
 
-cfg = resolve_config(profile, overrides)
 conventions = MetricConventions.from_config(cfg)
-figures_dir = cfg.profile_results_dir / "figures"
 print(f"profile {cfg.profile}: test sets {list(cfg.eval.test_sets)}, metrics {list(cfg.eval.metrics)}, "
       f"at most {cfg.eval.max_images or 'all'} image(s) per set and task, {cfg.sample.num_steps} "
       f"{cfg.sample.scheduler} steps, fusion weight w = {cfg.sample.fusion_weight}")
@@ -117,7 +115,6 @@ seed = protocol.image_seed(cfg.seed, first.set, first.task, first.stem)
 restored = pipe([lq], num_inference_steps=cfg.sample.num_steps, generator=[torch.Generator().manual_seed(seed)],
                 output_type="np").images[0]
 scales = pipe.last_routing[0]["scales"]
-random_weights = cfg.model.backbone == "tiny" or cfg.model.random_backbone
 routing_checkpoint([(f"LQ {first.task}\n{psnr(lq, gt):.2f} dB", lq), (f"restored\n{psnr(restored, gt):.2f} dB", restored),
                     ("GT", gt)], scales, figures_dir, "evaluation_checkpoint",
                    f"{first.set}/{first.stem}, {side}x{side} crop", random=random_weights)
@@ -142,7 +139,6 @@ display(results[results.scope == "codec"].pivot_table(index=["method", "set", "c
 # ## Step 4 — the tables (ours, then the paper's value and our difference where the paper has one)
 
 # %%
-tables_dir = result.out_dir / "tables"
 for name in ["table1", "table4"] + sorted(p.stem for p in tables_dir.glob("table_levels_*.md")):
     if (tables_dir / f"{name}.md").is_file():
         display(Markdown((tables_dir / f"{name}.md").read_text()))

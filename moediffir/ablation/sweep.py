@@ -306,7 +306,7 @@ def _relative(path: Path, root: Path) -> str:
 def weights_label(cfg: Config) -> str:
     """How far a variant is from the paper's model, written beside every number it produces."""
     steps = cfg.stage1.max_steps
-    if cfg.model.backbone == "tiny" or cfg.model.random_backbone:  # = pipelines.model_folder.backbone_is_random
+    if cfg.model.random_weights:
         few = "a few training steps" if steps <= FEW_STEPS else "trained"
         return f"random-weight backbone, {few}: says nothing about the method ({steps} steps)"
     paper_steps = 400_000

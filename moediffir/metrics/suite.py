@@ -20,6 +20,7 @@ import torch
 from moediffir.metrics import perceptual
 from moediffir.metrics.conventions import MetricConventions
 from moediffir.metrics.fidelity import psnr, ssim
+from moediffir.utils.devices import resolve_device
 
 PAIR_METRICS = ("psnr", "ssim", "lpips", "clipiqa", "maniqa")  # one value per image
 SET_METRICS = ("fid",)  # one value per set of images
@@ -61,9 +62,7 @@ class MetricSuite:
         self.metrics = tuple(dict.fromkeys(metrics))
         self.conventions = conventions or MetricConventions()
         self.weights_dir = weights_dir
-        if isinstance(device, str) and device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self._nets: dict[str, torch.nn.Module] = {}
         if self.conventions.weights == "pretrained":  # fail now (naming every missing file), not after restoring
             learned = [m for m in self.metrics if _files_for(m, self.conventions)]

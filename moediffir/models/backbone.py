@@ -116,7 +116,7 @@ def build_backbone(cfg) -> tuple[UNet2DConditionModel, AutoencoderKL, DDPMSchedu
     model = cfg.model
     if model.backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {model.backbone!r} (model.backbone); choose one of {BACKBONES}")
-    if model.backbone == "tiny" or model.random_backbone:
+    if model.random_weights:
         return build_unet(model.backbone), build_vae(model.backbone), build_scheduler()
     from moediffir.models import loading  # real weights: imported only when needed
 

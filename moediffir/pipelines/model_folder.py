@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from moediffir.config import Config, ConfigError, apply_overrides, load_config, save_config
+from moediffir.utils.devices import resolve_device
 from moediffir.utils.io import atomic_directory, atomic_write_json
 
 FORMAT_VERSION = 1
@@ -50,11 +51,6 @@ class ModelFolderError(FileNotFoundError):
     """A model folder is missing, incomplete or broken; the message names the folder and what is wrong."""
 
 
-def backbone_is_random(cfg: Config) -> bool:
-    """True when build_backbone gives random weights (tiny backbone or ``model.random_backbone``)."""
-    return cfg.model.backbone == "tiny" or bool(cfg.model.random_backbone)
-
-
 def dp_is_random(cfg: Config) -> bool:
     """True when build_degradation_prior gives random weights (``tiny`` backend, or a random backbone)."""
     return cfg.model.dp_backend == "tiny" or bool(cfg.model.random_backbone)
@@ -62,7 +58,7 @@ def dp_is_random(cfg: Config) -> bool:
 
 def _random_parts(cfg: Config, has_dp: bool, has_v2t: bool) -> list[str]:
     parts = []
-    if backbone_is_random(cfg):
+    if cfg.model.random_weights:
         parts.append(f"backbone ({cfg.model.backbone}, random weights)")
     if has_dp and dp_is_random(cfg):
         parts.append(f"degradation_prior ({cfg.model.dp_backend}, random weights)")
@@ -103,7 +99,7 @@ def save_model_folder(
         if dp is not None and dp_is_random(cfg):
             dp.save_pretrained(tmp / DP_DIR)
             parts.append(DP_DIR)
-        if backbone_is_random(cfg):
+        if cfg.model.random_weights:
             denoiser.unet.save_pretrained(tmp / BACKBONE_DIR / "unet")
             vae.save_pretrained(tmp / BACKBONE_DIR / "vae")
             scheduler.save_pretrained(tmp / BACKBONE_DIR / "scheduler")
@@ -168,7 +164,7 @@ def check_model_folder(folder: str | os.PathLike) -> Config:
     needed = [f"{DENOISER_DIR}/prompt_module/config.json", f"{DENOISER_DIR}/spade/config.json"]
     if cfg.model.use_v2t:
         needed.append(f"{DENOISER_DIR}/v2t/config.json")
-    if backbone_is_random(cfg):
+    if cfg.model.random_weights:
         needed += [f"{BACKBONE_DIR}/unet/config.json", f"{BACKBONE_DIR}/vae/config.json",
                    f"{BACKBONE_DIR}/scheduler/scheduler_config.json"]
     from moediffir.models.denoiser import dp_is_used
@@ -188,13 +184,6 @@ def _check_overrides(overrides: Mapping[str, Any] | None) -> None:
                 f"override {key!r}: cannot change the architecture of a trained model; loadable overrides are "
                 f"sample.*, seed, device, model.sd_source, model.dp_weights, model.v2t_weights, data.root"
             )
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"``/None -> CUDA when available, else CPU."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device, default: str = "fp32") -> torch.dtype:
@@ -249,7 +238,7 @@ def load_pipeline(
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev, cfg.sample.dtype)
 
-    if backbone_is_random(cfg):
+    if cfg.model.random_weights:
         bb = folder / BACKBONE_DIR
         unet = _load_part(folder, f"{BACKBONE_DIR}/unet", lambda: UNet2DConditionModel.from_pretrained(bb / "unet"))
         vae = _load_part(folder, f"{BACKBONE_DIR}/vae", lambda: AutoencoderKL.from_pretrained(bb / "vae"))
