@@ -9,7 +9,7 @@ fixed per-channel affine map and folds into the convolution before it::
     b' = beta - running_mean * s                           # (C_out,)
 
 A training step still needs the encoder's backward (the trainable quality enhancer sits in front of it), and
-with the BatchNorms gone that backward has 53 fewer memory-bound passes over the activations. The folded
+with the 55 BatchNorms gone, forward and backward each make 55 fewer memory-bound passes over the activations. The folded
 weights are a cache, not parameters (one copy of the encoder's conv weights in the compute dtype: 47 MB for RN50
 in bf16): nothing in the state dict changes, and the cache is rebuilt whenever a
 weight or statistic of the module changes (new storage after ``.to()``, or an in-place ``load_state_dict``),
