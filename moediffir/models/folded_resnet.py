@@ -8,12 +8,12 @@ fixed per-channel affine map and folds into the convolution before it::
     W' = W * s[:, None, None, None]                        # (C_out, C_in, k, k)
     b' = beta - running_mean * s                           # (C_out,)
 
-A training step still needs the encoder's backward (the trainable quality enhancer sits in front of it), and
-with the 55 BatchNorms gone, forward and backward each make 55 fewer memory-bound passes over the activations. The folded
-weights are a cache, not parameters (one copy of the encoder's conv weights in the compute dtype: 47 MB for RN50
-in bf16): nothing in the state dict changes, and the cache is rebuilt whenever a
-weight or statistic of the module changes (new storage after ``.to()``, or an in-place ``load_state_dict``),
-or the compute dtype or memory layout does.
+A training step still needs the encoder's backward (the trainable quality enhancer sits in front of it); with
+the 55 BatchNorms gone, forward and backward each make 55 fewer memory-bound passes over the activations. The
+folded weights are a cache, not parameters (one copy of the encoder's conv weights in the compute dtype: 47 MB
+for RN50 in bf16): nothing in the state dict changes, and the cache is rebuilt whenever a weight or statistic
+of the module changes (new storage after ``.to()``, or an in-place ``load_state_dict``), or the compute dtype
+or memory layout does.
 """
 
 from __future__ import annotations
