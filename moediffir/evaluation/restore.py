@@ -91,12 +91,6 @@ def is_done(png: Path, record: dict | None, fingerprint: str, width: int, height
     return sha256_file(png) == record.get("sha256")
 
 
-def _to_uint8(x: torch.Tensor) -> list[np.ndarray]:
-    """``(B, 3, H, W)`` in [0, 1] -> uint8 ``(H, W, 3)`` arrays, rounded like the pipeline's ``np`` output."""
-    return [(x[i].permute(1, 2, 0).float().cpu().numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
-            for i in range(x.shape[0])]
-
-
 @torch.no_grad()
 def decode_latents(pipe: Any, z0: torch.Tensor, lq: torch.Tensor, tiled: bool, fusion_weight: float | None) -> list[np.ndarray]:
     """Steps 8-10 of :class:`~moediffir.pipelines.moediffir_pipeline.MoEDiffIRPipeline` for sampled latents:
@@ -106,6 +100,7 @@ def decode_latents(pipe: Any, z0: torch.Tensor, lq: torch.Tensor, tiled: bool, f
     tests/test_evaluator.py checks that this equals the pipeline's own output.
     """
     from moediffir.pipelines.colorfix import apply_color_fix
+    from moediffir.pipelines.moediffir_pipeline import to_uint8_images
     from moediffir.pipelines.tiling import pad_to_multiple
 
     d = pipe.sample_defaults
@@ -116,7 +111,7 @@ def decode_latents(pipe: Any, z0: torch.Tensor, lq: torch.Tensor, tiled: bool, f
     out = pipe.decode(z0.to(device), lq_pad, fusion_weight, tiled, d.tile_size // f, d.tile_overlap // f,
                       getattr(d, "tile_blend", "gaussian"), d.batch_size)  # (B, 3, H', W')
     out = apply_color_fix(out[..., :h, :w], lq, d.color_fix)  # (B, 3, H, W)
-    return _to_uint8(out)
+    return to_uint8_images(out)
 
 
 def lq_batch(images: list[np.ndarray]) -> torch.Tensor:

@@ -154,6 +154,12 @@ def _split_routing(routing: list[dict[str, Any]], n: int) -> list[list[dict[str,
 
 
 # --------------------------------------------------------------------------------------------- pipeline
+def to_uint8_images(x: torch.Tensor) -> list[np.ndarray]:
+    """``(B, 3, H, W)`` in [0, 1] -> uint8 ``(H, W, 3)`` arrays (rounded, clipped): the pipeline's ``np`` output."""
+    return [(x[i].permute(1, 2, 0).float().cpu().numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
+            for i in range(x.shape[0])]
+
+
 class MoEDiffIRPipeline(DiffusionPipeline):
     """Restore compressed images with MoE-DiffIR (see the module docstring for the numbered steps).
 
@@ -554,9 +560,7 @@ class MoEDiffIRPipeline(DiffusionPipeline):
             if len({tuple(x.shape) for x in ordered}) == 1:
                 return torch.cat(ordered)  # (B, C, H, W)
             return ordered
-        arrays = [
-            (x[0].permute(1, 2, 0).float().cpu().numpy() * 255.0).round().clip(0, 255).astype(np.uint8) for x in ordered
-        ]
+        arrays = [to_uint8_images(x)[0] for x in ordered]
         if output_type == "np":
             return arrays
         return [Image.fromarray(a) for a in arrays]
