@@ -218,22 +218,22 @@ def test_real_lpips_sees_what_psnr_misses(lpips_real, photos, net):
     """A global +8 brightness step or a 1-pixel shift barely changes a photo for a viewer, JPEG blocking does.
 
     PSNR rates the shift far worse than JPEG QF 10 and the brightness step like JPEG QF 30; trained LPIPS, as
-    published, puts both far below the JPEG versions. Random-weight LPIPS does not (checked below for AlexNet).
+    published, puts both far below the JPEG versions. A random-weight backbone does not.
     """
     from moediffir.metrics.fidelity import psnr
 
-    img = photos["coffee"]
+    img = np.ascontiguousarray(photos["coffee"][72:328, 172:428])  # (256, 256, 3): keeps VGG16 quick on a CPU
     q10, q30, bright, shift = _jpeg(img, 10), _jpeg(img, 30), _brighter(img, 8), np.roll(img, 1, axis=1)
     assert psnr(shift, img) < psnr(q10, img) - 1.0 and abs(psnr(bright, img) - psnr(q30, img)) < 2.0
     model = lpips_real[net]
     d = {k: P.lpips_distance(model, v, img) for k, v in (("q10", q10), ("q30", q30), ("bright", bright),
                                                           ("shift", shift))}
     assert d["bright"] * 10 < d["q30"] and d["shift"] * 3 < d["q10"], d
-    if net == "alex":
-        rnd = P.build_lpips("alex", "random", seed=0)
+    if net == "alex":  # (a random VGG16 fails it too, but takes a minute to build on a CPU)
+        rnd = P.build_lpips(net, "random", seed=0)
         r = {k: P.lpips_distance(rnd, v, img) for k, v in (("q10", q10), ("q30", q30), ("bright", bright),
                                                              ("shift", shift))}
-        assert not (r["bright"] * 10 < r["q30"] and r["shift"] * 3 < r["q10"]), r
+        assert not (r["bright"] * 10 < r["q30"] or r["shift"] * 3 < r["q10"]), r
 
 
 def test_suite_reports_pretrained_lpips_from_the_config(request, photos):

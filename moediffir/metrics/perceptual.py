@@ -98,8 +98,8 @@ def weight_files(weights_dir: str | Path | None = None) -> dict[str, Path]:
 
 
 _SOURCES = {
-    "lpips_alex_backbone": "torchvision.models.alexnet(weights='IMAGENET1K_V1')",
-    "lpips_vgg_backbone": "torchvision.models.vgg16(weights='IMAGENET1K_V1')",
+    "lpips_alex_backbone": "torchvision.models.alexnet(weights='IMAGENET1K_V1'); or `make setup` converts it",
+    "lpips_vgg_backbone": "torchvision.models.vgg16(weights='IMAGENET1K_V1'); or `make setup` converts it",
     "lpips_alex_linear": "the lpips package (reinstall lpips)",
     "lpips_vgg_linear": "the lpips package (reinstall lpips)",
     "fid_inception": "pyiqa.create_metric('fid')",
@@ -159,18 +159,24 @@ def _patch(module: Any, name: str, new: Any) -> Any:
 
 
 # -------------------------------------------------------------------------------------------- LPIPS
+def converted_lpips(net: str, lpips_dir: str | Path | None = None) -> tuple[Path | None, str | None]:
+    """(``<lpips_dir>/<net>.pth``, None) after a finished ``make setup`` conversion, else (None, why not)."""
+    from moediffir.metrics import lpips_weights
+
+    folder = Path(lpips_dir) if lpips_dir else lpips_weights.default_lpips_dir()
+    problem = lpips_weights.converted_problem(folder, net)
+    return (lpips_weights.converted_file(folder, net) if problem is None else None), problem
+
+
 def lpips_source(net: str, weights_dir: str | Path | None = None, lpips_dir: str | Path | None = None) -> Path:
     """The file pretrained LPIPS-``net`` loads; raise :class:`MissingWeightsError` naming both options if none.
 
     First the conversion of ``make setup`` (``<lpips_dir>/<net>.pth``, default
     :func:`moediffir.metrics.lpips_weights.default_lpips_dir`), else the torchvision backbone in the hub cache.
     """
-    from moediffir.metrics import lpips_weights
-
-    folder = Path(lpips_dir) if lpips_dir else lpips_weights.default_lpips_dir()
-    problem = lpips_weights.converted_problem(folder, net)
-    if problem is None:
-        return lpips_weights.converted_file(folder, net)
+    converted, problem = converted_lpips(net, lpips_dir)
+    if converted is not None:
+        return converted
     backbone = weight_files(weights_dir)[f"lpips_{net}_backbone"]
     if backbone.is_file():
         return backbone

@@ -20,7 +20,6 @@ import torch
 from moediffir.metrics import perceptual
 from moediffir.metrics.conventions import MetricConventions
 from moediffir.metrics.fidelity import psnr, ssim
-from moediffir.metrics.lpips_weights import lpips_weights_dir
 from moediffir.utils.devices import resolve_device
 
 PAIR_METRICS = ("psnr", "ssim", "lpips", "clipiqa", "maniqa")  # one value per image
@@ -71,16 +70,19 @@ class MetricSuite:
         if self.conventions.weights == "pretrained":  # fail now (naming every missing file), not after restoring
             learned = [m for m in self.metrics if _files_for(m, self.conventions)]
             roles = [r for m in learned for r in _files_for(m, self.conventions)]
+            net = self.conventions.lpips_net
+            if "lpips" in self.metrics and perceptual.converted_lpips(net, lpips_dir)[0] is None:
+                roles.append(f"lpips_{net}_backbone")  # not converted by make setup: torchvision's file then
             if roles:
                 perceptual.require_weight_files("+".join(learned), roles, weights_dir)
-            if "lpips" in self.metrics:
-                perceptual.lpips_source(self.conventions.lpips_net, weights_dir, lpips_dir)
 
     @classmethod
     def from_config(
         cls, cfg: Any, metrics: Sequence[str] | None = None, device: str | torch.device | None = None
     ) -> MetricSuite:
         """The suite a resolved :class:`moediffir.config.Config` asks for (``cfg.eval``, ``cfg.seed``)."""
+        from moediffir.metrics.lpips_weights import lpips_weights_dir
+
         return cls(
             metrics if metrics is not None else cfg.eval.metrics,
             MetricConventions.from_config(cfg),
