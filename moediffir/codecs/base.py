@@ -12,8 +12,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from moediffir.errors import MoEDiffIRError
 
-class CodecError(RuntimeError):
+
+class CodecError(MoEDiffIRError, RuntimeError):
     """A codec failed or is not available; the message says which and how to fix it."""
 
 

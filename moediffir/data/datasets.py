@@ -23,6 +23,7 @@ from pathlib import Path
 from PIL import Image
 
 from moediffir.data.sources import list_image_files
+from moediffir.errors import MoEDiffIRError
 from moediffir.utils.io import atomic_write_text, sha256_file
 
 CHECKSUMS_NAME = "SHA256SUMS"
@@ -66,7 +67,7 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
-class DatasetImportError(RuntimeError):
+class DatasetImportError(MoEDiffIRError, RuntimeError):
     """A dataset could not be imported (the message names the file and the fix)."""
 
 

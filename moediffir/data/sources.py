@@ -12,10 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from moediffir.errors import MoEDiffIRError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
 
 
-class DatasetMissingError(FileNotFoundError):
+class DatasetMissingError(MoEDiffIRError, FileNotFoundError):
     """A configured dataset folder does not exist or holds no images."""
 
 

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from moediffir.errors import MissingWeightsError
 from moediffir.metrics.fidelity import MetricInputError
 
 # Exact file names the libraries cache (torchvision: ``<hub>/checkpoints``; pyiqa: ``<hub>/pyiqa``; pyiqa's CLIP
@@ -53,10 +54,6 @@ _CLIP_RN50_ARGS = (1024, 224, (3, 4, 6, 3), 64, None, 77, 49408, 512, 8, 12)
 FID_DIMS = 2048
 FID_MIN_IMAGES = FID_DIMS  # below this the 2048x2048 covariance is rank-deficient: FID is biased / unreliable
 FID_SIZE = 299
-
-
-class MissingWeightsError(FileNotFoundError):
-    """A pretrained metric weight file is not on disk; the message names the file, the folder and the fixes."""
 
 
 # -------------------------------------------------------------------------------------------- files
@@ -105,6 +102,11 @@ _SOURCES = {
     "clipiqa_prompts": "pyiqa.create_metric('clipiqa+')",
     "maniqa_pipal": "pyiqa.create_metric('maniqa-pipal')",
 }
+
+
+def weight_source(role: str) -> str:
+    """The call that writes the file of ``role`` (see :func:`weight_files`) on a machine with network access."""
+    return _SOURCES[role]
 
 
 def require_weight_files(metric: str, roles: Sequence[str], weights_dir: str | Path | None) -> dict[str, Path]:

@@ -28,7 +28,8 @@ KNOWN_METRICS = PAIR_METRICS + SET_METRICS
 NO_REFERENCE = ("clipiqa", "maniqa")  # scored on the restored image only
 
 
-def _files_for(metric: str, conv: MetricConventions) -> list[str]:
+def weight_roles(metric: str, conv: MetricConventions) -> list[str]:
+    """The roles of :func:`moediffir.metrics.perceptual.weight_files` that ``metric`` reads when pretrained."""
     return {
         "lpips": [f"lpips_{conv.lpips_net}_linear", f"lpips_{conv.lpips_net}_backbone"],
         "fid": ["fid_inception"],
@@ -65,8 +66,8 @@ class MetricSuite:
         self.device = resolve_device(device)
         self._nets: dict[str, torch.nn.Module] = {}
         if self.conventions.weights == "pretrained":  # fail now (naming every missing file), not after restoring
-            learned = [m for m in self.metrics if _files_for(m, self.conventions)]
-            roles = [r for m in learned for r in _files_for(m, self.conventions)]
+            learned = [m for m in self.metrics if weight_roles(m, self.conventions)]
+            roles = [r for m in learned for r in weight_roles(m, self.conventions)]
             if roles:
                 perceptual.require_weight_files("+".join(learned), roles, weights_dir)
 

@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from moediffir.errors import MissingWeightsError
+
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
@@ -100,26 +102,21 @@ class MissingWeight:
         return f"- {self.name}\n    must be at: {self.path}\n    get it:     {self.source}"
 
 
-class MissingWeightsError(FileNotFoundError):
-    """Pretrained weights are missing; ``missing`` holds every :class:`MissingWeight`."""
-
-    def __init__(self, missing: list[MissingWeight]) -> None:
-        self.missing = list(missing)
-        lines = [
-            f"{len(self.missing)} pretrained weight file(s) missing (offline check; nothing was downloaded):"
-        ]
-        lines += [str(m) for m in self.missing]
-        lines.append(
-            "Alternatives: set model.random_backbone=true for the paper architecture with random weights, or "
-            "profile=smoke (tiny networks, no weights)."
-        )
-        super().__init__("\n".join(lines))
+def missing_weights_message(missing: list[MissingWeight]) -> str:
+    """The message of :class:`MissingWeightsError` for network weights: every file, where it goes, the fixes."""
+    lines = [f"{len(missing)} pretrained weight file(s) missing (offline check; nothing was downloaded):"]
+    lines += [str(m) for m in missing]
+    lines.append(
+        "Alternatives: set model.random_backbone=true for the paper architecture with random weights, or "
+        "profile=smoke (tiny networks, no weights)."
+    )
+    return "\n".join(lines)
 
 
 def raise_if_missing(missing: list[MissingWeight]) -> None:
     """Raise :class:`MissingWeightsError` listing ``missing`` when it is not empty."""
     if missing:
-        raise MissingWeightsError(missing)
+        raise MissingWeightsError(missing_weights_message(missing), missing)
 
 
 def allow_download(flag: bool | None = None) -> bool:
