@@ -1,4 +1,4 @@
-"""Notebooks 02 (stage I) and 03 (stage II) under papermill, smoke profile (issue 4; DESIGN.md §1).
+"""Notebooks 02 (stage I) and 03 (stage II) under papermill, smoke profile (docs/design.md §1).
 
 They run with the repository root as working directory (as ``moediffir reproduce`` runs them), with the smoke
 profile's own training settings, and write into temporary folders through overrides (``runs_dir``,
