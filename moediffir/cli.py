@@ -80,13 +80,28 @@ def command_config(args: Namespace, extra: dict[str, Any] | None = None) -> Conf
         from moediffir.doctor import require
 
         require(cfg, needs)
+    if getattr(args, "writes", ()):
+        from moediffir.utils.io import check_writable_dir
+
+        for key in args.writes:
+            check_writable_dir(OUTPUTS[key](cfg), what=f"output folder ({key})")
     return cfg
 
 
+#: Output folders a command may write, checked to be writable before any work (``_command(writes=...)``).
+OUTPUTS: dict[str, Callable[[Config], Path]] = {
+    "benchmark": lambda cfg: cfg.benchmark_dir,
+    "datasets": lambda cfg: cfg.datasets_dir,
+    "runs": lambda cfg: cfg.run_dir,
+    "results": lambda cfg: cfg.profile_results_dir,
+}
+
+
 def _command(parser: argparse.ArgumentParser, func: Callable[[Namespace], int], needs: tuple[str, ...] = (),
-             device: bool = False) -> None:
-    """Set the command's function, its preflight (``needs``) and whether its device is checked."""
-    parser.set_defaults(func=func, needs=needs, checks=("device",) if device else ())
+             device: bool = False, writes: tuple[str, ...] = ()) -> None:
+    """Set the command's function, its preflight (``needs``: keys of ``moediffir.doctor.CHECKS``), whether its
+    device is checked, and the output folders it writes (``writes``: keys of :data:`OUTPUTS`)."""
+    parser.set_defaults(func=func, needs=needs, checks=("device",) if device else (), writes=writes)
 
 
 # ------------------------------------------------------------------------------------------ doctor
@@ -175,7 +190,7 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="output folder (data.out_dir)")
     p.add_argument("--split", choices=("train", "test"), default=None, help="build one split only")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _command(p, _cmd_data_build, needs=("datasets", "codec_weights"))
+    _command(p, _cmd_data_build, needs=("datasets", "codec_weights"), writes=("benchmark",))
 
     p = cmds.add_parser("import", help="place a downloaded dataset under data/datasets/NAME and check it")
     add_config_args(p)
@@ -187,7 +202,7 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--decode", action="store_true", help=argparse.SUPPRESS)  # the default; kept for old scripts
     p.add_argument("--archive", action="append", default=[], metavar="FILE",
                    help="also check a downloaded archive against its known checksum (repeatable)")
-    _command(p, _cmd_data_import)
+    _command(p, _cmd_data_import, writes=("datasets",))
 
     p = cmds.add_parser("check", help="check a dataset folder (images open, count, SHA256SUMS)")
     add_config_args(p)
@@ -235,7 +250,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     for name, needs, text in (
         ("stage1", ("benchmark", "model_weights"),
          "MoE-Prompt Module + SPADE (+ V2T) on the frozen SD backbone (Eq. 2)"),
-        ("stage2", ("stage1_model", "model_weights", "metric_weights"),
+        ("stage2", ("model_weights", "metric_weights"),
          "decoder compensator on stage-I latents (Eq. 4); run stage2-data first"),
     ):
         p = stages.add_parser(name, help=text)
@@ -245,11 +260,11 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
         how.add_argument("--overwrite", action="store_true",
                          help="start afresh, replacing the checkpoints of an earlier run of this stage")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
-        _command(p, _cmd_train, needs=needs, device=True)
+        _command(p, _cmd_train, needs=needs, device=True, writes=("runs",))
     p = sub.add_parser("stage2-data", help="sample the stage-II latents z0 with the stage-I model (resumable)")
     add_config_args(p, device=True)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _command(p, _cmd_stage2_data, needs=("benchmark", "stage1_model"), device=True)
+    _command(p, _cmd_stage2_data, needs=("benchmark", "model_weights"), device=True, writes=("runs",))
 
 
 # ----------------------------------------------------------------------------------- evaluation group
@@ -286,13 +301,13 @@ def add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
                         "(repeatable)")
     p.add_argument("--no-model", action="store_true",
                    help="score only the compressed input and the --external methods (no trained model needed)")
-    _command(p, _cmd_evaluate, needs=("benchmark", "metric_weights"), device=True)
+    _command(p, _cmd_evaluate, needs=("benchmark", "metric_weights"), device=True, writes=("results",))
 
     p = sub.add_parser("report", help="redraw every table and figure from the saved numbers (no recomputing)")
     add_config_args(p)
     p.add_argument("--results", default=None, metavar="DIR",
                    help="results folder holding metrics/ (default <results>/<profile>)")
-    _command(p, _cmd_report)
+    _command(p, _cmd_report, writes=("results",))
 
 
 # ------------------------------------------------------------------------------------ ablation sweeps
@@ -328,7 +343,8 @@ def add_sweep_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--status", action="store_true", help="list the variants, their keys and states; run nothing")
     p.add_argument("--no-report", action="store_true", help="do not draw the figure / table after the sweep")
     p.add_argument("--no-progress", action="store_true", help="no training progress bars")
-    _command(p, _cmd_sweep, needs=("benchmark", "model_weights", "metric_weights"), device=True)
+    _command(p, _cmd_sweep, needs=("benchmark", "model_weights", "metric_weights"), device=True,
+             writes=("runs", "results"))
 
 
 # ------------------------------------------------------------------------------------------ reproduce
@@ -355,7 +371,8 @@ def add_reproduce_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--only", nargs="+", default=None, metavar="NOTEBOOK",
                    help="run only these notebooks (e.g. 01_data_generation)")
     p.add_argument("--root", default=".", help="repository root (default: current directory)")
-    _command(p, _cmd_reproduce, needs=("datasets", "model_weights", "metric_weights"), device=True)
+    _command(p, _cmd_reproduce, needs=("datasets", "model_weights", "metric_weights"), device=True,
+             writes=("results",))
 
 
 # -------------------------------------------------------------------------------------------- restore

@@ -96,8 +96,7 @@ def check_metric_weights(cfg: Config) -> list[Missing]:
     if cfg.eval.metric_weights != "pretrained":
         return []
     from moediffir.metrics.conventions import MetricConventions
-    from moediffir.metrics.perceptual import weight_files, weight_source
-    from moediffir.metrics.suite import weight_roles
+    from moediffir.metrics.weight_files import weight_files, weight_roles, weight_source
 
     conv = MetricConventions.from_config(cfg)
     files = weight_files(cfg.eval.metric_weights_dir or None)
@@ -124,11 +123,10 @@ def check_codec_weights(cfg: Config) -> list[Missing]:
                                        f"compressai.zoo.cheng2020_attn(quality={quality}, metric="
                                        f"'{METRICS[name]}', pretrained=True) once on a machine with network"))
     if "hific" in cfg.data.codecs:
-        from moediffir.codecs import hific_weights_dir
-        from moediffir.codecs.hific import CHECKPOINT_FILES
+        from moediffir.codecs import HIFIC_CHECKPOINT_FILES, hific_weights_dir
 
         folder = hific_weights_dir(cfg.data)
-        for level, name in CHECKPOINT_FILES.items():
+        for level, name in HIFIC_CHECKPOINT_FILES.items():
             if not (folder / name).is_file():
                 out.append(Missing(f"HiFiC {level} checkpoint", str(folder / name),
                                    "the public HiFiC checkpoints (see data/README.md), or set data.hific_dir"))
@@ -166,7 +164,7 @@ def require(cfg: Config, needs: Iterable[str]) -> None:
     """Raise :class:`MissingInputsError` listing every missing input of ``needs``, before any work."""
     report = preflight(cfg, needs)
     if not report.ok:
-        names = ", ".join(m.name for m in report.missing)
+        names = ", ".join(f"{m.name} ({m.path})" for m in report.missing)
         raise MissingInputsError(
             f"{len(report.missing)} input(s) missing for profile {cfg.profile!r}, nothing was started: {names} "
             f"(`moediffir doctor --profile {cfg.profile}` lists them too)\n" + "\n".join(str(m) for m in report.missing),

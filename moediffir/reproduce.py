@@ -174,6 +174,13 @@ def reproduce(
     if device is not None:
         overrides["device"] = device
     cfg = resolve_config(profile, overrides)  # validates the overrides before anything runs
+    selected = find_notebooks(root / "notebooks")
+    if notebooks:
+        wanted = {n.removesuffix(".ipynb") for n in notebooks}
+        unknown = wanted - {p.stem for p in selected}
+        if unknown:
+            raise ReproduceError(f"unknown notebook(s) {sorted(unknown)}; have {[p.stem for p in selected]}")
+        selected = [p for p in selected if p.stem in wanted]
     out_dir = root / cfg.results_dir / profile / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path = out_dir / "reproduce_state.json"
@@ -183,13 +190,6 @@ def reproduce(
     report = ReproduceReport(profile=profile)
     upstream = ""
     run_exec = executor or _default_executor
-    selected = find_notebooks(root / "notebooks")
-    if notebooks:
-        wanted = {n.removesuffix(".ipynb") for n in notebooks}
-        unknown = wanted - {p.stem for p in selected}
-        if unknown:
-            raise ReproduceError(f"unknown notebook(s) {sorted(unknown)}; have {[p.stem for p in selected]}")
-        selected = [p for p in selected if p.stem in wanted]
     t_total = time.perf_counter()
     for nb in selected:
         key = hashlib.sha256(

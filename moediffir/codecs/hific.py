@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from moediffir.codecs import HIFIC_CHECKPOINT_FILES
 from moediffir.codecs.base import CodecError, CodecResult, CodecUnavailableError, check_rgb, pad_to_multiple
 from moediffir.codecs.hific_nets import (
     LIKELIHOOD_EPS,
@@ -48,8 +49,7 @@ from moediffir.codecs.hific_nets import (
 )
 
 LEVELS: tuple[str, ...] = ("low", "med", "high")
-#: Public file names (Zenodo record 4026003; Google Drive links in the repository's README).
-CHECKPOINT_FILES: dict[str, str] = {"low": "hific_low.pt", "med": "hific_med.pt", "high": "hific_hi.pt"}
+CHECKPOINT_FILES: dict[str, str] = HIFIC_CHECKPOINT_FILES  # public file names, one per level
 #: Per-level architecture from the README's training commands; a checkpoint's own ``args`` take precedence.
 LEVEL_ARCH: dict[str, HiFiCArch] = {
     "low": HiFiCArch(likelihood_type="gaussian", normalize_input_image=True),

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from moediffir.codecs.base import CodecError, CodecResult, CodecUnavailableError, check_rgb, pad_to_multiple
+from moediffir.utils.io import torch_hub_dir
 
 ARCHITECTURE = "cheng2020-attn"  # compressai zoo name
 METRICS = {"c_psnr": "mse", "c_ssim": "ms-ssim"}
@@ -59,8 +60,20 @@ def zoo_qualities() -> list[int]:
     return sorted(zoo.cfgs[ARCHITECTURE])
 
 
+#: compressai's zoo file names of the qualities the paper's levels use (from its ``model_urls``; tests/test_learned.py
+#: checks them against the installed compressai), so that the preflight names them without importing it.
+ZOO_FILES: dict[tuple[str, int], str] = {
+    ("mse", 1): "cheng2020_attn-mse-1-465f2b64.pth.tar", ("mse", 2): "cheng2020_attn-mse-2-e0805385.pth.tar",
+    ("mse", 3): "cheng2020_attn-mse-3-2d07bbdf.pth.tar", ("ms-ssim", 1): "cheng2020_attn-ms-ssim-1-c5381d91.pth.tar",
+    ("ms-ssim", 2): "cheng2020_attn-ms-ssim-2-5dad201d.pth.tar",
+    ("ms-ssim", 3): "cheng2020_attn-ms-ssim-3-5c9be841.pth.tar",
+}
+
+
 def checkpoint_file_name(metric: str, quality: int) -> str:
     """The exact file name compressai's zoo stores for (metric, quality) in the torch hub cache."""
+    if (metric, quality) in ZOO_FILES:
+        return ZOO_FILES[(metric, quality)]
     _, zoo = _import_compressai()
     try:
         url = zoo.model_urls[ARCHITECTURE][metric][quality]
@@ -73,8 +86,7 @@ def checkpoint_file_name(metric: str, quality: int) -> str:
 
 def checkpoint_dir() -> Path:
     """``torch.hub.get_dir()/checkpoints`` (follows ``$TORCH_HOME`` and ``torch.hub.set_dir``)."""
-    torch, _ = _import_compressai()
-    return Path(torch.hub.get_dir()) / "checkpoints"
+    return torch_hub_dir() / "checkpoints"
 
 
 # ------------------------------------------------------------------------------ autoregressive coding

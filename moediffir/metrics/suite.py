@@ -20,22 +20,13 @@ import torch
 from moediffir.metrics import perceptual
 from moediffir.metrics.conventions import MetricConventions
 from moediffir.metrics.fidelity import psnr, ssim
+from moediffir.metrics.weight_files import weight_roles
 from moediffir.utils.devices import resolve_device
 
 PAIR_METRICS = ("psnr", "ssim", "lpips", "clipiqa", "maniqa")  # one value per image
 SET_METRICS = ("fid",)  # one value per set of images
 KNOWN_METRICS = PAIR_METRICS + SET_METRICS
 NO_REFERENCE = ("clipiqa", "maniqa")  # scored on the restored image only
-
-
-def weight_roles(metric: str, conv: MetricConventions) -> list[str]:
-    """The roles of :func:`moediffir.metrics.perceptual.weight_files` that ``metric`` reads when pretrained."""
-    return {
-        "lpips": [f"lpips_{conv.lpips_net}_linear", f"lpips_{conv.lpips_net}_backbone"],
-        "fid": ["fid_inception"],
-        "clipiqa": ["clipiqa_clip_rn50", "clipiqa_prompts"],
-        "maniqa": ["maniqa_pipal"],
-    }.get(metric, [])
 
 
 class MetricSuite:

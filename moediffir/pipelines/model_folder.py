@@ -173,6 +173,8 @@ def check_model_folder(folder: str | os.PathLike) -> Config:
     if dp_is_used(cfg) and dp_is_random(cfg):
         needed.append(f"{DP_DIR}/config.json")
     missing = [p for p in needed if not (folder / p).is_file()]
+    missing += [f"{p}/ (listed in {INFO_FILE})" for p in read_model_info(folder).get("parts", [])
+                if not (folder / p).exists()]  # a part the folder says it has is never silently left out
     if missing:
         raise ModelFolderError(f"{folder}: incomplete model folder; missing " + ", ".join(missing))
     return cfg

@@ -169,6 +169,17 @@ def read_image_rgb(path: PathLike) -> np.ndarray:
         raise ImageReadError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from exc
 
 
+def torch_hub_dir() -> Path:
+    """torch's hub folder (``torch.hub.get_dir()``: ``$TORCH_HOME/hub``, default ``~/.cache/torch/hub``), read
+    without importing torch when it is not loaded yet (a loaded torch may have been given another one)."""
+    import sys
+
+    if "torch" in sys.modules:
+        return Path(sys.modules["torch"].hub.get_dir())
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    return Path(os.environ.get("TORCH_HOME") or os.path.join(cache, "torch")).expanduser() / "hub"
+
+
 def check_writable_dir(folder: PathLike, what: str = "output folder") -> Path:
     """Make sure files can be created in ``folder`` (made if missing) before any work; return it.
 
