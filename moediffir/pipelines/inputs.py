@@ -113,7 +113,7 @@ def check_arguments(
     if isinstance(generator, (list, tuple)) and len(generator) != n_images:
         raise ValueError(f"generator: got {len(generator)} generators for {n_images} images; pass one per image or one")
     task_labels = args.get("task_labels")
-    if uses_task_labels and task_labels is None:
+    if uses_task_labels and "task_labels" in args and task_labels is None:
         raise ValueError("task_labels: this model routes by task label (model.routing='task'); pass one per image")
     if task_labels is not None and not isinstance(task_labels, int):
         labels = torch.as_tensor(task_labels).reshape(-1)

@@ -1,4 +1,4 @@
-"""MoE-DiffIR restoration pipeline: LQ image(s) in, restored image(s) out (paper §3, Fig. 2a/3a; DESIGN.md §6).
+"""MoE-DiffIR restoration pipeline: LQ image(s) in, restored image(s) out (paper §3, Fig. 2a/3a; docs/design.md §6).
 
 Inference as in the paper (§3.4, §4.1) and StableSR, which it follows:
 
@@ -271,7 +271,7 @@ class MoEDiffIRPipeline(DiffusionPipeline):
 
     @contextmanager
     def _eval_mode(self, *modules: Any) -> Iterator[None]:
-        """Inference: no gate noise, even when called mid-training; the modes are given back afterwards."""
+        """Inference: no gate noise, even when called mid-training (docs/design.md §8); modes are given back after."""
         modes = {m: m.training for m in modules if m is not None}
         for m in modes:
             m.eval()
