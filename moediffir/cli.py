@@ -386,7 +386,7 @@ def _weight_arg(text: str) -> float | None:
 
 
 def _cmd_restore(args: Namespace) -> int:
-    from moediffir.restore import run_restore
+    from moediffir.restore_images import run_restore
     from moediffir.utils.devices import check_device
 
     check_device(args.device)

@@ -1,4 +1,4 @@
-"""``moediffir restore INPUT... -o OUTDIR --model MODEL_DIR``: restore your own images (paper §3, §4.1; docs/design.md §6).
+"""``moediffir restore INPUT... -o OUTDIR --model MODEL_DIR``: restore your own images (docs/design.md §6).
 
 Runs the MoE-DiffIR pipeline (paper §3, inference as §4.1) of a model folder over any number of image files
 and folders, of any size (large images go through the tiled path). Outputs are PNGs named ``<stem>.png`` in
@@ -12,8 +12,8 @@ OUTDIR. Rules:
   other images are restored with it;
 - a model whose weights are random (the smoke profile) is said to be so: its outputs are not restorations.
 
-:func:`run_restore` is the command (the ``moediffir`` command line parses its arguments); :func:`restore_images` restores with a
-pipeline already loaded, for notebooks.
+:func:`run_restore` is the command (the ``moediffir`` command line parses its arguments);
+:func:`restore_images` restores with a pipeline already loaded, for notebooks.
 """
 
 from __future__ import annotations
@@ -126,9 +126,8 @@ def restore_images(
     out_dir.mkdir(parents=True, exist_ok=True)
     pipe.set_progress_bar_config(disable=True)
     report = RestoreReport()
-    kwargs: dict[str, Any] = {"num_inference_steps": num_inference_steps, "tile_size": tile_size, "color_fix": color_fix}
-    if fusion_weight is not ...:
-        kwargs["fusion_weight"] = fusion_weight
+    kwargs = {"num_inference_steps": num_inference_steps, "fusion_weight": fusion_weight, "tile_size": tile_size,
+              "color_fix": color_fix}  # None (fusion_weight: ...) means the model's default
     for src, dst in tqdm(list(zip(files, outputs)), desc="restore", unit="img", disable=not progress, file=sys.stderr):
         try:
             lq = read_image_rgb(src)  # (H, W, 3) uint8
@@ -163,14 +162,10 @@ def prepare_pipeline(model: str | Path, *, device: str = "auto", dtype: str | No
 
     overrides = {"sample.scheduler": scheduler} if scheduler else None
     pipe = load_pipeline(model, device=device, dtype=dtype, overrides=overrides)
-    d = pipe.sample_defaults
     try:
-        pipe.check_inputs(
-            np.zeros((8, 8, 3), np.uint8), d.num_steps if steps is None else steps,
-            d.fusion_weight if fusion_weight is ... else fusion_weight,
-            d.tile_size if tile_size is None else tile_size, d.tile_overlap, d.tile_blend,
-            d.color_fix if color_fix is None else color_fix, "np", d.batch_size,
-        )
+        settings = pipe.resolve_arguments(num_inference_steps=steps, fusion_weight=fusion_weight,
+                                          tile_size=tile_size, color_fix=color_fix)
+        pipe.check_inputs(np.zeros((8, 8, 3), np.uint8), output_type="np", **settings)
     except (TypeError, ValueError) as exc:
         if isinstance(exc, RestoreError):
             raise
