@@ -371,7 +371,7 @@ def add_reproduce_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--only", nargs="+", default=None, metavar="NOTEBOOK",
                    help="run only these notebooks (e.g. 01_data_generation)")
     p.add_argument("--root", default=".", help="repository root (default: current directory)")
-    _command(p, _cmd_reproduce, needs=("datasets", "model_weights", "metric_weights"), device=True,
+    _command(p, _cmd_reproduce, needs=("datasets", "codec_weights", "model_weights", "metric_weights"), device=True,
              writes=("results",))
 
 

@@ -57,7 +57,7 @@ def ws(tmp_path_factory) -> Path:
     shutil.rmtree(root / "model_no_comp" / "compensator")
     images = root / "in"
     images.mkdir()
-    src = sorted((SMOKE / "smoke_test").glob("*.png"))[0]
+    src = min((SMOKE / "smoke_test").glob("*.png"))
     shutil.copy(src, images / "a.png")
     from PIL import Image
 
@@ -109,7 +109,8 @@ CASES = [
                                               "--set", f"results_dir={w / 'afile'}"], 2, "afile"),
     ("report-no-results", lambda w: ["report", "--results", str(w / "no_results")], 2, "no_results"),
     ("sweep-unknown", lambda w: ["sweep", "nope", *_smoke(w)], 2, "nope"),
-    ("reproduce-unknown-notebook", lambda w: ["reproduce", "--only", "99_nope", *_smoke(w)], 2, "99_nope"),
+    ("reproduce-unknown-notebook", lambda w: ["reproduce", "--only", "99_nope", "--root", str(REPO), "--set",
+                                              f"data.datasets_dir={SMOKE}", *_smoke(w)], 2, "99_nope"),
     ("restore-cuda", lambda w: ["restore", str(w / "in" / "good.png"), "-o", str(w / "out"), "--model",
                                 str(w / "model"), "--device", "cuda"], 2, "CUDA is not available"),
     ("restore-same-stem", lambda w: ["restore", str(w / "in"), "-o", str(w / "out"), "--model", str(w / "model")],
@@ -140,7 +141,7 @@ def test_a_partial_import_exits_1_naming_the_truncated_file(tmp_path):
     """``data import`` decodes every image by default: a truncated JPEG is named and the exit code is 1."""
     src = tmp_path / "src"
     src.mkdir()
-    good = sorted((SMOKE / "smoke_test").glob("*.png"))[0]
+    good = min((SMOKE / "smoke_test").glob("*.png"))
     shutil.copy(good, src / "good.png")
     from PIL import Image
 

@@ -34,7 +34,14 @@ from typing import Any
 
 import numpy as np
 
-from moediffir.codecs.base import CodecError, CodecResult, CodecUnavailableError, check_rgb, pad_to_multiple
+from moediffir.codecs.base import (
+    CodecError,
+    CodecResult,
+    CodecUnavailableError,
+    check_rgb,
+    pad_to_multiple,
+    torch_threads,
+)
 from moediffir.utils.io import torch_hub_dir
 
 ARCHITECTURE = "cheng2020-attn"  # compressai zoo name
@@ -283,22 +290,13 @@ class CompressAICodec:
         padded = pad_to_multiple(rgb, PAD_MULTIPLE)  # (H', W', 3)
         x = torch.from_numpy(np.array(padded)).permute(2, 0, 1)[None].float().div_(255.0)  # (1, 3, H', W')
         x = x.to(self.device)
-        previous_threads = torch.get_num_threads()
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        try:
-            with torch.inference_mode():
-                if self.coder == "fast" and self.device == "cpu":
-                    enc = ar_compress(model, x, self._tables[quality])
-                    x_hat = ar_decompress(
-                        model, enc["strings"], enc["shape"], self._tables[quality]
-                    )  # (1, 3, H', W')
-                else:
-                    enc = model.compress(x)
-                    x_hat = model.decompress(enc["strings"], enc["shape"])["x_hat"]  # (1, 3, H', W')
-        finally:
-            if self.threads:
-                torch.set_num_threads(previous_threads)
+        with torch_threads(self.threads), torch.inference_mode():
+            if self.coder == "fast" and self.device == "cpu":
+                enc = ar_compress(model, x, self._tables[quality])
+                x_hat = ar_decompress(model, enc["strings"], enc["shape"], self._tables[quality])  # (1, 3, H', W')
+            else:
+                enc = model.compress(x)
+                x_hat = model.decompress(enc["strings"], enc["shape"])["x_hat"]  # (1, 3, H', W')
         num_bytes = sum(len(s) for group in enc["strings"] for s in group)
         out = (
             x_hat[0].clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()

@@ -15,12 +15,13 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-from PIL import Image, UnidentifiedImageError
+from typing import TYPE_CHECKING, Any
 
 from moediffir.errors import MoEDiffIRError
+
+if TYPE_CHECKING:  # numpy and Pillow are imported where images are handled: `moediffir --help` needs neither
+    import numpy as np
+    from PIL import Image
 
 PathLike = str | os.PathLike
 
@@ -88,6 +89,9 @@ def atomic_write_json(path: PathLike, obj: Any) -> Path:
 
 def encode_png(rgb: np.ndarray) -> bytes:
     """PNG bytes of an ``(H, W, 3)`` or ``(H, W)`` uint8 array (deterministic: no timestamps)."""
+    import numpy as np
+    from PIL import Image
+
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG", compress_level=6)
     return buf.getvalue()
@@ -116,6 +120,9 @@ def to_rgb_uint8(img: Image.Image, path: PathLike = "<image>") -> np.ndarray:
     Grayscale becomes three equal channels; RGBA/LA drop alpha after compositing on white (so transparent
     regions do not turn black); 16-bit images are scaled to 8 bit with rounding; palette images are expanded.
     """
+    import numpy as np
+    from PIL import Image
+
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(img).astype(np.float64)
@@ -152,6 +159,8 @@ def read_image_rgb(path: PathLike) -> np.ndarray:
         ImageReadError: the file is missing, empty, truncated, not an image, or has a zero size;
             the message starts with the path.
     """
+    from PIL import Image, UnidentifiedImageError
+
     path = Path(path)
     if not path.exists():
         raise ImageReadError(f"{path}: file not found")
