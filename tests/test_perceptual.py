@@ -77,7 +77,7 @@ def test_weight_file_names_match_the_installed_packages():
         (lambda d: P.build_maniqa("pretrained", weights_dir=d), P.MANIQA_PIPAL_FILE),
     ],
 )
-def test_missing_pretrained_file_is_named(tmp_path, build, expected):
+def test_missing_pretrained_file_is_named_before_anything_is_built(tmp_path, build, expected):
     with pytest.raises(P.MissingWeightsError) as info:
         build(tmp_path)
     msg = str(info.value)

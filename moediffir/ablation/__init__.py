@@ -1,8 +1,7 @@
-"""Ablation studies of paper §4.3 as resumable sweeps (Fig. 6, Table 2, Table 3; DESIGN.md §4, §7).
+"""Ablation studies of paper §4.3 as resumable sweeps (Fig. 6, Table 2, Table 3; docs/design.md §4, §7).
 
 Import what you need from the submodules (no import-time work here)::
 
     from moediffir.ablation.sweep import Sweep, Variant, EvalSpec, run_sweep, gather_sweep, sweep_status
     from moediffir.ablation.variants import SWEEPS, build_sweep
-    from moediffir.ablation.cli import add_sweep_parsers
 """

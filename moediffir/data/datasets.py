@@ -23,6 +23,7 @@ from pathlib import Path
 from PIL import Image
 
 from moediffir.data.sources import list_image_files
+from moediffir.errors import MoEDiffIRError
 from moediffir.utils.io import atomic_write_text, sha256_file
 
 CHECKSUMS_NAME = "SHA256SUMS"
@@ -36,7 +37,7 @@ class DatasetInfo:
     role: str  # "train" or "test"
     expected_images: int | None  # None: not fixed (the paper does not say which images)
     content: str  # what goes into the folder
-    grayscale: bool = False  # coded as RGB with equal channels (DESIGN.md §3)
+    grayscale: bool = False  # coded as RGB with equal channels (docs/design.md §3)
     # archive file name -> (algorithm, hex digest, size in bytes or None, who recorded it)
     archives: dict[str, tuple[str, str, int | None, str]] = field(default_factory=dict)
 
@@ -66,7 +67,7 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
-class DatasetImportError(RuntimeError):
+class DatasetImportError(MoEDiffIRError, RuntimeError):
     """A dataset could not be imported (the message names the file and the fix)."""
 
 
@@ -220,7 +221,7 @@ def import_dataset(
     sources: Iterable[str | Path],
     datasets_dir: str | Path,
     mode: str = "link",
-    decode: bool = False,
+    decode: bool = True,
 ) -> DatasetCheck:
     """Place the image files of ``sources`` into ``<datasets_dir>/<name>``, check them and write SHA256SUMS.
 
@@ -232,7 +233,8 @@ def import_dataset(
         sources: folders holding the downloaded images (archives must be extracted first).
         datasets_dir: the kit's datasets folder (``cfg.datasets_dir``).
         mode: ``"link"`` (symbolic links to the files, no extra space) or ``"copy"``.
-        decode: fully decode every image while checking.
+        decode: fully decode every image while checking (default: a truncated file is found now, not when the
+            benchmark is built); False checks the file headers only.
     """
     if mode not in ("link", "copy"):
         raise DatasetImportError(f"import mode {mode!r}: choose 'link' or 'copy'")

@@ -1,4 +1,4 @@
-"""The CIR benchmark manifest: one row per compressed output (paper §3.5, DESIGN.md §3).
+"""The CIR benchmark manifest: one row per compressed output (paper §3.5, docs/design.md §3).
 
 ``<benchmark_dir>/manifest.csv`` lists, for every (image, task): the split and set, the source image (relative
 to the datasets folder), the task (codec, level, seen label or -1, kind), the image size, the real number of
@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from moediffir.errors import MoEDiffIRError
 from moediffir.utils.io import atomic_write_text, csv_text, sha256_file
 
 MANIFEST_NAME = "manifest.csv"
@@ -32,7 +33,7 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
 FAILURE_COLUMNS: tuple[str, ...] = ("split", "set", "image", "task", "error_type", "error")
 
 
-class ManifestError(ValueError):
+class ManifestError(MoEDiffIRError, ValueError):
     """A manifest is missing, malformed or does not match the files."""
 
 

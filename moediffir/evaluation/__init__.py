@@ -1,12 +1,11 @@
-"""Evaluation of paper §4.2 and appendix B: restore the test sets, score them, save every number (DESIGN.md §7).
+"""Evaluation of paper §4.2 and appendix B: restore the test sets, score them, save every number (docs/design.md §7).
 
 * :mod:`moediffir.evaluation.protocol` -- items, methods, seeds, output layout;
-* :mod:`moediffir.evaluation.restore` -- batched, resumable restoration with the pipeline;
+* :mod:`moediffir.evaluation.benchmark_restore` -- batched, resumable restoration with the pipeline;
 * :mod:`moediffir.evaluation.external` -- other methods' folders matched to the benchmark;
 * :mod:`moediffir.evaluation.scoring` -- per-image metrics, FID per set, the tidy results table;
 * :mod:`moediffir.evaluation.analysis` -- prompt similarity (Fig. 8) and expert usage per task;
 * :mod:`moediffir.evaluation.evaluator` -- :func:`run_evaluation` and :func:`evaluate_model`;
-* :mod:`moediffir.evaluation.cli` -- ``moediffir evaluate`` and ``moediffir report``;
 * :mod:`moediffir.evaluation.demo` -- an untrained model and a small benchmark to try all of it (tests).
 
 Import the functions from their modules; importing this package loads nothing heavy.

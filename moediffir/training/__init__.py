@@ -1,4 +1,4 @@
-"""Stage I and stage II fine-tuning of MoE-DiffIR (paper §3.4, §4.1; DESIGN.md §5).
+"""Stage I and stage II fine-tuning of MoE-DiffIR (paper §3.4, §4.1; docs/design.md §5).
 
 Import what you need from the submodules (no import-time work here)::
 
@@ -7,5 +7,4 @@ Import what you need from the submodules (no import-time work here)::
     from moediffir.training.datasets import PairedCropDataset, ResumableBatchSampler
     from moediffir.training.checkpoint import save_checkpoint, load_checkpoint, latest_checkpoint
     from moediffir.training.logs import TrainingLog, RoutingStats, read_jsonl
-    from moediffir.training.cli import add_train_parsers
 """

@@ -1,4 +1,4 @@
-"""Atomic training checkpoints with exact resume (paper §4.1 runs 0.4 M + 0.1 M steps; DESIGN.md §5).
+"""Atomic training checkpoints with exact resume (paper §4.1 runs 0.4 M + 0.1 M steps; docs/design.md §5).
 
 A checkpoint is the folder ``<stage dir>/checkpoints/step_XXXXXX`` holding
 
@@ -30,12 +30,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from moediffir.errors import MoEDiffIRError
+
 PREFIX = "step_"
 MARKER = "checkpoint.json"
 _NAME_RE = re.compile(r"^step_(\d{6,})$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(MoEDiffIRError, RuntimeError):
     """A checkpoint cannot be read or does not fit the model it is loaded into."""
 
 
