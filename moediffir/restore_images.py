@@ -204,6 +204,9 @@ def run_restore(
         raise RestoreError("no images found in: " + ", ".join(map(str, inputs)))
     plan_outputs(files, Path(out_dir), overwrite)  # fail before loading the model
     check_writable_dir(out_dir, what="output folder (-o)")
+    from moediffir.utils.devices import check_device  # imports torch: after the checks that need none
+
+    check_device(device)
     pipe = prepare_pipeline(model, device=device, dtype=dtype, scheduler=scheduler, steps=steps,
                             fusion_weight=fusion_weight, tile_size=tile_size, color_fix=color_fix)
     from moediffir.pipelines.model_folder import read_model_info  # loaded with the pipeline: no new import
