@@ -99,6 +99,8 @@ def model_weights_label(model_dir: str | Path) -> str:
     random_parts = info.get("random_weights") or []
     if random_parts:
         return "random weights: " + ", ".join(random_parts)
+    if (info.get("provenance") or {}).get("unet") == "trained here":
+        return f"diffusion prior and MoE-DiffIR parts trained here ({info.get('profile', 'unknown')} profile)"
     return f"pretrained backbone + trained MoE-DiffIR parts ({info.get('profile', 'unknown')} profile)"
 
 
@@ -315,6 +317,11 @@ def run_evaluation(
         "metric_weights": suite.conventions.weights_label,
         "seconds": round(time.perf_counter() - t0, 1),
     })
+    if folder is not None and ours:  # the model card carries the numbers of its last evaluation
+        from moediffir.pipelines.model_card import evaluation_summary, record_evaluation
+
+        record_evaluation(folder, evaluation_summary(results, ours, suite.conventions.weights_label,
+                                                     suite.conventions_text))
     report_paths: list[Path] = []
     if write_report:
         from moediffir.report.regenerate import regenerate_report
