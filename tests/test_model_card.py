@@ -64,7 +64,7 @@ def test_paper_card_names_its_base_model(tmp_path):
 
 
 def test_evaluation_numbers_are_added_without_changing_the_model(model):
-    cfg, folder = model
+    folder = model[1]
     before = folder_fingerprint(folder)
     results = pd.DataFrame([
         {"method": "moe-diffir", "set": "smoke_test", "kind": "seen", "scope": "kind", "metric": "psnr",

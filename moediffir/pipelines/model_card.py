@@ -100,8 +100,9 @@ def _yaml_block(meta: Mapping[str, Any]) -> str:
 def _evaluation_lines(evaluation: Mapping[str, Any] | None) -> list[str]:
     if not evaluation or not evaluation.get("results"):
         return ["Not evaluated yet: `moediffir evaluate --model <this folder>` (or notebook 06) adds the numbers."]
-    lines = [f"Metric weights: {evaluation.get('metric_weights', 'unknown')}; conventions: "
-             f"{evaluation.get('conventions', 'unknown')}.", "",
+    weights = (f"Metric weights: {evaluation.get('metric_weights', 'unknown')}; conventions: "
+               f"{evaluation.get('conventions', 'unknown')}.")
+    lines = [weights, "",
              "| method | set | tasks | metric | value | images |", "|---|---|---|---|---|---|"]
     for r in evaluation["results"]:
         lines.append(f"| {r['method']} | {r['set']} | {r['kind']} ({r['n_tasks']}) | {r['metric']} | "
@@ -115,22 +116,23 @@ def render_model_card(meta: Mapping[str, Any]) -> str:
     lines = [_yaml_block(meta), f"# MoE-DiffIR — profile `{meta['profile']}`", ""]
     if meta["random_parts"] or not meta["trained"]:
         why = ", ".join(meta["random_parts"]) if meta["random_parts"] else "every trainable part (not trained)"
-        lines += [f"> **Random weights** ({why}): outputs of this model are not restorations and its numbers "
-                  "say nothing about the method.", ""]
+        lines += [(f"> **Random weights** ({why}): outputs of this model are not restorations and its numbers "
+                   "say nothing about the method."), ""]
     if any(v == TRAINED for k, v in prov.items() if k in ("unet", "vae")):
         lines += ["> The diffusion prior was **trained here** (not SD 2.1-base): numbers are not the paper's.", ""]
     steps = ", ".join(f"{k}: {v}" for k, v in meta["steps"].items()) or "none recorded"
+    intro = ("A universal compressed-image restoration model (MoE-DiffIR: task-customized diffusion priors) written "
+             "by the `moediffir` kit. Load it with `moediffir.pipelines.model_folder.load_pipeline(<folder>)` or "
+             "restore images with `moediffir restore INPUT... -o OUT --model <folder>`.")
     lines += [
-        "A universal compressed-image restoration model (MoE-DiffIR: task-customized diffusion priors) written by "
-        "the `moediffir` kit. Load it with `moediffir.pipelines.model_folder.load_pipeline(<folder>)` or restore "
-        "images with `moediffir restore INPUT... -o OUT --model <folder>`.", "",
+        intro, "",
         "## What produced it", "",
         "| | |", "|---|---|",
         f"| profile | `{meta['profile']}` |",
         f"| recipe | {meta['recipe'] if meta['recipe'] is not None else 'none (the profile as is)'} |",
         f"| training steps | {steps} |",
-        f"| training data | {', '.join(meta['train_sets'])}: {len(meta['codecs'])} codecs "
-        f"({', '.join(meta['codecs'])}), level preset `{meta['level_preset']}` |",
+        (f"| training data | {', '.join(meta['train_sets'])}: {len(meta['codecs'])} codecs "
+         f"({', '.join(meta['codecs'])}), level preset `{meta['level_preset']}` |"),
         f"| seed | {meta['seed']} |",
         f"| kit git revision | `{meta['git_revision']}` |",
         "", "The full resolved configuration is `config.json`.", "",
