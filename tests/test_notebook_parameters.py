@@ -42,7 +42,7 @@ def test_help_notebook_lists_every_parameter_with_type_and_default(nb):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "Unable to parse" not in out and "Unknown type" not in out, out
-    listed = re.findall(r"^  (\w+): (\S+) \(default (.*?)\)", out, flags=re.M)
+    listed = re.findall(r"^  (\w+): (\S+) \(default (.*?)\)", out, flags=re.MULTILINE)
     source = _parameters_cell(nb)
     declared = _declared(source)
     assert declared and [name for name, _, _ in listed] == declared  # every assignment is annotated and listed
