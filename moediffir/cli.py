@@ -1,6 +1,7 @@
 """The ``moediffir`` command line: one entry point, command groups that call the same functions as the notebooks.
 
-    moediffir data build  --profile smoke [--preset paper|official] [--workers N] [--out DIR] [--set K=V ...]
+    moediffir data build  --profile smoke [--preset paper|official] [--workers N] [--out DIR] [--shard K/N] [--set K=V ...]
+    moediffir data merge  [--profile P] [--out DIR] [--shards N]
     moediffir data import NAME SRC [SRC ...] [--copy] [--decode] [--archive FILE ...]
     moediffir data check  NAME|DIR [--decode]
     moediffir data verify [--profile P] [--out DIR]
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from moediffir.config import PROFILES, Config, ConfigError, parse_override, resolve_config
+from moediffir.shards import Shard, ShardError
 from moediffir.utils.logs import quiet_third_party
 
 
@@ -62,9 +64,21 @@ def _cmd_data_build(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, {"data.preset": args.preset, "data.workers": args.workers,
                                   "data.out_dir": args.out})
     splits = (args.split,) if args.split else ("train", "test")
-    report = build_benchmark(cfg, splits=splits, progress=not args.no_progress)
+    shard = Shard.parse(args.shard) if args.shard else None
+    report = build_benchmark(cfg, splits=splits, progress=not args.no_progress, shard=shard)
     print(report.summary())
+    if shard is not None:
+        print(f"  shard {shard}: part {report.manifest_path.parent}; merge with `moediffir data merge`")
     return 0 if report.complete else 1
+
+
+def _cmd_data_merge(args: argparse.Namespace) -> int:
+    from moediffir.data.shards import merge_benchmark
+
+    cfg = config_from_args(args, {"data.out_dir": args.out})
+    path = merge_benchmark(cfg, args.shards)
+    print(f"wrote {path}")
+    return 0
 
 
 def _cmd_data_import(args: argparse.Namespace) -> int:
@@ -124,7 +138,15 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="output folder (data.out_dir)")
     p.add_argument("--split", choices=("train", "test"), default=None, help="build one split only")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--shard", default=None, metavar="K/N",
+                   help="build only shard K of N (by a stable hash of each image) as its own part")
     p.set_defaults(func=_cmd_data_build)
+
+    p = cmds.add_parser("merge", help="assemble the manifest from the parts of a sharded build")
+    add_config_args(p)
+    p.add_argument("--out", default=None, help="benchmark folder (data.out_dir)")
+    p.add_argument("--shards", type=int, default=None, metavar="N", help="number of shards (default: as on disk)")
+    p.set_defaults(func=_cmd_data_merge)
 
     p = cmds.add_parser("import", help="place a downloaded dataset under data/datasets/NAME and check it")
     add_config_args(p)
@@ -210,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _known_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the user's to fix: printed as one line, exit code 2 (no traceback)."""
-    errors: list[type[BaseException]] = [ConfigError, FileNotFoundError]
+    errors: list[type[BaseException]] = [ConfigError, FileNotFoundError, ShardError]
     try:
         from moediffir.codecs.base import CodecError
         from moediffir.data.builder import BuildError
