@@ -1,6 +1,7 @@
 """``moediffir evaluate`` and ``moediffir report`` (paper §4.2, appendix B; DESIGN.md §7).
 
     moediffir evaluate --profile smoke [--model DIR] [--external NAME=DIR ...] [--no-model] [--set K=V ...] [--device D]
+                       [--shard K/N | --merge [--shards N]]
     moediffir report   --profile smoke [--results DIR] [--set K=V ...]
 
 ``evaluate`` restores the test sets with the trained model (default ``<runs>/<profile>/model``), scores it, the
@@ -18,12 +19,35 @@ from collections.abc import Sequence
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from moediffir.cli import config_from_args
+    from moediffir.evaluation import shards
     from moediffir.evaluation.evaluator import run_evaluation
     from moediffir.evaluation.external import parse_external
+    from moediffir.shards import Shard
 
     cfg = config_from_args(args)
+    if args.merge:
+        return _print_results(shards.merge_evaluation(cfg, count=args.shards))
     externals = dict(parse_external(text) for text in args.external)
-    res = run_evaluation(cfg, args.model, externals, use_model=not args.no_model, device=args.device)
+    shard = Shard.parse(args.shard) if args.shard else shards.launched_shard()
+    state, device = None, args.device
+    if shard is not None and not args.shard:  # accelerate launch: one shard per process, then one merge
+        from accelerate import PartialState
+
+        state = PartialState(cpu=device == "cpu")
+        device = device or str(state.device)
+    res = run_evaluation(cfg, args.model, externals, use_model=not args.no_model, device=device, shard=shard)
+    if shard is None:
+        return _print_results(res)
+    print(f"[evaluate] shard {shard} done: {len(res.per_image)} per-image rows", flush=True)
+    if state is not None:
+        state.wait_for_everyone()
+        if state.is_main_process:
+            _print_results(shards.merge_evaluation(cfg, count=shard.count))
+        state.wait_for_everyone()
+    return 0
+
+
+def _print_results(res) -> int:
     for match in res.externals.values():
         print(match.summary())
     print(f"results: {res.metrics_dir / 'results.csv'} ({len(res.results)} rows); "
@@ -33,9 +57,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from moediffir.cli import config_from_args
+    from moediffir.evaluation.shards import merge_if_newer
     from moediffir.report.regenerate import regenerate_report
 
     cfg = config_from_args(args)
+    if merge_if_newer(cfg, args.results or cfg.profile_results_dir):  # a sharded evaluation's parts come first
+        print("merged the evaluation's parts into metrics/results.csv")
     paths = regenerate_report(cfg, args.results)
     for p in paths:
         print(p)
@@ -55,6 +82,10 @@ def add_eval_parsers(subparsers: argparse._SubParsersAction) -> None:
                         "(repeatable)")
     p.add_argument("--no-model", action="store_true",
                    help="score only the compressed input and the --external methods (no trained model needed)")
+    p.add_argument("--shard", default=None, metavar="K/N",
+                   help="restore and score only shard K of N of the items (stable hash) and write its part")
+    p.add_argument("--merge", action="store_true", help="assemble the results from the parts of the shards")
+    p.add_argument("--shards", type=int, default=None, metavar="N", help="with --merge: the number of shards")
     p.set_defaults(func=_cmd_evaluate)
 
     p = subparsers.add_parser("report", help="redraw every table and figure from the saved numbers (no recomputing)")
