@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from moediffir.config import resolve_config
-from moediffir.evaluation.restore import folder_fingerprint
+from moediffir.evaluation.benchmark_restore import folder_fingerprint
 from moediffir.pipelines.model_card import evaluation_summary, record_evaluation
 from moediffir.pipelines.model_folder import build_fresh_model_folder, read_model_info
 from moediffir.provenance import provenance

@@ -4,7 +4,7 @@
 
 1. select the items (:func:`~moediffir.evaluation.protocol.select_items`: test sets x tasks, seen and unseen);
 2. build the metric suite first, so a missing pretrained metric weight fails before any restoration;
-3. restore with the model folder's pipeline, resumably (:mod:`moediffir.evaluation.restore`), once per batch,
+3. restore with the model folder's pipeline, resumably (:mod:`moediffir.evaluation.benchmark_restore`), once per batch,
    decoded with the compensator (``moe-diffir``) and with the plain VAE decoder (``moe-diffir (no compensator)``);
 4. match every ``--external NAME=DIR`` folder (:mod:`moediffir.evaluation.external`);
 5. score every method the same way (:mod:`moediffir.evaluation.scoring`), the compressed input included
@@ -39,7 +39,7 @@ from typing import Any
 import pandas as pd
 
 from moediffir.config import Config, save_config
-from moediffir.evaluation import analysis, protocol, restore, scoring
+from moediffir.evaluation import analysis, benchmark_restore, protocol, scoring
 from moediffir.evaluation.external import ExternalMatch, match_external
 from moediffir.evaluation.protocol import METHOD_LQ, METHOD_MOE, METHOD_NO_COMPENSATOR, EvaluationError
 from moediffir.shards import Shard
@@ -66,7 +66,7 @@ class EvaluationResult:
     out_dir: Path
     report_paths: list[Path] = field(default_factory=list)
     externals: dict[str, ExternalMatch] = field(default_factory=dict)
-    restore_stats: dict[str, restore.RestoreStats] = field(default_factory=dict)
+    restore_stats: dict[str, benchmark_restore.RestoreStats] = field(default_factory=dict)
     skipped_tasks: list[str] = field(default_factory=list)
 
     @property
@@ -205,11 +205,11 @@ class Scored:
     weights_of: dict[str, str]  # method -> the model_weights label of its rows
     ours: list[str]  # our methods (restored by the model), in order
     similarity: pd.DataFrame | None = None
-    stats: dict[str, restore.RestoreStats] = field(default_factory=dict)
+    stats: dict[str, benchmark_restore.RestoreStats] = field(default_factory=dict)
 
 
 def _restore_ours(cfg: Config, folder: Path, share: pd.DataFrame, restored_root: Path, device: str | None,
-                  log, on_batch) -> tuple[dict[str, restore.RestoreStats], pd.DataFrame, list[str]]:
+                  log, on_batch) -> tuple[dict[str, benchmark_restore.RestoreStats], pd.DataFrame, list[str]]:
     pipe = load_model(folder, cfg, device)
     methods: dict[str, float | None] = {}
     if pipe.compensator is not None:
@@ -218,8 +218,8 @@ def _restore_ours(cfg: Config, folder: Path, share: pd.DataFrame, restored_root:
         _log(log, f"[evaluate] {folder} has no decoder compensator (stage II not run): only "
                   f"{METHOD_NO_COMPENSATOR!r} is evaluated")
     methods[METHOD_NO_COMPENSATOR] = None
-    stats = restore.restore_items(pipe, share, cfg.benchmark_dir, restored_root, methods, cfg,
-                                  restore.folder_fingerprint(folder), log=log, on_batch=on_batch)
+    stats = benchmark_restore.restore_items(pipe, share, cfg.benchmark_dir, restored_root, methods, cfg,
+                                  benchmark_restore.folder_fingerprint(folder), log=log, on_batch=on_batch)
     return stats, analysis.prompt_similarity(pipe), list(methods)
 
 
@@ -228,7 +228,7 @@ def method_paths(items: pd.DataFrame, bench: Path, restored_root: Path, ours: Se
     """method -> item key -> image, for the compressed input, our restorations on disk and the externals."""
     paths = {METHOD_LQ: {protocol.item_key(r): bench / r.path for r in items.itertuples(index=False)}}
     for m in ours:
-        paths[m] = restore.restored_paths(items, restored_root, m)
+        paths[m] = benchmark_restore.restored_paths(items, restored_root, m)
     for name, match in matches.items():
         paths[name] = match.paths
     return paths
@@ -352,7 +352,7 @@ def write_evaluation(
     metrics_dir.mkdir(parents=True, exist_ok=True)
     write_csv(results, metrics_dir / "results.csv")
     write_csv(per_image_df, metrics_dir / "per_image.csv")
-    routing_recs = [r for m in scored.ours for r in restore.routing_records(items, restored_root, m)]
+    routing_recs = [r for m in scored.ours for r in benchmark_restore.routing_records(items, restored_root, m)]
     routing = analysis.routing_table(routing_recs)
     for name, df in (("routing.csv", routing if len(routing) else None), ("prompt_similarity.csv", scored.similarity)):
         if df is not None and len(df):

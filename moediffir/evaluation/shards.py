@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from moediffir.config import Config
-from moediffir.evaluation import protocol, restore
+from moediffir.evaluation import benchmark_restore, protocol
 from moediffir.evaluation.evaluator import (
     METRICS_DIR,
     EvaluationResult,
@@ -75,7 +75,7 @@ def _settings(cfg: Config, folder: Path | None, externals: Mapping[str, str], in
     sample = {k: v for k, v in asdict(cfg.sample).items() if k != "batch_size"}
     return digest({
         "eval": asdict(cfg.eval), "sample": sample, "seed": cfg.seed, "include_lq": include_lq,
-        "model": restore.folder_fingerprint(folder) if folder is not None else None,
+        "model": benchmark_restore.folder_fingerprint(folder) if folder is not None else None,
         "externals": dict(externals), "manifest": sha256_file(cfg.benchmark_dir / "manifest.csv"),
     })
 
@@ -130,7 +130,7 @@ def _read_scored(folders: list[Path], items: pd.DataFrame) -> Scored:
                 features[method].update(zip(z[f"method{i}_keys"].tolist(), z[f"method{i}_feats"]))
             gt.update(zip(z["gt_keys"].tolist(), z["gt_feats"]))
     sim_file = folders[0] / "prompt_similarity.csv"
-    stats = {m: restore.RestoreStats() for m in first["ours"]}
+    stats = {m: benchmark_restore.RestoreStats() for m in first["ours"]}
     for rec in recs:
         for m, s in rec["restore"].items():
             stats[m].restored += s["restored"]
