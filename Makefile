@@ -9,13 +9,19 @@ PROFILE ?= smoke
 # On aarch64 use: make setup TORCH_SPEC="torch==2.9.1 torchvision==0.24.1"
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup reproduce test test-slow lint notebooks clean-results
+.PHONY: setup reproduce test test-slow lint notebooks lab clean-results
 
 setup:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip "setuptools<81" wheel
 	$(BIN)/python -m pip install $(TORCH_SPEC)
 	$(BIN)/python -m pip install -e ".[dev]"
+	mkdir -p $(VENV)/share/jupyter/lab/settings
+	cp notebooks/lab_overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
+
+# JupyterLab on the notebooks (paired .py files open as notebooks too); stop it with Ctrl-C
+lab:
+	$(BIN)/jupyter lab --notebook-dir=. notebooks/
 
 reproduce:
 	$(BIN)/moediffir reproduce --profile $(PROFILE)

@@ -22,7 +22,16 @@ from moediffir.config import Config
 from moediffir.data.builder import SPLITS, SUMMARY_NAME, Plan, codec_settings, plan_benchmark
 from moediffir.data.manifest import FAILURES_NAME, MANIFEST_NAME
 from moediffir.data.tasks import all_tasks
-from moediffir.shards import PART_FILE, Shard, check_parts, digest, keys_digest, read_part, resolve_count
+from moediffir.shards import (
+    PART_FILE,
+    Shard,
+    bucket,
+    check_parts,
+    digest,
+    keys_digest,
+    read_part,
+    resolve_count,
+)
 from moediffir.utils.io import (
     atomic_directory,
     atomic_write_csv,
@@ -73,7 +82,7 @@ def expected_parts(cfg: Config, splits: Iterable[str], count: int) -> dict[int, 
     for split, items in plan.sources.items():
         for src in items:
             key = item_key(split, src.set_name, src.stem)
-            keys[next(k for k in keys if Shard(k, count).owns(key))].append(key)
+            keys[bucket(key, count) + 1].append(key)
     settings = _settings(cfg, splits)
     return {k: {"shard": str(Shard(k, count)), "splits": list(splits), "settings": settings,
                 "items": keys_digest(v), "n_items": len(v)} for k, v in keys.items()}
