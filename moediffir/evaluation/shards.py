@@ -94,6 +94,7 @@ def write_part(
         "shard": str(shard), "settings": _settings(cfg, folder, externals, include_lq), "items": keys_digest(_keys(share)),
         "n_items": len(share), "request": dict(request), "model_dir": str(folder) if folder is not None else None,
         "externals": externals, "include_lq": include_lq, "weights_of": scored.weights_of, "ours": scored.ours,
+        "methods": list(scored.weights_of),  # JSON objects are written with sorted keys: the order is kept here
         "skipped_tasks": list(skipped), "restore": {m: asdict(s) for m, s in scored.stats.items()},
         "conventions": suite.conventions_text,
     }
@@ -117,12 +118,13 @@ def write_part(
 def _read_scored(folders: list[Path], items: pd.DataFrame) -> Scored:
     recs = [read_part(f) for f in folders]
     first = recs[0]
-    methods = list(first["weights_of"])
+    methods = first["methods"]
+    weights_of = {m: first["weights_of"][m] for m in methods}
     per_image = pd.concat([read_csv(f / "per_image.csv") for f in folders], ignore_index=True)
     pos = {k: i for i, k in enumerate(_keys(items))}
     order = per_image.apply(lambda r: (methods.index(r["method"]), pos[f"{r['set']}/{r['task']}/{r['stem']}"]), axis=1)
     per_image = per_image.iloc[sorted(range(len(per_image)), key=lambda i: order.iloc[i])].reset_index(drop=True)
-    features: dict[str, dict[str, np.ndarray]] = {m: {} for m in first.get("feature_methods", [])}
+    features: dict[str, dict[str, np.ndarray]] = {m: {} for m in methods if m in first.get("feature_methods", [])}
     gt: dict[str, np.ndarray] = {}
     for f, rec in zip(folders, recs):
         with np.load(f / FEATURES_FILE) as z:
@@ -136,7 +138,7 @@ def _read_scored(folders: list[Path], items: pd.DataFrame) -> Scored:
             stats[m].restored += s["restored"]
             stats[m].kept += s["kept"]
             stats[m].seconds = max(stats[m].seconds, s["seconds"])
-    return Scored(per_image, features, gt, first["weights_of"], first["ours"],
+    return Scored(per_image, features, gt, weights_of, first["ours"],
                   read_csv(sim_file) if sim_file.is_file() else None, stats)
 
 
