@@ -24,12 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from moediffir.errors import MoEDiffIRError
+
 PART_FILE = "part.json"
 _SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 _PART_DIR = re.compile(r"^(\d+)-of-(\d+)$")
 
 
-class ShardError(ValueError):
+class ShardError(MoEDiffIRError, ValueError):
     """A bad ``--shard K/N``, or parts of a sharded job that are missing or stale (each one named)."""
 
 

@@ -200,3 +200,20 @@ def launched_shard() -> Shard | None:
     """The shard of this process under ``accelerate launch`` / ``torchrun`` (``RANK`` of ``WORLD_SIZE``)."""
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     return Shard.from_rank(int(os.environ.get("RANK", "0") or 0), world) if world > 1 else None
+
+
+def evaluate_launched(cfg: Config, shard: Shard, model_dir: str | Path | None, externals: Mapping[str, str],
+                      *, use_model: bool = True, device: str | None = None) -> EvaluationResult | None:
+    """One process of ``accelerate launch ... -m moediffir.cli evaluate``: its rank's shard on its own device,
+    then (main process, once every rank is done) the merge; the merged result on the main process, else None."""
+    from accelerate import PartialState
+
+    from moediffir.evaluation.evaluator import run_evaluation
+
+    state = PartialState(cpu=(device or cfg.device) == "cpu")
+    run_evaluation(cfg, model_dir, externals, use_model=use_model, device=device or str(state.device), shard=shard)
+    print(f"[evaluate] shard {shard} done", flush=True)
+    state.wait_for_everyone()
+    res = merge_evaluation(cfg, count=shard.count) if state.is_main_process else None
+    state.wait_for_everyone()
+    return res
