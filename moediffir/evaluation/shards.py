@@ -204,7 +204,7 @@ def launched_shard() -> Shard | None:
 
 def evaluate_launched(cfg: Config, shard: Shard, model_dir: str | Path | None, externals: Mapping[str, str],
                       *, use_model: bool = True, device: str | None = None) -> EvaluationResult | None:
-    """One process of ``accelerate launch ... -m moediffir.cli evaluate``: its rank's shard on its own device,
+    """One process of ``moediffir evaluate`` under ``accelerate launch``: its rank's shard on its own device,
     then (main process, once every rank is done) the merge; the merged result on the main process, else None."""
     from accelerate import PartialState
 
