@@ -1,5 +1,6 @@
 """Command line of the two training stages (paper §3.4, §4.1; DESIGN.md §5)::
 
+    moediffir train prior  --profile mini  [--set K=V ...] [--resume] [--device ...]   (stage 0, mini only)
     moediffir train stage1 --profile smoke [--set K=V ...] [--resume] [--device cpu|cuda|auto] [--no-progress]
     moediffir train stage2 --profile smoke [--set K=V ...] [--resume] [--device ...]
     moediffir stage2-data  --profile smoke [--set K=V ...] [--device ...]
@@ -17,6 +18,14 @@ import sys
 from collections.abc import Sequence
 
 from moediffir.cli import add_config_args, config_from_args
+
+
+def _cmd_train_prior(args: argparse.Namespace) -> int:
+    from moediffir.training.prior import train_prior
+
+    folder = train_prior(config_from_args(args), resume=args.resume, progress=not args.no_progress)
+    print(f"stage 0 prior (diffusers layout): {folder}")
+    return 0
 
 
 def _cmd_train_stage1(args: argparse.Namespace) -> int:
@@ -48,6 +57,7 @@ def add_train_parsers(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser("train", help="fine-tune MoE-DiffIR: stage I (prompts) or II (decoder) (§3.4)")
     stages = train.add_subparsers(dest="stage", metavar="STAGE", required=True)
     for name, func, text in (
+        ("prior", _cmd_train_prior, "stage 0 (profile mini): a small VAE + UNet prior trained from scratch"),
         ("stage1", _cmd_train_stage1, "MoE-Prompt Module + SPADE (+ V2T) on the frozen SD backbone (Eq. 2)"),
         ("stage2", _cmd_train_stage2, "decoder compensator on stage-I latents (Eq. 4); run stage2-data first"),
     ):
