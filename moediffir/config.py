@@ -191,6 +191,12 @@ class EvalConfig:
     # evaluator (moediffir.evaluation): task ids to evaluate (() = every test task in the manifest); tasks listed
     # here but not built are reported and skipped
     tasks: tuple[str, ...] = ()
+    # notebook 06 (moediffir.evaluation.yardsticks, .sampler_study): the VAE ceiling and a CNN trained for stage I's
+    # time scored beside the model; PSNR/LPIPS against sampler steps (() = no study) on the first images of a task
+    yardsticks: bool = False
+    sampler_study_steps: tuple[int, ...] = ()  # DDIM and DPM-Solver++ step counts; DDPM runs at the paper's 200
+    sampler_study_task: str = "jpeg_q10"
+    sampler_study_images: int = 6
 
 
 @dataclass(frozen=True)
@@ -380,7 +386,8 @@ def _mini() -> Config:
             disc_channels=16, disc_layers=2,
         ),
         sample=SampleConfig(scheduler="dpmpp_2m", num_steps=20, tile_size=256, tile_overlap=32, batch_size=6),
-        eval=EvalConfig(metrics=("psnr", "ssim", "lpips"), test_sets=("mini_test",), max_images=0, tasks=()),
+        eval=EvalConfig(metrics=("psnr", "ssim", "lpips"), test_sets=("mini_test",), max_images=0, tasks=(),
+                        yardsticks=True, sampler_study_steps=(10, 20, 50)),
         ablation=AblationConfig(
             n_values=(1, 4, 7), k_values=(1, 3, 7), test_set="mini_test", train_steps=300,
             design_sets=("mini_test",), cross_degree_set="mini_test", cross_degree_codecs=("vvc",),

@@ -1,5 +1,7 @@
 """One command that reruns the whole paper: notebooks 01 -> 06 in order through papermill (DESIGN.md §1).
 
+Profiles that train their own prior (``prior.enabled``: ``mini``) run notebook ``00_prior`` (stage 0) first.
+
 Every notebook is executed with the same parameters (``profile``, ``overrides``, ``device``) and written,
 executed, to ``results/<profile>/notebooks/``. A notebook whose source, parameters, package code and upstream
 notebooks are unchanged since its last successful run is skipped. The first failure stops the run and names the
@@ -21,7 +23,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from moediffir.config import config_to_dict, resolve_config
+from moediffir.config import PROFILES, config_to_dict, resolve_config
 from moediffir.utils.io import atomic_write_json
 
 PACKAGES = (
@@ -155,7 +157,7 @@ def reproduce(
     """Run the numbered notebooks in order; skip unchanged ones; stop at the first failure.
 
     Args:
-        profile: ``smoke`` or ``paper``.
+        profile: ``smoke``, ``mini`` or ``paper``.
         overrides: validated config overrides passed to every notebook.
         root: repository root (notebooks run with this as their working directory).
         notebooks: optional subset of notebook names (``"01_data_generation"``) to run.
@@ -176,7 +178,7 @@ def reproduce(
     report = ReproduceReport(profile=profile)
     upstream = ""
     run_exec = executor or _default_executor
-    selected = find_notebooks(root / "notebooks")
+    selected = [nb for nb in find_notebooks(root / "notebooks") if _in_profile(nb, cfg, log)]
     if notebooks:
         wanted = {n.removesuffix(".ipynb") for n in notebooks}
         unknown = wanted - {p.stem for p in selected}
@@ -215,6 +217,17 @@ def reproduce(
         log(f"[reproduce] {nb.name}: done in {seconds:.1f} s")
     _write_manifest(root, cfg, report, time.perf_counter() - t_total)
     return report
+
+
+STAGE0_PREFIX = "00_"  # notebook of stage 0 (training the prior): only in profiles with prior.enabled
+
+
+def _in_profile(nb: Path, cfg, log: Callable[[str], None]) -> bool:
+    """Whether ``nb`` belongs to this profile's run: the stage-0 notebook only where the prior is trained here."""
+    if nb.name.startswith(STAGE0_PREFIX) and not cfg.prior.enabled:
+        log(f"[reproduce] {nb.name}: not part of profile {cfg.profile} (its prior is not trained here)")
+        return False
+    return True
 
 
 def _write_manifest(root: Path, cfg, report: ReproduceReport, total: float) -> Path:
@@ -257,7 +270,7 @@ def add_reproduce_parser(subparsers) -> None:
         description="Run every numbered notebook in order with papermill, writing the executed notebooks to "
         "results/<profile>/notebooks/ and a run manifest; unchanged notebooks are skipped.",
     )
-    p.add_argument("--profile", choices=("smoke", "paper"), default="smoke")
+    p.add_argument("--profile", choices=PROFILES, default="smoke")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, repeatable (e.g. --set stage1.max_steps=10)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the profile's)")
