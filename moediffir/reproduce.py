@@ -1,4 +1,4 @@
-"""One command that reruns the whole paper: notebooks 01 -> 06 in order through papermill (DESIGN.md §1).
+"""One command that reruns the whole paper: notebooks 01 -> 06 in order through papermill (docs/design.md §1).
 
 Profiles that train their own prior (``prior.enabled``: ``mini``) run notebook ``00_prior`` (stage 0) first.
 

@@ -1,4 +1,4 @@
-"""``moediffir restore INPUT... -o OUTDIR --model MODEL_DIR``: restore your own images (DESIGN.md §6; issue 6).
+"""``moediffir restore INPUT... -o OUTDIR --model MODEL_DIR``: restore your own images (docs/design.md §6).
 
 Runs the MoE-DiffIR pipeline (paper §3, inference as §4.1) of a model folder over any number of image files
 and folders, of any size (large images go through the tiled path). Outputs are PNGs named ``<stem>.png`` in

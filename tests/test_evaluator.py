@@ -1,4 +1,4 @@
-"""The evaluator (issue 5 item 2): item selection, resumable restoration, external methods, aggregation."""
+"""The evaluator: item selection, resumable restoration, external methods, aggregation."""
 
 from __future__ import annotations
 

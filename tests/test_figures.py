@@ -1,4 +1,4 @@
-"""Figures (issue 5 item 5): each is drawn from saved numbers, deterministic, labelled, with its numbers saved."""
+"""Figures: each is drawn from saved numbers, deterministic, labelled, with its numbers saved."""
 
 from __future__ import annotations
 

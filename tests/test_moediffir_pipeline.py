@@ -1,4 +1,4 @@
-"""MoEDiffIRPipeline (DESIGN.md §6): input checks, seeding, sizes, tiling, schedulers, routing, batching.
+"""MoEDiffIRPipeline (docs/design.md §6): input checks, seeding, sizes, tiling, schedulers, routing, batching.
 
 Untrained smoke parts: these tests check the machinery, never restoration quality.
 """

@@ -1,7 +1,7 @@
 """Stage I training end to end on the smoke networks (moediffir/training/stage1.py; paper §3.4, §4.1, Eq. 2).
 
 A 6-step run writes its checkpoint folders, logs and the model folder the pipeline loads; only the prompt side
-trains (SPADE included: the released code's ``lr // 2`` left it untrained, DESIGN.md §8); and on a tiny fixed
+trains (SPADE included: the released code's ``lr // 2`` left it untrained, docs/design.md §8); and on a tiny fixed
 set the model really learns (Eq. 2 on a fixed batch with fixed noise and timesteps drops).
 """
 

@@ -1,4 +1,4 @@
-"""Evaluation of paper §4.2 and appendix B: restore the test sets, score them, save every number (DESIGN.md §7).
+"""Evaluation of paper §4.2 and appendix B: restore the test sets, score them, save every number (docs/design.md §7).
 
 * :mod:`moediffir.evaluation.protocol` -- items, methods, seeds, output layout;
 * :mod:`moediffir.evaluation.restore` -- batched, resumable restoration with the pipeline;

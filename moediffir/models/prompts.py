@@ -9,7 +9,7 @@ Every generator maps the scale's tokens ``(B, L, C)`` to prompted tokens ``(B, L
 - ``moe``    -- N prompt experts chosen per token by :class:`NoisyTopKRouter` (Eq. 3), ``x . sum_k g_k P_k``
   (Fig. 2b). When the degradation prior (DP) is on, the router sees the tokens after a cross-attention whose
   keys/values are the DP tokens (appendix A, Fig. 7); the DP feeds the router only, never the prompted
-  features (DESIGN.md §4).
+  features (docs/design.md §4).
 
 Prompts are initialised ``N(0, 1/C)``: ``x . P`` keeps the scale of ``x`` and the experts start distinct.
 Each call returns a :class:`PromptOutput` with the routing record used for analysis (Fig. 8, routing plots).

@@ -5,7 +5,7 @@ block (13 sites in SD 2.1-base: 1280 (mid), 1280 x3, 1280 x3, 640 x3, 320 x3). S
 spatial scales are derived from the UNet config (and checked against its module tree on attach), never
 typed in. A site whose resolution is ``latent / 2**s`` takes the prompt map of scale ``s``.
 
-One SPADE layer per site (DESIGN.md §4): ``a = ReLU(conv3x3(GroupNorm(p)))`` with ``C -> 128`` channels,
+One SPADE layer per site (docs/design.md §4): ``a = ReLU(conv3x3(GroupNorm(p)))`` with ``C -> 128`` channels,
 ``gamma = conv3x3(a)``, ``beta = conv3x3(a)``, and the feature becomes ``h * (1 + gamma) + beta``.
 Choice: the GroupNorm normalises the prompt map ``p`` and the modulation acts on the UNet feature ``h``
 itself (classic SPADE normalises ``h`` first). With ``gamma``/``beta`` convs zero-initialised this makes the

@@ -1,4 +1,4 @@
-"""MoE-DiffIR restoration pipeline: LQ image(s) in, restored image(s) out (paper §3, Fig. 2a/3a; DESIGN.md §6).
+"""MoE-DiffIR restoration pipeline: LQ image(s) in, restored image(s) out (paper §3, Fig. 2a/3a; docs/design.md §6).
 
 Inference as in the paper (§3.4, §4.1) and StableSR, which it follows:
 
@@ -525,7 +525,7 @@ class MoEDiffIRPipeline(DiffusionPipeline):
         tiled_by_image: dict[int, bool] = {}
         modes = {m: m.training for m in (self.denoiser, self.compensator) if m is not None}
         for m in modes:
-            m.eval()  # inference: no gate noise, even when called mid-training (DESIGN §8)
+            m.eval()  # inference: no gate noise, even when called mid-training (docs/design.md §8)
         try:
             with self.progress_bar(total=len(self.scheduler.timesteps) * len(groups)) as progress:
                 for ids in groups:

@@ -1,4 +1,4 @@
-"""The paper's figures from saved numbers, as deterministic PNG + PDF (paper Fig. 4, Fig. 8; DESIGN.md §7).
+"""The paper's figures from saved numbers, as deterministic PNG + PDF (paper Fig. 4, Fig. 8; docs/design.md §7).
 
 * :func:`visual_grid` -- visual comparison (Fig. 4 and appendix C): LQ / restored / GT crops, one figure per
   codec, one row per level, from the crops saved at evaluation time;
