@@ -90,7 +90,7 @@ def test_model_folder_loads_and_only_the_prompt_side_changed(smoke_run):
     cfg, folder = smoke_run
     pipe = load_pipeline(folder, device="cpu")
     pipe.set_progress_bar_config(disable=True)
-    z0 = pipe.sample_latents(torch.rand(1, 3, 64, 64), num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    z0, _ = pipe.sample_latents(torch.rand(1, 3, 64, 64), num_inference_steps=2, generator=torch.Generator().manual_seed(0))
     assert z0.shape == (1, 4, 8, 8) and torch.isfinite(z0).all()
 
     fresh, fresh_vae = _fresh(cfg)

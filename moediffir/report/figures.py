@@ -254,7 +254,7 @@ def _as_hwc(img) -> np.ndarray:
 def routing_checkpoint(panels: Sequence[tuple[str, object]], scales: Sequence[dict], out_dir: str | Path,
                        name: str, title: str, random: bool = False, image: int = 0) -> list[Path]:
     """One restoration at a glance: the image ``panels`` (``(label, image)``, e.g. LQ / restored / GT), then per
-    routed scale of ``scales`` (``pipe.last_routing[i]["scales"]``) the expert with the largest gate at each token
+    routed scale of ``scales`` (``pipe(...).routing[i]["scales"]``) the expert with the largest gate at each token
     and the top-K counts; writes ``<name>.png/.pdf`` and the counts as ``<name>.csv``."""
     from matplotlib import colormaps
     from matplotlib.colors import ListedColormap
