@@ -238,8 +238,8 @@ class PriorConfig:
     latent_channels: int = 8  # 4 channels at factor 4 lose ~3.5 dB to JPEG QF 10 on 64-px crops; 8 do not
     vae_channels: tuple[int, ...] = (32, 64, 64)
     vae_layers_per_block: int = 1
-    vae_steps: int = 1200
-    vae_batch_size: int = 8
+    vae_steps: int = 500
+    vae_batch_size: int = 4
     vae_lr: float = 1e-3
     vae_kl_weight: float = 1e-6
     # UNet (Eq. 1-2); the noise schedule is SD's (scaled_linear 0.00085 -> 0.012, 1000 steps)
@@ -248,11 +248,11 @@ class PriorConfig:
     unet_layers_per_block: int = 1
     cross_attention_dim: int = 32  # trained with the null (zero) context the denoiser uses without V2T
     attention_head_dim: int = 8
-    unet_steps: int = 1500
-    unet_batch_size: int = 16
+    unet_steps: int = 800
+    unet_batch_size: int = 8
     unet_lr: float = 5e-4
-    checkpoint_every: int = 500
-    log_every: int = 50
+    checkpoint_every: int = 100
+    log_every: int = 10
     keep_checkpoints: int = 2
 
 
@@ -377,19 +377,19 @@ def _mini() -> Config:
             enhancer_blocks=1, enhancer_dim=8,
         ),
         stage1=Stage1Config(
-            batch_size=8, max_steps=1500, crop_size=64, mixed_precision="no", gradient_checkpointing=False,
-            checkpoint_every=250, log_every=25, num_workers=0, lr=5e-4,
+            batch_size=8, max_steps=400, crop_size=64, mixed_precision="no", gradient_checkpointing=False,
+            checkpoint_every=100, log_every=10, num_workers=0, lr=5e-4,
         ),
         stage2=Stage2Config(
-            num_latents=96, batch_size=8, max_steps=600, crop_size=64, mixed_precision="no", checkpoint_every=200,
-            log_every=25, shard_size=32, gan_start_step=600, lr=5e-4, gradient_checkpointing=False, num_workers=0,
+            num_latents=64, batch_size=8, max_steps=150, crop_size=64, mixed_precision="no", checkpoint_every=50,
+            log_every=10, shard_size=32, gan_start_step=150, lr=5e-4, gradient_checkpointing=False, num_workers=0,
             disc_channels=16, disc_layers=2,
         ),
         sample=SampleConfig(scheduler="dpmpp_2m", num_steps=20, tile_size=256, tile_overlap=32, batch_size=6),
         eval=EvalConfig(metrics=("psnr", "ssim", "lpips"), test_sets=("mini_test",), max_images=0, tasks=(),
                         yardsticks=True, sampler_study_steps=(10, 20, 50)),
         ablation=AblationConfig(
-            n_values=(1, 4, 7), k_values=(1, 3, 7), test_set="mini_test", train_steps=300,
+            n_values=(1, 4, 7), k_values=(1, 3, 7), test_set="mini_test", train_steps=100,
             design_sets=("mini_test",), cross_degree_set="mini_test", cross_degree_codecs=("vvc",),
             cross_type_set="mini_test", v2t_dp_sets=("mini_test",),
             tasks=("jpeg_q10", "webp_q10", "hevc_qp42", "vvc_qp42", "jpeg_q25", "vvc_qp32", "vvc_qp52", "avc_qp42"),
