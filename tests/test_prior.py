@@ -165,3 +165,12 @@ def test_profiles_without_stage0_refuse_to_train_a_prior():
         P.train_prior(resolve_config("smoke"))
     with pytest.raises(ValueError, match="prediction_type"):
         P.prior_scheduler(resolve_config("mini", {"prior.prediction_type": "x0"}))
+
+
+def test_resume_drops_log_records_written_after_the_checkpoint(tmp_path):
+    log = tmp_path / "log.jsonl"
+    rows = [{"phase": "vae", "step": s} for s in (10, 20, 30)] + [{"phase": "unet", "step": 10}]
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    P._trim_log(log, "vae", 20)
+    kept = [json.loads(line) for line in log.read_text().splitlines()]
+    assert kept == [rows[0], rows[1], rows[3]]

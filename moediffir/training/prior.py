@@ -36,12 +36,24 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from torch.utils.data import DataLoader, Dataset
 
-from moediffir.training.checkpoint import latest_checkpoint, load_checkpoint, read_checkpoint_info, save_checkpoint
-from moediffir.training.datasets import ResumableBatchSampler, SampleKey, apply_augment, draw_augment, pad_to, to_tensor01
+from moediffir.training.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    read_checkpoint_info,
+    save_checkpoint,
+)
+from moediffir.training.datasets import (
+    ResumableBatchSampler,
+    SampleKey,
+    apply_augment,
+    draw_augment,
+    pad_to,
+    to_tensor01,
+)
 from moediffir.training.runtime import TrainingConfigError, fresh_stage_dir, json_safe, progress_bar
 from moediffir.training.stage1 import diffusion_target
 from moediffir.utils.devices import resolve_device
-from moediffir.utils.io import atomic_directory, atomic_write_json, read_image_rgb
+from moediffir.utils.io import atomic_directory, atomic_write_json, atomic_write_text, read_image_rgb
 
 STAGE = "prior"
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
@@ -181,6 +193,15 @@ def _check_resume(saved: dict[str, Any], cfg, where: str) -> None:
                                   "resume with the same prior.* settings, or train from scratch (without --resume)")
 
 
+def _trim_log(path: Path, phase: str, step: int) -> None:
+    """Drop the records of ``phase`` after ``step`` (written by a run killed after its last checkpoint)."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip()
+            and not (json.loads(line)["phase"] == phase and json.loads(line)["step"] > step)]
+    atomic_write_text(path, "".join(line + "\n" for line in keep))
+
+
 def _run_phase(cfg, phase: str, model: torch.nn.Module, loss_fn, steps: int, batch_size: int, lr: float,
                photos: list[np.ndarray], out: Path, resume: bool, progress: bool) -> dict[str, Any]:
     """Train ``model`` for ``steps`` Adam steps on clean crops with ``loss_fn(model, batch01)``; checkpointed."""
@@ -196,6 +217,7 @@ def _run_phase(cfg, phase: str, model: torch.nn.Module, loss_fn, steps: int, bat
         meta = load_checkpoint(latest, modules={phase: model}, optimizers={"adam": opt})["meta"]
         step, epoch, batch_pos = int(meta["step"]), meta["epoch"], meta["batch"]
         wall0 = float(meta.get("wall_s", 0.0))
+        _trim_log(out / "log.jsonl", phase, step)
         print(f"[prior] {phase}: resumed from {latest} (step {step})")
     sampler = ResumableBatchSampler(len(dataset), batch_size, cfg.seed + (0 if phase == "vae" else 1),
                                     start_epoch=epoch, start_batch=batch_pos)
