@@ -52,7 +52,7 @@ def test_reduced_mini_run_restores_jpeg_and_the_compensator_helps(tmp_path):
     before = tmp_path / "model_before"
     shutil.copytree(train_stage1(resolve_config("mini", o), progress=False), before)
     cfg = resolve_config("mini", {**o, "stage1.max_steps": 300})
-    train_stage1(cfg, progress=False)
+    train_stage1(cfg, progress=False, overwrite=True)  # the 0-step run above left a checkpoint
     generate_stage2_data(cfg, progress=False)
     folder = train_stage2(cfg, progress=False)
 

@@ -174,3 +174,15 @@ def test_resume_drops_log_records_written_after_the_checkpoint(tmp_path):
     P._trim_log(log, "vae", 20)
     kept = [json.loads(line) for line in log.read_text().splitlines()]
     assert kept == [rows[0], rows[1], rows[3]]
+
+
+def test_a_fresh_start_over_earlier_checkpoints_is_refused_unless_overwrite(tmp_path):
+    from moediffir.training.runtime import TrainingConfigError
+
+    cfg = _tiny_cfg(tmp_path, **{"prior.vae_steps": 2, "prior.unet_steps": 2})
+    P.train_prior(cfg, progress=False)
+    before = sorted(p.relative_to(tmp_path) for p in cfg.prior_dir.parent.rglob("*"))
+    with pytest.raises(TrainingConfigError, match="--overwrite"):
+        P.train_prior(cfg, progress=False)
+    assert sorted(p.relative_to(tmp_path) for p in cfg.prior_dir.parent.rglob("*")) == before  # nothing changed
+    assert P.train_prior(cfg, progress=False, overwrite=True) == cfg.prior_dir

@@ -47,6 +47,7 @@ from typing import Any
 import pandas as pd
 
 from moediffir.config import Config, apply_overrides, config_to_dict, save_config
+from moediffir.errors import MoEDiffIRError
 from moediffir.utils.io import atomic_write_csv, atomic_write_json
 
 SWEEPS_DIR = "sweeps"
@@ -76,7 +77,7 @@ TrainFn = Callable[..., Path]  # train_stage1(cfg, resume=..., progress=...) -> 
 EvaluateFn = Callable[..., pd.DataFrame]  # evaluate_model(model_dir, cfg, sets=..., tasks=..., out_dir=...)
 
 
-class SweepError(RuntimeError):
+class SweepError(MoEDiffIRError, RuntimeError):
     """A sweep cannot run as defined; the message names the sweep, variant or file and the fix."""
 
 

