@@ -100,6 +100,10 @@ def model_weights_label(model_dir: str | Path) -> str:
     random_parts = info.get("random_weights") or []
     if random_parts:
         return "random weights: " + ", ".join(random_parts)
+    from moediffir.config import load_config
+
+    if load_config(Path(model_dir) / "config.json").prior.enabled:
+        return f"backbone trained here from scratch (stage 0) + trained MoE-DiffIR parts ({info.get('profile')} profile)"
     return f"pretrained backbone + trained MoE-DiffIR parts ({info.get('profile', 'unknown')} profile)"
 
 

@@ -320,7 +320,7 @@ def train_stage1(cfg, resume: bool = False, progress: bool = True, overwrite: bo
             "eval_loss_start": eval_start, "eval_loss_end": eval_end,
             "trainable_parameters": sum(p.numel() for p in params),
             "task_names": {str(k): v for k, v in names.items()}, "model_dir": str(folder),
-            "weights": "random" if cfg.model.random_backbone else "pretrained",
+            "weights": "random" if cfg.model.random_backbone else "trained here" if cfg.prior.enabled else "pretrained",
         })
     accelerator.wait_for_everyone()
     print(f"[stage1] rank {rank}/{world} done: {step} steps", flush=True)
