@@ -175,7 +175,7 @@ def reproduce(
     if device is not None:
         overrides["device"] = device
     cfg = resolve_config(profile, overrides)  # validates the overrides before anything runs
-    selected = [nb for nb in find_notebooks(root / "notebooks") if _in_profile(nb, cfg, log)]
+    selected = [nb for nb in find_notebooks(root / "notebooks") if in_profile(nb, cfg, log)]
     if notebooks:
         wanted = {n.removesuffix(".ipynb") for n in notebooks}
         unknown = wanted - {p.stem for p in selected}
@@ -228,10 +228,11 @@ def reproduce(
 STAGE0_PREFIX = "00_"  # notebook of stage 0 (training the prior): only in profiles with prior.enabled
 
 
-def _in_profile(nb: Path, cfg, log: Callable[[str], None]) -> bool:
+def in_profile(nb: Path, cfg, log: Callable[[str], None] | None = None) -> bool:
     """Whether ``nb`` belongs to this profile's run: the stage-0 notebook only where the prior is trained here."""
     if nb.name.startswith(STAGE0_PREFIX) and not cfg.prior.enabled:
-        log(f"[reproduce] {nb.name}: not part of profile {cfg.profile} (its prior is not trained here)")
+        if log is not None:
+            log(f"[reproduce] {nb.name}: not part of profile {cfg.profile} (its prior is not trained here)")
         return False
     return True
 
