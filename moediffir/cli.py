@@ -411,9 +411,7 @@ def _weight_arg(text: str) -> float | None:
 
 def _cmd_restore(args: Namespace) -> int:
     from moediffir.restore_images import run_restore
-    from moediffir.utils.devices import check_device
 
-    check_device(args.device)
     err = lambda msg: print(msg, file=sys.stderr)
     report = run_restore(
         args.inputs, args.output, args.model, device=args.device, dtype=args.dtype, scheduler=args.scheduler,
