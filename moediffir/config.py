@@ -104,8 +104,10 @@ class ModelConfig:
     @property
     def random_weights(self) -> bool:
         """True when the backbone gets random weights (the tiny backbone, or ``random_backbone``): every number
-        of such a model is labelled as saying nothing about the method."""
-        return self.backbone == "tiny" or bool(self.random_backbone)
+        of such a model is labelled as saying nothing about the method (rule: moediffir.provenance)."""
+        from moediffir.provenance import backbone_is_random
+
+        return backbone_is_random(self)
 
 
 @dataclass(frozen=True)
@@ -335,7 +337,6 @@ def _smoke() -> Config:
         model=ModelConfig(
             backbone="tiny",
             sd_source="tiny",
-            random_backbone=True,
             prompt_dim=32,
             vit_depth=1,
             vit_heads=2,

@@ -33,10 +33,10 @@
 # It needs the benchmark of notebook 01 (`moediffir data build --profile smoke`).
 
 # %% tags=["parameters"]
-profile = "smoke"  # "smoke" or "paper"
-overrides = {}  # dotted config keys, e.g. {"stage1.max_steps": 100, "runs_dir": "runs"}
-resume = False  # continue from the newest stage-I checkpoint instead of training from scratch
-progress = True  # tqdm progress bar
+profile: str = "smoke"  # "smoke" or "paper"
+overrides: dict = {}  # dotted config keys, e.g. {"stage1.max_steps": 100, "runs_dir": "runs"}
+resume: bool = False  # continue from the newest stage-I checkpoint instead of training from scratch
+progress: bool = True  # tqdm progress bar
 
 # %%
 import os

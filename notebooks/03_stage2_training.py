@@ -31,10 +31,10 @@
 # `papermill notebooks/03_stage2_training.ipynb out.ipynb -p profile smoke` from the repository root.
 
 # %% tags=["parameters"]
-profile = "smoke"  # "smoke" or "paper"
-overrides = {}  # dotted config keys, e.g. {"stage2.max_steps": 50, "runs_dir": "runs"}
-resume = False  # continue from the newest stage-II checkpoint instead of training from scratch
-progress = True  # tqdm progress bars
+profile: str = "smoke"  # "smoke" or "paper"
+overrides: dict = {}  # dotted config keys, e.g. {"stage2.max_steps": 50, "runs_dir": "runs"}
+resume: bool = False  # continue from the newest stage-II checkpoint instead of training from scratch
+progress: bool = True  # tqdm progress bars
 
 # %%
 import os

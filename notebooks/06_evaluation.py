@@ -45,10 +45,10 @@
 # notebook needs the benchmark of notebook 01 and the trained model of notebooks 02–03.
 
 # %% tags=["parameters"]
-profile = "smoke"  # "smoke", "mini" or "paper"
-overrides = {}  # dotted config keys, e.g. {"eval.max_images": 5, "eval.metrics": ["psnr", "ssim", "lpips"]}
-model_dir = ""  # "" -> <runs>/<profile>/model (written by notebook 03)
-externals = {}  # other methods' restored images: {"PromptIR": "path/to/folder", ...}
+profile: str = "smoke"  # "smoke", "mini" or "paper"
+overrides: dict = {}  # dotted config keys, e.g. {"eval.max_images": 5, "eval.metrics": ["psnr", "ssim", "lpips"]}
+model_dir: str = ""  # "" -> <runs>/<profile>/model (written by notebook 03)
+externals: dict = {}  # other methods' restored images: {"PromptIR": "path/to/folder", ...}
 
 # %%
 import os

@@ -225,7 +225,9 @@ def _shipped_config_path(component: str) -> Path:
 
 
 def _needs_pretrained_sd(cfg) -> bool:
-    return cfg.model.backbone == "sd21" and not cfg.model.random_backbone
+    from moediffir.provenance import backbone_is_random
+
+    return not backbone_is_random(cfg.model)
 
 
 def sd_source_of(cfg) -> str:
@@ -305,9 +307,10 @@ def v2t_weights_path(cfg) -> Path:
 def dp_weight_check(cfg) -> list[MissingWeight]:
     """The DP weight file when it is needed and absent (``model.use_dp`` with blind MoE routing, which is the
     only reader of the prior, and a pretrained backend)."""
+    from moediffir.provenance import DEGRADATION_PRIOR, PRETRAINED, provenance
+
     m = cfg.model
-    dp_used = m.use_dp and m.prompt_design == "moe" and m.routing == "blind"  # = denoiser.dp_is_used
-    if not dp_used or m.dp_backend == "tiny" or m.random_backbone:
+    if provenance(cfg).get(DEGRADATION_PRIOR) != PRETRAINED:
         return []
     path = dp_weights_path(cfg)
     if path.is_file():
@@ -329,8 +332,9 @@ def dp_weight_check(cfg) -> list[MissingWeight]:
 
 def v2t_weight_check(cfg) -> list[MissingWeight]:
     """The CLIP RN50 weight file when the V2T adapter needs it and it is absent."""
-    m = cfg.model
-    if not m.use_v2t or m.v2t_backend == "tiny" or m.random_backbone:
+    from moediffir.provenance import PRETRAINED, V2T_CLIP, provenance
+
+    if provenance(cfg).get(V2T_CLIP) != PRETRAINED:
         return []
     path = v2t_weights_path(cfg)
     if path.is_file():
@@ -539,7 +543,7 @@ def load_sd_components(cfg, torch_dtype: torch.dtype | None = None, allow_downlo
     """
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
-    if cfg.model.backbone != "sd21" or cfg.model.random_backbone:
+    if not _needs_pretrained_sd(cfg):
         raise ValueError(
             "load_sd_components reads pretrained SD 2.1-base weights (model.backbone='sd21', "
             "model.random_backbone=false); tiny and random backbones come from moediffir.models.backbone.build_backbone"

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from moediffir.config import config_to_dict
+from moediffir.provenance import backbone_provenance
 from moediffir.training.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -84,16 +85,12 @@ def encode_mean(vae, img01: torch.Tensor) -> torch.Tensor:
 
 
 def diffusion_target(scheduler, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """What the UNet regresses, read from the prior's ``scheduler.config.prediction_type``: ``eps`` (Eq. 2;
-    SD 2.1-base), the velocity ``sqrt(abar_t) eps - sqrt(1 - abar_t) z_0`` (``v_prediction``) or ``z_0`` itself
-    (``sample``)."""
+    """What the UNet regresses: ``eps`` (Eq. 2) or the velocity for ``v_prediction`` schedulers."""
     kind = scheduler.config.prediction_type
     if kind == "epsilon":
         return noise
     if kind == "v_prediction":
         return scheduler.get_velocity(z0, noise, t)
-    if kind == "sample":
-        return z0
     raise ValueError(f"scheduler prediction_type={kind!r} is not supported by stage-I training")
 
 
@@ -320,7 +317,7 @@ def train_stage1(cfg, resume: bool = False, progress: bool = True, overwrite: bo
             "eval_loss_start": eval_start, "eval_loss_end": eval_end,
             "trainable_parameters": sum(p.numel() for p in params),
             "task_names": {str(k): v for k, v in names.items()}, "model_dir": str(folder),
-            "weights": "random" if cfg.model.random_backbone else "trained here" if cfg.prior.enabled else "pretrained",
+            "weights": backbone_provenance(cfg),
         })
     accelerator.wait_for_everyone()
     print(f"[stage1] rank {rank}/{world} done: {step} steps", flush=True)
