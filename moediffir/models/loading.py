@@ -287,10 +287,10 @@ def v2t_weights_path(cfg) -> Path:
 
 
 def dp_weight_check(cfg) -> list[MissingWeight]:
-    """The DP weight file when it is needed and absent (``model.use_dp`` with blind MoE routing, which is the
-    only reader of the prior, and a pretrained backend)."""
+    """The DP weight file when it is needed and absent (``model.use_dp`` with MoE routing, the only reader of
+    the prior, and a pretrained backend)."""
     m = cfg.model
-    dp_used = m.use_dp and m.prompt_design == "moe" and m.routing == "blind"  # = denoiser.dp_is_used
+    dp_used = m.use_dp and m.prompt_design == "moe"  # = denoiser.dp_is_used
     if not dp_used or m.dp_backend == "tiny" or m.random_backbone:
         return []
     path = dp_weights_path(cfg)

@@ -4,7 +4,10 @@ The paper "generate[s] 70,000 latent images using the weights from the first sta
 with the corresponding LQ images and ground truth images", loss ``L_Decoder = L_lpips[z_lq, z_0, hr]`` (Eq. 4),
 lr 1e-4, 0.1 M steps (§4.1). StableSR, which the paper follows, adds an L1 term and a small hinge-GAN term;
 here each has its weight in the config (``stage2.lpips_weight``, ``l1_weight``, ``gan_weight`` from
-``gan_start_step``).
+``gan_start_step``). The released code (``model.recipe="released"``): VGG LPIPS (``stage2.lpips_net``), Adam
+``betas`` (0.5, 0.9), the GAN term from step 501, the RRDB fusion block (``stage2.fusion_block``); its GAN
+weight is 0.025 times taming's adaptive ratio ``|grad L_rec| / |grad L_GAN|`` at the decoder's last layer,
+which is not reproduced here (a fixed ``gan_weight``).
 
 1. :func:`generate_stage2_data`: ``stage2.num_latents`` LQ/GT crops of the seen training pairs (fixed,
    seeded crops, no flips: the latent belongs to that exact crop) and their ``z_0`` sampled by the stage-I model
@@ -312,12 +315,13 @@ def compare_decoders(compensator, lpips_model, batch: Mapping[str, Any], weights
 
 
 def _build_lpips(cfg, device):
+    """The training loss's LPIPS: ``stage2.lpips_net`` (AlexNet; the released code trains with VGG)."""
     from moediffir.metrics.perceptual import build_lpips
 
     weights = cfg.eval.metric_weights
-    model = build_lpips(cfg.eval.lpips_net, weights=weights, weights_dir=cfg.eval.metric_weights_dir or None,
-                        seed=cfg.seed)
-    label = f"{cfg.eval.lpips_net}:" + (f"random(seed={cfg.seed})" if weights == "random" else "pretrained")
+    net = cfg.stage2.lpips_net
+    model = build_lpips(net, weights=weights, weights_dir=cfg.eval.metric_weights_dir or None, seed=cfg.seed)
+    label = f"{net}:" + (f"random(seed={cfg.seed})" if weights == "random" else "pretrained")
     return model.to(device), label
 
 
