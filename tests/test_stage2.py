@@ -173,3 +173,13 @@ def test_cli_stage2_data_and_a_user_error(stage1_model, stage2_data, tmp_path, c
     rc = main(["train", "stage1", "--profile", "smoke", "--set", f"data.out_dir={tmp_path / 'none'}",
                "--set", f"runs_dir={tmp_path / 'runs'}", "--no-progress"])
     assert rc == 2 and "moediffir data build --profile smoke" in capsys.readouterr().err
+
+
+def test_training_lpips_net_is_its_own_switch():
+    """stage2.lpips_net: AlexNet by default, VGG16 (the released training loss) on request; eval keeps its own."""
+    from moediffir.training.stage2 import _build_lpips
+
+    alex, label_a = _build_lpips(resolve_config("smoke"), "cpu")
+    vgg, label_v = _build_lpips(resolve_config("smoke", {"stage2.lpips_net": "vgg", "eval.lpips_net": "alex"}), "cpu")
+    assert label_a.startswith("alex:") and label_v.startswith("vgg:")
+    assert type(alex.net).__name__ == "alexnet" and type(vgg.net).__name__ == "vgg16"
