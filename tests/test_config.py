@@ -124,12 +124,12 @@ def test_released_recipe_sets_every_switch_and_explicit_overrides_win():
     flat_paper, flat_rel = _flat(paper), _flat(released)
     expected = {**RECIPE_VALUES["released"], **RECIPE_PAPER_SCALE["released"]}
     for key, value in expected.items():
-        assert flat_rel[key] == (list(value) if isinstance(value, tuple) else value), key
+        assert flat_rel[key] == value or flat_rel[key] == list(value), key
         assert flat_paper[key] != flat_rel[key], f"{key}: the released value equals the paper default"
     changed = {k for k in flat_paper if flat_paper[k] != flat_rel[k]} - {"model.recipe"}
     assert changed == set(expected)  # nothing else moves
     assert released.stage1.lr == 1e-4 and released.stage1.max_steps == 800_000 and not released.stage1.augment
-    assert released.data.preset == "official" and released.stage2.betas == (0.5, 0.9)
+    assert released.data.preset == "official" and tuple(released.stage2.betas) == (0.5, 0.9)
     mixed = resolve_config("paper", {"model.recipe": "released", "model.routing": "blind", "stage1.lr": 3e-5})
     assert mixed.model.routing == "blind" and mixed.stage1.lr == 3e-5 and mixed.model.gate_init == "zeros"
 

@@ -39,7 +39,8 @@ def _fake_sd_folder(root, width: int):
     """A diffusers-layout SD folder holding only a (tiny, random) text encoder and the CLIP tokenizer."""
     enc = tiny_text_encoder(width, layers=1, seed=7)
     enc.save_pretrained(root / "text_encoder")
-    clip_tokenizer().save_pretrained(root / "tokenizer")
+    clip_tokenizer().save_pretrained(root / "tokenizer")  # tokenizer_config.json (pad "!", 77 tokens)
+    write_clip_tokenizer_files(root / "tokenizer")  # vocab.json + merges.txt, SD's tokenizer files
     return enc
 
 

@@ -149,7 +149,7 @@ def test_noise_epsilon_is_added_to_the_noise_scale():
 
 
 def test_balance_loss_default_zero_and_detects_imbalance():
-    x = torch.randn(4, 32, 16, generator=torch.Generator().manual_seed(0))  # independent of earlier tests
+    x = torch.randn(4, 32, 16, generator=torch.Generator().manual_seed(0))  # own RNG: independent of other tests
     r0 = _router(top_k=2).train()
     assert r0(x).balance_loss.item() == 0.0
     r = _router(top_k=2, balance_loss_weight=1.0).train()
@@ -159,11 +159,12 @@ def test_balance_loss_default_zero_and_detects_imbalance():
     balanced.backward()
     assert r.w_gate.weight.grad is not None and r.w_gate.weight.grad.abs().sum() > 0
     assert r.w_noise.weight.grad is not None  # the load term flows through the noise scale
-    with torch.no_grad():  # push every token to experts 0 and 1
+    shifted = x + 1.0  # tokens sharing one direction ...
+    with torch.no_grad():  # ... which the gate sends to experts 0 and 1
         r.w_gate.weight.zero_()
-        r.w_gate.weight[:2] = x.reshape(-1, 16).mean(0) * 50
+        r.w_gate.weight[:2] = shifted.reshape(-1, 16).mean(0) * 50
     torch.manual_seed(1)
-    assert r(x).balance_loss.item() > 5 * balanced.item()
+    assert r(shifted).balance_loss.item() > 5 * balanced.item()
 
 
 def test_bad_arguments():

@@ -123,13 +123,15 @@ def test_site_channel_mismatch_is_caught(unet):
         inj.attach(unet)
 
 
-def test_gradients_with_gradient_checkpointing(unet):
+@pytest.mark.parametrize("form", ["output", "residual"])
+def test_gradients_with_gradient_checkpointing(unet, form):
     """Hooks also fire when checkpointed blocks are recomputed in the backward pass."""
     z, t, ctx, maps = _inputs()
     torch.manual_seed(1)
-    inj = SpadeInjector.from_unet(unet, prompt_dim=P, hidden_dim=8, form="output")
-    for layer in inj.layers:
-        torch.nn.init.normal_(layer.gamma.weight, std=0.05)
+    inj = SpadeInjector.from_unet(unet, prompt_dim=P, hidden_dim=8, form=form)
+    if form == "output":  # zero-initialised: give gamma some weight
+        for layer in inj.layers:
+            torch.nn.init.normal_(layer.gamma.weight, std=0.05)
     grads = []
     inj.attach(unet)
     try:
@@ -144,6 +146,8 @@ def test_gradients_with_gradient_checkpointing(unet):
         unet.disable_gradient_checkpointing()
         inj.detach()
     assert grads[0].abs().sum() > 0
+    if form == "residual":  # the GroupNorm's own affine parameters train with SPADE
+        assert inj.layers[0].param_free_norm.weight.grad.abs().sum() > 0
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
     assert all(p.grad is None for p in unet.parameters())
 
@@ -253,25 +257,3 @@ def test_residual_form_changes_the_unet_and_detach_restores_it(unet):
         assert not torch.allclose(out, out2, atol=1e-4)  # the prompt maps steer the output
         assert list(unet.state_dict().keys()) == keys_before and type(unet) is UNet2DConditionModel
         assert torch.equal(unet(z, t, encoder_hidden_states=ctx).sample, ref)
-
-
-def test_residual_form_gradients_reach_the_norm_and_survive_checkpointing(unet):
-    z, t, ctx, maps = _inputs()
-    torch.manual_seed(1)
-    inj = SpadeInjector.from_unet(unet, prompt_dim=P, hidden_dim=8)
-    grads = []
-    inj.attach(unet)
-    try:
-        for ckpt in (False, True):
-            if ckpt:
-                unet.enable_gradient_checkpointing()
-            inj.zero_grad()
-            inj.set_maps(maps)
-            unet(z, t, encoder_hidden_states=ctx).sample.square().mean().backward()
-            grads.append(torch.cat([p.grad.flatten() for p in inj.parameters()]))
-            assert inj.layers[0].param_free_norm.weight.grad.abs().sum() > 0
-    finally:
-        unet.disable_gradient_checkpointing()
-        inj.detach()
-    assert torch.allclose(grads[0], grads[1], atol=1e-6)
-    assert all(p.grad is None for p in unet.parameters())
