@@ -1,13 +1,13 @@
-"""Benchmark of the CIR benchmark builder (paper §3.5; issue 2 item 9).
+"""Benchmark of the CIR benchmark builder (paper §3.5).
 
 Builds the same workload twice into temporary folders — once in one process, once with one worker per core —
 and prints, for each: outputs (tasks x images) per second, and the share of wall time spent outside codec
 calls (1 - codec seconds summed over workers / (wall seconds x workers); codec time is measured inside the
-workers around each codec call). Then the speed-up ratio. Targets (issue 2): >= 1.7x with 2 workers, and
+workers around each codec call). Then the speed-up ratio. Targets: >= 1.7x with 2 workers, and
 < 25% of the time outside codec calls.
 
 Workload: the test split (every task of the preset for the chosen codecs, seen and unseen, so AVC too) of an
-image folder: ``--images DIR``, else ``$MOEDIFFIR_BENCH_IMAGES``, else ``../shared/datasets/kodak24`` beside
+image folder: ``--images DIR``, else ``$MOEDIFFIR_BENCH_IMAGES``, else ``shared/datasets/kodak24`` beside
 the repository when present, else the bundled ``data/smoke/smoke_test``. Codec settings come from
 ``--profile`` (default ``paper``: x265/x264 ``slow``, vvenc ``medium``).
 

@@ -1,4 +1,4 @@
-"""Cost of MoE-DiffIR over the bare frozen SD UNet (issue 3 item 6; paper §3.4 stage I, DESIGN.md §4, §6).
+"""Cost of MoE-DiffIR over the bare frozen SD UNet (paper §3.4 stage I, docs/design.md §4, §6).
 
 For each architecture (``tiny``: smoke networks at 64 px; ``paper``: SD 2.1-base + DA-CLIP-architecture DP +
 RN50 V2T, all with RANDOM weights -- timings do not depend on weight values) it measures:

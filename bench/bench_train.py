@@ -1,4 +1,4 @@
-"""Stage-I training throughput and peak memory (issue 4 item 8; paper §3.4 stage I, §4.1; DESIGN.md §5).
+"""Stage-I training throughput and peak memory (paper §3.4 stage I, §4.1; docs/design.md §5).
 
 Times the real stage-I optimiser step of :mod:`moediffir.training.stage1` (VAE encoding of LQ and GT, noising,
 the MoE-DiffIR denoiser's forward and backward, Adam on the trained parts), on random images of the given size
@@ -119,7 +119,7 @@ def _print(row: dict) -> None:
 
 
 def default_cases(device: str, archs, batches, sizes, ckpt, mp) -> list[tuple]:
-    """(arch, size, batch, mixed_precision, checkpointing) of the issue's defaults, or as asked."""
+    """(arch, size, batch, mixed_precision, checkpointing) of the default cases, or as asked."""
     cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     archs = archs or (["tiny", "paper"] if cuda else ["tiny"])
     cases = []

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check of the kit (issue 6 item 6; DESIGN.md §2, §5-§6): on one CUDA GPU, within 8 minutes ($BUDGET),
+# GPU check of the kit (docs/design.md §2, §5-§6): on one CUDA GPU, within 8 minutes ($BUDGET),
 #
 #   1. the smoke `reproduce` on CUDA: notebooks 01 -> 06 through papermill with --device cuda (the smoke profile
 #      must run unchanged on a GPU);
@@ -166,7 +166,7 @@ json.dump(rows, open(sys.argv[2], 'w'), indent=1)
 " "$DEVICE" "$SCRATCH/bench_model_large.json" "$LARGE_BATCH"
 [[ -f "$SCRATCH/bench_model_large.json" ]] && cp "$SCRATCH/bench_model_large.json" "$OUT_DIR/"
 
-# 4. the stage-I training benchmark, when present (issue 4 item 8)
+# 4. the stage-I training benchmark, when present
 if [[ -f bench/bench_train.py ]]; then
   run_step bench_train "$T_TRAIN" "$PY" bench/bench_train.py --device "$DEVICE" --out "$OUT_DIR/bench_train.json"
 else

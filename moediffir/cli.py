@@ -185,7 +185,7 @@ def add_reproduce_commands(sub: argparse._SubParsersAction) -> None:
 
 def add_restore_commands(sub: argparse._SubParsersAction) -> None:
     """``moediffir restore INPUT... -o OUTDIR --model DIR``."""
-    from moediffir.restore import add_restore_parser
+    from moediffir.restore_images import add_restore_parser
 
     add_restore_parser(sub)
 

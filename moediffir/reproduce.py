@@ -1,4 +1,4 @@
-"""One command that reruns the whole paper: notebooks 01 -> 06 in order through papermill (DESIGN.md §1).
+"""One command that reruns the whole paper: notebooks 01 -> 06 in order through papermill (docs/design.md §1).
 
 Every notebook is executed with the same parameters (``profile``, ``overrides``, ``device``) and written,
 executed, to ``results/<profile>/notebooks/``. A notebook whose source, parameters, package code and upstream

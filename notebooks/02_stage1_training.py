@@ -188,7 +188,7 @@ out = pipe(lq, num_inference_steps=cfg.sample.num_steps, generator=torch.Generat
            fusion_weight=None, output_type="pt",
            task_labels=[example["label"]] if pipe.prompt_module.uses_task_labels else None)
 restored = out.images[0] if isinstance(out.images, list) else out.images  # (1, 3, c, c)
-scales = pipe.last_routing[0]["scales"] if pipe.last_routing else []
+scales = out.routing[0]["scales"] if out.routing else []
 routing_checkpoint([("LQ", lq[0]), ("stage I (plain VAE decode)", restored[0]), ("GT", gt[0])], scales, figures_dir,
                    "stage1_visual", "Stage I model", random=random_weights)
 display(Image(str(figures_dir / "stage1_visual.png")))

@@ -112,9 +112,9 @@ side = min(cfg.sample.tile_size, *lq_full.shape[:2]) // pipe.pixel_multiple * pi
 top, left = (lq_full.shape[0] - side) // 2, (lq_full.shape[1] - side) // 2
 lq, gt = (a[top:top + side, left:left + side] for a in (lq_full, gt_full))
 seed = protocol.image_seed(cfg.seed, first.set, first.task, first.stem)
-restored = pipe([lq], num_inference_steps=cfg.sample.num_steps, generator=[torch.Generator().manual_seed(seed)],
-                output_type="np").images[0]
-scales = pipe.last_routing[0]["scales"]
+out = pipe([lq], num_inference_steps=cfg.sample.num_steps, generator=[torch.Generator().manual_seed(seed)],
+           output_type="np")
+restored, scales = out.images[0], out.routing[0]["scales"]
 routing_checkpoint([(f"LQ {first.task}\n{psnr(lq, gt):.2f} dB", lq), (f"restored\n{psnr(restored, gt):.2f} dB", restored),
                     ("GT", gt)], scales, figures_dir, "evaluation_checkpoint",
                    f"{first.set}/{first.stem}, {side}x{side} crop", random=random_weights)

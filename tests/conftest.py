@@ -81,5 +81,5 @@ def data_cfg():
 def shared_datasets() -> Path:
     """The development images beside the repository; tests using them skip when absent."""
     if not SHARED_DATASETS.exists():
-        pytest.skip("../shared/datasets is not present")
+        pytest.skip("no shared/datasets folder beside the repository")
     return SHARED_DATASETS

@@ -1,4 +1,4 @@
-"""Atomic checkpoints and exact resume (moediffir/training/checkpoint.py, stage1.py; DESIGN.md §5).
+"""Atomic checkpoints and exact resume (moediffir/training/checkpoint.py, stage1.py; docs/design.md §5).
 
 Exact resume: the per-step losses of a run interrupted after its first checkpoint and resumed must equal, bit
 for bit, those of an uninterrupted run with the same seed, and so must the final trained weights.

@@ -1,4 +1,4 @@
-"""The evaluator (issue 5 item 2): item selection, resumable restoration, external methods, aggregation."""
+"""The evaluator: item selection, resumable restoration, external methods, aggregation."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from moediffir.evaluation import cli, evaluator, protocol, restore
+from moediffir.evaluation import cli, evaluator, protocol
 from moediffir.evaluation.demo import make_demo_setup
 from moediffir.evaluation.external import match_external, parse_external
 from moediffir.evaluation.protocol import METHOD_LQ, METHOD_MOE, METHOD_NO_COMPENSATOR, EvaluationError
@@ -80,18 +80,17 @@ def test_shared_decode_equals_the_pipeline(setup):
             p.add_(0.05 * torch.randn_like(p))
     gen = lambda: [torch.Generator().manual_seed(7)]
     steps = setup.sample.num_steps
-    z0 = pipe.sample_latents([lq], num_inference_steps=steps, generator=gen(), batch_size=setup.sample.batch_size)
-    x = restore.lq_batch([lq])
-    tiled = pipe.last_tiled[0]
-    assert tiled  # smoke tile_size 64 < image: the tiled path is the one under test
+    z0, _ = pipe.sample_latents([lq], num_inference_steps=steps, generator=gen(), batch_size=setup.sample.batch_size)
+    assert pipe.uses_tiles(lq.shape[:2], setup.sample.tile_size)  # smoke tile_size 64 < image: the tiled path
     for w in (setup.sample.fusion_weight, None):
-        ours = restore.decode_latents(pipe, z0, x, tiled, w)[0]
-        ref = pipe([lq], num_inference_steps=steps, generator=gen(), fusion_weight=w, output_type="np",
-                   batch_size=setup.sample.batch_size).images[0]
+        ours = pipe.decode_latents(z0, [lq], w, output_type="np")[0]
+        out = pipe([lq], num_inference_steps=steps, generator=gen(), fusion_weight=w, output_type="np",
+                   batch_size=setup.sample.batch_size)
+        assert out.tiled == [True]
         assert ours.shape == lq.shape
-        np.testing.assert_array_equal(ours, ref)
-    a = restore.decode_latents(pipe, z0, x, tiled, setup.sample.fusion_weight)[0]
-    b = restore.decode_latents(pipe, z0, x, tiled, None)[0]
+        np.testing.assert_array_equal(ours, out.images[0])
+    a = pipe.decode_latents(z0, [lq], setup.sample.fusion_weight, output_type="np")[0]
+    b = pipe.decode_latents(z0, [lq], None, output_type="np")[0]
     assert not np.array_equal(a, b)  # the two methods differ only by the decoder, and it does differ
 
 

@@ -1,4 +1,4 @@
-"""Figures (issue 5 item 5): each is drawn from saved numbers, deterministic, labelled, with its numbers saved."""
+"""Figures: each is drawn from saved numbers, deterministic, labelled, with its numbers saved."""
 
 from __future__ import annotations
 
@@ -118,7 +118,7 @@ def test_random_weights_are_named_in_the_titles(tmp_path):
 
 
 def _routing_scale(h: int, w: int, n: int, k: int, seed: int) -> dict:
-    """One scale of ``pipe.last_routing[i]["scales"]``: dense top-K gates (1, L, N) and chosen experts (1, L, K)."""
+    """One scale of ``pipe(...).routing[i]["scales"]``: dense top-K gates (1, L, N) and chosen experts (1, L, K)."""
     import torch
 
     g = torch.Generator().manual_seed(seed)

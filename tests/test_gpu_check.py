@@ -1,4 +1,4 @@
-"""bench/gpu_check.sh (issue 6 item 6): the parts that run without a GPU — syntax, and its refusals (exit 3)
+"""bench/gpu_check.sh: the parts that run without a GPU — syntax, and its refusals (exit 3)
 before any step starts. Its steps themselves run on a CUDA machine (README, Results)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Paper-weight sources (DESIGN §2, issue 3 item 3): offline checks, one error listing every missing file, and
+"""Paper-weight sources (docs/design.md §2): offline checks, one error listing every missing file, and
 real round trips of the original single-file layout through diffusers' from_single_file (tiny networks)."""
 
 from __future__ import annotations

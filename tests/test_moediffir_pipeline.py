@@ -1,4 +1,4 @@
-"""MoEDiffIRPipeline (DESIGN.md §6): input checks, seeding, sizes, tiling, schedulers, routing, batching.
+"""MoEDiffIRPipeline (docs/design.md §6): input checks, seeding, sizes, tiling, schedulers, routing, batching.
 
 Untrained smoke parts: these tests check the machinery, never restoration quality.
 """
@@ -95,12 +95,11 @@ def test_same_seed_same_image_and_other_seed_differs(pipe):
 def test_calls_run_in_eval_mode_and_restore_the_training_mode(pipe):
     pipe.denoiser.train()  # e.g. the stage-II generator called mid-training: gate noise must stay off
     img = _rand_uint8(40, 56)
-    a = pipe(img, num_inference_steps=1, generator=_gen(1)).images[0]
-    gates_a = pipe.last_routing[0]["scales"][0]["gates"]
+    a = pipe(img, num_inference_steps=1, generator=_gen(1))
     assert pipe.denoiser.training and pipe.prompt_module.training  # mode given back
-    b = pipe(img, num_inference_steps=1, generator=_gen(1)).images[0]
-    assert np.array_equal(a, b)
-    assert torch.equal(gates_a, pipe.last_routing[0]["scales"][0]["gates"])
+    b = pipe(img, num_inference_steps=1, generator=_gen(1))
+    assert np.array_equal(a.images[0], b.images[0])
+    assert torch.equal(a.routing[0]["scales"][0]["gates"], b.routing[0]["scales"][0]["gates"])
 
 
 def test_odd_size_keeps_size_and_output_kind(pipe):
@@ -111,27 +110,28 @@ def test_odd_size_keeps_size_and_output_kind(pipe):
     t = torch.rand(1, 3, 37, 29, generator=_gen())
     out_t = pipe(t, num_inference_steps=1, generator=_gen()).images
     assert torch.is_tensor(out_t) and out_t.shape == (1, 3, 37, 29) and 0 <= out_t.min() and out_t.max() <= 1
-    z = pipe.sample_latents(t, num_inference_steps=1, generator=_gen())
+    z, routing = pipe.sample_latents(t, num_inference_steps=1, generator=_gen())
+    assert len(routing) == 1 and routing[0]["tile"] == (0, 0, 8, 8)
     assert z.shape == (1, 4, 64 // 8, 64 // 8)  # padded to the 64 px latent grid
 
 
 def test_tiled_equals_untiled_when_one_tile_covers_the_image(pipe):
     img = torch.rand(2, 3, 100, 60, generator=_gen(3))  # padded to 128 x 64: one 128 px tile covers it
     kw = {"num_inference_steps": 2, "tile_size": 128, "tile_overlap": 16, "output_type": "pt", "batch_size": 4}
-    untiled = pipe(img, generator=[_gen(4), _gen(5)], tiled=False, **kw).images
-    assert pipe.last_tiled == [False, False]
-    tiled = pipe(img, generator=[_gen(4), _gen(5)], tiled=True, **kw).images
-    assert pipe.last_tiled == [True, True]
-    assert [r["tile"] for r in pipe.last_routing] == [(0, 0, 16, 8)] * 2
-    assert torch.allclose(tiled, untiled, atol=1e-5)
+    untiled = pipe(img, generator=[_gen(4), _gen(5)], tiled=False, **kw)
+    assert untiled.tiled == [False, False]
+    tiled = pipe(img, generator=[_gen(4), _gen(5)], tiled=True, **kw)
+    assert tiled.tiled == [True, True]
+    assert [r["tile"] for r in tiled.routing] == [(0, 0, 16, 8)] * 2
+    assert torch.allclose(tiled.images, untiled.images, atol=1e-5)
 
 
 def test_large_image_restores_through_the_tiled_path(pipe):
     img = _rand_uint8(700, 1000, seed=4)
-    out = pipe(img, num_inference_steps=2, generator=_gen(), batch_size=32, tile_blend="linear").images[0]
-    assert out.shape == (700, 1000, 3)
-    assert pipe.last_tiled == [True]
-    tiles = {r["tile"] for r in pipe.last_routing}
+    res = pipe(img, num_inference_steps=2, generator=_gen(), batch_size=32, tile_blend="linear")
+    assert res.images[0].shape == (700, 1000, 3)
+    assert res.tiled == [True]
+    tiles = {r["tile"] for r in res.routing}
     assert len(tiles) > 100 and all(t[2:] == (8, 8) for t in tiles)  # 64 px tiles over the 128 x 88 latent grid
     assert max(t[0] + t[2] for t in tiles) == 88 and max(t[1] + t[3] for t in tiles) == 128
 
@@ -147,9 +147,35 @@ def test_batched_equals_one_by_one_with_per_image_generators(pipe):
 
 def test_mixed_sizes_keep_order_and_size(pipe):
     imgs = [_rand_uint8(40, 56), _rand_uint8(24, 30), _rand_uint8(40, 56, 3)]
-    out = pipe(imgs, num_inference_steps=1, generator=_gen()).images
-    assert [o.shape for o in out] == [(40, 56, 3), (24, 30, 3), (40, 56, 3)]
-    assert [r["image"] for r in pipe.last_routing] == [0, 1, 2]
+    out = pipe(imgs, num_inference_steps=1, generator=_gen())
+    assert [o.shape for o in out.images] == [(40, 56, 3), (24, 30, 3), (40, 56, 3)]
+    assert [r["image"] for r in out.routing] == [0, 1, 2]
+    assert out.tiled == [False, False, False]
+
+
+def test_call_is_sample_latents_then_decode_latents(pipe):
+    """The public steps give the call's images bit for bit, per size, with the same routing; decoding
+    the same latents twice with other weights needs no second sampling."""
+    imgs = [_rand_uint8(40, 56, 1), _rand_uint8(24, 30, 2), _rand_uint8(40, 56, 3)]
+    gens = lambda: [_gen(1), _gen(2), _gen(3)]
+    kw = {"num_inference_steps": 2, "batch_size": 2}
+    full = pipe(imgs, generator=gens(), fusion_weight=0.6, color_fix="adain", **kw)
+    z0, routing = pipe.sample_latents(imgs, generator=gens(), **kw)
+    assert z0.shape == (3, 4, 8, 8)  # both sizes pad to the same 64 px grid: one tensor
+    assert [r["image"] for r in routing] == [r["image"] for r in full.routing] == [0, 1, 2]
+    for a, b in zip(routing, full.routing):
+        assert torch.equal(a["scales"][0]["gates"], b["scales"][0]["gates"])
+    same = pipe.decode_latents(z0[[0, 2]], [imgs[0], imgs[2]], 0.6, color_fix="adain",
+                               batch_size=2, output_type="np")
+    small = pipe.decode_latents(z0[1:2], imgs[1], 0.6, color_fix="adain", batch_size=2, output_type="np")
+    for got, want in zip([same[0], small[0], same[1]], full.images):
+        np.testing.assert_array_equal(got, want)
+    plain = pipe.decode_latents(z0[1:2], imgs[1], None, color_fix="adain", output_type="np")[0]
+    assert not np.array_equal(plain, small[0])  # the decoder (compensator vs plain VAE) matters
+    with pytest.raises(ValueError, match="do not belong to 1 LQ image"):
+        pipe.decode_latents(z0[[0, 2]], imgs[1])  # two latents, one image
+    with pytest.raises(ValueError, match="one size"):
+        pipe.decode_latents(z0[:2], imgs[:2])
 
 
 def test_any_scheduler_and_callback_with_routing(pipe):
@@ -167,8 +193,7 @@ def test_any_scheduler_and_callback_with_routing(pipe):
 
 
 def test_routing_record_reports_top_k_experts(pipe):
-    pipe(_rand_uint8(40, 56), num_inference_steps=1, generator=_gen())
-    (rec,) = pipe.last_routing
+    (rec,) = pipe(_rand_uint8(40, 56), num_inference_steps=1, generator=_gen()).routing
     cfg = pipe.model_config.model
     assert rec["image"] == 0 and rec["tile"] == (0, 0, 8, 8)
     assert len(rec["scales"]) == cfg.num_scales

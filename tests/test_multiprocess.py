@@ -1,4 +1,4 @@
-"""Stage I under ``accelerate launch`` with 2 processes on the CPU (gloo DDP) (moediffir/training; DESIGN.md §5).
+"""Stage I under ``accelerate launch`` with 2 processes on the CPU (gloo DDP) (moediffir/training; docs/design.md §5).
 
 On a CPU-only machine ``accelerate launch --cpu`` starts a single process; ``--multi_gpu --num_processes 2``
 starts two and ``Accelerator(cpu=True)`` joins them in a gloo process group (MULTI_CPU). The same command with

@@ -13,7 +13,7 @@ from moediffir.config import load_config
 from moediffir.data.manifest import read_manifest, verify_manifest
 from moediffir.data.tasks import all_tasks
 
-NOTEBOOK_BUDGET_S = 120  # issue 2: notebook 01 runs in under 2 minutes with the smoke profile
+NOTEBOOK_BUDGET_S = 120  # notebook 01 runs in under 2 minutes with the smoke profile
 
 
 def _children_cpu_s() -> float:

@@ -1,4 +1,4 @@
-"""Notebook 06 (issue 5 item 7) runs headless under papermill with the smoke profile on a model folder."""
+"""Notebook 06 runs headless under papermill with the smoke profile on a model folder."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Notebooks 02 (stage I) and 03 (stage II) under papermill, smoke profile (issue 4; DESIGN.md §1).
+"""Notebooks 02 (stage I) and 03 (stage II) under papermill, smoke profile (docs/design.md §1).
 
 They run with the repository root as working directory (as ``moediffir reproduce`` runs them), with the smoke
 profile's own training settings, and write into temporary folders through overrides (``runs_dir``,
@@ -59,7 +59,7 @@ def _check_outputs(tmp_path: Path, overrides: dict) -> None:
 
 
 def test_notebooks_02_03_smoke_within_budget(tmp_path):
-    """The smoke profile's own settings; only the output folders are redirected (issue 4: < 3 min each)."""
+    """The smoke profile's own settings; only the output folders are redirected (< 3 min each)."""
     overrides = {"data.out_dir": str(_bench(tmp_path / "bench")), "runs_dir": str(tmp_path / "runs"),
                  "results_dir": str(tmp_path / "results")}
     t02 = _run(NB02, tmp_path / "02.ipynb", overrides)

@@ -1,4 +1,4 @@
-"""``moediffir report`` (issue 5 item 6): every table and figure rebuilt from the saved numbers, byte-identically,
+"""``moediffir report``: every table and figure rebuilt from the saved numbers, byte-identically,
 without the model, the benchmark or the restored images."""
 
 from __future__ import annotations

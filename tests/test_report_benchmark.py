@@ -1,4 +1,4 @@
-"""Benchmark summary table and figures (paper §3.5, DESIGN.md §7)."""
+"""Benchmark summary table and figures (paper §3.5, docs/design.md §7)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The main job: `moediffir reproduce --profile smoke` runs the six real notebooks from a clean folder, leaves
-every table and figure, and a second call skips every notebook (issue 6, item 8)."""
+every table and figure, and a second call skips every notebook."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPADE injection into the stock UNet (moediffir/models/spade.py; paper §3.4, DESIGN.md §4)."""
+"""SPADE injection into the stock UNet (moediffir/models/spade.py; paper §3.4, docs/design.md §4)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Stage I training end to end on the smoke networks (moediffir/training/stage1.py; paper §3.4, §4.1, Eq. 2).
 
 A 6-step run writes its checkpoint folders, logs and the model folder the pipeline loads; only the prompt side
-trains (SPADE included: the released code's ``lr // 2`` left it untrained, DESIGN.md §8); and on a tiny fixed
+trains (SPADE included: the released code's ``lr // 2`` left it untrained, docs/design.md §8); and on a tiny fixed
 set the model really learns (Eq. 2 on a fixed batch with fixed noise and timesteps drops).
 """
 
@@ -90,7 +90,7 @@ def test_model_folder_loads_and_only_the_prompt_side_changed(smoke_run):
     cfg, folder = smoke_run
     pipe = load_pipeline(folder, device="cpu")
     pipe.set_progress_bar_config(disable=True)
-    z0 = pipe.sample_latents(torch.rand(1, 3, 64, 64), num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    z0, _ = pipe.sample_latents(torch.rand(1, 3, 64, 64), num_inference_steps=2, generator=torch.Generator().manual_seed(0))
     assert z0.shape == (1, 4, 8, 8) and torch.isfinite(z0).all()
 
     fresh, fresh_vae = _fresh(cfg)

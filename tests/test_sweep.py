@@ -1,4 +1,4 @@
-"""Ablation sweeps (paper §4.3; issue 6 items 3 and 8): run keys, reuse, resume after an interruption."""
+"""Ablation sweeps (paper §4.3): run keys, reuse, resume after an interruption."""
 
 from __future__ import annotations
 

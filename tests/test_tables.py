@@ -1,4 +1,4 @@
-"""Tables 1, 4 and the per-level tables (issue 5 item 4): values, the paper column, footnotes, formats."""
+"""Tables 1, 4 and the per-level tables: values, the paper column, footnotes, formats."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Aligned (LQ, GT, label) training pairs and the resumable sampler (moediffir/training/datasets.py; paper §4.1).
 
-The released code lost the label <-> image alignment (DESIGN.md §8). The synthetic benchmark below makes every
+The released code lost the label <-> image alignment (docs/design.md §8). The synthetic benchmark below makes every
 LQ image ``(GT + 37 * label) mod 256``, so one subtraction checks that an item's LQ crop, GT crop and label
 belong together after random crops, flips, rotations, shuffling and DataLoader workers.
 """

@@ -73,7 +73,7 @@ def test_vvc_is_10bit_and_coded_size_is_even(codecs, photo):
     assert codecs["hevc"](photo[:75, :101], 37).info["coded_bit_depth"] == 8
 
 
-# ------------------------------------------------------------------------------ QP pitfalls (issue 2)
+# ------------------------------------------------------------------------------ QP pitfalls -----------
 def test_x265_qp_report_detects_the_intra_offset(codecs, photo, monkeypatch):
     """Without ipratio=1 x265 codes the lone I frame at QP-3; the QP check must see it (so it is not vacuous)."""
     codec = codecs["hevc"]

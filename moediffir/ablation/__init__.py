@@ -1,4 +1,4 @@
-"""Ablation studies of paper §4.3 as resumable sweeps (Fig. 6, Table 2, Table 3; DESIGN.md §4, §7).
+"""Ablation studies of paper §4.3 as resumable sweeps (Fig. 6, Table 2, Table 3; docs/design.md §4, §7).
 
 Import what you need from the submodules (no import-time work here)::
 

@@ -1,4 +1,4 @@
-"""The codecs of the CIR benchmark (paper §3.5, DESIGN.md §3): one interface, a plain dict of factories.
+"""The codecs of the CIR benchmark (paper §3.5, docs/design.md §3): one interface, a plain dict of factories.
 
     from moediffir.codecs import CODECS, make_codec, LEVEL_TYPES
     codec = make_codec("hevc", cfg.data)      # build once, reuse for many images (models/binaries are cached)

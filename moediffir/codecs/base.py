@@ -1,4 +1,4 @@
-"""The codec interface of the CIR benchmark (paper §3.5, DESIGN.md §3).
+"""The codec interface of the CIR benchmark (paper §3.5, docs/design.md §3).
 
 Every codec takes an ``(H, W, 3)`` uint8 RGB array and a level (quality factor, QP, learned-codec quality or
 HiFiC operating point) and returns the decoded ``(H, W, 3)`` uint8 RGB array and the exact number of bits the

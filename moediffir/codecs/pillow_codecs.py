@@ -1,4 +1,4 @@
-"""JPEG and WebP codecs of the CIR benchmark, through Pillow (paper §3.5, DESIGN.md §3).
+"""JPEG and WebP codecs of the CIR benchmark, through Pillow (paper §3.5, docs/design.md §3).
 
 - JPEG: libjpeg(-turbo) through Pillow, baseline sequential, 4:2:0 chroma subsampling (``subsampling=2``),
   ``quality=QF`` with the standard IJG tables scaled by QF, default Huffman tables (``optimize=False``), not

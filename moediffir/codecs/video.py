@@ -1,4 +1,4 @@
-"""HEVC, AVC and VVC intra codecs of the CIR benchmark (paper §3.5 and the cross-type AVC tasks, DESIGN.md §3).
+"""HEVC, AVC and VVC intra codecs of the CIR benchmark (paper §3.5 and the cross-type AVC tasks, docs/design.md §3).
 
 Each codec codes ONE intra picture at a constant QP, the way still images are coded with a video codec:
 
@@ -16,7 +16,7 @@ Each codec codes ONE intra picture at a constant QP, the way still images are co
 Bits = 8 x the Annex-B byte stream after step 4 (start codes, VPS/SPS/PPS and slice data), counted over the
 original width x height by the caller; padding is the codec's cost.
 
-Pitfalls handled (measured in issue 2): a lone intra frame is coded at QP-3 by x264, x265 and vvenc unless the
+Pitfalls handled (measured here): a lone intra frame is coded at QP-3 by x264, x265 and vvenc unless the
 intra QP offset is removed (``ipratio=1``; vvenc ``IntraQPOffset=0``), and vvenc's perceptual QPA (on by
 default) moves the QP; it is switched off. The encoders run single-threaded (deterministic output, and the
 benchmark parallelises over processes instead).

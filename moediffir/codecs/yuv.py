@@ -1,8 +1,8 @@
-"""RGB <-> Y'CbCr 4:2:0 conversion used by every video codec of the CIR benchmark (paper §3.5, DESIGN.md §3).
+"""RGB <-> Y'CbCr 4:2:0 conversion used by every video codec of the CIR benchmark (paper §3.5, docs/design.md §3).
 
 HEVC, AVC and VVC code Y'CbCr 4:2:0 pictures, not RGB. Which matrix and range turn the RGB image into those
 planes is not a detail: a matrix or range mismatch between the forward and the inverse conversion costs 5-12 dB
-(issue 2). So the kit never relies on a library default: this module is the one conversion, in plain numpy,
+(measured). So the kit never relies on a library default: this module is the one conversion, in plain numpy,
 used both before every video encoder and after every video decoder.
 
 Conversion (ITU-R BT.601 / BT.709, non-linear R'G'B' in [0, 1], ``Kr``/``Kb`` from the matrix):

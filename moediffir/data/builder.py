@@ -1,6 +1,6 @@
 """Build the CIR benchmark: every source image under every task, in parallel, resumable (paper §3.5).
 
-Layout under ``benchmark_dir`` (DESIGN.md §3)::
+Layout under ``benchmark_dir`` (docs/design.md §3)::
 
     <split>/<set>/gt/<stem>.png          the source converted once to RGB uint8 PNG (GT)
     <split>/<set>/<task_id>/<stem>.png   the decoded compressed image (LQ), same size as the GT

@@ -36,7 +36,7 @@ class DatasetInfo:
     role: str  # "train" or "test"
     expected_images: int | None  # None: not fixed (the paper does not say which images)
     content: str  # what goes into the folder
-    grayscale: bool = False  # coded as RGB with equal channels (DESIGN.md §3)
+    grayscale: bool = False  # coded as RGB with equal channels (docs/design.md §3)
     # archive file name -> (algorithm, hex digest, size in bytes or None, who recorded it)
     archives: dict[str, tuple[str, str, int | None, str]] = field(default_factory=dict)
 

@@ -1,4 +1,4 @@
-"""The CIR benchmark manifest: one row per compressed output (paper §3.5, DESIGN.md §3).
+"""The CIR benchmark manifest: one row per compressed output (paper §3.5, docs/design.md §3).
 
 ``<benchmark_dir>/manifest.csv`` lists, for every (image, task): the split and set, the source image (relative
 to the datasets folder), the task (codec, level, seen label or -1, kind), the image size, the real number of

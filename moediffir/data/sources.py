@@ -1,6 +1,6 @@
 """Source images of the CIR benchmark: which files of a dataset folder become GT items (paper §3.5).
 
-A dataset named ``X`` is the folder ``<datasets_dir>/X`` (DESIGN.md §3, ``data/README.md``); every image file
+A dataset named ``X`` is the folder ``<datasets_dir>/X`` (docs/design.md §3, ``data/README.md``); every image file
 under it (searched recursively, sorted) is one source. Its *stem* names every output derived from it: the path
 relative to the set folder without the suffix, with folder separators written as ``__``. Training images may be
 cut into tiles (``data.train_tile``): the tiles cover the whole image (the last row/column is aligned to the

@@ -1,4 +1,4 @@
-"""CIR benchmark tasks: 21 seen codec x level tasks and the unseen ones (paper §3.5, Table 2; DESIGN.md §3).
+"""CIR benchmark tasks: 21 seen codec x level tasks and the unseen ones (paper §3.5, Table 2; docs/design.md §3).
 
 A task is one codec at one level. Levels are data, not code: :data:`PRESETS` holds the paper's levels
 (§3.5: JPEG/WebP QF 5/10/15, HEVC/VVC QP 37/42/47, C_PSNR/C_SSIM quality 1/2/3, HiFiC low/med/high) and the

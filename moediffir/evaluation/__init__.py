@@ -1,7 +1,7 @@
-"""Evaluation of paper §4.2 and appendix B: restore the test sets, score them, save every number (DESIGN.md §7).
+"""Evaluation of paper §4.2 and appendix B: restore the test sets, score them, save every number (docs/design.md §7).
 
 * :mod:`moediffir.evaluation.protocol` -- items, methods, seeds, output layout;
-* :mod:`moediffir.evaluation.restore` -- batched, resumable restoration with the pipeline;
+* :mod:`moediffir.evaluation.benchmark_restore` -- batched, resumable restoration with the pipeline;
 * :mod:`moediffir.evaluation.external` -- other methods' folders matched to the benchmark;
 * :mod:`moediffir.evaluation.scoring` -- per-image metrics, FID per set, the tidy results table;
 * :mod:`moediffir.evaluation.analysis` -- prompt similarity (Fig. 8) and expert usage per task;

@@ -1,4 +1,4 @@
-"""``moediffir evaluate`` and ``moediffir report`` (paper §4.2, appendix B; DESIGN.md §7).
+"""``moediffir evaluate`` and ``moediffir report`` (paper §4.2, appendix B; docs/design.md §7).
 
     moediffir evaluate --profile smoke [--model DIR] [--external NAME=DIR ...] [--no-model] [--set K=V ...] [--device D]
     moediffir report   --profile smoke [--results DIR] [--set K=V ...]

@@ -4,7 +4,7 @@
 
 1. select the items (:func:`~moediffir.evaluation.protocol.select_items`: test sets x tasks, seen and unseen);
 2. build the metric suite first, so a missing pretrained metric weight fails before any restoration;
-3. restore with the model folder's pipeline, resumably (:mod:`moediffir.evaluation.restore`), once per batch,
+3. restore with the model folder's pipeline, resumably (:mod:`moediffir.evaluation.benchmark_restore`), once per batch,
    decoded with the compensator (``moe-diffir``) and with the plain VAE decoder (``moe-diffir (no compensator)``);
 4. match every ``--external NAME=DIR`` folder (:mod:`moediffir.evaluation.external`);
 5. score every method the same way (:mod:`moediffir.evaluation.scoring`), the compressed input included
@@ -39,7 +39,7 @@ from typing import Any
 import pandas as pd
 
 from moediffir.config import Config, save_config
-from moediffir.evaluation import analysis, protocol, restore, scoring
+from moediffir.evaluation import analysis, benchmark_restore, protocol, scoring
 from moediffir.evaluation.external import ExternalMatch, match_external
 from moediffir.evaluation.protocol import METHOD_LQ, METHOD_MOE, METHOD_NO_COMPENSATOR, EvaluationError
 from moediffir.utils.io import (
@@ -65,7 +65,7 @@ class EvaluationResult:
     out_dir: Path
     report_paths: list[Path] = field(default_factory=list)
     externals: dict[str, ExternalMatch] = field(default_factory=dict)
-    restore_stats: dict[str, restore.RestoreStats] = field(default_factory=dict)
+    restore_stats: dict[str, benchmark_restore.RestoreStats] = field(default_factory=dict)
     skipped_tasks: list[str] = field(default_factory=list)
 
     @property
@@ -246,7 +246,7 @@ def run_evaluation(
         matches[name] = match_external(name, ext_dir, items)
         _log(log, "[evaluate] " + matches[name].summary())
         weights_of[name] = EXTERNAL_WEIGHTS
-    stats: dict[str, restore.RestoreStats] = {}
+    stats: dict[str, benchmark_restore.RestoreStats] = {}
     similarity = None
     ours: list[str] = []
     if folder is not None:
@@ -258,11 +258,11 @@ def run_evaluation(
             _log(log, f"[evaluate] {folder} has no decoder compensator (stage II not run): only "
                       f"{METHOD_NO_COMPENSATOR!r} is evaluated")
         methods[METHOD_NO_COMPENSATOR] = None
-        stats = restore.restore_items(pipe, items, bench, restored_root, methods, cfg,
-                                      restore.folder_fingerprint(folder), log=log, on_batch=on_batch)
+        stats = benchmark_restore.restore_items(pipe, items, bench, restored_root, methods, cfg,
+                                                benchmark_restore.folder_fingerprint(folder), log=log, on_batch=on_batch)
         label = model_weights_label(folder)
         for m in methods:
-            paths[m] = restore.restored_paths(items, restored_root, m)
+            paths[m] = benchmark_restore.restored_paths(items, restored_root, m)
             weights_of[m] = label
             ours.append(m)
         similarity = analysis.prompt_similarity(pipe)
@@ -289,7 +289,7 @@ def run_evaluation(
     metrics_dir.mkdir(parents=True, exist_ok=True)
     write_csv(results, metrics_dir / "results.csv")
     write_csv(per_image_df, metrics_dir / "per_image.csv")
-    routing_recs = [r for m in ours for r in restore.routing_records(items, restored_root, m)]
+    routing_recs = [r for m in ours for r in benchmark_restore.routing_records(items, restored_root, m)]
     routing = analysis.routing_table(routing_recs)
     for name, df in (("routing.csv", routing if len(routing) else None), ("prompt_similarity.csv", similarity)):
         if df is not None and len(df):

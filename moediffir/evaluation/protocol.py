@@ -1,4 +1,4 @@
-"""The evaluation protocol: which images, which methods, where outputs go (paper §4.2, appendix B; DESIGN.md §7).
+"""The evaluation protocol: which images, which methods, where outputs go (paper §4.2, appendix B; docs/design.md §7).
 
 Every method is scored on the same items: the rows of the benchmark manifest of split ``test`` for the
 configured test sets (``eval.test_sets``), every task built for them (seen and unseen), the first

@@ -1,4 +1,4 @@
-"""Image-quality metrics with explicit conventions (paper §4.2, appendix B.2; DESIGN.md §7).
+"""Image-quality metrics with explicit conventions (paper §4.2, appendix B.2; docs/design.md §7).
 
 * :mod:`moediffir.metrics.fidelity` — PSNR and SSIM (RGB default; BT.601 YCbCr Y and a border crop as options).
 * :mod:`moediffir.metrics.perceptual` — LPIPS, FID, CLIP-IQA+ and MANIQA, offline, pretrained or random weights.

@@ -1,4 +1,4 @@
-"""The measurement conventions written beside every number (paper §4.2, appendix B.2; DESIGN.md §7).
+"""The measurement conventions written beside every number (paper §4.2, appendix B.2; docs/design.md §7).
 
 Restoration papers differ in how they measure the same metric: RGB or the Y channel of YCbCr, a border crop or
 none, the value range, the LPIPS backbone, and (for the learned metrics) whether real pretrained weights were

@@ -1,4 +1,4 @@
-"""Fidelity metrics PSNR and SSIM, as reported in the paper's tables (paper §4.2, Tables 1-6; DESIGN.md §7).
+"""Fidelity metrics PSNR and SSIM, as reported in the paper's tables (paper §4.2, Tables 1-6; docs/design.md §7).
 
 Conventions are explicit keyword arguments, never hidden defaults of a library:
 

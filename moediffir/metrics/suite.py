@@ -1,4 +1,4 @@
-"""One object that measures restored images the way the paper does (paper §4.2, appendix B.2; DESIGN.md §7).
+"""One object that measures restored images the way the paper does (paper §4.2, appendix B.2; docs/design.md §7).
 
 :class:`MetricSuite` computes a chosen list of metrics per image pair (PSNR, SSIM, LPIPS against the ground
 truth; CLIP-IQA+ and MANIQA on the restored image alone) and FID per set of images, with the conventions of a

@@ -1,4 +1,4 @@
-"""MoE-DiffIR networks (paper §3.2-3.4, DESIGN.md §4).
+"""MoE-DiffIR networks (paper §3.2-3.4, docs/design.md §4).
 
 Explicit re-exports of the prompt side of the model, resolved lazily (importing this package, or one of its
 modules, does not import diffusers until a name that needs it is used). The degradation prior, Visual2Text

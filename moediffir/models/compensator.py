@@ -2,7 +2,7 @@
 
 Stage II "augments the Decoder with some low-quality information" (§3.4) and trains only that part with
 ``L_Decoder = L_lpips[z_lq, z0, hr]`` (Eq. 4). Following StableSR's controllable feature wrapping (CFW) and
-DESIGN.md §4:
+docs/design.md §4:
 
 - The LQ image goes through the (frozen) VAE **encoder**; its feature maps at two levels are kept.
 - Inside the (frozen) VAE **decoder**, after the resnets of the up block at the same resolution and before its

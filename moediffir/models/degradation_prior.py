@@ -2,7 +2,7 @@
 
 The paper feeds the router "the degradation prior obtained from LQ images through the pre-trained CLIP encoder
 of DA-CLIP" [44], frozen (appendix A: "we did not fine-tune this model on our CIR dataset"). Here
-(DESIGN.md §4, §8):
+(docs/design.md §4, §8):
 
 - **Which tokens.** DA-CLIP = an open_clip ViT-B/32 CLIP (``clip``) plus an *image controller*
   (``visual_control``): a copy of the image tower whose transformer is wrapped in a ``ControlTransformer`` with
@@ -14,7 +14,7 @@ of DA-CLIP" [44], frozen (appendix A: "we did not fine-tune this model on our CI
   used: they do not change the controller's own hidden states.
 - **Token order.** ``conv1`` gives ``(B, 768, 7, 7)``; tokens are ``flatten(2).transpose(1, 2)`` ->
   ``(B, 49, 768)`` in raster order (row-major over the 7x7 grid). The released code reshaped a
-  ``(B, 49, 768)`` tensor to ``(B, 768, 7, 7)``, scrambling channels and positions (DESIGN §8); it also
+  ``(B, 49, 768)`` tensor to ``(B, 768, 7, 7)``, scrambling channels and positions (docs/design.md §8); it also
   dropped the class and position embeddings. Neither is repeated here.
 - **Preprocessing inside the module.** Input is an LQ image ``(B, 3, H, W)`` in ``[0, 1]`` of any size. It is
   resized to ``image_size`` (224) with antialiased bicubic interpolation and clamped to ``[0, 1]``, then

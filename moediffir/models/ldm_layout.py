@@ -1,4 +1,4 @@
-"""The original (CompVis/LDM) single-file layout of Stable Diffusion 2.x weights (DESIGN.md §2; paper §4.1).
+"""The original (CompVis/LDM) single-file layout of Stable Diffusion 2.x weights (docs/design.md §2; paper §4.1).
 
 MoE-DiffIR starts from SD 2.1-base (§4.1), published as one LDM checkpoint, ``v2-1_512-ema-pruned.ckpt``: the
 denoiser under ``model.diffusion_model.*`` (an ``openaimodel.UNetModel``) and the autoencoder under

@@ -1,4 +1,4 @@
-"""Where the `paper` profile's pretrained weights come from, and loading them offline (DESIGN.md §2; paper §4.1).
+"""Where the `paper` profile's pretrained weights come from, and loading them offline (docs/design.md §2; paper §4.1).
 
 MoE-DiffIR fine-tunes Stable Diffusion 2.1-base (§4.1) and uses two frozen CLIP-family encoders: the DA-CLIP
 ViT-B/32 image controller for the degradation prior (§3.2, appendix A) and a CLIP RN50 image encoder in the

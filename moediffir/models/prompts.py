@@ -9,7 +9,7 @@ Every generator maps the scale's tokens ``(B, L, C)`` to prompted tokens ``(B, L
 - ``moe``    -- N prompt experts chosen per token by :class:`NoisyTopKRouter` (Eq. 3), ``x . sum_k g_k P_k``
   (Fig. 2b). When the degradation prior (DP) is on, the router sees the tokens after a cross-attention whose
   keys/values are the DP tokens (appendix A, Fig. 7); the DP feeds the router only, never the prompted
-  features (DESIGN.md §4). ``router_input`` picks that attention's form: ``residual`` --
+  features (docs/design.md §4). ``router_input`` picks that attention's form: ``residual`` --
   ``x + Attn(LN(x), LN(dp))`` (``dp_attn``); ``attention`` [released] -- the plain cross-attention output
   ``Attn(x, dp)`` of the released ``Prompt_routing`` (8 heads of 64, no q/k/v bias; ``attn.to_q``,
   ``attn.to_k``, ``attn.to_v``, ``attn.to_out.0`` as released). Both routing modes read it.

@@ -2,7 +2,7 @@
 
 Eq. 3:  ``G(x) = TopK(Softmax(x W_g + eps * Softplus(x W_noise)))``, ``eps ~ N(0, 1)``.
 
-Choices the paper leaves open (DESIGN.md §4, §8), each a switch (released value in brackets):
+Choices the paper leaves open (docs/design.md §4, §8), each a switch (released value in brackets):
 
 - **Noise** is drawn only in training mode; in eval mode the router is deterministic unless
   ``noisy_gating_in_eval=True`` [released: on, its router is noisy at inference too]. The noise std is

@@ -1,4 +1,4 @@
-"""Visual2Text adapter with the quality enhancer (paper §3.3, Fig. 3a; DESIGN.md §4).
+"""Visual2Text adapter with the quality enhancer (paper §3.3, Fig. 3a; docs/design.md §4).
 
 Paper §3.3: "we first enhance the LQ images using several transformer blocks and then employ CLIP's image
 encoder to directly extract visual features ... several MLP layers (the Visual2Text Adapter) translate visual
@@ -15,7 +15,7 @@ Pipeline of :class:`Visual2TextAdapter` (choices the paper leaves open are marke
    initialisation the enhancer is the identity, so the frozen CLIP encoder first sees the image it was trained
    on. (*pixels after the resize: size-independent; unshuffled to keep the cost well under the UNet's; the
    released code ran such blocks on the latent.)
-3. CLIP normalisation (mean/std) — the released code fed ``[-1, 1]`` pixels without it (DESIGN §8).
+3. CLIP normalisation (mean/std) — the released code fed ``[-1, 1]`` pixels without it (docs/design.md §8).
 4. **Frozen CLIP image encoder**: open_clip's ``ModifiedResNet`` RN50 (as the released code). *Features are
    the spatial grid of ``layer4`` before the attention pool, ``(B, 2048, 7, 7)`` -> 49 tokens in raster order:
    the attention pool would leave one global vector, too little for the UNet's cross-attention. The encoder

@@ -1,7 +1,7 @@
 """Pre-LN ViT blocks and multi-head (cross-)attention of the MoE-Prompt Module (paper §3.4, Fig. 3c; [14]).
 
 The MoE-Prompt Module runs two pre-LN transformer blocks per scale on the LQ latent's tokens
-(DESIGN.md §4: dim 256, 4 heads, MLP x4). The same attention layer, with keys/values from another sequence,
+(docs/design.md §4: dim 256, 4 heads, MLP x4). The same attention layer, with keys/values from another sequence,
 is the cross-attention between a scale's tokens and the degradation prior (appendix A, Fig. 7).
 
 No positional embedding is added: the tokens come from convolutions (which already encode position) and the

@@ -1,4 +1,4 @@
-"""Restoration with a trained MoE-DiffIR: pipeline, tiling, colour fix, model folder (DESIGN.md §6).
+"""Restoration with a trained MoE-DiffIR: pipeline, tiling, colour fix, model folder (docs/design.md §6).
 
 Explicit re-exports, resolved lazily: importing this package (or one of its light modules such as
 ``colorfix``) does not import diffusers.

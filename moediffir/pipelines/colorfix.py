@@ -1,4 +1,4 @@
-"""Colour correction of restored images against their LQ input (DESIGN.md §6; StableSR's post-processing).
+"""Colour correction of restored images against their LQ input (docs/design.md §6; StableSR's post-processing).
 
 Diffusion restorers can shift colours; StableSR (and the released MoE-DiffIR code that builds on it) offers
 two fixes, both optional here (``SampleConfig.color_fix``):

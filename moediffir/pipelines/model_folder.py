@@ -1,4 +1,4 @@
-"""The model folder: a trained MoE-DiffIR in one directory, loadable with nothing else (paper §3.4; DESIGN.md §4-§6).
+"""The model folder: a trained MoE-DiffIR in one directory, loadable with nothing else (paper §3.4; docs/design.md §4-§6).
 
 Written by the trainer after stage I (prompt module, SPADE, V2T) and again after stage II (plus the decoder
 compensator); read by :func:`load_pipeline`, ``moediffir restore`` and the notebooks. Layout::

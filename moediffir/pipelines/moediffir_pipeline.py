@@ -1,4 +1,4 @@
-"""MoE-DiffIR restoration pipeline: LQ image(s) in, restored image(s) out (paper §3, Fig. 2a/3a; DESIGN.md §6).
+"""MoE-DiffIR restoration pipeline: LQ image(s) in, restored image(s) out (paper §3, Fig. 2a/3a; docs/design.md §6).
 
 Inference as in the paper (§3.4, §4.1) and StableSR, which it follows:
 
@@ -30,24 +30,32 @@ Saving and loading go through the model folder (:mod:`moediffir.pipelines.model_
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
-from PIL import Image
 
 from moediffir.config import SampleConfig
 from moediffir.models.denoiser import DenoiserConditions, MoEDiffIRDenoiser
-from moediffir.pipelines.colorfix import COLOR_FIXES, apply_color_fix
+from moediffir.pipelines.colorfix import apply_color_fix
+from moediffir.pipelines.inputs import (
+    OUTPUT_TYPES,
+    check_arguments,
+    check_images,
+    convert_output,
+    size_groups,
+    to_tensors,
+    to_uint8_images,
+)
 from moediffir.pipelines.sampling import initial_noise, sample_loop
-from moediffir.pipelines.tiling import BLEND_MODES, Tile, pad_to_multiple, tile_batches, tiled_map
-from moediffir.utils.io import to_rgb_uint8
+from moediffir.pipelines.tiling import Tile, pad_to_multiple, tile_batches, tiled_map
 
-OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+__all__ = ["OUTPUT_TYPES", "MoEDiffIRPipeline", "MoEDiffIRPipelineOutput", "encode_lq", "to_uint8_images"]
+
 RoutingCallback = Callable[[int, torch.Tensor, torch.Tensor, list], Any]
 
 
@@ -55,9 +63,15 @@ RoutingCallback = Callable[[int, torch.Tensor, torch.Tensor, list], Any]
 class MoEDiffIRPipelineOutput(BaseOutput):
     """``images``: a list of PIL images (``pil``), a list of uint8 ``(H, W, 3)`` arrays (``np``), or a
     ``(B, 3, H, W)`` float tensor in [0, 1] (``pt``; a list of ``(1, 3, H, W)`` when sizes differ), or the
-    latents ``z_0`` (``latent``; ``(B, 4, h, w)`` on the padded grid, a list when sizes differ)."""
+    latents ``z_0`` (``latent``; ``(B, 4, h, w)`` on the padded grid, a list when sizes differ).
+
+    ``routing``: one record per (image, tile), in image order: ``{"image": i, "tile": (top, left, h, w)`` in
+    latent cells ``, "scales": [per-scale routing dicts of the MoE-Prompt Module, batch dim 1]}``.
+    ``tiled``: one bool per image, whether it took the tiled path."""
 
     images: Any
+    routing: list[dict[str, Any]] | None = None
+    tiled: list[bool] | None = None
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -80,62 +94,6 @@ def _latents_for_decoder(vae, latents: torch.Tensor) -> torch.Tensor:
     return latents / vae.config.scaling_factor + shift  # (B, 4, h, w)
 
 
-def _image_kind(x: Any) -> str | None:
-    if isinstance(x, Image.Image):
-        return "pil"
-    if isinstance(x, np.ndarray):
-        return "np"
-    if torch.is_tensor(x):
-        return "pt"
-    return None
-
-
-def _check_one_image(x: Any, where: str) -> None:
-    kind = _image_kind(x)
-    if kind is None:
-        raise TypeError(
-            f"{where}: expected a PIL image, a uint8 (H, W, 3) numpy array or a float (B, 3, H, W) tensor in [0, 1], "
-            f"got {type(x).__name__}"
-        )
-    if kind == "pil":
-        if x.width < 1 or x.height < 1:
-            raise ValueError(f"{where}: PIL image has zero size {x.size}")
-    elif kind == "np":
-        if x.dtype != np.uint8:
-            raise ValueError(f"{where}: numpy images must be uint8, got {x.dtype}")
-        if not (x.ndim in (3, 4) and x.shape[-1] == 3) or 0 in x.shape:
-            raise ValueError(f"{where}: numpy images must be (H, W, 3) or (B, H, W, 3), got {x.shape}")
-    else:
-        if x.ndim != 4 or x.shape[1] != 3 or 0 in x.shape:
-            raise ValueError(f"{where}: tensor images must be (B, 3, H, W), got {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise ValueError(f"{where}: tensor images must be float in [0, 1], got {x.dtype}")
-        lo, hi = float(x.min()), float(x.max())
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise ValueError(f"{where}: tensor images contain NaN or inf")
-        if lo < 0.0 or hi > 1.0:
-            raise ValueError(f"{where}: tensor values must be in [0, 1], got [{lo:.3g}, {hi:.3g}]")
-
-
-def _to_tensors(image: Any) -> tuple[list[torch.Tensor], str]:
-    """Flatten the accepted inputs into ``(1, 3, H, W)`` float32 CPU tensors in [0, 1] and the input kind."""
-    items = list(image) if isinstance(image, (list, tuple)) else [image]
-    out: list[torch.Tensor] = []
-    for x in items:
-        kind = _image_kind(x)
-        if kind == "pil":
-            arr = np.array(to_rgb_uint8(x))  # writable copy
-            out.append(torch.from_numpy(arr).permute(2, 0, 1)[None].float() / 255.0)  # (1, 3, H, W)
-        elif kind == "np":
-            arr = x[None] if x.ndim == 3 else x
-            t = torch.from_numpy(np.array(arr, dtype=np.uint8)).permute(0, 3, 1, 2).float() / 255.0  # (B, 3, H, W)
-            out.extend(t[i : i + 1] for i in range(t.shape[0]))
-        else:
-            t = x.detach().float().cpu()  # (B, 3, H, W)
-            out.extend(t[i : i + 1] for i in range(t.shape[0]))
-    return out, _image_kind(items[0]) or "pil"
-
-
 def _split_routing(routing: list[dict[str, Any]], n: int) -> list[list[dict[str, Any]]]:
     """Per-row copies (batch dim kept, size 1) of a batch's per-scale routing record, detached, on the CPU."""
     rows: list[list[dict[str, Any]]] = [[] for _ in range(n)]
@@ -154,19 +112,15 @@ def _split_routing(routing: list[dict[str, Any]], n: int) -> list[list[dict[str,
 
 
 # --------------------------------------------------------------------------------------------- pipeline
-def to_uint8_images(x: torch.Tensor) -> list[np.ndarray]:
-    """``(B, 3, H, W)`` in [0, 1] -> uint8 ``(H, W, 3)`` arrays (rounded, clipped): the pipeline's ``np`` output."""
-    return [(x[i].permute(1, 2, 0).float().cpu().numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
-            for i in range(x.shape[0])]
-
-
 class MoEDiffIRPipeline(DiffusionPipeline):
     """Restore compressed images with MoE-DiffIR (see the module docstring for the numbered steps).
 
     ``pipe.sample_defaults`` (a :class:`~moediffir.config.SampleConfig`) supplies every argument left as None;
-    :func:`~moediffir.pipelines.model_folder.load_pipeline` sets it from the model's profile. After a call,
-    ``pipe.last_routing`` holds one record per (image, tile): ``{"image": i, "tile": (top, left, h, w)`` in
-    latent cells ``, "scales": [per-scale routing dicts, batch dim 1]}`` and ``pipe.last_tiled`` one bool per image.
+    :func:`~moediffir.pipelines.model_folder.load_pipeline` sets it from the model's profile.
+
+    A call is two public steps, which other code (benchmark restoration, the stage-II data generator) calls
+    on their own: :meth:`sample_latents` (steps 1-7: ``z_0`` and the routing) and :meth:`decode_latents`
+    (steps 3 and 8-10). The call returns everything it computed in :class:`MoEDiffIRPipelineOutput`.
     """
 
     _optional_components = ["degradation_prior", "v2t", "compensator"]  # noqa: RUF012 (diffusers' convention)
@@ -199,9 +153,6 @@ class MoEDiffIRPipeline(DiffusionPipeline):
         self.denoiser = MoEDiffIRDenoiser(unet, prompt_module, spade, degradation_prior=degradation_prior, v2t=v2t)
         self.sample_defaults = SampleConfig()
         self.model_config = None  # the resolved moediffir Config when loaded from a model folder
-        self.last_routing: list[dict[str, Any]] = []
-        self.last_tiled: list[bool] = []
-        self._batch_tiled = False
 
     @classmethod
     def from_denoiser(cls, denoiser: MoEDiffIRDenoiser, vae, scheduler, compensator=None, config=None) -> MoEDiffIRPipeline:
@@ -275,45 +226,60 @@ class MoEDiffIRPipeline(DiffusionPipeline):
         callback: Any = None,
     ) -> None:
         """Raise a short, exact error for any bad argument (before any work is done)."""
-        items = list(image) if isinstance(image, (list, tuple)) else [image]
-        if not items:
-            raise ValueError("image: got an empty list")
-        n_images = 0
-        for i, x in enumerate(items):
-            _check_one_image(x, f"image[{i}]" if isinstance(image, (list, tuple)) else "image")
-            n_images += x.shape[0] if (torch.is_tensor(x) or (isinstance(x, np.ndarray) and x.ndim == 4)) else 1
-        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be an int >= 1, got {num_inference_steps!r}")
-        if fusion_weight is not None:
-            if isinstance(fusion_weight, bool) or not isinstance(fusion_weight, (int, float)) or not math.isfinite(fusion_weight):
-                raise ValueError(f"fusion_weight must be a number in [0, 1] or None, got {fusion_weight!r}")
-            if not 0.0 <= float(fusion_weight) <= 1.0:
-                raise ValueError(f"fusion_weight must be in [0, 1], got {fusion_weight}")
-        mult, f = self.pixel_multiple, self.vae_scale_factor
-        if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < mult or tile_size % mult:
-            raise ValueError(f"tile_size must be a positive multiple of {mult} px (the latent grid), got {tile_size!r}")
-        if isinstance(tile_overlap, bool) or not isinstance(tile_overlap, int) or tile_overlap < 0 or tile_overlap % f:
-            raise ValueError(f"tile_overlap must be a multiple of {f} px and >= 0, got {tile_overlap!r}")
-        if tile_overlap >= tile_size:
-            raise ValueError(f"tile_overlap={tile_overlap} must be smaller than tile_size={tile_size}")
-        if tile_blend not in BLEND_MODES:
-            raise ValueError(f"tile_blend={tile_blend!r}: choose one of {BLEND_MODES}")
-        if color_fix not in COLOR_FIXES:
-            raise ValueError(f"color_fix={color_fix!r}: choose one of {COLOR_FIXES}")
-        if output_type is not None and output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type={output_type!r}: choose one of {OUTPUT_TYPES}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-        if isinstance(generator, (list, tuple)) and len(generator) != n_images:
-            raise ValueError(f"generator: got {len(generator)} generators for {n_images} images; pass one per image or one")
-        if self.prompt_module.uses_task_labels and task_labels is None:
-            raise ValueError("task_labels: this model routes by task label (model.routing='task'); pass one per image")
-        if task_labels is not None and not isinstance(task_labels, int):
-            labels = torch.as_tensor(task_labels).reshape(-1)
-            if labels.numel() != n_images:
-                raise ValueError(f"task_labels: got {labels.numel()} labels for {n_images} images")
-        if callback is not None and not callable(callback):
-            raise ValueError("callback must be callable: callback(step, t, latents, routing)")
+        args = {
+            "num_inference_steps": num_inference_steps, "fusion_weight": fusion_weight, "tile_size": tile_size,
+            "tile_overlap": tile_overlap, "tile_blend": tile_blend, "color_fix": color_fix, "output_type": output_type,
+            "batch_size": batch_size, "generator": generator, "task_labels": task_labels, "callback": callback,
+        }
+        self._check(image, args)
+
+    def _check(self, image: Any, args: dict[str, Any]) -> None:
+        """:func:`~moediffir.pipelines.inputs.check_arguments` with this model's geometry."""
+        n_images = check_images(image)
+        check_arguments(args, n_images, self.pixel_multiple, self.vae_scale_factor, self.prompt_module.uses_task_labels)
+
+    def resolve_arguments(
+        self,
+        num_inference_steps: int | None = None,
+        fusion_weight: float | None = ...,  # type: ignore[assignment]
+        color_fix: str | None = None,
+        tile_size: int | None = None,
+        tile_overlap: int | None = None,
+        tile_blend: str | None = None,
+        batch_size: int | None = None,
+    ) -> dict[str, Any]:
+        """The sampling arguments with every one left as None (``fusion_weight``: left out) taken from
+        :attr:`sample_defaults`; the keys are the argument names of :meth:`__call__`."""
+        d = self.sample_defaults
+        return {
+            "num_inference_steps": d.num_steps if num_inference_steps is None else num_inference_steps,
+            "fusion_weight": d.fusion_weight if fusion_weight is ... else fusion_weight,
+            "color_fix": d.color_fix if color_fix is None else color_fix,
+            "tile_size": d.tile_size if tile_size is None else tile_size,
+            "tile_overlap": d.tile_overlap if tile_overlap is None else tile_overlap,
+            "tile_blend": d.tile_blend if tile_blend is None else tile_blend,
+            "batch_size": d.batch_size if batch_size is None else batch_size,
+        }
+
+    def uses_tiles(self, size: Sequence[int], tile_size: int, tiled: bool | None = None) -> bool:
+        """Whether an image of ``size`` ``(H, W)`` takes the tiled path: ``tiled`` when given, else whether
+        its padded size exceeds ``tile_size``."""
+        if tiled is not None:
+            return bool(tiled)
+        m = self.pixel_multiple
+        return max(math.ceil(int(x) / m) * m for x in size) > tile_size
+
+    @contextmanager
+    def _eval_mode(self, *modules: Any) -> Iterator[None]:
+        """Inference: no gate noise, even when called mid-training (docs/design.md §8); modes are given back after."""
+        modes = {m: m.training for m in modules if m is not None}
+        for m in modes:
+            m.eval()
+        try:
+            yield
+        finally:
+            for m, was_training in modes.items():
+                m.train(was_training)
 
     # -- 4. encode ---------------------------------------------------------------------------------
     def encode(self, lq: torch.Tensor, tiled: bool, tile: int, overlap: int, blend: str, tile_batch: int) -> torch.Tensor:
@@ -356,32 +322,28 @@ class MoEDiffIRPipeline(DiffusionPipeline):
             tile, overlap, blend, tile_batch,
         ).clamp(0.0, 1.0)
 
-    # -- one batch of equal-size images: steps 3-9 -------------------------------------------------
-    def _restore_batch(
+    # -- one batch of equal-size images: steps 3-7 -------------------------------------------------
+    def _sample_batch(
         self,
         lq: torch.Tensor,
         image_ids: list[int],
         labels: torch.Tensor | None,
         generator: Any,
-        fusion_weight: float | None,
         tiled: bool | None,
         tile_size: int,
         tile_overlap: int,
         tile_blend: str,
-        color_fix: str,
         batch_size: int,
         eta: float | None,
         callback: RoutingCallback | None,
         progress: Any,
-        want_latents: bool,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+        """``z_0`` ``(B, 4, gh, gw)`` of LQ images ``(B, 3, H, W)`` and their routing records."""
         device = self._execution_device
         f = self.vae_scale_factor
-        # 3. pad to the latent grid (edge pixels), remember the size
-        lq = lq.to(device)
-        lq_pad, (h, w) = pad_to_multiple(lq, self.pixel_multiple)  # (B, 3, H', W')
-        if tiled is None:
-            tiled = max(lq_pad.shape[-2:]) > tile_size
+        # 3. pad to the latent grid (edge pixels)
+        lq_pad, _ = pad_to_multiple(lq.to(device), self.pixel_multiple)  # (B, 3, H', W')
+        tiled = self.uses_tiles(lq.shape[-2:], tile_size, tiled)
         tile, overlap = tile_size // f, tile_overlap // f  # latent cells
         grid = (lq_pad.shape[-2] // f, lq_pad.shape[-1] // f)
         b = lq.shape[0]
@@ -441,18 +403,120 @@ class MoEDiffIRPipeline(DiffusionPipeline):
         if callback is not None:
             step_cb = lambda i, t, z: callback(i, t, z, list(routing))
         z0 = sample_loop(eps_fn, self.scheduler, latents, generator=generator, callback=step_cb, progress=progress, eta=eta)
-        self.last_routing.extend(routing)
-        self._batch_tiled = bool(tiled)
-        if want_latents:
-            return z0  # (B, 4, gh, gw)
+        return z0, routing  # (B, 4, gh, gw)
 
-        # 8. decode (compensator at w, or the plain VAE decoder)
-        out = self.decode(z0, lq_pad, fusion_weight, tiled, tile, overlap, tile_blend, batch_size)  # (B, 3, H', W')
+    # -- steps 1-7 ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample_latents(
+        self,
+        image: Any,
+        num_inference_steps: int | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        *,
+        tile_size: int | None = None,
+        tile_overlap: int | None = None,
+        tile_blend: str | None = None,
+        tiled: bool | None = None,
+        batch_size: int | None = None,
+        task_labels: int | Sequence[int] | torch.Tensor | None = None,
+        callback: RoutingCallback | None = None,
+        eta: float | None = None,
+    ) -> tuple[torch.Tensor | list[torch.Tensor], list[dict[str, Any]]]:
+        """Steps 1-7 for LQ image(s) (arguments as in :meth:`__call__`): ``(z_0, routing)``.
+
+        ``z_0``: ``(B, 4, H'/8, W'/8)`` on the execution device (``H'``, ``W'`` padded to :attr:`pixel_multiple`;
+        a list of ``(1, 4, h, w)`` when sizes differ); ``routing``: the records of
+        :attr:`MoEDiffIRPipelineOutput.routing`. The stage-II data generator trains on these latents (paper §3.4).
+        """
+        a = self.resolve_arguments(num_inference_steps, None, None, tile_size, tile_overlap, tile_blend, batch_size)
+        del a["fusion_weight"], a["color_fix"]
+        self._check(image, {**a, "generator": generator, "task_labels": task_labels, "callback": callback})
+        steps, batch_size = a["num_inference_steps"], a["batch_size"]
+        # 2. inputs -> (1, 3, H, W) float tensors in [0, 1]; batches of equal size
+        images, _ = to_tensors(image)
+        labels_all = None
+        if task_labels is not None:
+            labels_all = torch.as_tensor(task_labels, dtype=torch.long).reshape(-1)
+            if labels_all.numel() == 1:
+                labels_all = labels_all.expand(len(images))
+        groups = size_groups(images, batch_size)
+
+        device = self._execution_device
+        if self.denoiser.null_context.device != device:
+            self.denoiser.null_context = self.denoiser.null_context.to(device)
+        self.scheduler.set_timesteps(steps, device=device)
+        results: dict[int, torch.Tensor] = {}
+        routing: list[dict[str, Any]] = []
+        with self._eval_mode(self.denoiser), self.progress_bar(total=len(self.scheduler.timesteps) * len(groups)) as progress:
+            for ids in groups:
+                # 3.-7. pad, encode, conditions, noise, denoise (_sample_batch)
+                self.scheduler.set_timesteps(steps, device=device)  # multistep schedulers keep state: reset
+                gen = [generator[i] for i in ids] if isinstance(generator, (list, tuple)) else generator
+                z0, recs = self._sample_batch(
+                    torch.cat([images[i] for i in ids]), ids, None if labels_all is None else labels_all[ids], gen,
+                    tiled, a["tile_size"], a["tile_overlap"], a["tile_blend"], batch_size, eta, callback, progress,
+                )
+                for j, i in enumerate(ids):
+                    results[i] = z0[j : j + 1]
+                routing.extend(recs)
+        routing.sort(key=lambda r: r["image"])
+        return convert_output([results[i] for i in range(len(images))], "latent"), routing
+
+    # -- steps 3, 8-10 --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def decode_latents(
+        self,
+        z0: torch.Tensor,
+        lq: Any,
+        fusion_weight: float | None = ...,  # type: ignore[assignment]
+        *,
+        color_fix: str | None = None,
+        tile_size: int | None = None,
+        tile_overlap: int | None = None,
+        tile_blend: str | None = None,
+        tiled: bool | None = None,
+        batch_size: int | None = None,
+        output_type: str = "pt",
+    ) -> Any:
+        """Images from sampled latents ``z0`` ``(B, 4, h, w)`` (:meth:`sample_latents`) of the LQ images ``lq``
+        (one size, unpadded, any input kind of :meth:`__call__`): pad, decode (compensator at ``fusion_weight``,
+        the plain VAE decoder for None), crop back, colour fix against ``lq``, convert.
+
+        ``output_type``: ``pt`` (default; ``(B, 3, H, W)`` in [0, 1]), ``np`` or ``pil``. Other arguments as in
+        :meth:`__call__`; ``tiled`` must be what sampling used (None: the same rule).
+        """
+        a = self.resolve_arguments(None, fusion_weight, color_fix, tile_size, tile_overlap, tile_blend, batch_size)
+        del a["num_inference_steps"]
+        self._check(lq, {**a, "output_type": output_type})
+        if output_type == "latent":
+            raise ValueError("output_type='latent': decode_latents returns images (pt, np or pil)")
+        images, _ = to_tensors(lq)
+        if len({tuple(x.shape) for x in images}) != 1:
+            raise ValueError("lq: decode_latents takes images of one size (decode each size on its own)")
+        device = self._execution_device
+        x = torch.cat(images).to(device)  # (B, 3, H, W)
+        f = self.vae_scale_factor
+        # 3. pad to the latent grid, as sampling did
+        lq_pad, (h, w) = pad_to_multiple(x, self.pixel_multiple)  # (B, 3, H', W')
+        grid = (z0.shape[0], *z0.shape[-2:])
+        if z0.ndim != 4 or grid != (x.shape[0], lq_pad.shape[-2] // f, lq_pad.shape[-1] // f):
+            raise ValueError(
+                f"z0: latents {tuple(z0.shape)} do not belong to {x.shape[0]} LQ image(s) of {h}x{w} px "
+                f"(expected (B, C, {lq_pad.shape[-2] // f}, {lq_pad.shape[-1] // f}) from sample_latents)"
+            )
+        tiled = self.uses_tiles((h, w), a["tile_size"], tiled)
+        with self._eval_mode(self.compensator):
+            # 8. decode (compensator at w, or the plain VAE decoder)
+            out = self.decode(z0.to(device), lq_pad, a["fusion_weight"], tiled, a["tile_size"] // f,
+                              a["tile_overlap"] // f, a["tile_blend"], a["batch_size"])  # (B, 3, H', W')
         # 9. crop back, colour fix against the LQ input
-        out = out[..., :h, :w]  # (B, 3, H, W)
-        return apply_color_fix(out, lq, color_fix)
+        out = apply_color_fix(out[..., :h, :w], x, a["color_fix"])  # (B, 3, H, W)
+        if output_type == "pt":
+            return out
+        # 10. output
+        return convert_output([out[i : i + 1] for i in range(out.shape[0])], output_type)
 
-    # -- the call ----------------------------------------------------------------------------------
+    # -- the call: steps 1-10 -------------------------------------------------------------------------
     @torch.no_grad()
     def __call__(
         self,
@@ -472,7 +536,7 @@ class MoEDiffIRPipeline(DiffusionPipeline):
         callback: RoutingCallback | None = None,
         eta: float | None = None,
     ) -> MoEDiffIRPipelineOutput | tuple:
-        """Restore LQ image(s).
+        """Restore LQ image(s): :meth:`sample_latents`, then :meth:`decode_latents` per batch of one size.
 
         Args:
             image: a PIL image, a uint8 ``(H, W, 3)``/``(B, H, W, 3)`` array, a float ``(B, 3, H, W)`` tensor in
@@ -488,92 +552,37 @@ class MoEDiffIRPipeline(DiffusionPipeline):
             output_type: ``pil``, ``np``, ``pt`` or ``latent``; None returns the input's kind.
             callback: ``callback(step, t, latents, routing)`` after every denoising step of every batch.
             eta: DDIM's eta (other schedulers ignore it).
+
+        Returns :class:`MoEDiffIRPipelineOutput` (images, routing, tiled), or ``(images,)`` without ``return_dict``.
         """
-        d = self.sample_defaults
-        steps = d.num_steps if num_inference_steps is None else num_inference_steps
-        w = d.fusion_weight if fusion_weight is ... else fusion_weight
-        color_fix = d.color_fix if color_fix is None else color_fix
-        tile_size = d.tile_size if tile_size is None else tile_size
-        tile_overlap = d.tile_overlap if tile_overlap is None else tile_overlap
-        tile_blend = d.tile_blend if tile_blend is None else tile_blend
-        batch_size = d.batch_size if batch_size is None else batch_size
-
-        # 1. check inputs
-        self.check_inputs(
-            image, steps, w, tile_size, tile_overlap, tile_blend, color_fix, output_type, batch_size,
-            generator, task_labels, callback,
-        )
-        # 2. inputs -> (1, 3, H, W) float tensors in [0, 1]; batches of equal size
-        images, kind = _to_tensors(image)
+        a = self.resolve_arguments(num_inference_steps, fusion_weight, color_fix, tile_size, tile_overlap, tile_blend,
+                                   batch_size)
+        # 1. check inputs (all of them, before any work)
+        self._check(image, {**a, "output_type": output_type, "generator": generator, "task_labels": task_labels,
+                            "callback": callback})
+        images, kind = to_tensors(image)
         output_type = output_type or kind
-        labels_all = None
-        if task_labels is not None:
-            labels_all = torch.as_tensor(task_labels, dtype=torch.long).reshape(-1)
-            if labels_all.numel() == 1:
-                labels_all = labels_all.expand(len(images))
-        by_size: dict[tuple[int, int], list[int]] = {}
-        for i, x in enumerate(images):
-            by_size.setdefault(tuple(x.shape[-2:]), []).append(i)
-        groups = [ids[s : s + batch_size] for ids in by_size.values() for s in range(0, len(ids), batch_size)]
-
-        device = self._execution_device
-        if self.denoiser.null_context.device != device:
-            self.denoiser.null_context = self.denoiser.null_context.to(device)
-        self.scheduler.set_timesteps(steps, device=device)
-        self.last_routing, self.last_tiled = [], []
-        results: dict[int, torch.Tensor] = {}
-        tiled_by_image: dict[int, bool] = {}
-        modes = {m: m.training for m in (self.denoiser, self.compensator) if m is not None}
-        for m in modes:
-            m.eval()  # inference: no gate noise, even when called mid-training (DESIGN §8)
-        try:
-            with self.progress_bar(total=len(self.scheduler.timesteps) * len(groups)) as progress:
-                for ids in groups:
-                    # 3.-9. pad, encode, conditions, noise, denoise, decode, crop, colour fix (_restore_batch)
-                    self.scheduler.set_timesteps(steps, device=device)  # multistep schedulers keep state: reset
-                    gen = [generator[i] for i in ids] if isinstance(generator, (list, tuple)) else generator
-                    out = self._restore_batch(
-                        torch.cat([images[i] for i in ids]), ids, None if labels_all is None else labels_all[ids], gen,
-                        w, tiled, tile_size, tile_overlap, tile_blend, color_fix, batch_size, eta, callback, progress,
-                        want_latents=output_type == "latent",
-                    )
-                    for j, i in enumerate(ids):
-                        results[i] = out[j : j + 1]
-                        tiled_by_image[i] = self._batch_tiled
-        finally:
-            for m, was_training in modes.items():
-                m.train(was_training)
-        self.last_routing.sort(key=lambda r: r["image"])
-        self.last_tiled = [tiled_by_image[i] for i in range(len(images))]
-
-        # 10. output
-        ordered = [results[i] for i in range(len(images))]
-        output = self._convert_output(ordered, output_type)
+        geometry = {k: a[k] for k in ("tile_size", "tile_overlap", "tile_blend", "batch_size")}
+        # 2.-7. z_0 and the routing
+        z0, routing = self.sample_latents(image, a["num_inference_steps"], generator, tiled=tiled,
+                                          task_labels=task_labels, callback=callback, eta=eta, **geometry)
+        if output_type == "latent":
+            output = z0
+        else:
+            rows = list(z0) if isinstance(z0, list) else [z0[i : i + 1] for i in range(z0.shape[0])]
+            results: dict[int, torch.Tensor] = {}
+            for ids in size_groups(images, a["batch_size"]):
+                # 3., 8.-9. pad, decode, crop, colour fix: the batches sampling used
+                out = self.decode_latents(
+                    torch.cat([rows[i] for i in ids]), torch.cat([images[i] for i in ids]), a["fusion_weight"],
+                    color_fix=a["color_fix"], tiled=tiled, **geometry,
+                )
+                for j, i in enumerate(ids):
+                    results[i] = out[j : j + 1]
+            # 10. output
+            output = convert_output([results[i] for i in range(len(images))], output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
             return (output,)
-        return MoEDiffIRPipelineOutput(images=output)
-
-    @staticmethod
-    def _convert_output(ordered: list[torch.Tensor], output_type: str) -> Any:
-        if output_type in ("pt", "latent"):
-            if len({tuple(x.shape) for x in ordered}) == 1:
-                return torch.cat(ordered)  # (B, C, H, W)
-            return ordered
-        arrays = [to_uint8_images(x)[0] for x in ordered]
-        if output_type == "np":
-            return arrays
-        return [Image.fromarray(a) for a in arrays]
-
-    # -- for stage II -------------------------------------------------------------------------------
-    def sample_latents(
-        self,
-        image: Any,
-        num_inference_steps: int | None = None,
-        generator: torch.Generator | list[torch.Generator] | None = None,
-        **kwargs: Any,
-    ) -> torch.Tensor | list[torch.Tensor]:
-        """``z_0`` for LQ image(s): ``(B, 4, H'/8, W'/8)`` (``H'``, ``W'`` padded to :attr:`pixel_multiple`), on the
-        execution device; the stage-II data generator calls this (paper §3.4: latents of the stage-I model)."""
-        out = self(image, num_inference_steps=num_inference_steps, generator=generator, output_type="latent", **kwargs)
-        return out.images
+        tiled_by_image = [self.uses_tiles(x.shape[-2:], a["tile_size"], tiled) for x in images]
+        return MoEDiffIRPipelineOutput(images=output, routing=routing, tiled=tiled_by_image)

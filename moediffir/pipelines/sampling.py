@@ -1,4 +1,4 @@
-"""The reverse diffusion loop with one small contract (paper §3.1, Eq. 1-2; DESIGN.md §6).
+"""The reverse diffusion loop with one small contract (paper §3.1, Eq. 1-2; docs/design.md §6).
 
 MoE-DiffIR samples like StableSR: start from pure Gaussian noise ``z_T`` and run the reverse process of the
 noise schedule the model was trained with, predicting ``eps(z_t, t)`` with the prompted UNet at each step.

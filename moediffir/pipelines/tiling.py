@@ -1,4 +1,4 @@
-"""Tiles with overlap blending for images larger than one tile (DESIGN.md §6; StableSR's tiled sampling).
+"""Tiles with overlap blending for images larger than one tile (docs/design.md §6; StableSR's tiled sampling).
 
 The paper samples 256/512 px crops; restoring a whole photo needs tiles. Every tiled step of the pipeline --
 VAE encoding of the LQ image, the noise prediction at each denoising step, and the (compensated) VAE decoding

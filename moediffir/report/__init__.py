@@ -1,4 +1,4 @@
-"""Tables and figures of the kit (DESIGN.md §7): numbers as CSV + Markdown, figures as PNG + PDF, all atomic.
+"""Tables and figures of the kit (docs/design.md §7): numbers as CSV + Markdown, figures as PNG + PDF, all atomic.
 
 Shared helpers live here; each paper artefact has its own module (``moediffir.report.benchmark`` for the
 CIR benchmark of §3.5). matplotlib is imported inside the functions (no import-time work).

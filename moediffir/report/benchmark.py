@@ -1,4 +1,4 @@
-"""Summary table and figures of the CIR benchmark (paper §3.5; DESIGN.md §3, §7).
+"""Summary table and figures of the CIR benchmark (paper §3.5; docs/design.md §3, §7).
 
 From the manifest alone (no image is recoded):
 

@@ -1,4 +1,4 @@
-"""The paper's figures from saved numbers, as deterministic PNG + PDF (paper Fig. 4, Fig. 8; DESIGN.md §7).
+"""The paper's figures from saved numbers, as deterministic PNG + PDF (paper Fig. 4, Fig. 8; docs/design.md §7).
 
 * :func:`visual_grid` -- visual comparison (Fig. 4 and appendix C): LQ / restored / GT crops, one figure per
   codec, one row per level, from the crops saved at evaluation time;
@@ -254,7 +254,7 @@ def _as_hwc(img) -> np.ndarray:
 def routing_checkpoint(panels: Sequence[tuple[str, object]], scales: Sequence[dict], out_dir: str | Path,
                        name: str, title: str, random: bool = False, image: int = 0) -> list[Path]:
     """One restoration at a glance: the image ``panels`` (``(label, image)``, e.g. LQ / restored / GT), then per
-    routed scale of ``scales`` (``pipe.last_routing[i]["scales"]``) the expert with the largest gate at each token
+    routed scale of ``scales`` (``pipe(...).routing[i]["scales"]``) the expert with the largest gate at each token
     and the top-K counts; writes ``<name>.png/.pdf`` and the counts as ``<name>.csv``."""
     from matplotlib import colormaps
     from matplotlib.colors import ListedColormap

@@ -1,4 +1,4 @@
-"""The paper's own numbers (Tables 1-5), transcribed once into ``results/paper/*.csv`` (DESIGN.md §7).
+"""The paper's own numbers (Tables 1-5), transcribed once into ``results/paper/*.csv`` (docs/design.md §7).
 
 The kit's tables show the paper's value beside ours; this module reads and checks those transcriptions. How they
 were made (source text, rules, known OCR problems) is in ``results/paper/README.md``.

@@ -1,4 +1,4 @@
-"""``moediffir report``: every table and figure of the evaluation, rebuilt from the saved numbers (DESIGN.md §7).
+"""``moediffir report``: every table and figure of the evaluation, rebuilt from the saved numbers (docs/design.md §7).
 
 Reads only ``<results>/<profile>/metrics/`` (``results.csv``, ``per_image.csv``, ``routing.csv``,
 ``prompt_similarity.csv``, ``visual.json`` + ``visual/`` crops) -- never the model, the benchmark or the

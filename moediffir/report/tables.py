@@ -1,6 +1,6 @@
 """The paper's tables from our saved numbers, with the paper's value and our difference beside each cell.
 
-Implements (paper §4.2, appendix B; DESIGN.md §7):
+Implements (paper §4.2, appendix B; docs/design.md §7):
 
 * **Table 1** -- codec x test set, the mean over the levels of each codec (the paper: "average on three
   distortions"), PSNR / SSIM / LPIPS / FID, one row per codec and method (``table1``);

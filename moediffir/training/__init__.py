@@ -1,4 +1,4 @@
-"""Stage I and stage II fine-tuning of MoE-DiffIR (paper §3.4, §4.1; DESIGN.md §5).
+"""Stage I and stage II fine-tuning of MoE-DiffIR (paper §3.4, §4.1; docs/design.md §5).
 
 Import what you need from the submodules (no import-time work here)::
 

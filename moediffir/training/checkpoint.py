@@ -1,4 +1,4 @@
-"""Atomic training checkpoints with exact resume (paper §4.1 runs 0.4 M + 0.1 M steps; DESIGN.md §5).
+"""Atomic training checkpoints with exact resume (paper §4.1 runs 0.4 M + 0.1 M steps; docs/design.md §5).
 
 A checkpoint is the folder ``<stage dir>/checkpoints/step_XXXXXX`` holding
 

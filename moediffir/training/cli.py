@@ -1,4 +1,4 @@
-"""Command line of the two training stages (paper §3.4, §4.1; DESIGN.md §5)::
+"""Command line of the two training stages (paper §3.4, §4.1; docs/design.md §5)::
 
     moediffir train stage1 --profile smoke [--set K=V ...] [--resume] [--device cpu|cuda|auto] [--no-progress]
     moediffir train stage2 --profile smoke [--set K=V ...] [--resume] [--device ...]

@@ -2,7 +2,7 @@
 
 The paper trains on the 21 seen tasks of the DF2K benchmark with 256 px inputs, "random flipping and rotation"
 (§4.1). Here one manifest row *is* one training pair, so the label travels with its own image and path: the
-released code kept images and labels in separate shuffled pools that fell out of step (DESIGN.md §8).
+released code kept images and labels in separate shuffled pools that fell out of step (docs/design.md §8).
 
 - :class:`PairedCropDataset` reads the LQ image and its GT, draws **one** crop box and one of the 8 dihedral
   transforms (horizontal flip x rotation by 0/90/180/270 degrees) from a per-item seed and applies the same to

@@ -1,4 +1,4 @@
-"""Training logs: loss, learning rate and MoE routing statistics (paper §3.2 Eq. 3, §3.4; DESIGN.md §5).
+"""Training logs: loss, learning rate and MoE routing statistics (paper §3.2 Eq. 3, §3.4; docs/design.md §5).
 
 :class:`TrainingLog` keeps two files per stage:
 

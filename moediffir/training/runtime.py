@@ -1,4 +1,4 @@
-"""What both training stages share: accelerate set-up, run folders, resume checks (paper §4.1; DESIGN.md §5).
+"""What both training stages share: accelerate set-up, run folders, resume checks (paper §4.1; docs/design.md §5).
 
 Nothing here implements an equation; it keeps the two stages' plumbing identical:
 

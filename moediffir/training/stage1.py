@@ -1,6 +1,6 @@
 """Stage I: train the MoE-Prompt Module, SPADE layers (and V2T) on the frozen SD backbone (paper §3.4, §4.1, Eq. 2).
 
-One optimiser step, written out (DESIGN.md §5):
+One optimiser step, written out (docs/design.md §5):
 
 1. a batch of aligned ``(LQ, GT, label)`` crops of the 21 seen tasks (:mod:`moediffir.training.datasets`);
 2. the frozen VAE encoder gives ``z_lq`` (posterior mean x scaling factor, exactly the pipeline's

@@ -198,8 +198,8 @@ def generate_stage2_data(cfg, progress: bool = True) -> Path:
         for s in range(0, len(items), cfg.sample.batch_size):
             extra = {"task_labels": labels[s : s + cfg.sample.batch_size]} if task_routing else {}
             with torch.no_grad():
-                z = pipe.sample_latents(lq[s : s + cfg.sample.batch_size], num_inference_steps=steps,
-                                        generator=gen, **extra)
+                z, _ = pipe.sample_latents(lq[s : s + cfg.sample.batch_size], num_inference_steps=steps,
+                                           generator=gen, **extra)
             z0.append(z.float().cpu())  # (b, 4, c/8, c/8)
         _atomic_torch_save({
             "lq": _to_uint8(lq), "gt": _to_uint8(gt), "z0": torch.cat(z0), "label": labels,

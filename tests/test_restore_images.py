@@ -1,4 +1,4 @@
-"""``moediffir restore`` (moediffir.restore): odd sizes, a corrupt file among good ones, no overwrite.
+"""``moediffir restore`` (moediffir.restore_images): odd sizes, a corrupt file among good ones, no overwrite.
 
 The model folder holds untrained smoke parts: these tests check the command, not restoration quality.
 """
@@ -15,7 +15,7 @@ from PIL import Image
 
 from moediffir.config import resolve_config
 from moediffir.pipelines.model_folder import build_fresh_model_folder
-from moediffir.restore import add_restore_parser, collect_inputs
+from moediffir.restore_images import add_restore_parser, collect_inputs
 
 SMOKE_TEST = Path(__file__).resolve().parents[1] / "data" / "smoke" / "smoke_test"
 

@@ -1,4 +1,4 @@
-"""``moediffir restore INPUT... -o OUTDIR --model MODEL_DIR``: restore your own images (DESIGN.md §6; issue 6).
+"""``moediffir restore INPUT... -o OUTDIR --model MODEL_DIR``: restore your own images (docs/design.md §6).
 
 Runs the MoE-DiffIR pipeline (paper §3, inference as §4.1) of a model folder over any number of image files
 and folders, of any size (large images go through the tiled path). Outputs are PNGs named ``<stem>.png`` in
@@ -125,9 +125,8 @@ def restore_images(
     out_dir.mkdir(parents=True, exist_ok=True)
     pipe.set_progress_bar_config(disable=True)
     report = RestoreReport()
-    kwargs: dict[str, Any] = {"num_inference_steps": num_inference_steps, "tile_size": tile_size, "color_fix": color_fix}
-    if fusion_weight is not ...:
-        kwargs["fusion_weight"] = fusion_weight
+    kwargs = {"num_inference_steps": num_inference_steps, "fusion_weight": fusion_weight, "tile_size": tile_size,
+              "color_fix": color_fix}  # None (fusion_weight: ...) means the model's default
     for src, dst in tqdm(list(zip(files, outputs)), desc="restore", unit="img", disable=not progress, file=sys.stderr):
         try:
             lq = read_image_rgb(src)  # (H, W, 3) uint8
@@ -206,13 +205,9 @@ def run_restore(args: argparse.Namespace) -> int:
     try:  # bad sampling arguments fail here, once, not once per image
         import numpy as np
 
-        d = pipe.sample_defaults
-        pipe.check_inputs(
-            np.zeros((8, 8, 3), np.uint8), d.num_steps if args.steps is None else args.steps,
-            d.fusion_weight if args.fusion_weight is ... else args.fusion_weight,
-            d.tile_size if args.tile_size is None else args.tile_size, d.tile_overlap, d.tile_blend,
-            d.color_fix if args.color_fix is None else args.color_fix, "np", d.batch_size,
-        )
+        settings = pipe.resolve_arguments(num_inference_steps=args.steps, fusion_weight=args.fusion_weight,
+                                          tile_size=args.tile_size, color_fix=args.color_fix)
+        pipe.check_inputs(np.zeros((8, 8, 3), np.uint8), output_type="np", **settings)
     except (TypeError, ValueError) as exc:
         err(f"error: {exc}")
         return 2

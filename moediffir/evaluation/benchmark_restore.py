@@ -26,7 +26,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -91,39 +90,6 @@ def is_done(png: Path, record: dict | None, fingerprint: str, width: int, height
     return sha256_file(png) == record.get("sha256")
 
 
-@torch.no_grad()
-def decode_latents(pipe: Any, z0: torch.Tensor, lq: torch.Tensor, tiled: bool, fusion_weight: float | None) -> list[np.ndarray]:
-    """Steps 8-10 of :class:`~moediffir.pipelines.moediffir_pipeline.MoEDiffIRPipeline` for sampled latents:
-    decode (compensator at ``fusion_weight``, or the plain VAE for None), colour fix, crop back to the LQ size.
-
-    ``lq`` ``(B, 3, H, W)`` in [0, 1] unpadded; ``z0`` on the padded latent grid (``pipe.sample_latents``).
-    tests/test_evaluator.py checks that this equals the pipeline's own output.
-    """
-    from moediffir.pipelines.colorfix import apply_color_fix
-    from moediffir.pipelines.moediffir_pipeline import to_uint8_images
-    from moediffir.pipelines.tiling import pad_to_multiple
-
-    d = pipe.sample_defaults
-    f = pipe.vae_scale_factor
-    device = pipe._execution_device
-    lq = lq.to(device)
-    lq_pad, (h, w) = pad_to_multiple(lq, pipe.pixel_multiple)  # (B, 3, H', W')
-    out = pipe.decode(z0.to(device), lq_pad, fusion_weight, tiled, d.tile_size // f, d.tile_overlap // f,
-                      getattr(d, "tile_blend", "gaussian"), d.batch_size)  # (B, 3, H', W')
-    out = apply_color_fix(out[..., :h, :w], lq, d.color_fix)  # (B, 3, H, W)
-    return to_uint8_images(out)
-
-
-def lq_batch(images: list[np.ndarray]) -> torch.Tensor:
-    """uint8 ``(H, W, 3)`` images of one size -> ``(B, 3, H, W)`` in [0, 1], built exactly as the pipeline builds
-    its batch (same values *and* memory layout: CPU kernels pick their algorithm by layout, and the last bit of
-    a float differs between algorithms)."""
-    from moediffir.pipelines.moediffir_pipeline import _to_tensors
-
-    tensors, _ = _to_tensors(list(images))
-    return torch.cat(tensors)  # (B, 3, H, W)
-
-
 def _batches(items: pd.DataFrame, batch_size: int) -> list[pd.DataFrame]:
     """Fixed batches: per (set, task), per image size, in item order, ``batch_size`` at a time."""
     out = []
@@ -135,7 +101,7 @@ def _batches(items: pd.DataFrame, batch_size: int) -> list[pd.DataFrame]:
 
 
 def _image_routing(routing: list[dict], image: int) -> list[dict]:
-    """Sum the per-tile routing summaries of one image of the last pipeline call."""
+    """Sum the per-tile routing summaries of one image (``routing``: the pipeline's records of a batch)."""
     total: dict[int, dict] = {}
     for rec in routing:
         if rec["image"] != image:
@@ -186,17 +152,13 @@ def restore_items(
         if not todo:
             continue
         rows = list(batch.itertuples(index=False))
-        lq_np = [read_image_rgb(benchmark_dir / it.path) for it in rows]
-        lq = lq_batch(lq_np)  # (B, 3, H, W)
+        lq = [read_image_rgb(benchmark_dir / it.path) for it in rows]  # uint8 (H, W, 3), one size
         gens = [torch.Generator("cpu").manual_seed(image_seed(cfg.seed, it.set, it.task, str(it.stem))) for it in rows]
-        z0 = pipe.sample_latents(lq_np, num_inference_steps=cfg.sample.num_steps, generator=gens,
-                                 batch_size=cfg.sample.batch_size)  # (B, 4, h, w)
-        if isinstance(z0, list):
-            z0 = torch.cat(z0)
-        tiled = bool(pipe.last_tiled[0]) if pipe.last_tiled else False
-        routing = [_image_routing(pipe.last_routing, j) for j in range(len(rows))]
+        z0, routing_records = pipe.sample_latents(lq, generator=gens)  # (B, 4, h, w)
+        tiled = pipe.uses_tiles(lq[0].shape[:2], cfg.sample.tile_size)
+        routing = [_image_routing(routing_records, j) for j in range(len(rows))]
         for m, idx in todo.items():
-            images = decode_latents(pipe, z0, lq, tiled, methods[m])
+            images = pipe.decode_latents(z0, lq, methods[m], output_type="np")  # uint8 (H, W, 3) each
             for j in idx:
                 it = rows[j]
                 png, rec = output_paths(out_root, m, it.set, it.task, str(it.stem))
