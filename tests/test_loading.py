@@ -90,10 +90,11 @@ def test_every_missing_file_is_listed_fast_and_offline(tmp_path, offline_env):
     assert "weblzw/daclip-uir-ViT-B-32-irsde" in message and "timm/resnet50_clip.openai" in message
 
 
-def test_dp_weights_only_when_the_blind_moe_router_reads_them(tmp_path, offline_env):
+def test_dp_weights_only_when_the_moe_router_reads_them(tmp_path, offline_env):
     daclip = str(tmp_path / "data" / "weights" / "daclip_ViT-B-32.pt")
     assert daclip in [m.path for m in check_paper_weights(_paper(tmp_path))]
-    for override in ({"model.routing": "task"}, {"model.prompt_design": "multi"}, {"model.use_dp": False}):
+    assert daclip in [m.path for m in check_paper_weights(_paper(tmp_path, **{"model.routing": "task"}))]  # released
+    for override in ({"model.prompt_design": "multi"}, {"model.use_dp": False}):
         assert daclip not in [m.path for m in check_paper_weights(_paper(tmp_path, **override))]
 
 
