@@ -84,7 +84,7 @@ def test_v2t_off_context_is_the_text_encoding_of_the_empty_prompt():
     assert torch.equal(d.null_context, expected)
     assert d.null_context.abs().sum() > 0  # not the zero token of a bare MoEDiffIRDenoiser
     assert not torch.allclose(d.null_context[0, 0], d.null_context[0, 5])  # BOS, EOS, pads differ by position
-    z_t, t, z_lq, img = _batch()
+    _, t, z_lq, img = _batch()
     cond = d.prepare(z_lq, t, lq_image=img)
     assert torch.equal(cond.context, d.null_context)  # what the UNet's cross-attention reads
 

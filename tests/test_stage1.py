@@ -176,7 +176,7 @@ def test_optimizer_switches_released_groups_and_adamw():
 
 
 def test_usm_switch_sharpens_the_gt_the_loss_sees(monkeypatch):
-    import moediffir.training.stage1 as stage1
+    from moediffir.training import stage1
 
     cfg = resolve_config("smoke", {"model.use_v2t": False})
     denoiser, vae = _fresh(cfg)

@@ -65,7 +65,8 @@ def write_clip_tokenizer_files(folder: str | Path) -> Path:
     ``</w>``, the 48894 merges, then ``<|startoftext|>`` and ``<|endoftext|>``.
     """
     bpe = clip_bpe_path()
-    lines = gzip.open(bpe).read().decode("utf-8").split("\n")
+    with gzip.open(bpe) as f:
+        lines = f.read().decode("utf-8").split("\n")
     merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
     symbols = list(_bytes_to_unicode().values())
     vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]

@@ -49,7 +49,6 @@ from moediffir.training.checkpoint import (
 )
 from moediffir.training.datasets import PairedCropDataset, ResumableBatchSampler, SampleKey, training_pairs
 from moediffir.training.logs import RoutingStats, TrainingLog
-from moediffir.training.usm import usm_sharpen
 from moediffir.training.runtime import (
     check_resume_config,
     fresh_stage_dir,
@@ -60,6 +59,7 @@ from moediffir.training.runtime import (
     resume_fingerprint,
     stage_dir,
 )
+from moediffir.training.usm import usm_sharpen
 from moediffir.utils.io import atomic_write_json
 
 STAGE = "stage1"
