@@ -47,6 +47,7 @@ from typing import Any
 import pandas as pd
 
 from moediffir.config import Config, apply_overrides, config_to_dict, save_config
+from moediffir.errors import MoEDiffIRError
 from moediffir.utils.io import atomic_write_csv, atomic_write_json
 
 SWEEPS_DIR = "sweeps"
@@ -66,7 +67,7 @@ KEY_EXCLUDED: tuple[str, ...] = (
     "data.root", "data.datasets_dir", "data.out_dir", "data.workers", "data.hific_dir", "data.hm_encoder",
     "data.vvc_encoder", "data.allow_missing_codecs", "data.png_compress_level",
     "stage1.out_dir", "stage1.log_every", "stage1.checkpoint_every", "stage1.keep_checkpoints",
-    "eval.metric_weights_dir",
+    "eval.metric_weights_dir", "eval.lpips_dir",
 )
 #: Sections and top-level keys that training depends on (the train key).
 TRAIN_SECTIONS: tuple[str, ...] = ("seed", "data", "model", "stage1")
@@ -76,7 +77,7 @@ TrainFn = Callable[..., Path]  # train_stage1(cfg, resume=..., progress=...) -> 
 EvaluateFn = Callable[..., pd.DataFrame]  # evaluate_model(model_dir, cfg, sets=..., tasks=..., out_dir=...)
 
 
-class SweepError(RuntimeError):
+class SweepError(MoEDiffIRError, RuntimeError):
     """A sweep cannot run as defined; the message names the sweep, variant or file and the fix."""
 
 

@@ -78,6 +78,11 @@ def _c_ssim(data_cfg: Any) -> Codec:
     return CompressAICodec("c_ssim", weights=data_cfg.learned_weights)
 
 
+#: HiFiC's public checkpoint file per level (Zenodo record 4026003; Google Drive links in its README); here so
+#: the preflight names them without importing torch.
+HIFIC_CHECKPOINT_FILES: dict[str, str] = {"low": "hific_low.pt", "med": "hific_med.pt", "high": "hific_hi.pt"}
+
+
 def hific_weights_dir(data_cfg: Any) -> Path:
     """``data.hific_dir``, or ``<data.root>/weights/hific`` when empty."""
     return Path(data_cfg.hific_dir) if data_cfg.hific_dir else Path(data_cfg.root) / "weights" / "hific"
@@ -135,6 +140,7 @@ def make_codec(name: str, data_cfg: Any) -> Codec:
 
 __all__ = [
     "CODECS",
+    "HIFIC_CHECKPOINT_FILES",
     "LEVEL_TYPES",
     "Codec",
     "CodecError",

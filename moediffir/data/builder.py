@@ -42,6 +42,7 @@ from moediffir.data.manifest import FAILURES_NAME, MANIFEST_NAME, write_failures
 from moediffir.data.quality import SSIMReference, psnr_rgb
 from moediffir.data.sources import DatasetMissingError, SourceImage, list_sources, tile_boxes, tile_stem
 from moediffir.data.tasks import CODEC_DISPLAY, Task, all_tasks, select_tasks
+from moediffir.errors import MoEDiffIRError
 from moediffir.utils.io import (
     ImageReadError,
     atomic_write_bytes,
@@ -69,7 +70,7 @@ _CODEC_COST = {"hific": 20.0, "c_psnr": 10.0, "c_ssim": 10.0, "vvc": 3.0, "hevc"
                "webp": 0.3, "jpeg": 0.1}
 
 
-class BuildError(RuntimeError):
+class BuildError(MoEDiffIRError, RuntimeError):
     """The benchmark cannot be built as configured (the message says what to change)."""
 
 

@@ -51,6 +51,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from moediffir.errors import MoEDiffIRError
+
 # OpenAI CLIP normalisation (open_clip OPENAI_DATASET_MEAN / _STD), used by DA-CLIP and the RN50 encoder.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -78,7 +80,7 @@ TINY_DP_KWARGS: dict[str, Any] = {
 }
 
 
-class WeightLayoutError(ValueError):
+class WeightLayoutError(MoEDiffIRError, ValueError):
     """A weight file's keys or shapes do not match the module; the message lists them."""
 
 
