@@ -44,11 +44,15 @@ class RestoreStats:
 
 
 def folder_fingerprint(folder: str | Path) -> str:
-    """A cheap content fingerprint of a model folder: every file's path, size and first / last MiB."""
+    """A cheap content fingerprint of a model folder: every file's path, size and first / last MiB (the model
+    card and its evaluation numbers describe the model and are not part of it)."""
+    from moediffir.pipelines.model_card import CARD_FILES
+
     folder = Path(folder)
     h = hashlib.sha256()
     for p in sorted(folder.rglob("*")):
-        if not p.is_file() or any(part.startswith(".") for part in p.relative_to(folder).parts):
+        rel = p.relative_to(folder)
+        if not p.is_file() or any(part.startswith(".") for part in rel.parts) or rel.as_posix() in CARD_FILES:
             continue
         size = p.stat().st_size
         h.update(f"{p.relative_to(folder).as_posix()}:{size}:".encode())
