@@ -35,8 +35,6 @@ DP) are all trained in stage I, and the decoder compensator of stage II would be
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -47,6 +45,7 @@ from typing import Any
 import pandas as pd
 
 from moediffir.config import Config, apply_overrides, config_to_dict, save_config
+from moediffir.utils.digests import json_digest, read_record
 from moediffir.utils.io import atomic_write_csv, atomic_write_json
 
 SWEEPS_DIR = "sweeps"
@@ -154,11 +153,6 @@ def result_relevant(cfg: Config, sections: Sequence[str] | None = None) -> dict[
     return d
 
 
-def _digest(obj: Any, n: int = KEY_LENGTH) -> str:
-    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:n]
-
-
 def _manifest(cfg: Config) -> pd.DataFrame:
     from moediffir.data.manifest import ManifestError, read_manifest
 
@@ -178,12 +172,13 @@ def training_data_digest(cfg: Config, manifest: pd.DataFrame | None = None) -> s
     if rows.empty:
         raise SweepError(f"{cfg.benchmark_dir / 'manifest.csv'}: no seen training pairs; build the train split")
     pairs = sorted(zip(rows["path"].astype(str), rows["sha256"].astype(str), rows["gt_sha256"].astype(str)))
-    return _digest(pairs, 64)
+    return json_digest(pairs)
 
 
 def train_key(cfg: Config, manifest: pd.DataFrame | None = None) -> str:
     """Key of the stage-I model a variant trains: what training sees, nothing else."""
-    return _digest({"config": result_relevant(cfg, TRAIN_SECTIONS), "train_data": training_data_digest(cfg, manifest)})
+    return json_digest({"config": result_relevant(cfg, TRAIN_SECTIONS), "train_data": training_data_digest(cfg, manifest)},
+                       KEY_LENGTH)
 
 
 @dataclass(frozen=True)
@@ -236,7 +231,7 @@ def plan_evaluations(cfg: Config, sweep: Sweep, manifest: pd.DataFrame | None = 
 
             items = select_items(cfg.benchmark_dir, sets, sorted(tasks), cfg.eval.max_images, cfg.data.preset)
             n_items = len(items)
-            items_digest = _digest(sorted(zip(items["path"], items["sha256"], items["gt_sha256"])), 64)
+            items_digest = json_digest(sorted(zip(items["path"], items["sha256"], items["gt_sha256"])))
         plans.append(PlannedEval(spec.name, tuple(sets), tuple(sort_tasks(tasks, cfg.data.preset)), items_digest,
                                  n_items, tuple(missing)))
     return plans
@@ -256,11 +251,11 @@ def evaluation_calls(plans: Sequence[PlannedEval]) -> list[tuple[str, tuple[str,
 
 def run_key(cfg: Config, plans: Sequence[PlannedEval], manifest: pd.DataFrame | None = None) -> str:
     """Key of one run: the result-relevant config, the training images and the exact evaluation."""
-    return _digest({
+    return json_digest({
         "config": result_relevant(cfg),
         "train_data": training_data_digest(cfg, manifest),
         "evaluation": [p.as_dict() for p in plans],
-    })
+    }, KEY_LENGTH)
 
 
 # ------------------------------------------------------------------------------------------ folders
@@ -286,13 +281,6 @@ def training_config(vcfg: Config, base: Config, tkey: str) -> Config:
 def results_path(cfg: Config, sweep_name: str) -> Path:
     """The tidy file ``<results_dir>/<profile>/ablations/<sweep>.csv``."""
     return cfg.profile_results_dir / "ablations" / f"{sweep_name}.csv"
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -330,18 +318,18 @@ class RunPlan:
 
     @property
     def done(self) -> bool:
-        info = _read_json(self.folder / RESULT_JSON)
+        info = read_record(self.folder / RESULT_JSON)
         return bool(info and info.get("key") == self.key and (self.folder / RESULT_CSV).is_file())
 
     @property
     def model_dir(self) -> Path:
         """The trained model folder named by ``trained.json`` (relative to the model root)."""
-        info = _read_json(self.model_root / TRAINED_JSON) or {}
+        info = read_record(self.model_root / TRAINED_JSON) or {}
         return self.model_root / info.get("model_dir", "model")
 
     @property
     def trained(self) -> bool:
-        info = _read_json(self.model_root / TRAINED_JSON)
+        info = read_record(self.model_root / TRAINED_JSON)
         return bool(info and info.get("train_key") == self.train_key and self.model_dir.is_dir())
 
     @property
@@ -429,7 +417,7 @@ def ensure_trained(
     save_config(tcfg, run.model_root)
     t0 = time.perf_counter()
     model_dir = Path(train_fn(tcfg, resume=True, progress=progress))
-    summary = _read_json(tcfg.run_dir / "stage1" / "summary.json") or {}
+    summary = read_record(tcfg.run_dir / "stage1" / "summary.json") or {}
     atomic_write_json(marker, {  # model_dir relative to the model root: the runs folder may move
         "train_key": run.train_key, "model_dir": _relative(model_dir, run.model_root), "steps": tcfg.stage1.max_steps,
         "seconds": round(time.perf_counter() - t0, 2), "weights": weights_label(tcfg),
@@ -474,7 +462,7 @@ def _execute(run: RunPlan, sweep: Sweep, base: Config, train_fn: TrainFn, evalua
                                  f"(sets {list(p.sets)}, tasks {list(p.tasks)})")
             frames.append(part.assign(evaluation=p.spec))
     result = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    trained_info = _read_json(run.model_root / TRAINED_JSON) or {}
+    trained_info = read_record(run.model_root / TRAINED_JSON) or {}
     if routing:
         atomic_write_csv(run.folder / ROUTING_CSV, pd.concat(routing, ignore_index=True))
     atomic_write_csv(run.folder / RESULT_CSV, result)
@@ -561,7 +549,7 @@ def gather_sweep(cfg: Config, sweep: Sweep, runs: Sequence[RunPlan] | None = Non
     frames, states = [], []
     for run in runs:
         done = run.done
-        info = _read_json(run.folder / RESULT_JSON) if done else None
+        info = read_record(run.folder / RESULT_JSON) if done else None
         for v in run.variants:
             states.append({"variant": v.name, "group": v.group, "label": v.display, "key": run.key,
                            "train_key": run.train_key, "state": run.state if not done else "done",
@@ -612,5 +600,5 @@ def load_sweep_results(cfg: Config, sweep_name: str) -> tuple[pd.DataFrame, dict
         df = pd.read_csv(path, keep_default_na=False, na_values=[""])
     except pd.errors.EmptyDataError:
         df = pd.DataFrame()
-    meta = _read_json(path.with_suffix(".json")) or {}
+    meta = read_record(path.with_suffix(".json")) or {}
     return df, meta

@@ -42,6 +42,7 @@ from moediffir.config import Config, save_config
 from moediffir.evaluation import analysis, benchmark_restore, protocol, scoring
 from moediffir.evaluation.external import ExternalMatch, match_external
 from moediffir.evaluation.protocol import METHOD_LQ, METHOD_MOE, METHOD_NO_COMPENSATOR, EvaluationError
+from moediffir.utils.digests import model_fingerprint
 from moediffir.utils.io import (
     atomic_save_png,
     atomic_write_csv,
@@ -259,7 +260,7 @@ def run_evaluation(
                       f"{METHOD_NO_COMPENSATOR!r} is evaluated")
         methods[METHOD_NO_COMPENSATOR] = None
         stats = benchmark_restore.restore_items(pipe, items, bench, restored_root, methods, cfg,
-                                                benchmark_restore.folder_fingerprint(folder), log=log, on_batch=on_batch)
+                                                model_fingerprint(folder), log=log, on_batch=on_batch)
         label = model_weights_label(folder)
         for m in methods:
             paths[m] = benchmark_restore.restored_paths(items, restored_root, m)

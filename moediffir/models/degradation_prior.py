@@ -51,6 +51,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from moediffir.utils.layout import layout_diff
+
 # OpenAI CLIP normalisation (open_clip OPENAI_DATASET_MEAN / _STD), used by DA-CLIP and the RN50 encoder.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -257,39 +259,13 @@ def load_daclip_layout() -> dict[str, list[int]]:
     return {k: list(v) for k, v in json.loads(text)["keys"].items()}
 
 
-def _summarise(keys: list[str], limit: int = 40) -> str:
-    """``[k1, k2, ...]``; long lists are cut and counted per top-level prefix."""
-    keys = sorted(keys)
-    if len(keys) <= limit:
-        return "[" + ", ".join(keys) + "]"
-    counts: dict[str, int] = {}
-    for k in keys:
-        top = k.split(".", 1)[0] + (".*" if "." in k else "")
-        counts[top] = counts.get(top, 0) + 1
-    by_prefix = ", ".join(f"{p}: {n}" for p, n in counts.items())
-    return "[" + ", ".join(keys[:limit]) + f"] ... and {len(keys) - limit} more (by prefix: {by_prefix})"
-
-
 def compare_layout(
     found: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]], what: str
 ) -> None:
     """Raise :class:`WeightLayoutError` listing missing, unexpected and mis-shaped keys (if any)."""
-    missing = [k for k in expected if k not in found]
-    unexpected = [k for k in found if k not in expected]
-    shapes = [
-        f"{k}: file {tuple(found[k])} vs expected {tuple(expected[k])}"
-        for k in expected
-        if k in found and tuple(found[k]) != tuple(expected[k])
-    ]
-    if missing or unexpected or shapes:
-        parts = [f"{what} does not match the expected layout"]
-        if missing:
-            parts.append(f"missing keys ({len(missing)}): {_summarise(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}): {_summarise(unexpected)}")
-        if shapes:
-            parts.append(f"wrong shapes ({len(shapes)}): {_summarise(shapes)}")
-        raise WeightLayoutError("; ".join(parts))
+    diff = layout_diff(found, expected)
+    if diff:
+        raise WeightLayoutError("; ".join([f"{what} does not match the expected layout", *diff.problems()]))
 
 
 # ----------------------------------------------------------------------------------------- the module

@@ -22,7 +22,6 @@ here each has its weight in the config (``stage2.lpips_weight``, ``l1_weight``, 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import time
@@ -62,6 +61,7 @@ from moediffir.training.runtime import (
     resume_fingerprint,
     stage_dir,
 )
+from moediffir.utils.digests import model_fingerprint
 from moediffir.utils.io import atomic_write_json
 
 STAGE = "stage2"
@@ -82,23 +82,13 @@ def shard_name(k: int) -> str:
     return f"shard_{k:05d}.pt"
 
 
-def model_fingerprint(folder: str | Path) -> str:
-    """SHA-256 over the stage-I parts of a model folder (``denoiser/`` weights and configs, the null context), so
-    rewriting the folder with a compensator keeps it, and retraining stage I changes it."""
-    folder = Path(folder)
-    files = sorted(p for p in (folder / "denoiser").rglob("*") if p.is_file())
-    files += [p for p in [folder / "null_context.safetensors"] if p.is_file()]
-    if not files:
-        raise Stage2DataError(f"{folder}: no stage-I model (denoiser/ missing); train stage I first")
-    h = hashlib.sha256()
-    for p in files:
-        h.update(p.relative_to(folder).as_posix().encode())
-        if p.suffix == ".json":  # diffusers adds "_name_or_path" etc. when a loaded model is saved again
-            cfg = {k: v for k, v in json.loads(p.read_text()).items() if not k.startswith("_")}
-            h.update(json.dumps(cfg, sort_keys=True).encode())
-        else:
-            h.update(hashlib.sha256(p.read_bytes()).digest())
-    return h.hexdigest()
+def stage1_fingerprint(folder: str | Path) -> str:
+    """:func:`~moediffir.utils.digests.model_fingerprint` of the stage-I parts of a model folder (``denoiser/``,
+    the null context), so rewriting the folder with a compensator keeps it, and retraining stage I changes it."""
+    try:
+        return model_fingerprint(folder, ("denoiser", "null_context.safetensors"))
+    except FileNotFoundError as exc:
+        raise Stage2DataError(f"{folder}: no stage-I model (denoiser/ missing); train stage I first") from exc
 
 
 def _require_model(cfg) -> Path:
@@ -131,7 +121,7 @@ def _to_uint8(x: torch.Tensor) -> torch.Tensor:
 def _data_meta(cfg, folder: Path, n_pairs: int, steps: int) -> dict[str, Any]:
     s2 = cfg.stage2
     return {
-        "model_fingerprint": model_fingerprint(folder),
+        "model_fingerprint": stage1_fingerprint(folder),
         "num_latents": s2.num_latents, "shard_size": s2.shard_size, "crop_size": s2.crop_size,
         "steps": steps, "scheduler": cfg.sample.scheduler, "seed": cfg.seed, "n_pairs": n_pairs,
         "benchmark": str(cfg.benchmark_dir), "preset": cfg.data.preset,
@@ -341,7 +331,7 @@ def train_stage2(cfg, resume: bool = False, progress: bool = True) -> Path:
     folder = _require_model(cfg)
     data_dir = stage2_data_dir(cfg)
     dataset = LatentShardDataset(data_dir)
-    if dataset.meta["source"]["model_fingerprint"] != model_fingerprint(folder):
+    if dataset.meta["source"]["model_fingerprint"] != stage1_fingerprint(folder):
         raise Stage2DataError(
             f"{data_dir}: latents were made by another stage-I model than {folder}; rerun "
             f"`moediffir stage2-data --profile {cfg.profile}`"
