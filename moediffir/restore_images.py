@@ -189,7 +189,8 @@ def add_restore_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run_restore(args: argparse.Namespace) -> int:
     """Run ``moediffir restore``; return the exit code (0 all restored, 1 some failed, 2 nothing done)."""
     from moediffir.config import ConfigError
-    from moediffir.pipelines.model_folder import load_pipeline, read_model_info
+    from moediffir.pipelines.model_folder import read_model_info
+    from moediffir.pipelines.moediffir_pipeline import load_pipeline
 
     err = lambda msg: print(msg, file=sys.stderr)
     try:

@@ -446,6 +446,7 @@ def _check_usable(unavailable: dict[str, str], plan: Plan, cfg: Config) -> None:
             "" if cfg.data.allow_missing_codecs else " (set data.allow_missing_codecs=true to skip them)"))
 
 
+# long function: one build from plan to manifest, each phase a commented block (plan, run, report)
 def build_benchmark(
     cfg: Config,
     *,

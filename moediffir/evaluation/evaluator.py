@@ -105,7 +105,7 @@ def model_weights_label(model_dir: str | Path) -> str:
 
 def load_model(model_dir: str | Path, cfg: Config, device: str | None = None):
     """The pipeline of a model folder with ``cfg.sample`` as its sampling settings, progress bars off."""
-    from moediffir.pipelines.model_folder import load_pipeline
+    from moediffir.pipelines.moediffir_pipeline import load_pipeline
 
     overrides = {f"sample.{k}": v for k, v in asdict(cfg.sample).items()}
     pipe = load_pipeline(model_dir, device=device or cfg.device, dtype=cfg.sample.dtype, overrides=overrides)
@@ -192,6 +192,7 @@ def _log(log: Callable[[str], None] | None, msg: str) -> None:
         log(msg)
 
 
+# long function: the evaluation steps of the module docstring in their order, one commented block each
 def run_evaluation(
     cfg: Config,
     model_dir: str | Path | None = None,

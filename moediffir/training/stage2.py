@@ -36,6 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from moediffir.config import config_to_dict, save_config
+from moediffir.pipelines.vae_steps import latents_for_decoder
 from moediffir.training.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -160,7 +161,7 @@ def generate_stage2_data(cfg, progress: bool = True) -> Path:
             atomic_write_json(out / META_NAME, {"source": meta, "complete": False, "num_shards": n_shards})
     state.wait_for_everyone()
 
-    from moediffir.pipelines.model_folder import load_pipeline
+    from moediffir.pipelines.moediffir_pipeline import load_pipeline
 
     device = "cpu" if cfg.device == "cpu" or not torch.cuda.is_available() else str(state.device)
     pipe = load_pipeline(folder, device=device, overrides={"sample.scheduler": cfg.sample.scheduler})
@@ -275,11 +276,6 @@ class PatchDiscriminator(nn.Module):
         return self.net(x)  # (B, 1, h', w') patch logits
 
 
-def _latents_for_decoder(vae, z: torch.Tensor) -> torch.Tensor:
-    shift = getattr(vae.config, "shift_factor", None) or 0.0
-    return z / vae.config.scaling_factor + shift  # (B, 4, h, w)
-
-
 @torch.no_grad()
 def compare_decoders(compensator, lpips_model, batch: Mapping[str, Any], weights: tuple[float, ...]) -> dict[str, float]:
     """L1 and LPIPS to the GT of the plain VAE decoder (``w = 0``) and the compensated one at each ``w``."""
@@ -287,7 +283,7 @@ def compare_decoders(compensator, lpips_model, batch: Mapping[str, Any], weights
     was = compensator.training
     compensator.eval()
     try:
-        z = _latents_for_decoder(compensator.vae, batch["z0"].to(device))
+        z = latents_for_decoder(compensator.vae, batch["z0"].to(device))
         lq = batch["lq"].to(device) * 2 - 1  # (B, 3, H, W) in [-1, 1]
         gt = batch["gt"].to(device) * 2 - 1
         out = {}
@@ -312,6 +308,7 @@ def _build_lpips(cfg, device):
 
 
 # ------------------------------------------------------------------------------------------- training
+# long function: set-up, resume and the training loop of paper §3.4 read in one place (accelerate state)
 def train_stage2(cfg, resume: bool = False, progress: bool = True) -> Path:
     """Train the decoder compensator for ``stage2.max_steps`` steps; add it to ``<run_dir>/model``; return it.
 
@@ -323,7 +320,8 @@ def train_stage2(cfg, resume: bool = False, progress: bool = True) -> Path:
     from accelerate.utils import set_seed
 
     from moediffir.models.compensator import build_compensator
-    from moediffir.pipelines.model_folder import load_pipeline, read_model_info, save_model_folder
+    from moediffir.pipelines.model_folder import read_model_info, save_model_folder
+    from moediffir.pipelines.moediffir_pipeline import load_pipeline
 
     s2 = cfg.stage2
     if s2.grad_accum < 1 or s2.batch_size < 1 or s2.max_steps < 0:
@@ -429,7 +427,7 @@ def train_stage2(cfg, resume: bool = False, progress: bool = True) -> Path:
                     ctx.enter_context(accelerator.no_sync(disc_model))
             with ctx:
                 with accelerator.autocast():
-                    z = _latents_for_decoder(vae, batch["z0"].to(device))  # (B, 4, h, w)
+                    z = latents_for_decoder(vae, batch["z0"].to(device))  # (B, 4, h, w)
                     lq = batch["lq"].to(device) * 2 - 1  # (B, 3, H, W) in [-1, 1]
                     gt = batch["gt"].to(device) * 2 - 1
                     x = model(z, lq_image=lq, w=s2.train_fusion_weight).float()  # (B, 3, H, W)
