@@ -218,9 +218,10 @@ class MoEDiffIRPipeline(DiffusionPipeline):
         return max(math.ceil(int(x) / m) * m for x in size) > tile_size
 
     @contextmanager
-    def _eval_mode(self, *modules: Any) -> Iterator[None]:
-        """Inference: no gate noise, even when called mid-training (docs/design.md §8); modes are given back after."""
-        modes = {m: m.training for m in modules if m is not None}
+    def _eval_mode(self) -> Iterator[None]:
+        """Inference: the denoiser and the compensator (with the VAE it holds) in eval mode, so no gate noise even
+        when called mid-training (docs/design.md §8); their modes are given back afterwards."""
+        modes = {m: m.training for m in (self.denoiser, self.compensator) if m is not None}
         for m in modes:
             m.eval()
         try:
@@ -271,7 +272,7 @@ class MoEDiffIRPipeline(DiffusionPipeline):
         self.scheduler.set_timesteps(steps, device=device)
         results: dict[int, torch.Tensor] = {}
         routing: list[dict[str, Any]] = []
-        with self._eval_mode(self.denoiser), self.progress_bar(total=len(self.scheduler.timesteps) * len(groups)) as progress:
+        with self._eval_mode(), self.progress_bar(total=len(self.scheduler.timesteps) * len(groups)) as progress:
             for ids in groups:
                 # 3.-7. pad, encode, conditions, noise, denoise (sample_batch)
                 self.scheduler.set_timesteps(steps, device=device)  # multistep schedulers keep state: reset
@@ -329,7 +330,7 @@ class MoEDiffIRPipeline(DiffusionPipeline):
                 f"(expected (B, C, {lq_pad.shape[-2] // f}, {lq_pad.shape[-1] // f}) from sample_latents)"
             )
         tiled = self.uses_tiles((h, w), a["tile_size"], tiled)
-        with self._eval_mode(self.compensator):
+        with self._eval_mode():
             # 8. decode (compensator at w, or the plain VAE decoder)
             out = vae_steps.decode(self.vae, self.compensator, z0.to(device), lq_pad, a["fusion_weight"], f, tiled,
                                    a["tile_size"] // f, a["tile_overlap"] // f, a["tile_blend"],
