@@ -5,7 +5,8 @@ about a minute per notebook with tiny random networks; ``paper`` carries the pap
 Profiles differ only in numbers and weight sources, never in code path.
 
 Overrides are dotted keys (``"data.workers"``, ``"stage1.lr"``, ``"seed"``); an unknown key or a value of the
-wrong type raises :class:`ConfigError` naming the key. The resolved config is saved as JSON next to every
+wrong type raises :class:`ConfigError` naming the key, and so does a value outside what :data:`CHOICES` and
+:data:`RANGES` allow. The resolved config is saved as JSON next to every
 output with :func:`save_config`.
 """
 
@@ -20,12 +21,14 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from moediffir.config_values import CHOICES, RANGES, allowed_values, first_problem  # noqa: F401
+from moediffir.errors import MoEDiffIRError
 from moediffir.utils.io import atomic_write_json
 
 PROFILES = ("smoke", "paper")
 
 
-class ConfigError(ValueError):
+class ConfigError(MoEDiffIRError, ValueError):
     """A bad profile name, override key or override value."""
 
 
@@ -252,6 +255,15 @@ class Config:
         return Path(self.runs_dir) / self.profile
 
 
+def validate_config(cfg: Config) -> Config:
+    """Raise :class:`ConfigError` for the first key whose value is not allowed (:data:`CHOICES`, :data:`RANGES`,
+    the device); return ``cfg``. The message is one line: the key, the value and what is allowed."""
+    problem = first_problem(config_to_dict(cfg))
+    if problem:
+        raise ConfigError(problem)
+    return cfg
+
+
 def _paper() -> Config:
     return Config(profile="paper")
 
@@ -407,10 +419,10 @@ def apply_overrides(cfg: Config, overrides: Mapping[str, Any] | None) -> Config:
 
 
 def resolve_config(profile: str = "smoke", overrides: Mapping[str, Any] | None = None) -> Config:
-    """The profile's defaults with validated overrides applied."""
+    """The profile's defaults with validated overrides applied (types, then :func:`validate_config`)."""
     if profile not in _PROFILE_FACTORIES:
         raise ConfigError(f"unknown profile {profile!r}; choose one of {sorted(_PROFILE_FACTORIES)}")
-    return apply_overrides(_PROFILE_FACTORIES[profile](), overrides)
+    return validate_config(apply_overrides(_PROFILE_FACTORIES[profile](), overrides))
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -435,7 +447,7 @@ def config_from_dict(d: Mapping[str, Any]) -> Config:
     d = dict(d)
     profile = d.pop("profile", "paper")
     base = _PROFILE_FACTORIES.get(profile, _paper)()
-    return apply_overrides(base, d)
+    return validate_config(apply_overrides(base, d))
 
 
 def save_config(cfg: Config, folder: str | Path, name: str = "config.json") -> Path:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from moediffir.config import config_to_dict, resolve_config
+from moediffir.errors import MoEDiffIRError
 from moediffir.utils.digests import json_digest, read_record, tree_digest
 from moediffir.utils.io import atomic_write_json
 
@@ -30,8 +31,14 @@ PACKAGES = (
 )
 
 
-class ReproduceError(RuntimeError):
-    """A notebook failed; the message names the notebook and the cell."""
+class ReproduceError(MoEDiffIRError, RuntimeError):
+    """The run cannot start (no notebooks, an unknown name) or a notebook failed (:class:`NotebookFailedError`)."""
+
+
+class NotebookFailedError(ReproduceError):
+    """A notebook failed part way through the run; the message names the notebook and the cell."""
+
+    exit_code = 1
 
 
 @dataclass
@@ -161,6 +168,13 @@ def reproduce(
     if device is not None:
         overrides["device"] = device
     cfg = resolve_config(profile, overrides)  # validates the overrides before anything runs
+    selected = find_notebooks(root / "notebooks")
+    if notebooks:
+        wanted = {n.removesuffix(".ipynb") for n in notebooks}
+        unknown = wanted - {p.stem for p in selected}
+        if unknown:
+            raise ReproduceError(f"unknown notebook(s) {sorted(unknown)}; have {[p.stem for p in selected]}")
+        selected = [p for p in selected if p.stem in wanted]
     out_dir = root / cfg.results_dir / profile / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path = out_dir / "reproduce_state.json"
@@ -170,13 +184,6 @@ def reproduce(
     report = ReproduceReport(profile=profile)
     upstream = ""
     run_exec = executor or _default_executor
-    selected = find_notebooks(root / "notebooks")
-    if notebooks:
-        wanted = {n.removesuffix(".ipynb") for n in notebooks}
-        unknown = wanted - {p.stem for p in selected}
-        if unknown:
-            raise ReproduceError(f"unknown notebook(s) {sorted(unknown)}; have {[p.stem for p in selected]}")
-        selected = [p for p in selected if p.stem in wanted]
     t_total = time.perf_counter()
     for nb in selected:
         key = json_digest([_notebook_source_hash(nb), params, code_hash, upstream])
@@ -198,7 +205,7 @@ def reproduce(
             state[nb.stem] = {"key": key, "status": "failed", "error": msg}
             atomic_write_json(state_path, state)
             _write_manifest(root, cfg, report, time.perf_counter() - t_total)
-            raise ReproduceError(msg + f" (executed copy: {tmp_dst})") from exc
+            raise NotebookFailedError(msg + f" (executed copy: {tmp_dst})") from exc
         tmp_dst.replace(dst)
         seconds = time.perf_counter() - t0
         report.runs.append(NotebookRun(nb.stem, "ran", seconds, key, str(dst)))
@@ -238,38 +245,3 @@ def _write_manifest(root: Path, cfg, report: ReproduceReport, total: float) -> P
         "total_seconds": round(total, 2),
     }
     return atomic_write_json(root / cfg.results_dir / report.profile / "run_manifest.json", manifest)
-
-
-# ----------------------------------------------------------------------------------------------- CLI
-def add_reproduce_parser(subparsers) -> None:
-    """``moediffir reproduce --profile {smoke,paper} [--set K=V ...] [--device D] [--force] [--only NB ...]``."""
-    p = subparsers.add_parser(
-        "reproduce",
-        help="run notebooks 01-06 in order through papermill (skips unchanged ones)",
-        description="Run every numbered notebook in order with papermill, writing the executed notebooks to "
-        "results/<profile>/notebooks/ and a run manifest; unchanged notebooks are skipped.",
-    )
-    p.add_argument("--profile", choices=("smoke", "paper"), default="smoke")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override, repeatable (e.g. --set stage1.max_steps=10)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the profile's)")
-    p.add_argument("--force", action="store_true", help="rerun every notebook even if nothing changed")
-    p.add_argument("--only", nargs="+", default=None, metavar="NOTEBOOK",
-                   help="run only these notebooks (e.g. 01_data_generation)")
-    p.add_argument("--root", default=".", help="repository root (default: current directory)")
-    p.set_defaults(func=run_reproduce)
-
-
-def run_reproduce(args) -> int:
-    from moediffir.config import parse_override
-
-    overrides = dict(parse_override(o) for o in args.overrides)
-    try:
-        report = reproduce(args.profile, overrides, root=args.root, notebooks=args.only, force=args.force,
-                           device=args.device)
-    except ReproduceError as exc:
-        print(f"moediffir reproduce: {exc}")
-        return 1
-    total = sum(r.seconds for r in report.runs)
-    print(f"[reproduce] {len(report.ran)} ran, {len(report.skipped)} skipped, {total:.1f} s")
-    return 0

@@ -12,23 +12,24 @@ OUTDIR. Rules:
   other images are restored with it;
 - a model whose weights are random (the smoke profile) is said to be so: its outputs are not restorations.
 
-The lead wires :func:`add_restore_parser` / :func:`run_restore` into ``moediffir.cli``; :func:`restore_images`
-is the same logic as a function for notebooks.
+:func:`run_restore` is the command (the ``moediffir`` command line parses its arguments);
+:func:`restore_images` restores with a pipeline already loaded, for notebooks.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from moediffir.errors import MoEDiffIRError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
-class RestoreError(ValueError):
+class RestoreError(MoEDiffIRError, ValueError):
     """A problem found before any image is restored (bad inputs, an existing output, a name clash)."""
 
 
@@ -82,8 +83,8 @@ def plan_outputs(files: Sequence[Path], out_dir: Path, overwrite: bool) -> list[
         by_out.setdefault(o, []).append(f)
     clashes = {o: fs for o, fs in by_out.items() if len(fs) > 1}
     if clashes:
-        lines = [f"{o}: from {', '.join(map(str, fs))}" for o, fs in clashes.items()]
-        raise RestoreError("several inputs would write the same output (rename them):\n  " + "\n  ".join(lines))
+        lines = [f"{o} from {' and '.join(map(str, fs))}" for o, fs in clashes.items()]
+        raise RestoreError("several inputs would write the same output (rename them): " + "; ".join(lines))
     if not overwrite:
         existing = [o for o in outputs if o.exists()]
         if existing:
@@ -148,86 +149,67 @@ def restore_images(
     return report
 
 
-# ------------------------------------------------------------------------------------------------ CLI
-def _weight_arg(text: str) -> float | None:
-    if text.strip().lower() == "none":
-        return None
-    try:
-        return float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or 'none', got {text!r}") from exc
+def prepare_pipeline(model: str | Path, *, device: str = "auto", dtype: str | None = None,
+                     scheduler: str | None = None, steps: int | None = None, fusion_weight: Any = ...,
+                     tile_size: int | None = None, color_fix: str | None = None) -> Any:
+    """Load the model folder's pipeline and check the sampling arguments once (not once per image).
 
+    Raises :class:`RestoreError` (or the model folder's error) naming the problem, before any image is sampled.
+    """
+    import numpy as np
 
-def add_restore_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``restore`` sub-command to an ``argparse`` sub-parser collection and return its parser."""
-    from moediffir.pipelines.colorfix import COLOR_FIXES
-
-    p = subparsers.add_parser(
-        "restore",
-        help="restore images with a trained MoE-DiffIR model folder",
-        description="Restore compressed images (any number, any size) with a MoE-DiffIR model folder. "
-        "Outputs are OUTDIR/<stem>.png; existing files are kept unless --overwrite.",
-    )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders of images")
-    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the restored PNGs")
-    p.add_argument("--model", required=True, metavar="MODEL_DIR", help="model folder (save_model_folder)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default: auto)")
-    p.add_argument("--dtype", default=None, choices=("fp32", "fp16", "bf16"), help="default: the model's sample.dtype")
-    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's sample.num_steps)")
-    p.add_argument("--seed", type=int, default=0, help="seed of every image's noise (default: 0)")
-    p.add_argument("--fusion-weight", type=_weight_arg, default=..., metavar="W",
-                   help="decoder compensator weight in [0, 1], or 'none' for the plain VAE decoder")
-    p.add_argument("--tile-size", type=int, default=None, help="tile size in pixels (multiple of 64)")
-    p.add_argument("--color-fix", choices=COLOR_FIXES, default=None, help="colour correction against the input")
-    p.add_argument("--scheduler", default=None, help="ddpm (paper), ddim, dpmpp_2m, euler, euler_a, unipc")
-    p.add_argument("--recursive", action="store_true", help="also take images in sub-folders of folder inputs")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.set_defaults(func=run_restore)
-    return p
-
-
-def run_restore(args: argparse.Namespace) -> int:
-    """Run ``moediffir restore``; return the exit code (0 all restored, 1 some failed, 2 nothing done)."""
-    from moediffir.config import ConfigError
-    from moediffir.pipelines.model_folder import read_model_info
     from moediffir.pipelines.moediffir_pipeline import load_pipeline
 
-    err = lambda msg: print(msg, file=sys.stderr)
+    overrides = {"sample.scheduler": scheduler} if scheduler else None
+    pipe = load_pipeline(model, device=device, dtype=dtype, overrides=overrides)
     try:
-        files = collect_inputs(args.inputs, recursive=args.recursive)
-        if not files:
-            raise RestoreError("no images found in: " + ", ".join(map(str, args.inputs)))
-        plan_outputs(files, Path(args.output), args.overwrite)  # fail before loading the model
-        overrides = {"sample.scheduler": args.scheduler} if args.scheduler else None
-        pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype, overrides=overrides)
-    except (RestoreError, ConfigError, ValueError, FileNotFoundError) as exc:  # incl. ModelFolderError
-        err(f"error: {exc}")
-        return 2
-    try:  # bad sampling arguments fail here, once, not once per image
-        import numpy as np
-
-        settings = pipe.resolve_arguments(num_inference_steps=args.steps, fusion_weight=args.fusion_weight,
-                                          tile_size=args.tile_size, color_fix=args.color_fix)
+        settings = pipe.resolve_arguments(num_inference_steps=steps, fusion_weight=fusion_weight,
+                                          tile_size=tile_size, color_fix=color_fix)
         pipe.check_inputs(np.zeros((8, 8, 3), np.uint8), output_type="np", **settings)
     except (TypeError, ValueError) as exc:
-        err(f"error: {exc}")
-        return 2
-    random_parts = read_model_info(args.model).get("random_weights", [])
+        if isinstance(exc, RestoreError):
+            raise
+        raise RestoreError(str(exc)) from exc
+    return pipe
+
+
+def run_restore(
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    model: str | Path,
+    *,
+    device: str = "auto",
+    dtype: str | None = None,
+    scheduler: str | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    fusion_weight: Any = ...,
+    tile_size: int | None = None,
+    color_fix: str | None = None,
+    recursive: bool = False,
+    overwrite: bool = False,
+    warn: Callable[[str], None] | None = None,
+    progress: bool = True,
+) -> RestoreReport:
+    """``moediffir restore``: check inputs, outputs, the output folder and the model first, then restore.
+
+    Everything that can be refused is refused before the model is loaded or an image sampled
+    (:class:`RestoreError` naming the file); a model with random weights is said to be so through ``warn``.
+    """
+    from moediffir.pipelines.model_folder import read_model_info
+    from moediffir.utils.io import check_writable_dir
+
+    warn = warn or (lambda msg: print(msg, file=sys.stderr))
+    files = collect_inputs(inputs, recursive=recursive)
+    if not files:
+        raise RestoreError("no images found in: " + ", ".join(map(str, inputs)))
+    plan_outputs(files, Path(out_dir), overwrite)  # fail before loading the model
+    check_writable_dir(out_dir, what="output folder (-o)")
+    pipe = prepare_pipeline(model, device=device, dtype=dtype, scheduler=scheduler, steps=steps,
+                            fusion_weight=fusion_weight, tile_size=tile_size, color_fix=color_fix)
+    random_parts = read_model_info(model).get("random_weights", [])
     if random_parts:
-        err("note: this model has random weights (" + "; ".join(random_parts) + "): outputs are not restorations")
-    try:
-        report = restore_images(
-            files, args.output, pipe, num_inference_steps=args.steps, seed=args.seed, fusion_weight=args.fusion_weight,
-            tile_size=args.tile_size, color_fix=args.color_fix, overwrite=args.overwrite, warn=err,
-        )
-    except RestoreError as exc:
-        err(f"error: {exc}")
-        return 2
-    total = len(report.written) + len(report.failed)
-    print(f"restored {len(report.written)} of {total} image(s) into {args.output}", file=sys.stderr)
-    if report.failed:
-        err(f"{len(report.failed)} failed:")
-        for path, reason in report.failed:
-            err(f"  {path}: {reason}")
-        return 1
-    return 0
+        warn("note: this model has random weights (" + "; ".join(random_parts) + "): outputs are not restorations")
+    return restore_images(files, out_dir, pipe, num_inference_steps=steps, seed=seed, fusion_weight=fusion_weight,
+                          tile_size=tile_size, color_fix=color_fix, overwrite=overwrite, warn=warn,
+                          progress=progress)

@@ -148,7 +148,7 @@ if device == "cuda":
 # loads. It also measures Eq. 2 on a fixed batch with fixed noise and timesteps before and after training.
 
 # %%
-model_folder = train_stage1(cfg, resume=resume, progress=progress)
+model_folder = train_stage1(cfg, resume=resume, overwrite=not resume, progress=progress)  # a rerun retrains
 summary = json.loads((stage_dir(cfg, "stage1") / "summary.json").read_text())
 print(f"model folder: {model_folder}")
 print(f"fixed-batch L_SD: {summary['eval_loss_start']:.4f} before -> {summary['eval_loss_end']:.4f} after "

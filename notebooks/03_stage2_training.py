@@ -91,7 +91,7 @@ display(pd.Series([data[i]["label"] for i in range(len(data))]).value_counts().r
 # the discriminator) train; the VAE copy inside stays frozen. The result is added to the model folder.
 
 # %%
-model_folder = train_stage2(cfg, resume=resume, progress=progress)
+model_folder = train_stage2(cfg, resume=resume, overwrite=not resume, progress=progress)  # a rerun retrains
 summary = json.loads((stage_dir(cfg, "stage2") / "summary.json").read_text())
 comparison = pd.DataFrame({"before": summary["start"], "after": summary["end"]})
 print(f"model folder: {model_folder} ({summary['steps']} steps, {summary['steps_per_s'] or float('nan'):.2f} steps/s "

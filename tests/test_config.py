@@ -108,3 +108,67 @@ def test_derived_paths():
     assert str(cfg.benchmark_dir).endswith("benchmark/smoke")
     assert resolve_config("smoke", {"data.out_dir": "x/y"}).benchmark_dir.as_posix() == "x/y"
     assert isinstance(cfg, Config)
+
+
+@pytest.mark.parametrize(("key", "value", "allowed"), [
+    ("model.prompt_design", "foo", "none, single, multi, moe"),
+    ("stage1.max_steps", -5, ">= 0"),
+    ("data.png_compress_level", 42, "between 0 and 9"),
+    ("data.codecs", ["jpeg", "mp3"], "jpeg, webp"),
+    ("sample.fusion_weight", 1.5, "between 0.0 and 1.0"),
+    ("stage1.lr", 0.0, "> 0"),
+    ("device", "gpu", "cuda:N"),
+])
+def test_values_outside_what_is_allowed_are_one_line_naming_key_value_and_choices(key, value, allowed):
+    with pytest.raises(ConfigError) as err:
+        resolve_config("smoke", {key: value})
+    msg = str(err.value)
+    assert "\n" not in msg and key in msg and allowed in msg
+    assert repr(value[-1] if isinstance(value, list) else value) in msg
+
+
+def test_every_profile_is_valid_and_saved_configs_are_checked(tmp_path):
+    from moediffir.config import PROFILES, validate_config
+
+    for profile in PROFILES:
+        validate_config(resolve_config(profile))
+    path = save_config(resolve_config("smoke"), tmp_path)
+    data = json.loads(path.read_text())
+    data["model"]["routing"] = "random"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="model.routing"):
+        load_config(path)
+
+
+def test_allowed_words_are_those_of_the_modules_that_read_them():
+    """The config keeps the allowed values in one table; each must match the module that reads the key."""
+    from moediffir.codecs import CODECS
+    from moediffir.codecs.video import VVENC_PRESETS, X26X_PRESETS
+    from moediffir.codecs.yuv import MATRICES, RANGES
+    from moediffir.config import CHOICES
+    from moediffir.metrics.suite import KNOWN_METRICS
+    from moediffir.models.degradation_prior import DP_BACKENDS
+    from moediffir.models.prompts import PROMPT_DESIGNS
+    from moediffir.models.visual2text import V2T_BACKENDS
+    from moediffir.pipelines.colorfix import COLOR_FIXES
+    from moediffir.pipelines.sampling import SCHEDULERS
+
+    assert set(CHOICES["data.codecs"]) == set(CODECS)
+    assert set(CHOICES["data.x265_preset"]) == set(X26X_PRESETS) == set(CHOICES["data.x264_preset"])
+    assert set(CHOICES["data.vvenc_preset"]) == set(VVENC_PRESETS)
+    assert set(CHOICES["data.yuv_matrix"]) == set(MATRICES) and set(CHOICES["data.yuv_range"]) == set(RANGES)
+    assert set(CHOICES["eval.metrics"]) == set(KNOWN_METRICS)
+    assert set(CHOICES["model.dp_backend"]) == set(DP_BACKENDS)
+    assert set(CHOICES["model.prompt_design"]) == set(PROMPT_DESIGNS)
+    assert set(CHOICES["model.v2t_backend"]) == set(V2T_BACKENDS)
+    assert set(CHOICES["sample.color_fix"]) == set(COLOR_FIXES)
+    assert set(CHOICES["sample.scheduler"]) == set(SCHEDULERS)
+
+
+def test_every_key_with_allowed_values_is_a_config_key():
+    from moediffir.config import CHOICES, RANGES, config_to_dict
+
+    d = config_to_dict(resolve_config("paper"))
+    for key in (*CHOICES, *RANGES):
+        section, name = key.split(".")
+        assert name in d[section], key

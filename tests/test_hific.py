@@ -253,3 +253,24 @@ def test_bpp_ordering_with_public_checkpoints(smoke_image):
         psnr = 10 * np.log10(255.0**2 / np.mean((res.decoded.astype(float) - smoke_image) ** 2))
         assert psnr > 20.0, f"{level}: PSNR {psnr:.2f} dB is too low for a trained HiFiC model"
     assert bpp["low"] < bpp["med"] < bpp["high"], bpp
+
+
+def test_bits_do_not_depend_on_the_callers_thread_count(random_codec, smoke_image):
+    """``data build --workers 1`` codes in a process with every thread, ``--workers 2`` in processes with one:
+    the codec runs its networks with one fixed thread count, so both give the same bits."""
+    seen = []
+    hook = random_codec._level("low").model.Encoder.register_forward_hook(
+        lambda *_: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            results.append(random_codec(smoke_image[:64, :64], "low"))
+            assert torch.get_num_threads() == threads  # the caller's setting is given back
+    finally:
+        torch.set_num_threads(before)
+        hook.remove()
+    assert seen == [random_codec.threads] * 2
+    assert results[0].num_bits == results[1].num_bits
+    assert np.array_equal(results[0].decoded, results[1].decoded)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -107,3 +109,50 @@ def test_csv_text_and_atomic_write_csv(tmp_path):
     path = atomic_write_csv(tmp_path / "t.csv", df)
     assert path.read_bytes() == text.encode()
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_atomic_files_get_the_mode_a_plain_open_gives(tmp_path, umask):
+    """Atomic writes go through an owner-only temporary file; the result must still be readable by others
+    as the umask allows (a shared cluster machine: the benchmark, restored images and models)."""
+    from moediffir.utils.io import atomic_directory, atomic_write_json
+
+    old = os.umask(umask)
+    try:
+        with open(tmp_path / "plain.txt", "w") as fh:
+            fh.write("x")
+        (tmp_path / "plain_dir").mkdir()
+        png = atomic_save_png(tmp_path / "a.png", np.zeros((4, 4, 3), np.uint8))
+        js = atomic_write_json(tmp_path / "config.json", {"a": 1})
+        with atomic_directory(tmp_path / "model") as tmp:
+            (tmp / "w.bin").write_bytes(b"w")
+    finally:
+        os.umask(old)
+    plain = (tmp_path / "plain.txt").stat().st_mode & 0o777
+    assert plain == 0o666 & ~umask
+    assert png.stat().st_mode & 0o777 == plain and js.stat().st_mode & 0o777 == plain
+    assert (tmp_path / "model").stat().st_mode & 0o777 == (tmp_path / "plain_dir").stat().st_mode & 0o777
+
+
+def test_check_writable_dir_names_the_folder_and_leaves_no_trace(tmp_path):
+    from moediffir.utils.io import OutputNotWritableError, check_writable_dir
+
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OutputNotWritableError, match="afile is a file"):
+        check_writable_dir(tmp_path / "afile" / "out")
+    assert check_writable_dir(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # the check made nothing that stays
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_folder_is_refused_before_work(tmp_path):
+    from moediffir.utils.io import OutputNotWritableError, check_writable_dir
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        with pytest.raises(OutputNotWritableError, match="cannot write there"):
+            check_writable_dir(ro / "bench")
+    finally:
+        ro.chmod(0o755)

@@ -198,3 +198,13 @@ def test_real_zoo_weights_if_cached(name, photo):
     bpp = [r.bpp() for r in results]
     assert bpp[0] < bpp[1] < bpp[2]
     assert psnr(results[0].decoded, photo) > 24.0
+
+
+def test_zoo_file_names_known_without_compressai_match_its_urls():
+    """The preflight names the checkpoints from a table; the table says what compressai's own model_urls say."""
+    from compressai.zoo import image as zoo
+
+    from moediffir.codecs import learned
+
+    for (metric, quality), name in learned.ZOO_FILES.items():
+        assert zoo.model_urls[learned.ARCHITECTURE][metric][quality].rsplit("/", 1)[-1] == name

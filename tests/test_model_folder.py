@@ -154,10 +154,9 @@ def test_fresh_folder_is_marked_untrained(tmp_path):
     assert isinstance(load_pipeline(Path(folder)), MoEDiffIRPipeline)
 
 
-def test_pretrained_backbone_folder_lists_missing_sources_quickly(saved, tmp_path):
-    """A paper-style folder holds no SD/DA-CLIP weights: loading names each missing file (offline, in seconds)."""
+def test_pretrained_backbone_folder_lists_missing_sources(saved, tmp_path):
+    """A paper-style folder holds no SD/DA-CLIP weights: loading names each missing file (offline)."""
     import shutil
-    import time
 
     from moediffir.models.loading import MissingWeightsError
 
@@ -168,10 +167,8 @@ def test_pretrained_backbone_folder_lists_missing_sources_quickly(saved, tmp_pat
                         sd_source=str(tmp_path / "no_sd"))
     cfg["data"]["root"] = str(tmp_path / "data")
     (paper / "config.json").write_text(json.dumps(cfg))
-    start = time.perf_counter()
     with pytest.raises(MissingWeightsError) as exc:
         load_pipeline(paper)
-    assert time.perf_counter() - start < 10
     msg = str(exc.value)
     assert "no_sd" in msg and "daclip_ViT-B-32.pt" in msg
     assert "RN50" not in msg  # the V2T's CLIP tower travels inside denoiser/v2t

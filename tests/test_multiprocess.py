@@ -44,7 +44,7 @@ def test_two_process_stage1_writes_one_consistent_model(tmp_path):
     launcher = Path(sys.executable).parent / "accelerate"
     cmd = [str(launcher) if launcher.exists() else "accelerate", "launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(_free_port()), "-m", "moediffir.training.cli", "train", "stage1",
+           "--main_process_port", str(_free_port()), "-m", "moediffir.cli", "train", "stage1",
            "--profile", "smoke", "--device", "cpu", "--no-progress",
            "--set", f"data.out_dir={bench}", "--set", f"runs_dir={runs}", "--set", "stage1.max_steps=4",
            "--set", "stage1.batch_size=1", "--set", "stage1.checkpoint_every=2", "--set", "stage1.log_every=2"]

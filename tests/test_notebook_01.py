@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import resource
-import time
 
 import pandas as pd
 import pytest
@@ -12,14 +10,6 @@ import pytest
 from moediffir.config import load_config
 from moediffir.data.manifest import read_manifest, verify_manifest
 from moediffir.data.tasks import all_tasks
-
-NOTEBOOK_BUDGET_S = 120  # notebook 01 runs in under 2 minutes with the smoke profile
-
-
-def _children_cpu_s() -> float:
-    """CPU seconds of finished child processes (the kernel, and through it the build workers and encoders)."""
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return ru.ru_utime + ru.ru_stime
 
 
 def test_notebook_is_paired_and_clean(repo_root):
@@ -40,14 +30,11 @@ def test_notebook_01_smoke_under_papermill(tmp_path, repo_root):
         "data.out_dir": str(tmp_path / "bench"),
         "results_dir": str(tmp_path / "results"),
     }
-    t0, c0 = time.perf_counter(), _children_cpu_s()
     papermill.execute_notebook(
         str(repo_root / "notebooks" / "01_data_generation.ipynb"), str(tmp_path / "out.ipynb"),
         parameters={"profile": "smoke", "overrides": overrides, "progress": False}, cwd=str(tmp_path),
         kernel_name="python3", progress_bar=False,
     )
-    elapsed, cpu = time.perf_counter() - t0, _children_cpu_s() - c0
-    print(f"notebook 01: {elapsed:.1f} s wall, {cpu:.1f} CPU-s")
     bench = tmp_path / "bench"
     df = read_manifest(bench)
     # every seen and unseen task of the paper preset, with real codecs (HiFiC/learned ones with random weights)
@@ -63,7 +50,4 @@ def test_notebook_01_smoke_under_papermill(tmp_path, repo_root):
         assert (res / "figures" / f"{name}.png").stat().st_size > 10_000
         assert (res / "figures" / f"{name}.pdf").is_file()
     assert load_config(res / "tables" / "benchmark_summary.config.json").profile == "smoke"
-    # Wall time is the criterion; on a machine shared with other jobs it is not the notebook's own, so a run
-    # that needed less than the budget in CPU seconds (all processes, i.e. < 2 min even on ONE idle core) passes.
-    assert elapsed < NOTEBOOK_BUDGET_S or cpu < NOTEBOOK_BUDGET_S, (
-        f"notebook 01 took {elapsed:.0f} s wall and {cpu:.0f} CPU-s (budget {NOTEBOOK_BUDGET_S} s)")
+    # its run time is measured by bench/, not asserted here (pytest's --timeout stops a hang)

@@ -7,7 +7,6 @@ With random weights nothing is asserted about image quality, only what must hold
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -75,11 +74,9 @@ def test_weight_file_names_match_the_installed_packages():
         (lambda d: P.build_maniqa("pretrained", weights_dir=d), P.MANIQA_PIPAL_FILE),
     ],
 )
-def test_missing_pretrained_file_is_named_fast(tmp_path, build, expected):
-    start = time.perf_counter()
+def test_missing_pretrained_file_is_named_before_anything_is_built(tmp_path, build, expected):
     with pytest.raises(P.MissingWeightsError) as info:
         build(tmp_path)
-    assert time.perf_counter() - start < 5.0
     msg = str(info.value)
     assert expected in msg and str(tmp_path) in msg and "metric_weights=random" in msg
     assert not any(tmp_path.rglob("*")), "nothing may be downloaded or created"

@@ -4,7 +4,6 @@ every table and figure, and a second call skips every notebook."""
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -22,13 +21,12 @@ def clean_run(tmp_path_factory, repo_root):
         "eval.tasks": ["jpeg_q10", "hevc_qp42", "jpeg_q25", "avc_qp42"],
         "eval.metrics": ["psnr", "ssim", "lpips", "fid", "clipiqa"],
     }
-    t0 = time.perf_counter()
     report = reproduce("smoke", overrides, root=repo_root, log=lambda s: None)
-    return out, overrides, report, time.perf_counter() - t0
+    return out, overrides, report
 
 
 def test_clean_reproduce_runs_all_notebooks_and_writes_outputs(clean_run, repo_root):
-    out, _, report, seconds = clean_run
+    out, _, report = clean_run
     names = [p.stem for p in find_notebooks(repo_root / "notebooks")]
     assert len(names) == 6 and report.ran == names
     res = out / "results" / "smoke"
@@ -45,12 +43,11 @@ def test_clean_reproduce_runs_all_notebooks_and_writes_outputs(clean_run, repo_r
     manifest = json.loads((res / "run_manifest.json").read_text())
     assert [n["status"] for n in manifest["notebooks"]] == ["ran"] * 6
     assert manifest["device"] == "cpu" and manifest["seed"] == 0
-    assert seconds < 20 * 60
 
 
 def test_second_call_skips_every_notebook(clean_run, repo_root):
-    _, overrides, _, _ = clean_run
-    t0 = time.perf_counter()
-    again = reproduce("smoke", overrides, root=repo_root, log=lambda s: None)
-    assert again.ran == [] and len(again.skipped) == 6
-    assert time.perf_counter() - t0 < 30
+    _, overrides, _ = clean_run
+    executed = []  # a counter, not a stopwatch: no notebook is executed again
+    again = reproduce("smoke", overrides, root=repo_root, log=lambda s: None,
+                      executor=lambda *args: executed.append(args[0].name))
+    assert again.ran == [] and len(again.skipped) == 6 and executed == []

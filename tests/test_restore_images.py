@@ -5,7 +5,6 @@ The model folder holds untrained smoke parts: these tests check the command, not
 
 from __future__ import annotations
 
-import argparse
 import shutil
 from pathlib import Path
 
@@ -13,9 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from moediffir.cli import main
 from moediffir.config import resolve_config
 from moediffir.pipelines.model_folder import build_fresh_model_folder
-from moediffir.restore_images import add_restore_parser, collect_inputs
+from moediffir.restore_images import collect_inputs
 
 SMOKE_TEST = Path(__file__).resolve().parents[1] / "data" / "smoke" / "smoke_test"
 
@@ -26,10 +26,7 @@ def model(tmp_path_factory) -> Path:
 
 
 def _run(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="moediffir")
-    add_restore_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(list(argv))
-    return args.func(args)
+    return main(list(argv))
 
 
 @pytest.fixture

@@ -161,7 +161,7 @@ def test_stage2_resume_reproduces_the_uninterrupted_run(stage1_model, stage2_dat
 
 
 def test_cli_stage2_data_and_a_user_error(stage1_model, stage2_data, tmp_path, capsys):
-    from moediffir.training.cli import main
+    from moediffir.cli import main
 
     cfg = stage1_model
     before = {p.name: p.stat().st_mtime_ns for p in stage2_data.glob("shard_*.pt")}

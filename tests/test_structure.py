@@ -17,6 +17,7 @@ LONG_FUNCTION_MARK = "# long function:"
 #: Modules still over the limit, each with the reason it is not split yet. Keep this list short: a module leaves
 #: it when it is split (the test fails for a listed module that is no longer long, so the list cannot go stale).
 LONG_MODULES: dict[str, str] = {
+    "cli.py": "the one command-line module (every parser and runner); to become a package with a module per group",
     "config.py": "the one source of defaults: its sections are edited concurrently, split once they settle",
     "data/builder.py": "plan, workers and the build loop of the benchmark: to be split into plan / work modules",
     "models/loading.py": "paper-weight checks and the single-file reader: to be split into checks / readers",
@@ -24,11 +25,8 @@ LONG_MODULES: dict[str, str] = {
     "training/stage2.py": "stage-II data generation and training: to be split into data / train modules",
 }
 
-#: Import cycles still present, each with the reason. The command-line modules import each other's argument
-#: helpers; they are being merged into one command-line module that nothing else imports.
-KNOWN_CYCLES: list[list[str]] = [
-    ["moediffir.ablation.cli", "moediffir.cli", "moediffir.evaluation.cli", "moediffir.training.cli"],
-]
+#: Import cycles still present, each with the reason (none at present; an entry is a sorted list of modules).
+KNOWN_CYCLES: list[list[str]] = []
 
 
 def _modules() -> dict[str, Path]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import math
-import time
 
 import numpy as np
 import pytest
@@ -92,7 +91,6 @@ def test_from_config_and_errors(tmp_path):
     assert smoke.conventions.weights == "random" and smoke.metrics == ("psnr", "lpips")
     with pytest.raises(ValueError, match="unknown metrics"):
         MetricSuite(("psnr", "niqe"))
-    start = time.perf_counter()
     with pytest.raises(MissingWeightsError) as info:
         MetricSuite.from_config(
             resolve_config("paper", {"eval.metric_weights_dir": str(tmp_path)}), device="cpu"
@@ -100,4 +98,3 @@ def test_from_config_and_errors(tmp_path):
     for name in ("alexnet-owt-7be5be79.pth", perceptual.FID_INCEPTION_FILE, perceptual.CLIP_RN50_FILE,
                  perceptual.CLIPIQA_PLUS_FILE, perceptual.MANIQA_PIPAL_FILE):
         assert name in str(info.value)  # one error listing every missing file
-    assert time.perf_counter() - start < 5.0

@@ -227,7 +227,7 @@ def test_table3_reuses_the_model_table2_trained(bench, tmp_path):
 
 
 def test_cli_status_and_errors(bench, tmp_path, capsys):
-    from moediffir.ablation.cli import main
+    from moediffir.cli import main
 
     args = ["--profile", "smoke", "--set", f"data.out_dir={bench}", "--set", f"runs_dir={tmp_path / 'runs'}"]
     assert main(["sweep", "v2t_dp", "--status", *args]) == 0

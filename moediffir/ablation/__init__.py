@@ -5,5 +5,4 @@ Import what you need from the submodules (no import-time work here)::
     from moediffir.ablation.plan import Sweep, Variant, EvalSpec
     from moediffir.ablation.sweep import run_sweep, gather_sweep, sweep_status
     from moediffir.ablation.variants import SWEEPS, build_sweep
-    from moediffir.ablation.cli import add_sweep_parsers
 """

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from moediffir.config import Config, apply_overrides, config_to_dict
+from moediffir.errors import MoEDiffIRError
 from moediffir.utils.digests import json_digest
 
 KEY_LENGTH = 16
@@ -34,7 +35,7 @@ TRAIN_SECTIONS: tuple[str, ...] = ("seed", "data", "model", "stage1")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 
 
-class SweepError(RuntimeError):
+class SweepError(MoEDiffIRError, RuntimeError):
     """A sweep cannot run as defined; the message names the sweep, variant or file and the fix."""
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from moediffir.codecs.base import (
+    HIFIC_CHECKPOINT_FILES,
     Codec,
     CodecError,
     CodecResult,
@@ -135,6 +136,7 @@ def make_codec(name: str, data_cfg: Any) -> Codec:
 
 __all__ = [
     "CODECS",
+    "HIFIC_CHECKPOINT_FILES",
     "LEVEL_TYPES",
     "Codec",
     "CodecError",

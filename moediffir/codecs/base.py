@@ -7,13 +7,41 @@ codec wrote for the image. Bits per pixel are always counted over the original w
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from moediffir.errors import MoEDiffIRError
 
-class CodecError(RuntimeError):
+#: HiFiC's public checkpoint file per level (Zenodo record 4026003; Google Drive links in its README); in this
+#: light module so the preflight names them without importing torch.
+HIFIC_CHECKPOINT_FILES: dict[str, str] = {"low": "hific_low.pt", "med": "hific_med.pt", "high": "hific_hi.pt"}
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``threads`` torch threads (None: as the caller set them), then put the count back.
+
+    A learned codec's float results depend on how its convolutions split their sums over threads, and a
+    rounding step (``floor``) turns a last-bit difference into another symbol: a fixed count makes every
+    image's bits the same whichever process (and thread count) codes it (``data build --workers N``).
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if threads:
+            torch.set_num_threads(previous)
+
+
+class CodecError(MoEDiffIRError, RuntimeError):
     """A codec failed or is not available; the message says which and how to fix it."""
 
 

@@ -36,7 +36,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from moediffir.codecs.base import CodecError, CodecResult, CodecUnavailableError, check_rgb, pad_to_multiple
+from moediffir.codecs.base import (
+    HIFIC_CHECKPOINT_FILES,
+    CodecError,
+    CodecResult,
+    CodecUnavailableError,
+    check_rgb,
+    pad_to_multiple,
+    torch_threads,
+)
 from moediffir.codecs.hific_nets import (
     LIKELIHOOD_EPS,
     FactorizedDensity,
@@ -49,8 +57,7 @@ from moediffir.codecs.hific_nets import (
 from moediffir.utils.layout import layout_diff
 
 LEVELS: tuple[str, ...] = ("low", "med", "high")
-#: Public file names (Zenodo record 4026003; Google Drive links in the repository's README).
-CHECKPOINT_FILES: dict[str, str] = {"low": "hific_low.pt", "med": "hific_med.pt", "high": "hific_hi.pt"}
+CHECKPOINT_FILES: dict[str, str] = HIFIC_CHECKPOINT_FILES  # public file names, one per level
 #: Per-level architecture from the README's training commands; a checkpoint's own ``args`` take precedence.
 LEVEL_ARCH: dict[str, HiFiCArch] = {
     "low": HiFiCArch(likelihood_type="gaussian", normalize_input_image=True),
@@ -319,7 +326,7 @@ class HiFiCCodec:
     levels = LEVELS
 
     def __init__(self, weights_dir: str | Path, weights: str = "pretrained", device: str = "cpu",
-                 seed: int = 0, max_cached_levels: int = 3) -> None:
+                 seed: int = 0, max_cached_levels: int = 3, threads: int | None = 1) -> None:
         if weights not in ("pretrained", "random"):
             raise CodecError(f"hific: weights={weights!r}; use 'pretrained' (public checkpoints) or 'random' (smoke)")
         self.weights_dir = Path(weights_dir)
@@ -327,6 +334,8 @@ class HiFiCCodec:
         self.device = str(device)
         self.seed = int(seed)
         self.max_cached_levels = max(1, int(max_cached_levels))
+        # torch threads during a call (restored after): one fixed count gives the same bits in every process
+        self.threads = threads
         self._cache: OrderedDict[str, _Level] = OrderedDict()
 
     # -- weights ------------------------------------------------------------------------------------
@@ -369,8 +378,11 @@ class HiFiCCodec:
         return entry
 
     # -- coding -------------------------------------------------------------------------------------
-    @torch.no_grad()
     def __call__(self, rgb: np.ndarray, level: str) -> CodecResult:
+        with torch_threads(self.threads), torch.no_grad():
+            return self._code(rgb, level)
+
+    def _code(self, rgb: np.ndarray, level: str) -> CodecResult:
         rgb = check_rgb(rgb, "hific")
         lv = self._level(level)
         model, hp = lv.model, lv.model.Hyperprior

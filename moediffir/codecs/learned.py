@@ -34,7 +34,15 @@ from typing import Any
 
 import numpy as np
 
-from moediffir.codecs.base import CodecError, CodecResult, CodecUnavailableError, check_rgb, pad_to_multiple
+from moediffir.codecs.base import (
+    CodecError,
+    CodecResult,
+    CodecUnavailableError,
+    check_rgb,
+    pad_to_multiple,
+    torch_threads,
+)
+from moediffir.utils.io import torch_hub_dir
 
 ARCHITECTURE = "cheng2020-attn"  # compressai zoo name
 METRICS = {"c_psnr": "mse", "c_ssim": "ms-ssim"}
@@ -59,8 +67,20 @@ def zoo_qualities() -> list[int]:
     return sorted(zoo.cfgs[ARCHITECTURE])
 
 
+#: compressai's zoo file names of the qualities the paper's levels use (from its ``model_urls``; tests/test_learned.py
+#: checks them against the installed compressai), so that the preflight names them without importing it.
+ZOO_FILES: dict[tuple[str, int], str] = {
+    ("mse", 1): "cheng2020_attn-mse-1-465f2b64.pth.tar", ("mse", 2): "cheng2020_attn-mse-2-e0805385.pth.tar",
+    ("mse", 3): "cheng2020_attn-mse-3-2d07bbdf.pth.tar", ("ms-ssim", 1): "cheng2020_attn-ms-ssim-1-c5381d91.pth.tar",
+    ("ms-ssim", 2): "cheng2020_attn-ms-ssim-2-5dad201d.pth.tar",
+    ("ms-ssim", 3): "cheng2020_attn-ms-ssim-3-5c9be841.pth.tar",
+}
+
+
 def checkpoint_file_name(metric: str, quality: int) -> str:
     """The exact file name compressai's zoo stores for (metric, quality) in the torch hub cache."""
+    if (metric, quality) in ZOO_FILES:
+        return ZOO_FILES[(metric, quality)]
     _, zoo = _import_compressai()
     try:
         url = zoo.model_urls[ARCHITECTURE][metric][quality]
@@ -73,8 +93,7 @@ def checkpoint_file_name(metric: str, quality: int) -> str:
 
 def checkpoint_dir() -> Path:
     """``torch.hub.get_dir()/checkpoints`` (follows ``$TORCH_HOME`` and ``torch.hub.set_dir``)."""
-    torch, _ = _import_compressai()
-    return Path(torch.hub.get_dir()) / "checkpoints"
+    return torch_hub_dir() / "checkpoints"
 
 
 # ------------------------------------------------------------------------------ autoregressive coding
@@ -271,22 +290,13 @@ class CompressAICodec:
         padded = pad_to_multiple(rgb, PAD_MULTIPLE)  # (H', W', 3)
         x = torch.from_numpy(np.array(padded)).permute(2, 0, 1)[None].float().div_(255.0)  # (1, 3, H', W')
         x = x.to(self.device)
-        previous_threads = torch.get_num_threads()
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        try:
-            with torch.inference_mode():
-                if self.coder == "fast" and self.device == "cpu":
-                    enc = ar_compress(model, x, self._tables[quality])
-                    x_hat = ar_decompress(
-                        model, enc["strings"], enc["shape"], self._tables[quality]
-                    )  # (1, 3, H', W')
-                else:
-                    enc = model.compress(x)
-                    x_hat = model.decompress(enc["strings"], enc["shape"])["x_hat"]  # (1, 3, H', W')
-        finally:
-            if self.threads:
-                torch.set_num_threads(previous_threads)
+        with torch_threads(self.threads), torch.inference_mode():
+            if self.coder == "fast" and self.device == "cpu":
+                enc = ar_compress(model, x, self._tables[quality])
+                x_hat = ar_decompress(model, enc["strings"], enc["shape"], self._tables[quality])  # (1, 3, H', W')
+            else:
+                enc = model.compress(x)
+                x_hat = model.decompress(enc["strings"], enc["shape"])["x_hat"]  # (1, 3, H', W')
         num_bytes = sum(len(s) for group in enc["strings"] for s in group)
         out = (
             x_hat[0].clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()

@@ -39,6 +39,7 @@ from moediffir.config import Config, DataConfig, save_config
 from moediffir.data.manifest import FAILURES_NAME, MANIFEST_NAME, write_failures, write_manifest
 from moediffir.data.sources import DatasetMissingError, SourceImage, list_sources, tile_boxes, tile_stem
 from moediffir.data.tasks import CODEC_DISPLAY, Task, all_tasks, select_tasks
+from moediffir.errors import MoEDiffIRError
 from moediffir.metrics.fidelity import SSIMReference, psnr
 from moediffir.utils.digests import json_digest, output_done, read_record, write_output
 from moediffir.utils.io import ImageReadError, atomic_write_json, encode_png, read_image_rgb
@@ -61,7 +62,7 @@ _CODEC_COST = {"hific": 20.0, "c_psnr": 10.0, "c_ssim": 10.0, "vvc": 3.0, "hevc"
                "webp": 0.3, "jpeg": 0.1}
 
 
-class BuildError(RuntimeError):
+class BuildError(MoEDiffIRError, RuntimeError):
     """The benchmark cannot be built as configured (the message says what to change)."""
 
 

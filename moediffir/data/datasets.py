@@ -23,6 +23,7 @@ from pathlib import Path
 from PIL import Image
 
 from moediffir.data.sources import list_image_files
+from moediffir.errors import MoEDiffIRError
 from moediffir.utils.io import atomic_write_text, sha256_file
 
 CHECKSUMS_NAME = "SHA256SUMS"
@@ -66,7 +67,7 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
-class DatasetImportError(RuntimeError):
+class DatasetImportError(MoEDiffIRError, RuntimeError):
     """A dataset could not be imported (the message names the file and the fix)."""
 
 
@@ -220,7 +221,7 @@ def import_dataset(
     sources: Iterable[str | Path],
     datasets_dir: str | Path,
     mode: str = "link",
-    decode: bool = False,
+    decode: bool = True,
 ) -> DatasetCheck:
     """Place the image files of ``sources`` into ``<datasets_dir>/<name>``, check them and write SHA256SUMS.
 
@@ -232,7 +233,8 @@ def import_dataset(
         sources: folders holding the downloaded images (archives must be extracted first).
         datasets_dir: the kit's datasets folder (``cfg.datasets_dir``).
         mode: ``"link"`` (symbolic links to the files, no extra space) or ``"copy"``.
-        decode: fully decode every image while checking.
+        decode: fully decode every image while checking (default: a truncated file is found now, not when the
+            benchmark is built); False checks the file headers only.
     """
     if mode not in ("link", "copy"):
         raise DatasetImportError(f"import mode {mode!r}: choose 'link' or 'copy'")

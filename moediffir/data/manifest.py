@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from moediffir.errors import MoEDiffIRError
 from moediffir.utils.io import atomic_write_text, csv_text, sha256_file
 
 MANIFEST_NAME = "manifest.csv"
@@ -32,7 +33,7 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
 FAILURE_COLUMNS: tuple[str, ...] = ("split", "set", "image", "task", "error_type", "error")
 
 
-class ManifestError(ValueError):
+class ManifestError(MoEDiffIRError, ValueError):
     """A manifest is missing, malformed or does not match the files."""
 
 

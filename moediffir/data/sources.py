@@ -12,11 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from moediffir.errors import MoEDiffIRError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
 
 
-class DatasetMissingError(FileNotFoundError):
+class DatasetMissingError(MoEDiffIRError, FileNotFoundError):
     """A configured dataset folder does not exist or holds no images."""
+
+
+class DuplicateStemError(MoEDiffIRError, ValueError):
+    """Two source files of a set map to the same output stem (e.g. ``a.png`` and ``a.jpg``)."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,7 @@ def list_sources(datasets_dir: Path, set_name: str, max_images: int = 0) -> list
 
     Raises:
         DatasetMissingError: the folder is missing or has no image files (the message says how to get it).
-        ValueError: two files map to the same stem (e.g. ``a.png`` and ``a.jpg``).
+        DuplicateStemError: two files map to the same stem (e.g. ``a.png`` and ``a.jpg``).
     """
     folder = Path(datasets_dir) / set_name
     hint = (f"see data/README.md for how to obtain {set_name!r}, then check it with "
@@ -69,8 +75,8 @@ def list_sources(datasets_dir: Path, set_name: str, max_images: int = 0) -> list
         rel = f.relative_to(folder)
         stem = stem_of(rel)
         if stem in seen:
-            raise ValueError(f"{folder}: {seen[stem].name} and {f.name} both map to output stem {stem!r}; "
-                             "keep one of them")
+            raise DuplicateStemError(f"{folder}: {seen[stem].name} and {f.name} both map to output stem {stem!r}; "
+                                     "keep one of them")
         seen[stem] = f
         out.append(SourceImage(set_name, f, rel.as_posix(), stem))
     return out

@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from moediffir.errors import MoEDiffIRError
+
 SEEN = "seen"
 UNSEEN_DEGREE = "unseen_degree"
 UNSEEN_TYPE = "unseen_type"
@@ -60,7 +62,7 @@ PRESETS: dict[str, dict[str, dict[str, tuple]]] = {
 }
 
 
-class TaskError(ValueError):
+class TaskError(MoEDiffIRError, ValueError):
     """An unknown preset, codec or task id."""
 
 

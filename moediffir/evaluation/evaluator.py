@@ -85,9 +85,10 @@ def require_model_dir(model_dir: str | Path | None, cfg: Config) -> Path:
     folder = Path(model_dir) if model_dir is not None else default_model_dir(cfg)
     if not (folder / "config.json").is_file():
         raise EvaluationError(
-            f"{folder}: no trained model folder (config.json missing). Train it first: run notebook "
-            f"02_train_stage1 then 03_train_stage2 (or `moediffir train --profile {cfg.profile}`), which write "
-            f"{default_model_dir(cfg)}; or pass --model DIR"
+            f"{folder}: no trained model folder (config.json missing). Train it first: run notebooks "
+            f"02_stage1_training then 03_stage2_training (or `moediffir train stage1 --profile {cfg.profile}`, "
+            f"`moediffir stage2-data --profile {cfg.profile}`, `moediffir train stage2 --profile {cfg.profile}`), "
+            f"which write {default_model_dir(cfg)}; or pass --model DIR"
         )
     return folder
 

@@ -27,6 +27,7 @@ import pandas as pd
 
 from moediffir.data.manifest import read_manifest
 from moediffir.data.tasks import TaskError, all_tasks
+from moediffir.errors import MoEDiffIRError
 
 METHOD_MOE = "moe-diffir"
 METHOD_NO_COMPENSATOR = "moe-diffir (no compensator)"
@@ -41,7 +42,7 @@ ITEM_COLUMNS = (
 )
 
 
-class EvaluationError(RuntimeError):
+class EvaluationError(MoEDiffIRError, RuntimeError):
     """The evaluation cannot run as configured; the message names the file or key and the fix."""
 
 

@@ -23,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from moediffir.errors import MoEDiffIRError
+
 COLORS = ("rgb", "y")
 LPIPS_NETS = ("alex", "vgg")
 WEIGHTS = ("pretrained", "random")
@@ -33,7 +35,7 @@ CLIPIQA_MODEL = "clipiqa+"
 MANIQA_MODEL = "maniqa-pipal"
 
 
-class ConventionsError(ValueError):
+class ConventionsError(MoEDiffIRError, ValueError):
     """A bad convention value or an unreadable conventions string."""
 
 

@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 from scipy.ndimage import correlate1d
 
+from moediffir.errors import MoEDiffIRError
+
 SSIM_SIGMA = 1.5
 SSIM_RADIUS = 5  # int(3.5 * sigma + 0.5): an 11x11 window, as in Wang et al. 2004
 SSIM_K1 = 0.01
@@ -41,7 +43,7 @@ _Y_WEIGHTS = np.array([65.481, 128.553, 24.966], dtype=np.float64)
 _Y_OFFSET = 16.0
 
 
-class MetricInputError(ValueError):
+class MetricInputError(MoEDiffIRError, ValueError):
     """Images that cannot be compared (shape mismatch, unknown convention, missing value range)."""
 
 

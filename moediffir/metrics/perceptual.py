@@ -35,17 +35,19 @@ import numpy as np
 import torch
 from PIL import Image
 
+from moediffir.errors import MissingWeightsError
 from moediffir.metrics.fidelity import MetricInputError
-
-# Exact file names the libraries cache (torchvision: ``<hub>/checkpoints``; pyiqa: ``<hub>/pyiqa``; pyiqa's CLIP
-# loader: ``<hub>/clip``). tests/test_perceptual.py checks them against the installed packages.
-TORCHVISION_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
-FID_INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
-CLIP_RN50_FILE = "RN50.pt"
-# pyiqa 0.1.16 names its cache file after the URL path, which encodes "+" as "%2B"; older pyiqa used "+".
-CLIPIQA_PLUS_FILE = "CLIP-IQA%2B_learned_prompts-603f3273.pth"
-_ALTERNATIVE_NAMES = {CLIPIQA_PLUS_FILE: ("CLIP-IQA+_learned_prompts-603f3273.pth",)}
-MANIQA_PIPAL_FILE = "MANIQA_PIPAL-ae6d356b.pth"
+from moediffir.metrics.weight_files import (  # noqa: F401 - the file names are part of this module's API
+    ALTERNATIVE_NAMES,
+    CLIP_RN50_FILE,
+    CLIPIQA_PLUS_FILE,
+    FID_INCEPTION_FILE,
+    MANIQA_PIPAL_FILE,
+    TORCHVISION_FILES,
+    default_weights_dir,
+    weight_files,
+    weight_source,
+)
 
 # OpenAI CLIP RN50 hyper-parameters (embed, resolution, layers, width, patch, context, vocab, text width/heads/layers)
 _CLIP_RN50_ARGS = (1024, 224, (3, 4, 6, 3), 64, None, 77, 49408, 512, 8, 12)
@@ -55,58 +57,6 @@ FID_MIN_IMAGES = FID_DIMS  # below this the 2048x2048 covariance is rank-deficie
 FID_SIZE = 299
 
 
-class MissingWeightsError(FileNotFoundError):
-    """A pretrained metric weight file is not on disk; the message names the file, the folder and the fixes."""
-
-
-# -------------------------------------------------------------------------------------------- files
-def default_weights_dir() -> Path:
-    """The torch hub dir (``$TORCH_HOME/hub``, default ``~/.cache/torch/hub``)."""
-    return Path(torch.hub.get_dir())
-
-
-def _lpips_linear_file(net: str) -> Path:
-    import lpips
-
-    return Path(lpips.__file__).parent / "weights" / "v0.1" / f"{net}.pth"
-
-
-def weight_files(weights_dir: str | Path | None = None) -> dict[str, Path]:
-    """Every local file the pretrained metrics read, by role.
-
-    ``weights_dir`` (default :func:`default_weights_dir`) holds ``checkpoints/`` (torchvision backbones),
-    ``pyiqa/`` (pyiqa weights) and ``clip/`` (OpenAI CLIP). The LPIPS linear heads ship with the lpips package.
-    """
-    root = Path(weights_dir) if weights_dir else default_weights_dir()
-    files = {
-        "lpips_alex_backbone": root / "checkpoints" / TORCHVISION_FILES["alex"],
-        "lpips_vgg_backbone": root / "checkpoints" / TORCHVISION_FILES["vgg"],
-        "lpips_alex_linear": _lpips_linear_file("alex"),
-        "lpips_vgg_linear": _lpips_linear_file("vgg"),
-        "fid_inception": root / "pyiqa" / FID_INCEPTION_FILE,
-        "clipiqa_clip_rn50": root / "clip" / CLIP_RN50_FILE,
-        "clipiqa_prompts": root / "pyiqa" / CLIPIQA_PLUS_FILE,
-        "maniqa_pipal": root / "pyiqa" / MANIQA_PIPAL_FILE,
-    }
-    for role, path in files.items():  # an existing file under an older cache name wins over a missing one
-        for alt in _ALTERNATIVE_NAMES.get(path.name, ()):
-            if not path.is_file() and (path.parent / alt).is_file():
-                files[role] = path.parent / alt
-    return files
-
-
-_SOURCES = {
-    "lpips_alex_backbone": "torchvision.models.alexnet(weights='IMAGENET1K_V1')",
-    "lpips_vgg_backbone": "torchvision.models.vgg16(weights='IMAGENET1K_V1')",
-    "lpips_alex_linear": "the lpips package (reinstall lpips)",
-    "lpips_vgg_linear": "the lpips package (reinstall lpips)",
-    "fid_inception": "pyiqa.create_metric('fid')",
-    "clipiqa_clip_rn50": "pyiqa.create_metric('clipiqa+')",
-    "clipiqa_prompts": "pyiqa.create_metric('clipiqa+')",
-    "maniqa_pipal": "pyiqa.create_metric('maniqa-pipal')",
-}
-
-
 def require_weight_files(metric: str, roles: Sequence[str], weights_dir: str | Path | None) -> dict[str, Path]:
     """Return the paths of ``roles``; raise :class:`MissingWeightsError` at once if any is absent."""
     files = weight_files(weights_dir)
@@ -114,8 +64,8 @@ def require_weight_files(metric: str, roles: Sequence[str], weights_dir: str | P
     if missing:
         lines = []
         for r in missing:
-            alt = "".join(f" or {a}" for a in _ALTERNATIVE_NAMES.get(files[r].name, ()))
-            lines.append(f"  {files[r].name}{alt} in folder {files[r].parent} (made by {_SOURCES[r]})")
+            alt = "".join(f" or {a}" for a in ALTERNATIVE_NAMES.get(files[r].name, ()))
+            lines.append(f"  {files[r].name}{alt} in folder {files[r].parent} (made by {weight_source(r)})")
         raise MissingWeightsError(
             f"{metric} with weights='pretrained' needs files that are not on disk (nothing is downloaded):\n"
             + "\n".join(lines)

@@ -20,21 +20,13 @@ import torch
 from moediffir.metrics import perceptual
 from moediffir.metrics.conventions import MetricConventions
 from moediffir.metrics.fidelity import psnr, ssim
+from moediffir.metrics.weight_files import weight_roles
 from moediffir.utils.devices import resolve_device
 
 PAIR_METRICS = ("psnr", "ssim", "lpips", "clipiqa", "maniqa")  # one value per image
 SET_METRICS = ("fid",)  # one value per set of images
 KNOWN_METRICS = PAIR_METRICS + SET_METRICS
 NO_REFERENCE = ("clipiqa", "maniqa")  # scored on the restored image only
-
-
-def _files_for(metric: str, conv: MetricConventions) -> list[str]:
-    return {
-        "lpips": [f"lpips_{conv.lpips_net}_linear", f"lpips_{conv.lpips_net}_backbone"],
-        "fid": ["fid_inception"],
-        "clipiqa": ["clipiqa_clip_rn50", "clipiqa_prompts"],
-        "maniqa": ["maniqa_pipal"],
-    }.get(metric, [])
 
 
 class MetricSuite:
@@ -65,8 +57,8 @@ class MetricSuite:
         self.device = resolve_device(device)
         self._nets: dict[str, torch.nn.Module] = {}
         if self.conventions.weights == "pretrained":  # fail now (naming every missing file), not after restoring
-            learned = [m for m in self.metrics if _files_for(m, self.conventions)]
-            roles = [r for m in learned for r in _files_for(m, self.conventions)]
+            learned = [m for m in self.metrics if weight_roles(m, self.conventions)]
+            roles = [r for m in learned for r in weight_roles(m, self.conventions)]
             if roles:
                 perceptual.require_weight_files("+".join(learned), roles, weights_dir)
 

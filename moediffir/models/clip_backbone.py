@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from moediffir.errors import MoEDiffIRError
 from moediffir.models.folded_resnet import FoldedResNet
 from moediffir.utils.layout import layout_diff
 
@@ -29,7 +30,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 RESIZE_MODES = ("squash", "center_crop")
 
 
-class WeightLayoutError(ValueError):
+class WeightLayoutError(MoEDiffIRError, ValueError):
     """A weight file's keys or shapes do not match the module; the message lists them."""
 
 

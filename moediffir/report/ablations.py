@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from moediffir.config import Config
+from moediffir.errors import MoEDiffIRError
 from moediffir.evaluation.protocol import METHOD_MOE, METHOD_NO_COMPENSATOR, sort_tasks
 from moediffir.report import figures, tables
 from moediffir.report.tables import Cell, TableDoc
@@ -51,7 +52,7 @@ FIG6_READING = (
 )
 
 
-class AblationReportError(ValueError):
+class AblationReportError(MoEDiffIRError, ValueError):
     """The sweep results cannot be drawn; the message names the file and what is missing."""
 
 

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from moediffir.errors import MoEDiffIRError
+
 OURS = "MoE-DiffIR"
 METHODS = ("AirNet", "HAT", "PromptIR", "RealESRGAN", "DiffBIR", "PASD", "StableSR", "SUPIR", OURS)
 DATASETS = ("LIVE1", "Classic5", "BSDS500", "DIV2K_valid", "ICB")
@@ -49,7 +51,7 @@ VALUE_RANGES: dict[str, tuple[float, float]] = {
 }
 
 
-class PaperNumbersError(ValueError):
+class PaperNumbersError(MoEDiffIRError, ValueError):
     """A transcription file is missing or breaks its schema; the message names the file, row and column."""
 
 

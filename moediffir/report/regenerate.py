@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from moediffir.config import Config
+from moediffir.errors import MoEDiffIRError
 from moediffir.report import figures, tables
 
 METRICS_DIR = "metrics"
@@ -30,7 +31,7 @@ _GENERATED = {TABLES_DIR: ("table1.*", "table4.*", "table_levels_*.*"),
               FIGURES_DIR: ("fig4_visual_*", "fig8_prompt_similarity.*", "bpp_quality.*", "expert_usage.*")}
 
 
-class ReportError(FileNotFoundError):
+class ReportError(MoEDiffIRError, FileNotFoundError):
     """The saved numbers are missing; the message names the file and the command that writes it."""
 
 

@@ -7,5 +7,4 @@ Import what you need from the submodules (no import-time work here)::
     from moediffir.training.datasets import PairedCropDataset, ResumableBatchSampler
     from moediffir.training.checkpoint import save_checkpoint, load_checkpoint, latest_checkpoint
     from moediffir.training.logs import TrainingLog, RoutingStats, read_jsonl
-    from moediffir.training.cli import add_train_parsers
 """

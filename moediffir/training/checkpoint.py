@@ -30,12 +30,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from moediffir.errors import MoEDiffIRError
+
 PREFIX = "step_"
 MARKER = "checkpoint.json"
 _NAME_RE = re.compile(r"^step_(\d{6,})$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(MoEDiffIRError, RuntimeError):
     """A checkpoint cannot be read or does not fit the model it is loaded into."""
 
 

@@ -29,10 +29,11 @@ import torch
 from torch.utils.data import Dataset
 
 from moediffir.data.manifest import ManifestError, read_manifest
+from moediffir.errors import MoEDiffIRError
 from moediffir.utils.io import read_image_rgb
 
 
-class BenchmarkMissingError(FileNotFoundError):
+class BenchmarkMissingError(MoEDiffIRError, FileNotFoundError):
     """The CIR benchmark (or its training split) is not there; the message names the build command."""
 
 

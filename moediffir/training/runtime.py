@@ -7,7 +7,9 @@ Nothing here implements an equation; it keeps the two stages' plumbing identical
 - :func:`stage_dir` / :func:`model_dir`: ``<run_dir>/stage1``, ``<run_dir>/stage2`` (or ``stageN.out_dir``) and
   the model folder ``<run_dir>/model`` that the pipeline loads;
 - :func:`check_resume_config`: a checkpoint only resumes under the settings that produced it (steps, logging
-  and checkpoint cadence may change).
+  and checkpoint cadence may change);
+- :func:`check_fresh_start` / :func:`start_stage_dir`: a run without ``--resume`` never deletes an earlier run's
+  checkpoints unless asked to (``--overwrite``), and only once every input has been read and every network built.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from typing import Any
 
 import torch
 
-from moediffir.config import config_to_dict
+from moediffir.config import config_to_dict, save_config
+from moediffir.errors import MoEDiffIRError
 
 
-class TrainingConfigError(ValueError):
+class TrainingConfigError(MoEDiffIRError, ValueError):
     """A training setting is invalid or does not match the checkpoint being resumed."""
 
 
@@ -74,18 +77,37 @@ def make_accelerator(cfg, mixed_precision: str):
     )
 
 
-def fresh_stage_dir(folder: Path, keep: Iterable[str] = ()) -> None:
-    """Remove a previous run's checkpoints and logs from ``folder`` (not the names in ``keep``)."""
-    if not folder.is_dir():
-        return
-    keep = set(keep)
-    for p in folder.iterdir():
-        if p.name in keep:
-            continue
-        if p.is_dir():
-            shutil.rmtree(p)
-        else:
-            p.unlink()
+def check_fresh_start(folder: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse a fresh start over an earlier run's checkpoints unless ``overwrite`` (``resume`` continues them).
+
+    Called before anything is built or written, so a refused start leaves every file as it was.
+    """
+    from moediffir.training.checkpoint import list_checkpoints
+
+    found = list_checkpoints(folder / "checkpoints")
+    if found and not (resume or overwrite):
+        raise TrainingConfigError(
+            f"{folder}: holds {len(found)} checkpoint(s) of an earlier run (newest {found[-1][1].name}); pass "
+            "--resume to continue it, or --overwrite to start afresh and replace them (nothing was changed)"
+        )
+
+
+def start_stage_dir(accelerator, cfg, folder: Path, resuming: bool, config_name: str = "config.json",
+                    keep: Iterable[str] = ()) -> None:
+    """Prepare the stage folder once everything is built: a fresh run first removes the earlier run's checkpoints
+    and logs (allowed by :func:`check_fresh_start`), then the config is saved; every process waits for it."""
+    if accelerator.is_main_process and not resuming and folder.is_dir():
+        keep = set(keep)
+        for p in folder.iterdir():
+            if p.name in keep:
+                continue
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_config(cfg, folder, config_name)
 
 
 # Settings that may change between a checkpoint and its resumption.

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from moediffir.config import config_to_dict, save_config
+from moediffir.config import config_to_dict
 from moediffir.training.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -44,14 +44,15 @@ from moediffir.training.checkpoint import (
 from moediffir.training.datasets import PairedCropDataset, ResumableBatchSampler, SampleKey, training_pairs
 from moediffir.training.logs import RoutingStats, TrainingLog
 from moediffir.training.runtime import (
+    check_fresh_start,
     check_resume_config,
-    fresh_stage_dir,
     json_safe,
     make_accelerator,
     model_dir,
     progress_bar,
     resume_fingerprint,
     stage_dir,
+    start_stage_dir,
 )
 from moediffir.utils.io import atomic_write_json
 
@@ -157,13 +158,15 @@ def _check_frozen(denoiser, vae) -> None:
 
 
 # long function: set-up, resume and the training loop of paper §4.1 read in one place (accelerate state)
-def train_stage1(cfg, resume: bool = False, progress: bool = True) -> Path:
+def train_stage1(cfg, resume: bool = False, progress: bool = True, overwrite: bool = False) -> Path:
     """Train stage I for ``cfg.stage1.max_steps`` optimiser steps; return the model folder ``<run_dir>/model``.
 
     Args:
         cfg: resolved config (``moediffir.config.resolve_config``); the benchmark must exist.
         resume: continue from the newest checkpoint in ``<stage dir>/checkpoints`` (a fresh start if none).
-            Without it, a previous run's checkpoints and logs in the stage folder are removed first.
+            Without it, a stage folder holding checkpoints is refused unless ``overwrite``.
+        overwrite: start afresh over an earlier run: its checkpoints and logs are removed once the data and
+            the networks are ready (never before).
         progress: show a progress bar on the main process.
 
     Raises:
@@ -176,14 +179,10 @@ def train_stage1(cfg, resume: bool = False, progress: bool = True) -> Path:
     out = stage_dir(cfg, STAGE)
     ckpt_root = out / "checkpoints"
     pairs = training_pairs(cfg)  # fails early, before any network is built, when the benchmark is missing
+    check_fresh_start(out, resume, overwrite)
     accelerator = make_accelerator(cfg, s1.mixed_precision)
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     latest = latest_checkpoint(ckpt_root) if resume else None
-    if main and latest is None:
-        fresh_stage_dir(out)
-    accelerator.wait_for_everyone()
-    if main:
-        save_config(cfg, out)
 
     # -- model, data, optimiser ------------------------------------------------------------------
     from accelerate.utils import set_seed
@@ -219,6 +218,7 @@ def train_stage1(cfg, resume: bool = False, progress: bool = True) -> Path:
             print(f"[stage1] resumed from {latest} (step {step})")
     if eval_start is None:
         eval_start = fixed_batch_loss(denoiser, vae, scheduler, eval_batch, seed=cfg.seed)
+    start_stage_dir(accelerator, cfg, out, resuming=latest is not None)
     log = TrainingLog(out, resume_step=step if latest is not None else None, enabled=main)
     sampler = ResumableBatchSampler(len(dataset), s1.batch_size, cfg.seed, rank=rank, world_size=world,
                                     start_epoch=epoch, start_batch=batch_pos)

@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from moediffir.config import config_to_dict, save_config
+from moediffir.config import config_to_dict
+from moediffir.errors import MoEDiffIRError
 from moediffir.pipelines.vae_steps import latents_for_decoder
 from moediffir.training.checkpoint import (
     latest_checkpoint,
@@ -53,14 +54,15 @@ from moediffir.training.datasets import (
 from moediffir.training.logs import TrainingLog
 from moediffir.training.runtime import (
     TrainingConfigError,
+    check_fresh_start,
     check_resume_config,
-    fresh_stage_dir,
     json_safe,
     make_accelerator,
     model_dir,
     progress_bar,
     resume_fingerprint,
     stage_dir,
+    start_stage_dir,
 )
 from moediffir.utils.digests import model_fingerprint
 from moediffir.utils.io import atomic_write_json
@@ -70,7 +72,7 @@ META_NAME = "meta.json"
 _DATA_SALT = 0x57A6E2  # separates the stage-II crop seeds from stage I's
 
 
-class Stage2DataError(FileNotFoundError):
+class Stage2DataError(MoEDiffIRError, FileNotFoundError):
     """The stage-II latents are missing, unfinished or made from another stage-I model."""
 
 
@@ -309,12 +311,13 @@ def _build_lpips(cfg, device):
 
 # ------------------------------------------------------------------------------------------- training
 # long function: set-up, resume and the training loop of paper §3.4 read in one place (accelerate state)
-def train_stage2(cfg, resume: bool = False, progress: bool = True) -> Path:
+def train_stage2(cfg, resume: bool = False, progress: bool = True, overwrite: bool = False) -> Path:
     """Train the decoder compensator for ``stage2.max_steps`` steps; add it to ``<run_dir>/model``; return it.
 
     Args:
         cfg: resolved config; the stage-I model and the stage-II latents (:func:`generate_stage2_data`) must exist.
         resume: continue from the newest checkpoint in ``<stage2 dir>/checkpoints`` (fresh if none).
+        overwrite: start afresh over an earlier run's checkpoints (removed once everything is built).
         progress: progress bar on the main process.
     """
     from accelerate.utils import set_seed
@@ -336,14 +339,10 @@ def train_stage2(cfg, resume: bool = False, progress: bool = True) -> Path:
         )
     out = stage_dir(cfg, STAGE)
     ckpt_root = out / "checkpoints"
+    check_fresh_start(out, resume, overwrite)
     accelerator = make_accelerator(cfg, s2.mixed_precision)
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     latest = latest_checkpoint(ckpt_root) if resume else None
-    if main and latest is None:
-        fresh_stage_dir(out, keep={data_dir.name} if data_dir.parent == out else ())
-    accelerator.wait_for_everyone()
-    if main:
-        save_config(cfg, out, "train_config.json")
 
     set_seed(cfg.seed)
     device = accelerator.device
@@ -390,6 +389,8 @@ def train_stage2(cfg, resume: bool = False, progress: bool = True) -> Path:
             print(f"[stage2] resumed from {latest} (step {step})")
     if eval_start is None:
         eval_start = compare_decoders(compensator, lpips_model, eval_batch, weights_eval)
+    start_stage_dir(accelerator, cfg, out, resuming=latest is not None, config_name="train_config.json",
+                    keep={data_dir.name} if data_dir.parent == out else ())
     log = TrainingLog(out, resume_step=step if latest is not None else None, enabled=main)
     sampler = ResumableBatchSampler(len(dataset), s2.batch_size, cfg.seed, rank=rank, world_size=world,
                                     start_epoch=epoch, start_batch=batch_pos)

@@ -10,3 +10,22 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def check_device(device: str | None) -> None:
+    """Refuse a device this machine does not have, before any work: one line naming the setting and the fix.
+
+    ``auto`` (and None) always pass; ``cuda`` / ``cuda:N`` need a CUDA device (and N below the device count).
+    """
+    from moediffir.errors import DeviceError
+
+    text = "auto" if device is None else str(device)
+    if not text.startswith("cuda"):
+        return
+    if not torch.cuda.is_available():
+        raise DeviceError(f"device={text!r} (--device / config key device) but CUDA is not available on this "
+                          "machine; use --device cpu or --device auto")
+    index = text.partition(":")[2]
+    if index and int(index) >= torch.cuda.device_count():
+        raise DeviceError(f"device={text!r}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                          f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")

@@ -15,24 +15,43 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from PIL import Image, UnidentifiedImageError
+from moediffir.errors import MoEDiffIRError
+
+if TYPE_CHECKING:  # numpy and Pillow are imported where images are handled: `moediffir --help` needs neither
+    import numpy as np
+    from PIL import Image
 
 PathLike = str | os.PathLike
 
 
-class ImageReadError(ValueError):
+class ImageReadError(MoEDiffIRError, ValueError):
     """An input image could not be read; the message names the file and the reason."""
 
 
+class OutputNotWritableError(MoEDiffIRError, PermissionError):
+    """An output folder cannot be created or written; the message names it and the reason."""
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back: there is no read-only call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` so that readers see either the old file or the complete new one."""
+    """Write ``data`` to ``path`` so that readers see either the old file or the complete new one.
+
+    The file gets the mode a plain ``open(path, "w")`` would give (``0o666`` less the umask), not the
+    owner-only mode of the temporary file it is written through.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -70,6 +89,9 @@ def atomic_write_json(path: PathLike, obj: Any) -> Path:
 
 def encode_png(rgb: np.ndarray, compress_level: int = 6) -> bytes:
     """PNG bytes of an ``(H, W, 3)`` or ``(H, W)`` uint8 array (deterministic: no timestamps)."""
+    import numpy as np
+    from PIL import Image
+
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG", compress_level=compress_level)
     return buf.getvalue()
@@ -98,6 +120,9 @@ def to_rgb_uint8(img: Image.Image, path: PathLike = "<image>") -> np.ndarray:
     Grayscale becomes three equal channels; RGBA/LA drop alpha after compositing on white (so transparent
     regions do not turn black); 16-bit images are scaled to 8 bit with rounding; palette images are expanded.
     """
+    import numpy as np
+    from PIL import Image
+
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(img).astype(np.float64)
@@ -134,6 +159,8 @@ def read_image_rgb(path: PathLike) -> np.ndarray:
         ImageReadError: the file is missing, empty, truncated, not an image, or has a zero size;
             the message starts with the path.
     """
+    from PIL import Image, UnidentifiedImageError
+
     path = Path(path)
     if not path.exists():
         raise ImageReadError(f"{path}: file not found")
@@ -151,6 +178,45 @@ def read_image_rgb(path: PathLike) -> np.ndarray:
         raise ImageReadError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from exc
 
 
+def torch_hub_dir() -> Path:
+    """torch's hub folder (``torch.hub.get_dir()``: ``$TORCH_HOME/hub``, default ``~/.cache/torch/hub``), read
+    without importing torch when it is not loaded yet (a loaded torch may have been given another one)."""
+    import sys
+
+    if "torch" in sys.modules:
+        return Path(sys.modules["torch"].hub.get_dir())
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    return Path(os.environ.get("TORCH_HOME") or os.path.join(cache, "torch")).expanduser() / "hub"
+
+
+def check_writable_dir(folder: PathLike, what: str = "output folder") -> Path:
+    """Make sure files can be created in ``folder`` (made if missing) before any work; return it.
+
+    Tries what the work will do: create the folder and a file in it (then removes both if they were new).
+    Raises :class:`OutputNotWritableError` naming the folder and the reason.
+    """
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise OutputNotWritableError(f"{what} {folder}: {existing} is a file, not a folder")
+    created = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write_check.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputNotWritableError(f"{what} {folder}: cannot write there ({exc.strerror or exc})") from exc
+    if created:  # leave no trace of the check: the work makes the folders it needs
+        made = folder
+        while made != existing and not any(made.iterdir()):
+            made.rmdir()
+            made = made.parent
+    return folder
+
+
 @contextlib.contextmanager
 def atomic_directory(folder: PathLike) -> Iterator[Path]:
     """Build a folder beside its final place and swap it in whole when the block succeeds.
@@ -162,6 +228,7 @@ def atomic_directory(folder: PathLike) -> Iterator[Path]:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # the mode of a plain mkdir, not mkdtemp's owner-only one
         yield tmp
         old = None
         if folder.exists():

@@ -1,0 +1,67 @@
+"""Start of a training run (moediffir.training.runtime): an earlier run's checkpoints are never lost implicitly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from moediffir.config import resolve_config
+from moediffir.training.runtime import TrainingConfigError, check_fresh_start
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _fake_run(folder: Path, steps=(10, 20, 30)) -> dict[str, bytes]:
+    for step in steps:
+        ckpt = folder / "checkpoints" / f"step_{step:06d}"
+        ckpt.mkdir(parents=True)
+        (ckpt / "checkpoint.json").write_text(json.dumps({"step": step, "world_size": 1, "meta": {}}))
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_fresh_start_over_checkpoints_needs_overwrite(tmp_path):
+    files = _fake_run(tmp_path / "stage1")
+    with pytest.raises(TrainingConfigError, match="--resume.*--overwrite") as err:
+        check_fresh_start(tmp_path / "stage1", resume=False, overwrite=False)
+    assert "step_000030" in str(err.value)
+    check_fresh_start(tmp_path / "stage1", resume=True, overwrite=False)
+    check_fresh_start(tmp_path / "stage1", resume=False, overwrite=True)
+    check_fresh_start(tmp_path / "empty", resume=False, overwrite=False)
+    assert {p.relative_to(tmp_path / "stage1").as_posix(): p.read_bytes()
+            for p in (tmp_path / "stage1").rglob("*") if p.is_file()} == files
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory) -> Path:
+    from moediffir.data.builder import build_benchmark
+
+    root = tmp_path_factory.mktemp("runtime") / "bench"
+    cfg = resolve_config("smoke", {"data.datasets_dir": str(REPO / "data" / "smoke"), "data.out_dir": str(root),
+                                   "data.codecs": ["jpeg"], "data.unseen": False, "data.max_train_images": 1})
+    build_benchmark(cfg, workers=1, progress=False, splits=("train",))
+    return root
+
+
+def test_a_failed_start_deletes_nothing_and_overwrite_replaces_only_after_the_build(bench, tmp_path, monkeypatch):
+    from moediffir.training import stage1
+
+    cfg = resolve_config("smoke", {"data.out_dir": str(bench), "runs_dir": str(tmp_path / "runs"),
+                                   "stage1.max_steps": 1, "stage1.batch_size": 1, "device": "cpu"})
+    folder = cfg.run_dir / "stage1"
+    files = _fake_run(folder)
+    with pytest.raises(TrainingConfigError, match="--overwrite"):
+        stage1.train_stage1(cfg, progress=False)
+
+    def broken_build(cfg):  # a network that cannot be built (e.g. weights that do not load)
+        raise RuntimeError("cannot build")
+
+    monkeypatch.setattr(stage1, "_build_model", broken_build)
+    with pytest.raises(RuntimeError, match="cannot build"):
+        stage1.train_stage1(cfg, overwrite=True, progress=False)
+    assert {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()} == files
+    monkeypatch.undo()
+    stage1.train_stage1(cfg, overwrite=True, progress=False)
+    steps = sorted(p.name for p in (folder / "checkpoints").iterdir())
+    assert steps == ["step_000001"]  # the earlier run's step_000010..30 were replaced by this run's
