@@ -25,6 +25,7 @@ torch convention). Shapes must match exactly; a mismatch raises naming both shap
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -50,10 +51,7 @@ class MetricInputError(MoEDiffIRError, ValueError):
 # ------------------------------------------------------------------------------------------- inputs
 def _to_numpy(img: Any, name: str) -> tuple[np.ndarray, bool]:
     """Return ``(array (H, W[, C]), is_integer_uint8)``; torch tensors are moved to HWC numpy."""
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a hard dependency of the kit
-        torch = None
+    torch = sys.modules.get("torch")  # a tensor implies torch is loaded; never import it here (benchmark workers)
     if torch is not None and isinstance(img, torch.Tensor):
         t = img.detach().cpu()
         if t.ndim == 4 and t.shape[0] == 1:
