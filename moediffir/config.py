@@ -188,6 +188,8 @@ class EvalConfig:
     # metrics (moediffir.metrics): folder holding pretrained metric weights; "" -> the torch hub dir
     # ($TORCH_HOME/hub: checkpoints/, pyiqa/, clip/); file names in moediffir.metrics.perceptual.weight_files
     metric_weights_dir: str = ""
+    # LPIPS weights converted by `make setup` (moediffir.metrics.lpips_weights); "" -> <data.root>/weights/lpips
+    lpips_dir: str = ""
     maniqa_crops: int = 20  # MANIQA 224-px test crops per image (pyiqa's default 20; smoke: 1 for CPU cost)
     # evaluator (moediffir.evaluation): task ids to evaluate (() = every test task in the manifest); tasks listed
     # here but not built are reported and skipped

@@ -96,11 +96,12 @@ def check_metric_weights(cfg: Config) -> list[Missing]:
     if cfg.eval.metric_weights != "pretrained":
         return []
     from moediffir.metrics.conventions import MetricConventions
+    from moediffir.metrics.lpips_weights import lpips_weights_dir
     from moediffir.metrics.weight_files import weight_files, weight_roles, weight_source
 
     conv = MetricConventions.from_config(cfg)
     files = weight_files(cfg.eval.metric_weights_dir or None)
-    roles = dict.fromkeys(r for m in cfg.eval.metrics for r in weight_roles(m, conv))
+    roles = dict.fromkeys(r for m in cfg.eval.metrics for r in weight_roles(m, conv, lpips_weights_dir(cfg)))
     return [Missing(f"{role} (metric weights)", str(files[role]), weight_source(role))
             for role in roles if not files[role].is_file()]
 

@@ -1,11 +1,14 @@
 """LPIPS / FID / CLIP-IQA+ / MANIQA built offline: file names, fast missing-file errors, random-weight behaviour.
 
 With random weights nothing is asserted about image quality, only what must hold for any weights: identity gives
-0, the same seed gives the same number, and the real architectures run on the bundled images.
+0, the same seed gives the same number, and the real architectures run on the bundled images. The real LPIPS
+weights that ``make setup`` converts (moediffir.metrics.lpips_weights) are checked against known behaviour of the
+published metric, on photographs that ship with scikit-image; those tests skip, saying why, before the set-up.
 """
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from urllib.parse import urlparse
@@ -67,8 +70,8 @@ def test_weight_file_names_match_the_installed_packages():
 @pytest.mark.parametrize(
     ("build", "expected"),
     [
-        (lambda d: P.build_lpips("alex", "pretrained", weights_dir=d), P.TORCHVISION_FILES["alex"]),
-        (lambda d: P.build_lpips("vgg", "pretrained", weights_dir=d), P.TORCHVISION_FILES["vgg"]),
+        (lambda d: P.build_lpips("alex", "pretrained", weights_dir=d, lpips_dir=d), P.TORCHVISION_FILES["alex"]),
+        (lambda d: P.build_lpips("vgg", "pretrained", weights_dir=d, lpips_dir=d), P.TORCHVISION_FILES["vgg"]),
         (lambda d: P.build_fid_inception("pretrained", weights_dir=d), P.FID_INCEPTION_FILE),
         (lambda d: P.build_clipiqa("pretrained", weights_dir=d), P.CLIP_RN50_FILE),
         (lambda d: P.build_maniqa("pretrained", weights_dir=d), P.MANIQA_PIPAL_FILE),
@@ -139,13 +142,115 @@ def test_lpips_pretrained_loads_backbone_from_local_file(tmp_path, images):
     ckpt = tmp_path / "checkpoints" / P.TORCHVISION_FILES["alex"]
     ckpt.parent.mkdir(parents=True)
     torch.save({f"features.{k}": v for k, v in feats.items()}, ckpt)  # the classifier is not needed
-    model = P.build_lpips("alex", "pretrained", weights_dir=tmp_path)
+    model = P.build_lpips("alex", "pretrained", weights_dir=tmp_path, lpips_dir=tmp_path / "not-converted")
+    assert model.weights_label == "pretrained" and model.weights_source == str(ckpt)
     assert torch.equal(model.net.slice1[0].weight, feats["0.weight"])
     assert torch.equal(getattr(model.net.slice5, "10").bias, feats["10.bias"])
     assert P.lpips_distance(model, images[0], images[0]) == pytest.approx(0.0, abs=1e-7)
     torch.save({"features.0.weight": feats["0.weight"]}, ckpt)
     with pytest.raises(P.MissingWeightsError, match="features.0.bias"):
-        P.build_lpips("alex", "pretrained", weights_dir=tmp_path)
+        P.build_lpips("alex", "pretrained", weights_dir=tmp_path, lpips_dir=tmp_path / "not-converted")
+
+
+# ------------------------------------------------------------------------------------ real LPIPS
+def _converted_dir(request) -> Path:
+    from moediffir.metrics.lpips_weights import NETS, converted_problem
+
+    folder = request.config.rootpath / "data" / "weights" / "lpips"
+    problems = [p for net in NETS if (p := converted_problem(folder, net))]
+    if problems:
+        pytest.skip(f"real LPIPS weights not converted ({problems[0]}); `make setup` converts them")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def lpips_real(request) -> dict[str, torch.nn.Module]:
+    folder = _converted_dir(request)
+    return {net: P.build_lpips(net, "pretrained", weights_dir="no-hub-dir", lpips_dir=folder) for net in ("alex", "vgg")}
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, np.ndarray]:
+    import skimage.data
+
+    return {name: getattr(skimage.data, name)()[..., :3] for name in ("astronaut", "coffee", "chelsea")}
+
+
+def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=quality)
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
+def _brighter(img: np.ndarray, step: int) -> np.ndarray:
+    return np.clip(img.astype(np.int16) + step, 0, 255).astype(np.uint8)
+
+
+def test_real_lpips_loads_the_converted_files_with_the_wheels_heads(request, lpips_real):
+    from moediffir.metrics.lpips_weights import converted_file, shipped_heads_file
+
+    folder = _converted_dir(request)
+    for net, model in lpips_real.items():
+        assert model.weights_label == "pretrained" and model.weights_source == str(converted_file(folder, net))
+        shipped = torch.load(shipped_heads_file(net), map_location="cpu", weights_only=True)
+        assert all(torch.equal(getattr(model, f"lin{i}").model[1].weight, shipped[f"lin{i}.model.1.weight"])
+                   for i in range(5))
+        rnd = P.build_lpips(net, "random", seed=0)
+        assert not torch.equal(rnd.net.slice1[0].weight, model.net.slice1[0].weight)
+
+
+def test_real_lpips_identity_and_jpeg_quality_order(lpips_real, photos):
+    """LPIPS-Alex of JPEG QF 10 on natural photos lies where published numbers for such inputs lie (~0.2-0.4)."""
+    model = lpips_real["alex"]
+    for name, img in photos.items():
+        assert P.lpips_distance(model, img, img) == 0.0, name
+        d10, d30, d90 = (P.lpips_distance(model, _jpeg(img, q), img) for q in (10, 30, 90))
+        assert 0.12 < d10 < 0.6 and d10 > 1.5 * d30 > 1.5 * 2 * d90 > 0, (name, d10, d30, d90)
+    # the range is informative: random AlexNet features put the same pair two orders of magnitude lower
+    img = photos["astronaut"]
+    assert P.lpips_distance(P.build_lpips("alex", "random", seed=0), _jpeg(img, 10), img) < 0.05
+
+
+@pytest.mark.parametrize("net", ["alex", "vgg"])
+def test_real_lpips_sees_what_psnr_misses(lpips_real, photos, net):
+    """A global +8 brightness step or a 1-pixel shift barely changes a photo for a viewer, JPEG blocking does.
+
+    PSNR rates the shift far worse than JPEG QF 10 and the brightness step like JPEG QF 30; trained LPIPS, as
+    published, puts both far below the JPEG versions. A random-weight backbone does not.
+    """
+    from moediffir.metrics.fidelity import psnr
+
+    img = np.ascontiguousarray(photos["coffee"][72:328, 172:428])  # (256, 256, 3): keeps VGG16 quick on a CPU
+    q10, q30, bright, shift = _jpeg(img, 10), _jpeg(img, 30), _brighter(img, 8), np.roll(img, 1, axis=1)
+    assert psnr(shift, img) < psnr(q10, img) - 1.0 and abs(psnr(bright, img) - psnr(q30, img)) < 2.0
+    model = lpips_real[net]
+    d = {k: P.lpips_distance(model, v, img) for k, v in (("q10", q10), ("q30", q30), ("bright", bright),
+                                                          ("shift", shift))}
+    assert d["bright"] * 10 < d["q30"] and d["shift"] * 3 < d["q10"], d
+    if net == "alex":  # (a random VGG16 fails it too, but takes a minute to build on a CPU)
+        rnd = P.build_lpips(net, "random", seed=0)
+        r = {k: P.lpips_distance(rnd, v, img) for k, v in (("q10", q10), ("q30", q30), ("bright", bright),
+                                                             ("shift", shift))}
+        assert not (r["bright"] * 10 < r["q30"] or r["shift"] * 3 < r["q10"]), r
+
+
+def test_suite_reports_pretrained_lpips_from_the_config(request, photos):
+    from moediffir.config import resolve_config
+    from moediffir.metrics.suite import MetricSuite
+
+    folder = _converted_dir(request)
+    overrides = {"eval.metrics": ("psnr", "ssim", "lpips"), "eval.metric_weights": "pretrained",
+                 "eval.lpips_dir": str(folder), "eval.metric_weights_dir": str(request.config.rootpath / "no-hub")}
+    suite = MetricSuite.from_config(resolve_config("smoke", overrides), device="cpu")
+    img = photos["chelsea"]
+    row = suite.score_pair(_jpeg(img, 10), img)
+    assert row["weights"] == "pretrained" and "weights=pretrained" in row["conventions"]
+    assert 0.12 < row["lpips"] < 0.6
+    with pytest.raises(P.MissingWeightsError, match="make setup"):  # pretrained asked, nothing converted there
+        MetricSuite.from_config(resolve_config("smoke", {**overrides, "eval.lpips_dir": str(request.config.rootpath
+                                                                                          / "no-lpips")}))
 
 
 # ------------------------------------------------------------------------------------------- FID

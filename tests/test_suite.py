@@ -93,7 +93,8 @@ def test_from_config_and_errors(tmp_path):
         MetricSuite(("psnr", "niqe"))
     with pytest.raises(MissingWeightsError) as info:
         MetricSuite.from_config(
-            resolve_config("paper", {"eval.metric_weights_dir": str(tmp_path)}), device="cpu"
+            resolve_config("paper", {"eval.metric_weights_dir": str(tmp_path), "eval.lpips_dir": str(tmp_path)}),
+            device="cpu",
         )
     for name in ("alexnet-owt-7be5be79.pth", perceptual.FID_INCEPTION_FILE, perceptual.CLIP_RN50_FILE,
                  perceptual.CLIPIQA_PLUS_FILE, perceptual.MANIQA_PIPAL_FILE):

@@ -28,7 +28,7 @@ KEY_EXCLUDED: tuple[str, ...] = (
     "data.root", "data.datasets_dir", "data.out_dir", "data.workers", "data.hific_dir", "data.hm_encoder",
     "data.vvc_encoder", "data.allow_missing_codecs", "data.png_compress_level",
     "stage1.out_dir", "stage1.log_every", "stage1.checkpoint_every", "stage1.keep_checkpoints",
-    "eval.metric_weights_dir",
+    "eval.metric_weights_dir", "eval.lpips_dir",
 )
 #: Sections and top-level keys that training depends on (the train key).
 TRAIN_SECTIONS: tuple[str, ...] = ("seed", "data", "model", "stage1")

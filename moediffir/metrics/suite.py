@@ -37,6 +37,7 @@ class MetricSuite:
         conventions: colour / crop / range for PSNR-SSIM, LPIPS backbone, pretrained or random weights.
         weights_dir: folder of pretrained metric weights (``None``: the torch hub dir; see
             :func:`moediffir.metrics.perceptual.weight_files`).
+        lpips_dir: folder of the LPIPS weights converted by ``make setup`` (``None``: ``data/weights/lpips``).
         device: ``"cpu"``, ``"cuda"``, ``"auto"`` (CUDA when available) or a ``torch.device``.
     """
 
@@ -46,6 +47,7 @@ class MetricSuite:
         conventions: MetricConventions | None = None,
         *,
         weights_dir: str | Path | None = None,
+        lpips_dir: str | Path | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
         unknown = [m for m in metrics if m not in KNOWN_METRICS]
@@ -54,11 +56,12 @@ class MetricSuite:
         self.metrics = tuple(dict.fromkeys(metrics))
         self.conventions = conventions or MetricConventions()
         self.weights_dir = weights_dir
+        self.lpips_dir = lpips_dir
         self.device = resolve_device(device)
         self._nets: dict[str, torch.nn.Module] = {}
         if self.conventions.weights == "pretrained":  # fail now (naming every missing file), not after restoring
             learned = [m for m in self.metrics if weight_roles(m, self.conventions)]
-            roles = [r for m in learned for r in weight_roles(m, self.conventions)]
+            roles = [r for m in learned for r in weight_roles(m, self.conventions, lpips_dir)]
             if roles:
                 perceptual.require_weight_files("+".join(learned), roles, weights_dir)
 
@@ -67,10 +70,13 @@ class MetricSuite:
         cls, cfg: Any, metrics: Sequence[str] | None = None, device: str | torch.device | None = None
     ) -> MetricSuite:
         """The suite a resolved :class:`moediffir.config.Config` asks for (``cfg.eval``, ``cfg.seed``)."""
+        from moediffir.metrics.lpips_weights import lpips_weights_dir
+
         return cls(
             metrics if metrics is not None else cfg.eval.metrics,
             MetricConventions.from_config(cfg),
             weights_dir=cfg.eval.metric_weights_dir or None,
+            lpips_dir=lpips_weights_dir(cfg),
             device=device if device is not None else cfg.device,
         )
 
@@ -89,7 +95,9 @@ class MetricSuite:
             c = self.conventions
             kw = {"weights_dir": self.weights_dir, "seed": c.seed}
             if name == "lpips":
-                net = perceptual.build_lpips(c.lpips_net, c.weights, **kw)
+                net = perceptual.build_lpips(c.lpips_net, c.weights, lpips_dir=self.lpips_dir, **kw)
+                if net.weights_label != c.weights_label:  # the label says what was loaded, never only what was asked
+                    raise RuntimeError(f"LPIPS loaded {net.weights_label} weights but conventions say {c.weights_label}")
             elif name == "fid":
                 net = perceptual.build_fid_inception(c.weights, **kw)
             elif name == "clipiqa":

@@ -61,8 +61,8 @@ def weight_files(weights_dir: str | Path | None = None) -> dict[str, Path]:
 
 
 _SOURCES = {
-    "lpips_alex_backbone": "torchvision.models.alexnet(weights='IMAGENET1K_V1')",
-    "lpips_vgg_backbone": "torchvision.models.vgg16(weights='IMAGENET1K_V1')",
+    "lpips_alex_backbone": "torchvision.models.alexnet(weights='IMAGENET1K_V1'); or `make setup` converts it",
+    "lpips_vgg_backbone": "torchvision.models.vgg16(weights='IMAGENET1K_V1'); or `make setup` converts it",
     "lpips_alex_linear": "the lpips package (reinstall lpips)",
     "lpips_vgg_linear": "the lpips package (reinstall lpips)",
     "fid_inception": "pyiqa.create_metric('fid')",
@@ -77,8 +77,17 @@ def weight_source(role: str) -> str:
     return _SOURCES[role]
 
 
-def weight_roles(metric: str, conv: Any) -> list[str]:
-    """The roles of :func:`weight_files` that ``metric`` reads when pretrained."""
+def weight_roles(metric: str, conv: Any, lpips_dir: str | Path | None = None) -> list[str]:
+    """The roles of :func:`weight_files` that ``metric`` reads when pretrained.
+
+    LPIPS reads no torchvision backbone when ``lpips_dir`` holds the conversion of ``make setup``
+    (:mod:`moediffir.metrics.lpips_weights`; ``None``: the default folder).
+    """
+    if metric == "lpips":
+        from moediffir.metrics.lpips_weights import converted_problem, default_lpips_dir
+
+        converted = converted_problem(lpips_dir or default_lpips_dir(), conv.lpips_net) is None
+        return [f"lpips_{conv.lpips_net}_linear"] + ([] if converted else [f"lpips_{conv.lpips_net}_backbone"])
     return {
         "lpips": [f"lpips_{conv.lpips_net}_linear", f"lpips_{conv.lpips_net}_backbone"],
         "fid": ["fid_inception"],

@@ -300,13 +300,12 @@ def compare_decoders(compensator, lpips_model, batch: Mapping[str, Any], weights
 
 
 def _build_lpips(cfg, device):
+    from moediffir.metrics.lpips_weights import lpips_weights_dir
     from moediffir.metrics.perceptual import build_lpips
 
-    weights = cfg.eval.metric_weights
-    model = build_lpips(cfg.eval.lpips_net, weights=weights, weights_dir=cfg.eval.metric_weights_dir or None,
-                        seed=cfg.seed)
-    label = f"{cfg.eval.lpips_net}:" + (f"random(seed={cfg.seed})" if weights == "random" else "pretrained")
-    return model.to(device), label
+    model = build_lpips(cfg.eval.lpips_net, weights=cfg.eval.metric_weights,
+                        weights_dir=cfg.eval.metric_weights_dir or None, seed=cfg.seed, lpips_dir=lpips_weights_dir(cfg))
+    return model.to(device), f"{cfg.eval.lpips_net}:{model.weights_label}"
 
 
 # ------------------------------------------------------------------------------------------- training
