@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from moediffir.evaluation import cli, evaluator, protocol
+from moediffir import cli
+from moediffir.evaluation import evaluator, protocol
 from moediffir.evaluation.demo import make_demo_setup
 from moediffir.evaluation.external import match_external, parse_external
 from moediffir.evaluation.protocol import METHOD_LQ, METHOD_MOE, METHOD_NO_COMPENSATOR, EvaluationError
