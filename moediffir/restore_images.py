@@ -196,7 +196,6 @@ def run_restore(
     Everything that can be refused is refused before the model is loaded or an image sampled
     (:class:`RestoreError` naming the file); a model with random weights is said to be so through ``warn``.
     """
-    from moediffir.pipelines.model_folder import read_model_info
     from moediffir.utils.io import check_writable_dir
 
     warn = warn or (lambda msg: print(msg, file=sys.stderr))
@@ -205,8 +204,13 @@ def run_restore(
         raise RestoreError("no images found in: " + ", ".join(map(str, inputs)))
     plan_outputs(files, Path(out_dir), overwrite)  # fail before loading the model
     check_writable_dir(out_dir, what="output folder (-o)")
+    from moediffir.utils.devices import check_device  # imports torch: after the checks that need none
+
+    check_device(device)
     pipe = prepare_pipeline(model, device=device, dtype=dtype, scheduler=scheduler, steps=steps,
                             fusion_weight=fusion_weight, tile_size=tile_size, color_fix=color_fix)
+    from moediffir.pipelines.model_folder import read_model_info  # loaded with the pipeline: no new import
+
     random_parts = read_model_info(model).get("random_weights", [])
     if random_parts:
         warn("note: this model has random weights (" + "; ".join(random_parts) + "): outputs are not restorations")

@@ -25,12 +25,12 @@
 # as such everywhere); the `paper` profile uses DF2K and the five test sets (see `data/README.md`).
 
 # %% tags=["parameters"]
-profile = "smoke"  # "smoke" or "paper"
-overrides = {}  # dotted config keys, e.g. {"data.workers": 2, "data.max_test_images": 5}
-workers = None  # None: data.workers from the profile (0 = one process per core)
-progress = True  # tqdm progress bar while building
-image = None  # stem of the test image shown in the grid (None: the first one)
-crop = 96  # side of the crop shown in the grid, pixels
+profile: str = "smoke"  # "smoke" or "paper"
+overrides: dict = {}  # dotted config keys, e.g. {"data.workers": 2, "data.max_test_images": 5}
+workers: "Optional[int]" = None  # None: data.workers from the profile (0: one process per core)
+progress: bool = True  # tqdm progress bar while building
+image: "Optional[str]" = None  # stem of the test image shown in the grid (None: the first one)
+crop: int = 96  # side of the crop shown in the grid, pixels
 
 # %%
 import os

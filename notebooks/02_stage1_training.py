@@ -33,10 +33,10 @@
 # It needs the benchmark of notebook 01 (`moediffir data build --profile smoke`).
 
 # %% tags=["parameters"]
-profile = "smoke"  # "smoke" or "paper"
-overrides = {}  # dotted config keys, e.g. {"stage1.max_steps": 100, "runs_dir": "runs"}
-resume = False  # continue from the newest stage-I checkpoint instead of training from scratch
-progress = True  # tqdm progress bar
+profile: str = "smoke"  # "smoke" or "paper"
+overrides: dict = {}  # dotted config keys, e.g. {"stage1.max_steps": 100, "runs_dir": "runs"}
+resume: bool = False  # continue from the newest stage-I checkpoint instead of training from scratch
+progress: bool = True  # tqdm progress bar
 
 # %%
 import os
@@ -201,7 +201,7 @@ display(Image(str(figures_dir / "stage1_visual.png")))
 
 # %%
 numbers = {
-    "profile": cfg.profile, "weights": "random" if random_weights else "pretrained",
+    "profile": cfg.profile, "weights": "random" if random_weights else "trained here" if cfg.prior.enabled else "pretrained",
     "steps": summary["steps"], "steps_per_s": summary["steps_per_s"], "device": summary["device"],
     "eval_loss_start": summary["eval_loss_start"], "eval_loss_end": summary["eval_loss_end"],
     "final_window_loss": records[-1]["loss"], "final_gate_entropy": records[-1].get("gate_entropy"),

@@ -40,10 +40,10 @@
 # and table says so. The paper's numbers need the `paper` profile (0.4 M steps per variant on a GPU).
 
 # %% tags=["parameters"]
-profile = "smoke"  # "smoke" or "paper"
-overrides = {}  # dotted config keys, e.g. {"ablation.n_values": [1, 7], "ablation.tasks": ["jpeg_q10"]}
-progress = False  # training progress bars
-routing_variant = "N7"  # the variant whose routing is shown at the end
+profile: str = "smoke"  # "smoke" or "paper"
+overrides: dict = {}  # dotted config keys, e.g. {"ablation.n_values": [1, 7], "ablation.tasks": ["jpeg_q10"]}
+progress: bool = False  # training progress bars
+routing_variant: str = "N7"  # the variant whose routing is shown at the end
 
 # %%
 import os

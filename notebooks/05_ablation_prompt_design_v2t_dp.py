@@ -47,10 +47,10 @@
 # need the `paper` profile on a GPU.
 
 # %% tags=["parameters"]
-profile = "smoke"  # "smoke" or "paper"
-overrides = {}  # dotted config keys, e.g. {"ablation.train_steps": 4, "ablation.tasks": ["jpeg_q10", "avc_qp37"]}
-progress = False  # training progress bars
-routing_variant = "moe_v2t_dp"  # the Table 3 variant whose routing is shown at the end
+profile: str = "smoke"  # "smoke" or "paper"
+overrides: dict = {}  # dotted config keys, e.g. {"ablation.train_steps": 4, "ablation.tasks": ["jpeg_q10", "avc_qp37"]}
+progress: bool = False  # training progress bars
+routing_variant: str = "moe_v2t_dp"  # the Table 3 variant whose routing is shown at the end
 
 # %%
 import os

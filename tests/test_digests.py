@@ -56,6 +56,9 @@ def test_model_fingerprint_reads_every_byte_and_parts_isolate_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing to fingerprint"):
         model_fingerprint(root, ["missing"])
     assert tree_digest(root, suffixes=(".json",)) != tree_digest(root)
+    card = model_fingerprint(root, exclude=["README.md"])
+    (root / "README.md").write_text("a model card: describes the model, is not part of it")
+    assert model_fingerprint(root, exclude=["README.md"]) == card != model_fingerprint(root)
 
 
 def test_write_output_then_verify_and_damage_is_found(tmp_path):

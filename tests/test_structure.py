@@ -25,8 +25,13 @@ LONG_MODULES: dict[str, str] = {
     "training/stage2.py": "stage-II data generation and training: to be split into data / train modules",
 }
 
-#: Import cycles still present, each with the reason (none at present; an entry is a sorted list of modules).
-KNOWN_CYCLES: list[list[str]] = []
+#: Import cycles still present (each a sorted list of modules), with the reason. The shard and model-card modules
+#: and their callers import each other inside functions; the shared parts are to move into the lower module.
+KNOWN_CYCLES: list[list[str]] = [
+    ["moediffir.data.builder", "moediffir.data.shards"],
+    ["moediffir.evaluation.evaluator", "moediffir.evaluation.shards"],
+    ["moediffir.pipelines.model_card", "moediffir.pipelines.model_folder"],
+]
 
 
 def _modules() -> dict[str, Path]:

@@ -108,8 +108,13 @@ def _relative(path: Path, root: Path) -> str:
 
 def weights_label(cfg: Config) -> str:
     """How far a variant is from the paper's model, written beside every number it produces."""
+    from moediffir.provenance import RANDOM, TRAINED, backbone_provenance
+
     steps = cfg.stage1.max_steps
-    if cfg.model.random_weights:
+    backbone = backbone_provenance(cfg)
+    if backbone == TRAINED:
+        return f"diffusion prior trained here (not SD 2.1-base), {steps} training steps"
+    if backbone == RANDOM:
         few = "a few training steps" if steps <= FEW_STEPS else "trained"
         return f"random-weight backbone, {few}: says nothing about the method ({steps} steps)"
     paper_steps = 400_000

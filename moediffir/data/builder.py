@@ -38,9 +38,10 @@ from PIL import Image
 from moediffir.config import Config, DataConfig, save_config
 from moediffir.data.manifest import FAILURES_NAME, MANIFEST_NAME, write_failures, write_manifest
 from moediffir.data.sources import DatasetMissingError, SourceImage, list_sources, tile_boxes, tile_stem
-from moediffir.data.tasks import CODEC_DISPLAY, Task, all_tasks, select_tasks
+from moediffir.data.tasks import CODEC_DISPLAY, Task, select_tasks
 from moediffir.errors import MoEDiffIRError
 from moediffir.metrics.fidelity import SSIMReference, psnr
+from moediffir.shards import Shard
 from moediffir.utils.digests import json_digest, output_done, read_record, write_output
 from moediffir.utils.io import ImageReadError, atomic_write_json, encode_png, read_image_rgb
 
@@ -454,6 +455,7 @@ def build_benchmark(
     workers: int | None = None,
     splits: Iterable[str] = SPLITS,
     progress: bool = True,
+    shard: Shard | None = None,
 ) -> BuildReport:
     """Build (or complete) the CIR benchmark described by ``cfg`` and write its manifest.
 
@@ -462,6 +464,8 @@ def build_benchmark(
         workers: processes (``None`` -> ``cfg.data.workers``; 0 -> one per core; 1 -> no pool).
         splits: ``("train", "test")`` or one of them.
         progress: show a tqdm progress bar (on stderr).
+        shard: build only this shard's images and write its part instead of the manifest
+            (:mod:`moediffir.data.shards`; ``moediffir data merge`` assembles the manifest).
 
     Returns:
         A :class:`BuildReport`; bad inputs and failed items are in ``report.failures`` and ``failures.csv``,
@@ -474,12 +478,17 @@ def build_benchmark(
     """
     t_start = time.perf_counter()
     plan = plan_benchmark(cfg, splits)
-    if not plan.n_outputs and not plan.failures:
+    if shard is not None:
+        from moediffir.data import shards
+
+        plan = shards.shard_plan(plan, shard)
+    if not plan.n_outputs and not plan.failures and shard is None:
         raise BuildError("no task selected: check data.codecs, data.tasks and data.unseen")
     root = plan.benchmark_dir
     root.mkdir(parents=True, exist_ok=True)
     (root / MANIFEST_NAME).unlink(missing_ok=True)  # a manifest on disk always means a finished build
-    _remove_stale_temp_files(root)
+    if shard is None:  # other shards may be writing beside this one
+        _remove_stale_temp_files(root)
     save_config(cfg, root)
 
     n_workers = resolve_workers(cfg.data.workers if workers is None else workers)
@@ -517,7 +526,7 @@ def build_benchmark(
         bar.close()
 
     failures = list(plan.failures)
-    records: list[dict] = _finished_records_of_other_splits(cfg, plan)
+    records: list[dict] = _finished_records_of_other_splits(cfg, plan, shard)
     n_built = n_skipped = 0
     codec_s = worker_s = 0.0
     for r in results:
@@ -542,27 +551,32 @@ def build_benchmark(
         n_skipped += r["skipped"]
     n_gt = len(gt_by_key)
 
-    order = {t.id: i for i, t in enumerate(all_tasks(cfg.data.preset))}
-    rows.sort(key=lambda r: (SPLITS.index(r["split"]), r["set"], order.get(r["task"], 99), r["task"], r["stem"]))
+    from moediffir.data.shards import manifest_order, write_part
+
+    rows.sort(key=manifest_order(cfg.data.preset))
     for codec, msg in sorted(unavailable.items()):
         skipped = sorted({t.id for ts in plan.tasks.values() for t in ts if t.codec == codec})
         failures.append({"split": "*", "set": "*", "image": "*", "task": " ".join(skipped),
                          "error_type": f"{CODEC_DISPLAY.get(codec, codec)} unavailable", "error": msg})
     failures.sort(key=lambda f: (f["split"], f["set"], f["image"], f["task"]))
-    write_failures(failures, root / FAILURES_NAME)
+    if shard is None:
+        write_failures(failures, root / FAILURES_NAME)
     _check_usable(unavailable, plan, cfg)  # with a pool this is known only now; no manifest is written then
-    manifest_path = write_manifest(rows, root / MANIFEST_NAME)
+    manifest_path = None if shard is not None else write_manifest(rows, root / MANIFEST_NAME)
     report = BuildReport(
         benchmark_dir=root, manifest_path=manifest_path, n_outputs=plan.n_outputs, n_built=n_built,
         n_skipped=n_skipped, n_gt=n_gt, failures=[f for f in failures if f["image"] != "*"],
         unavailable=unavailable, workers=n_workers, wall_s=time.perf_counter() - t_start, codec_s=codec_s,
         worker_s=worker_s,
     )
-    atomic_write_json(root / SUMMARY_NAME, report.to_dict())
+    if shard is not None:
+        report.manifest_path = write_part(cfg, shard, plan, rows, failures, report.to_dict())
+    else:
+        atomic_write_json(root / SUMMARY_NAME, report.to_dict())
     return report
 
 
-def _finished_records_of_other_splits(cfg: Config, plan: Plan) -> list[dict]:
+def _finished_records_of_other_splits(cfg: Config, plan: Plan, shard: Shard | None = None) -> list[dict]:
     """Records of finished outputs of the splits this build was not asked for, so that building one split
     keeps the other's rows in the manifest (checked by file size only; ``moediffir data verify`` hashes)."""
     others = [s for s in SPLITS if s not in plan.tasks]
@@ -572,6 +586,10 @@ def _finished_records_of_other_splits(cfg: Config, plan: Plan) -> list[dict]:
         other = plan_benchmark(cfg, others)
     except DatasetMissingError:
         return []
+    if shard is not None:
+        from moediffir.data.shards import shard_plan
+
+        other = shard_plan(other, shard)
     state = _WorkerState(cfg, ())
     return [rec for u in other.units for rec in run_unit(u, state, build=False)["records"]]
 

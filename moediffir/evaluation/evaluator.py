@@ -42,6 +42,8 @@ from moediffir.config import Config, save_config
 from moediffir.evaluation import analysis, benchmark_restore, protocol, scoring
 from moediffir.evaluation.external import ExternalMatch, match_external
 from moediffir.evaluation.protocol import METHOD_LQ, METHOD_MOE, METHOD_NO_COMPENSATOR, EvaluationError
+from moediffir.pipelines.model_card import CARD_FILES
+from moediffir.shards import Shard
 from moediffir.utils.digests import model_fingerprint
 from moediffir.utils.io import (
     atomic_save_png,
@@ -101,6 +103,8 @@ def model_weights_label(model_dir: str | Path) -> str:
     random_parts = info.get("random_weights") or []
     if random_parts:
         return "random weights: " + ", ".join(random_parts)
+    if (info.get("provenance") or {}).get("unet") == "trained here":
+        return f"diffusion prior and MoE-DiffIR parts trained here ({info.get('profile', 'unknown')} profile)"
     return f"pretrained backbone + trained MoE-DiffIR parts ({info.get('profile', 'unknown')} profile)"
 
 
@@ -193,7 +197,77 @@ def _log(log: Callable[[str], None] | None, msg: str) -> None:
         log(msg)
 
 
-# long function: the evaluation steps of the module docstring in their order, one commented block each
+@dataclass
+class Scored:
+    """The numbers of one evaluation (or one shard of it) before they are written: per-image scores and the FID
+    features of every method, by item key."""
+
+    per_image: pd.DataFrame
+    features: dict[str, dict[str, Any]]  # method -> "<set>/<task>/<stem>" -> (2048,) InceptionV3 feature
+    gt_features: dict[str, Any]  # gt_path -> (2048,)
+    weights_of: dict[str, str]  # method -> the model_weights label of its rows
+    ours: list[str]  # our methods (restored by the model), in order
+    similarity: pd.DataFrame | None = None
+    stats: dict[str, benchmark_restore.RestoreStats] = field(default_factory=dict)
+
+
+def _restore_ours(cfg: Config, folder: Path, share: pd.DataFrame, restored_root: Path, device: str | None,
+                  log, on_batch) -> tuple[dict[str, benchmark_restore.RestoreStats], pd.DataFrame, list[str]]:
+    pipe = load_model(folder, cfg, device)
+    methods: dict[str, float | None] = {}
+    if pipe.compensator is not None:
+        methods[METHOD_MOE] = cfg.sample.fusion_weight
+    else:
+        _log(log, f"[evaluate] {folder} has no decoder compensator (stage II not run): only "
+                  f"{METHOD_NO_COMPENSATOR!r} is evaluated")
+    methods[METHOD_NO_COMPENSATOR] = None
+    stats = benchmark_restore.restore_items(pipe, share, cfg.benchmark_dir, restored_root, methods, cfg,
+                                            model_fingerprint(folder, exclude=CARD_FILES), log=log,
+                                            on_batch=on_batch)
+    return stats, analysis.prompt_similarity(pipe), list(methods)
+
+
+def method_paths(items: pd.DataFrame, bench: Path, restored_root: Path, ours: Sequence[str],
+                 matches: Mapping[str, ExternalMatch]) -> dict[str, dict[str, Path]]:
+    """method -> item key -> image, for the compressed input, our restorations on disk and the externals."""
+    paths = {METHOD_LQ: {protocol.item_key(r): bench / r.path for r in items.itertuples(index=False)}}
+    for m in ours:
+        paths[m] = benchmark_restore.restored_paths(items, restored_root, m)
+    for name, match in matches.items():
+        paths[name] = match.paths
+    return paths
+
+
+def score_share(
+    cfg: Config, share: pd.DataFrame, folder: Path | None, matches: Mapping[str, ExternalMatch], suite, out: Path,
+    *, cache: pd.DataFrame | None, device: str | None, log, on_batch, include_lq: bool,
+) -> Scored:
+    """Restore (resumably) and score the items of ``share``: every number an evaluation needs of them."""
+    bench, restored_root = cfg.benchmark_dir, out / RESTORED_DIR
+    weights_of = {METHOD_LQ: LQ_WEIGHTS}
+    stats, similarity, ours = {}, None, []
+    if folder is not None:
+        stats, similarity, ours = _restore_ours(cfg, folder, share, restored_root, device, log, on_batch)
+        weights_of.update({m: model_weights_label(folder) for m in ours})
+    weights_of.update({name: EXTERNAL_WEIGHTS for name in matches})
+    keys = {protocol.item_key(r) for r in share.itertuples(index=False)}
+    paths = method_paths(share, bench, restored_root, ours, matches)
+    per_image, features = [], {}
+    for method, mpaths in paths.items():
+        if method == METHOD_LQ and not include_lq:
+            continue
+        mpaths = {k: p for k, p in mpaths.items() if k in keys}
+        t = time.perf_counter()
+        rel_to = matches[method].folder if method in matches else (bench if method == METHOD_LQ else restored_root)
+        per_image.append(scoring.score_images(suite, share, mpaths, bench, method, rel_to=rel_to, cache=cache))
+        if "fid" in suite.metrics:
+            features[method] = scoring.image_features(suite, mpaths)
+        _log(log, f"[evaluate] scored {method!r}: {len(mpaths)} images ({time.perf_counter() - t:.0f} s)")
+    gt_feats = scoring.gt_features(suite, share, bench) if "fid" in suite.metrics else {}
+    return Scored(pd.concat(per_image, ignore_index=True), features, gt_feats,
+                  {m: w for m, w in weights_of.items() if m in paths}, ours, similarity, stats)
+
+
 def run_evaluation(
     cfg: Config,
     model_dir: str | Path | None = None,
@@ -208,6 +282,7 @@ def run_evaluation(
     on_batch: Callable[[int], None] | None = None,
     write_report: bool = True,
     include_lq: bool = True,
+    shard: Shard | None = None,
 ) -> EvaluationResult:
     """Evaluate the model (both decoders), the compressed input and every external method; write all numbers,
     tables and figures (see the module docstring).
@@ -221,84 +296,74 @@ def run_evaluation(
         device: overrides ``cfg.device``. log: progress messages (None: silent).
         on_batch: called with the batch index after each restored batch (tests interrupt runs with it).
         write_report: draw the tables and figures at the end. include_lq: also score ``no restoration``.
+        shard: evaluate only this shard's items and write its part (:mod:`moediffir.evaluation.shards`;
+            ``moediffir evaluate --merge`` or ``moediffir report`` assembles the results).
     """
+    from moediffir.data.shards import merge_if_sharded
+    from moediffir.evaluation import shards
+
     t0 = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else cfg.profile_results_dir
-    metrics_dir = out / METRICS_DIR
-    restored_root = out / RESTORED_DIR
-    bench = cfg.benchmark_dir
+    merge_if_sharded(cfg)  # a benchmark built in shards gets its manifest first
     folder = require_model_dir(model_dir, cfg) if use_model else None
-    items = protocol.select_items(bench, list(sets or cfg.eval.test_sets), list(tasks or cfg.eval.tasks) or None,
-                                  cfg.eval.max_images, cfg.data.preset, strict=tasks is not None)
+    request = {"sets": list(sets or cfg.eval.test_sets), "tasks": list(tasks or cfg.eval.tasks) or None,
+               "strict": tasks is not None}
+    items = protocol.select_items(cfg.benchmark_dir, request["sets"], request["tasks"], cfg.eval.max_images,
+                                  cfg.data.preset, strict=request["strict"])
     skipped = list(items.attrs.get("skipped_tasks", []))
     if skipped:
         _log(log, f"[evaluate] tasks not in the benchmark, skipped: {', '.join(skipped)}")
-    _log(log, f"[evaluate] {len(items)} items: {items['set'].nunique()} set(s) x {items['task'].nunique()} task(s)")
+    share = items if shard is None else shards.share_of(items, shard)
+    _log(log, f"[evaluate] {len(share)} items: {share['set'].nunique()} set(s) x {share['task'].nunique()} "
+              f"task(s)" + (f" (shard {shard} of {len(items)} items)" if shard is not None else ""))
 
     from moediffir.metrics import MetricSuite
 
     suite = MetricSuite.from_config(cfg, device=device)  # checks pretrained metric weights before restoring
-
-    paths: dict[str, dict[str, Path]] = {METHOD_LQ: {
-        f"{r.set}/{r.task}/{r.stem}": bench / r.path for r in items.itertuples(index=False)}}
-    weights_of = {METHOD_LQ: LQ_WEIGHTS}
     matches: dict[str, ExternalMatch] = {}  # matched before restoring: a bad folder fails at once
     for name, ext_dir in (externals or {}).items():
         if name in protocol.BUILTIN_METHODS:
             raise EvaluationError(f"--external {name}: that name is one of ours {protocol.BUILTIN_METHODS}; rename it")
         matches[name] = match_external(name, ext_dir, items)
         _log(log, "[evaluate] " + matches[name].summary())
-        weights_of[name] = EXTERNAL_WEIGHTS
-    stats: dict[str, benchmark_restore.RestoreStats] = {}
-    similarity = None
-    ours: list[str] = []
-    if folder is not None:
-        pipe = load_model(folder, cfg, device)
-        methods: dict[str, float | None] = {}
-        if pipe.compensator is not None:
-            methods[METHOD_MOE] = cfg.sample.fusion_weight
-        else:
-            _log(log, f"[evaluate] {folder} has no decoder compensator (stage II not run): only "
-                      f"{METHOD_NO_COMPENSATOR!r} is evaluated")
-        methods[METHOD_NO_COMPENSATOR] = None
-        stats = benchmark_restore.restore_items(pipe, items, bench, restored_root, methods, cfg,
-                                                model_fingerprint(folder), log=log, on_batch=on_batch)
-        label = model_weights_label(folder)
-        for m in methods:
-            paths[m] = benchmark_restore.restored_paths(items, restored_root, m)
-            weights_of[m] = label
-            ours.append(m)
-        similarity = analysis.prompt_similarity(pipe)
-        del pipe
-    for name, match in matches.items():
-        paths[name] = match.paths
+    cache_file = (shards.part_folder(out, shard) if shard is not None else out / METRICS_DIR) / "per_image.csv"
+    cache = read_csv(cache_file) if cache_file.is_file() else None
+    scored = score_share(cfg, share, folder, matches, suite, out, cache=cache, device=device, log=log,
+                         on_batch=on_batch, include_lq=include_lq)
+    if shard is not None:
+        part = shards.write_part(cfg, out, shard, share, scored, suite, folder, matches, skipped, include_lq, request)
+        _log(log, f"[evaluate] shard {shard}: wrote {part}; merge with `moediffir evaluate --merge`")
+        return EvaluationResult(pd.DataFrame(columns=list(scoring.RESULT_COLUMNS)), scored.per_image, out,
+                                externals=matches, restore_stats=scored.stats, skipped_tasks=skipped)
+    res = write_evaluation(cfg, out, items, scored, suite, folder, matches, skipped, t0=t0,
+                           write_report=write_report, log=log)
+    shards.remove_parts(out)  # parts of an earlier sharded run are superseded by these results
+    return res
 
-    cache = read_csv(metrics_dir / "per_image.csv") if (metrics_dir / "per_image.csv").is_file() else None
-    gt_cache = scoring.GTFeatureCache(suite, bench)
-    per_image, fid = [], []
-    for method, mpaths in paths.items():
-        if method == METHOD_LQ and not include_lq:
-            continue
-        t = time.perf_counter()
-        rel_to = matches[method].folder if method in matches else (bench if method == METHOD_LQ else restored_root)
-        per_image.append(scoring.score_images(suite, items, mpaths, bench, method, rel_to=rel_to, cache=cache))
-        if "fid" in suite.metrics:
-            fid.append(scoring.score_fid(suite, items, mpaths, method, gt_cache))
-        _log(log, f"[evaluate] scored {method!r}: {len(mpaths)} images ({time.perf_counter() - t:.0f} s)")
-    per_image_df = pd.concat(per_image, ignore_index=True)
+
+def write_evaluation(
+    cfg: Config, out: Path, items: pd.DataFrame, scored: Scored, suite, folder: Path | None,
+    matches: Mapping[str, ExternalMatch], skipped: Sequence[str], *, t0: float, write_report: bool = True,
+    log: Callable[[str], None] | None = print,
+) -> EvaluationResult:
+    """Aggregate ``scored`` over ``items`` and write every file of the module docstring (and the model card)."""
+    metrics_dir, restored_root, bench = out / METRICS_DIR, out / RESTORED_DIR, cfg.benchmark_dir
+    per_image_df = scored.per_image
+    fid = [scoring.score_fid(suite, items, feats, m, scored.gt_features) for m, feats in scored.features.items()]
     fid_df = pd.concat(fid, ignore_index=True) if fid else pd.DataFrame(columns=["method", "set", "task", "fid"])
-    results = scoring.aggregate(per_image_df, fid_df, items, suite, weights_of)
+    results = scoring.aggregate(per_image_df, fid_df, items, suite, scored.weights_of)
 
     metrics_dir.mkdir(parents=True, exist_ok=True)
     write_csv(results, metrics_dir / "results.csv")
     write_csv(per_image_df, metrics_dir / "per_image.csv")
-    routing_recs = [r for m in ours for r in benchmark_restore.routing_records(items, restored_root, m)]
+    routing_recs = [r for m in scored.ours for r in benchmark_restore.routing_records(items, restored_root, m)]
     routing = analysis.routing_table(routing_recs)
-    for name, df in (("routing.csv", routing if len(routing) else None), ("prompt_similarity.csv", similarity)):
+    for name, df in (("routing.csv", routing if len(routing) else None), ("prompt_similarity.csv", scored.similarity)):
         if df is not None and len(df):
             write_csv(df, metrics_dir / name)
         else:  # numbers of a model that was not evaluated now must not linger beside the new ones
             (metrics_dir / name).unlink(missing_ok=True)
+    paths = method_paths(items, bench, restored_root, scored.ours, matches)
     save_visual_crops(items, per_image_df, paths, bench, metrics_dir)
     save_config(cfg, metrics_dir)
     atomic_write_json(metrics_dir / "evaluation.json", {
@@ -306,18 +371,23 @@ def run_evaluation(
         "benchmark": str(bench),
         "sets": list(dict.fromkeys(items["set"])),
         "tasks": protocol.sort_tasks(items["task"], cfg.data.preset),
-        "skipped_tasks": skipped,
+        "skipped_tasks": list(skipped),
         "max_images": cfg.eval.max_images,
         "n_items": len(items),
         "model": folder.name if folder is not None else None,
-        "model_weights": {m: weights_of[m] for m in paths},
+        "model_weights": dict(scored.weights_of),
         "methods": list(dict.fromkeys(per_image_df["method"])),
         "externals": {n: m.to_json() for n, m in matches.items()},
-        "restore": {m: asdict(s) | {"seconds": round(s.seconds, 1)} for m, s in stats.items()},
+        "restore": {m: asdict(s) | {"seconds": round(s.seconds, 1)} for m, s in scored.stats.items()},
         "conventions": suite.conventions_text,
         "metric_weights": suite.conventions.weights_label,
         "seconds": round(time.perf_counter() - t0, 1),
     })
+    if folder is not None and scored.ours:  # the model card carries the numbers of its last evaluation
+        from moediffir.pipelines.model_card import evaluation_summary, record_evaluation
+
+        record_evaluation(folder, evaluation_summary(results, scored.ours, suite.conventions.weights_label,
+                                                     suite.conventions_text))
     report_paths: list[Path] = []
     if write_report:
         from moediffir.report.regenerate import regenerate_report
@@ -325,7 +395,7 @@ def run_evaluation(
         report_paths = regenerate_report(cfg, out)
         _log(log, f"[evaluate] wrote {len(report_paths)} table and figure files under {out}")
     _log(log, f"[evaluate] done in {time.perf_counter() - t0:.0f} s")
-    return EvaluationResult(results, per_image_df, out, report_paths, matches, stats, skipped)
+    return EvaluationResult(results, per_image_df, out, report_paths, dict(matches), scored.stats, list(skipped))
 
 
 def evaluate_model(

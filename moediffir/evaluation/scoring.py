@@ -18,7 +18,7 @@ a rerun scores only images that changed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -112,43 +112,40 @@ def _rel(path: Path, base: Path | None) -> str:
     return Path(path).name
 
 
-class GTFeatureCache:
-    """InceptionV3 features of ground-truth images, computed once per run (shared by methods and tasks)."""
+def image_features(suite: MetricSuite, paths: Mapping[str, Path]) -> dict[str, np.ndarray]:
+    """InceptionV3 features ``(2048,)`` of each image, ``{key: feature}``, computed one image at a time so that
+    a feature never depends on which other images share its batch (a shard's features equal one run's)."""
+    return {key: suite.features([read_image_rgb(p)])[0] for key, p in paths.items()}
 
-    def __init__(self, suite: MetricSuite, benchmark_dir: Path) -> None:
-        self.suite = suite
-        self.benchmark_dir = Path(benchmark_dir)
-        self._feats: dict[str, np.ndarray] = {}
 
-    def features(self, gt_paths: Sequence[str]) -> np.ndarray:
-        todo = [p for p in gt_paths if p not in self._feats]
-        if todo:
-            feats = self.suite.features([read_image_rgb(self.benchmark_dir / p) for p in todo])
-            self._feats.update(zip(todo, feats))
-        return np.stack([self._feats[p] for p in gt_paths])  # (N, 2048)
+def gt_features(suite: MetricSuite, items: pd.DataFrame, benchmark_dir: Path) -> dict[str, np.ndarray]:
+    """Features of the items' ground truths, ``{gt_path: feature}`` (each GT once, shared by methods and tasks)."""
+    paths = {g: Path(benchmark_dir) / g for g in dict.fromkeys(items["gt_path"])}
+    return image_features(suite, paths)
 
 
 def score_fid(
     suite: MetricSuite,
     items: pd.DataFrame,
-    restored: Mapping[str, Path],
+    features: Mapping[str, np.ndarray],
     method: str,
-    gt_cache: GTFeatureCache,
+    gt_feats: Mapping[str, np.ndarray],
 ) -> pd.DataFrame:
     """FID of one method per (set, task): restored images against the ground truths of the same images.
 
-    Groups with fewer than 2 images get no FID (a row with ``value`` NaN and a note).
+    ``features``: the method's :func:`image_features` by item key; ``gt_feats``: :func:`gt_features`. Groups with
+    fewer than 2 images get no FID (a row with ``value`` NaN and a note).
     """
     rows = []
     for (set_name, task), grp in items.groupby(["set", "task"], sort=False):
         keys = [f"{set_name}/{task}/{s}" for s in grp["stem"]]
-        present = [(k, g) for k, g in zip(keys, grp["gt_path"]) if k in restored]
+        present = [(k, g) for k, g in zip(keys, grp["gt_path"]) if k in features]
         base = {"method": method, "set": set_name, "task": task, "n_images": len(present)}
         if len(present) < 2:
             rows.append({**base, "fid": np.nan, "fid_reliable": False, "note": "fid needs >= 2 images"})
             continue
-        feats = suite.features([read_image_rgb(restored[k]) for k, _ in present])
-        res = suite.score_features(feats, gt_cache.features([g for _, g in present]))
+        res = suite.score_features(np.stack([features[k] for k, _ in present]),  # (N, 2048)
+                                   np.stack([gt_feats[g] for _, g in present]))
         note = "" if res["fid_reliable"] else f"fid on {res['fid_n']} images: comparable only at equal set size"
         rows.append({**base, "fid": float(res["fid"]), "fid_reliable": bool(res["fid_reliable"]), "note": note})
     return pd.DataFrame(rows, columns=["method", "set", "task", "n_images", "fid", "fid_reliable", "note"])

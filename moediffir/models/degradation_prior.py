@@ -359,8 +359,10 @@ def build_degradation_prior(cfg, load_weights: bool | None = None) -> Degradatio
     backend = cfg.model.dp_backend
     if backend not in DP_BACKENDS:
         raise ValueError(f"model.dp_backend={backend!r}: choose one of {DP_BACKENDS}")
+    from moediffir.provenance import PRETRAINED, frozen_encoder_provenance
+
     if load_weights is None:
-        load_weights = backend != "tiny" and not cfg.model.random_backbone
+        load_weights = frozen_encoder_provenance(cfg, backend) == PRETRAINED
     load_weights = load_weights and backend != "tiny"
     quick_gelu = False
     if load_weights:

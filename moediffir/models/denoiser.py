@@ -311,9 +311,10 @@ def build_prompt_module(cfg, in_channels: int = 4, dp_dim: int = 0) -> MoEPrompt
 
 
 def dp_is_used(cfg) -> bool:
-    """The degradation prior only feeds the degradation-aware (blind) MoE router."""
-    m = cfg.model
-    return bool(m.use_dp) and m.prompt_design == "moe" and m.routing == "blind"
+    """The degradation prior only feeds the degradation-aware (blind) MoE router (rule: moediffir.provenance)."""
+    from moediffir.provenance import uses_degradation_prior
+
+    return uses_degradation_prior(cfg)
 
 
 def build_denoiser(

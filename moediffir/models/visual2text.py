@@ -314,8 +314,10 @@ def build_visual2text(cfg, cross_attention_dim: int, load_weights: bool | None =
     m = cfg.model
     if m.v2t_backend not in V2T_BACKENDS:
         raise ValueError(f"model.v2t_backend={m.v2t_backend!r}: choose one of {V2T_BACKENDS}")
+    from moediffir.provenance import PRETRAINED, frozen_encoder_provenance
+
     if load_weights is None:
-        load_weights = not m.random_backbone
+        load_weights = frozen_encoder_provenance(cfg, m.v2t_backend) == PRETRAINED
     load_weights = load_weights and m.v2t_backend != "tiny"
     if load_weights:
         loading.raise_if_missing(loading.v2t_weight_check(cfg))

@@ -4,7 +4,10 @@ Written by the trainer after stage I (prompt module, SPADE, V2T) and again after
 compensator); read by :func:`~moediffir.pipelines.moediffir_pipeline.load_pipeline`, ``moediffir restore`` and the notebooks. Layout::
 
     config.json                 the resolved moediffir Config (moediffir.config.save_config)
-    model_info.json             format version, the parts present, which parts have random weights, extra info
+    model_info.json             format version, the parts present, each part's provenance (moediffir.provenance:
+                                pretrained / random / trained here), the kit's git revision, extra info
+    README.md                   the model card (moediffir.pipelines.model_card), rewritten after evaluation
+    eval_results.json           the numbers of the last evaluation (only after one)
     denoiser/                   MoEDiffIRDenoiser.save_pretrained: prompt_module/, spade/, v2t/ (if used)
     null_context.safetensors    the UNet context used when there is no V2T adapter
     compensator/                DecoderCompensator.save_pretrained (after stage II)
@@ -32,6 +35,16 @@ import torch
 
 from moediffir.config import Config, ConfigError, apply_overrides, load_config, save_config
 from moediffir.errors import MoEDiffIRError
+from moediffir.pipelines import model_card
+from moediffir.provenance import (
+    DEGRADATION_PRIOR,
+    RANDOM,
+    UNET,
+    V2T_CLIP,
+    backbone_provenance,
+    frozen_encoder_provenance,
+    provenance,
+)
 from moediffir.utils.devices import resolve_device
 from moediffir.utils.io import atomic_directory, atomic_write_json
 
@@ -53,19 +66,17 @@ class ModelFolderError(MoEDiffIRError, FileNotFoundError):
 
 
 def dp_is_random(cfg: Config) -> bool:
-    """True when build_degradation_prior gives random weights (``tiny`` backend, or a random backbone)."""
-    return cfg.model.dp_backend == "tiny" or bool(cfg.model.random_backbone)
+    """True when build_degradation_prior gives random weights (rule: :mod:`moediffir.provenance`)."""
+    return frozen_encoder_provenance(cfg, cfg.model.dp_backend) == RANDOM
 
 
-def _random_parts(cfg: Config, has_dp: bool, has_v2t: bool) -> list[str]:
-    parts = []
-    if cfg.model.random_weights:
-        parts.append(f"backbone ({cfg.model.backbone}, random weights)")
-    if has_dp and dp_is_random(cfg):
-        parts.append(f"degradation_prior ({cfg.model.dp_backend}, random weights)")
-    if has_v2t and (cfg.model.v2t_backend == "tiny" or cfg.model.random_backbone):
-        parts.append(f"v2t CLIP encoder ({cfg.model.v2t_backend}, random weights)")
-    return parts
+def _random_parts(prov: Mapping[str, str], cfg: Config) -> list[str]:
+    """The frozen parts with random weights, as ``model_info.json`` and every ``model_weights`` label name them."""
+    m = cfg.model
+    named = {UNET: f"backbone ({m.backbone}, random weights)",
+             DEGRADATION_PRIOR: f"degradation_prior ({m.dp_backend}, random weights)",
+             V2T_CLIP: f"v2t CLIP encoder ({m.v2t_backend}, random weights)"}
+    return [text for part, text in named.items() if prov.get(part) == RANDOM]
 
 
 # --------------------------------------------------------------------------------------------- saving
@@ -100,19 +111,24 @@ def save_model_folder(
         if dp is not None and dp_is_random(cfg):
             dp.save_pretrained(tmp / DP_DIR)
             parts.append(DP_DIR)
-        if cfg.model.random_weights:
+        if backbone_provenance(cfg) == RANDOM:
             denoiser.unet.save_pretrained(tmp / BACKBONE_DIR / "unet")
             vae.save_pretrained(tmp / BACKBONE_DIR / "vae")
             scheduler.save_pretrained(tmp / BACKBONE_DIR / "scheduler")
             parts.append(BACKBONE_DIR)
+        prov = provenance(cfg, trained=(info or {}).get("trained", True) is not False,
+                          compensator=compensator is not None)
         model_info = {
             "format": FORMAT_VERSION,
             "profile": cfg.profile,
             "parts": parts,
-            "random_weights": _random_parts(cfg, dp is not None, denoiser.v2t is not None),
+            "provenance": prov,
+            "random_weights": _random_parts(prov, cfg),
+            "git_revision": model_card.git_revision(),
             "info": dict(info or {}),
         }
         atomic_write_json(tmp / INFO_FILE, model_info)
+        model_card.write_model_card(tmp, cfg, model_info)
     return folder
 
 
@@ -165,7 +181,7 @@ def check_model_folder(folder: str | os.PathLike) -> Config:
     needed = [f"{DENOISER_DIR}/prompt_module/config.json", f"{DENOISER_DIR}/spade/config.json"]
     if cfg.model.use_v2t:
         needed.append(f"{DENOISER_DIR}/v2t/config.json")
-    if cfg.model.random_weights:
+    if backbone_provenance(cfg) == RANDOM:
         needed += [f"{BACKBONE_DIR}/unet/config.json", f"{BACKBONE_DIR}/vae/config.json",
                    f"{BACKBONE_DIR}/scheduler/scheduler_config.json"]
     from moediffir.models.denoiser import dp_is_used
@@ -254,7 +270,7 @@ def load_model_parts(
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev, cfg.sample.dtype)
 
-    if cfg.model.random_weights:
+    if backbone_provenance(cfg) == RANDOM:
         bb = folder / BACKBONE_DIR
         unet = _load_part(folder, f"{BACKBONE_DIR}/unet", lambda: UNet2DConditionModel.from_pretrained(bb / "unet"))
         vae = _load_part(folder, f"{BACKBONE_DIR}/vae", lambda: AutoencoderKL.from_pretrained(bb / "vae"))

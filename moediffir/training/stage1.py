@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from moediffir.config import config_to_dict
+from moediffir.provenance import backbone_provenance
 from moediffir.training.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -317,7 +318,7 @@ def train_stage1(cfg, resume: bool = False, progress: bool = True, overwrite: bo
             "eval_loss_start": eval_start, "eval_loss_end": eval_end,
             "trainable_parameters": sum(p.numel() for p in params),
             "task_names": {str(k): v for k, v in names.items()}, "model_dir": str(folder),
-            "weights": "random" if cfg.model.random_backbone else "pretrained",
+            "weights": backbone_provenance(cfg),
         })
     accelerator.wait_for_everyone()
     print(f"[stage1] rank {rank}/{world} done: {step} steps", flush=True)

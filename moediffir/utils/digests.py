@@ -46,9 +46,13 @@ def file_digest(path: PathLike) -> str:
     return sha256_file(path)
 
 
-def tree_digest(folder: PathLike, parts: Sequence[str] | None = None, suffixes: Sequence[str] | None = None) -> str:
+def tree_digest(
+    folder: PathLike, parts: Sequence[str] | None = None, suffixes: Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
+) -> str:
     """SHA-256 over the relative path and :func:`file_digest` of every file under ``folder`` (hidden files
-    skipped), or only under ``parts`` (sub-folders or files of ``folder``), or only files ending in ``suffixes``.
+    skipped), or only under ``parts`` (sub-folders or files of ``folder``), or only files ending in ``suffixes``;
+    ``exclude``: relative paths left out.
 
     Raises FileNotFoundError naming the folder when there is no such file.
     """
@@ -61,7 +65,7 @@ def tree_digest(folder: PathLike, parts: Sequence[str] | None = None, suffixes: 
         elif root.is_dir():
             files.extend(p for p in root.rglob("*") if p.is_file())
     files = sorted(p for p in files if not any(s.startswith(".") for s in p.relative_to(folder).parts)
-                   and (suffixes is None or p.suffix in suffixes))
+                   and (suffixes is None or p.suffix in suffixes) and p.relative_to(folder).as_posix() not in exclude)
     if not files:
         what = "files" if parts is None else ", ".join(parts)
         raise FileNotFoundError(f"{folder}: nothing to fingerprint (no {what})")
@@ -71,10 +75,11 @@ def tree_digest(folder: PathLike, parts: Sequence[str] | None = None, suffixes: 
     return h.hexdigest()
 
 
-def model_fingerprint(folder: PathLike, parts: Sequence[str] | None = None) -> str:
+def model_fingerprint(folder: PathLike, parts: Sequence[str] | None = None, exclude: Sequence[str] = ()) -> str:
     """The identity of a model folder: :func:`tree_digest` of all of it, or of the named ``parts`` (e.g. the
-    stage-I parts, so that adding a compensator keeps it). Every weight file is read in full."""
-    return tree_digest(folder, parts)
+    stage-I parts, so that adding a compensator keeps it), without ``exclude`` (e.g. the model card, which
+    describes the model and is not part of it). Every weight file is read in full."""
+    return tree_digest(folder, parts, exclude=exclude)
 
 
 def read_record(path: PathLike) -> dict[str, Any] | None:
