@@ -6,6 +6,7 @@
     moediffir data merge  --profile P [--out DIR] [--shards N]                         parts of a sharded build
     moediffir data import NAME SRC [SRC ...] [--copy] [--no-decode] [--archive FILE ...]
     moediffir data check  NAME|DIR [--decode] | data verify [--out DIR] | data tasks [--preset P]
+    moediffir train prior --profile mini [--resume | --overwrite]                 (stage 0, mini only)
     moediffir train stage1|stage2 --profile P [--resume | --overwrite]                         (paper §3.4)
     moediffir stage2-data --profile P
     moediffir evaluate    --profile P [--model DIR] [--external NAME=DIR ...] [--no-model]     (paper §4.2)
@@ -265,12 +266,15 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
 # ------------------------------------------------------------------------------------- training group
 def _cmd_train(args: Namespace) -> int:
     cfg = command_config(args)
-    if args.stage == "stage1":
+    if args.stage == "prior":
+        from moediffir.training.prior import train_prior as train
+    elif args.stage == "stage1":
         from moediffir.training.stage1 import train_stage1 as train
     else:
         from moediffir.training.stage2 import train_stage2 as train
     folder = train(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
-    what = "stage I model" if args.stage == "stage1" else "model with the stage II decoder compensator"
+    what = {"prior": "stage 0 prior (diffusers layout)", "stage1": "stage I model"}.get(
+        args.stage, "model with the stage II decoder compensator")
     print(f"{what}: {folder}")
     return 0
 
@@ -284,10 +288,11 @@ def _cmd_stage2_data(args: Namespace) -> int:
 
 
 def add_train_commands(sub: argparse._SubParsersAction) -> None:
-    """``moediffir train stage1|stage2`` and ``moediffir stage2-data`` (paper §3.4)."""
+    """``moediffir train prior|stage1|stage2`` and ``moediffir stage2-data`` (paper §3.4; prior: stage 0 of mini)."""
     train = sub.add_parser("train", help="fine-tune MoE-DiffIR: stage I (prompts) or II (decoder) (§3.4)")
     stages = train.add_subparsers(dest="stage", metavar="STAGE", required=True)
     for name, needs, text in (
+        ("prior", ("datasets",), "stage 0 (profile mini): a small VAE + UNet prior trained here from scratch"),
         ("stage1", ("benchmark", "model_weights"),
          "MoE-Prompt Module + SPADE (+ V2T) on the frozen SD backbone (Eq. 2)"),
         ("stage2", ("model_weights", "metric_weights"),

@@ -1,7 +1,9 @@
 """Profiles: the one source of defaults for the CLI, the notebooks and the tests (docs/design.md §2).
 
 Each profile is a frozen :class:`Config` made of one frozen dataclass per stage. ``smoke`` runs on a CPU in
-about a minute per notebook with tiny random networks; ``paper`` carries the paper's settings (§3.5, §4.1).
+about a minute per notebook with tiny random networks; ``mini`` runs on a CPU with a small diffusion prior
+trained here from scratch (stage 0, :class:`PriorConfig`) on the bundled photos of ``data/mini``; ``paper``
+carries the paper's settings (§3.5, §4.1).
 Profiles differ only in numbers and weight sources, never in code path.
 
 Overrides are dotted keys (``"data.workers"``, ``"stage1.lr"``, ``"seed"``); an unknown key or a value of the
@@ -25,7 +27,7 @@ from moediffir.config_values import CHOICES, RANGES, allowed_values, first_probl
 from moediffir.errors import MoEDiffIRError
 from moediffir.utils.io import atomic_write_json
 
-PROFILES = ("smoke", "paper")
+PROFILES = ("smoke", "mini", "paper")
 
 
 class ConfigError(MoEDiffIRError, ValueError):
@@ -196,6 +198,12 @@ class EvalConfig:
     # evaluator (moediffir.evaluation): task ids to evaluate (() = every test task in the manifest); tasks listed
     # here but not built are reported and skipped
     tasks: tuple[str, ...] = ()
+    # notebook 06 (moediffir.evaluation.yardsticks, .sampler_study): the VAE ceiling and a CNN trained for stage I's
+    # time scored beside the model; PSNR/LPIPS against sampler steps (() = no study) on the first images of a task
+    yardsticks: bool = False
+    sampler_study_steps: tuple[int, ...] = ()  # DDIM and DPM-Solver++ step counts; DDPM runs at the paper's 200
+    sampler_study_task: str = "jpeg_q10"
+    sampler_study_images: int = 6
 
 
 @dataclass(frozen=True)
@@ -221,6 +229,41 @@ class AblationConfig:
 
 
 @dataclass(frozen=True)
+class PriorConfig:
+    """Stage 0: the diffusion prior itself, trained here (``mini`` only; in ``paper`` SD 2.1-base is the prior).
+
+    A small ``AutoencoderKL`` and ``UNet2DConditionModel`` (the classes SD uses) are trained from scratch on the
+    clean training photos and saved in the diffusers layout (``vae/``, ``unet/``, ``scheduler/``) in ``out_dir``,
+    which ``model.sd_source`` then points at: stage I loads it exactly as it loads SD 2.1-base.
+    """
+
+    enabled: bool = False  # paper/smoke: no stage 0
+    out_dir: str = ""  # "" -> <run_dir>/prior; the prior itself is <out_dir>/diffusers (model.sd_source "")
+    crop_size: int = 64  # training crops of the clean photos (pixels)
+    augment: bool = True  # random flips and 90-degree rotations of the crops
+    # VAE (paper §3.1: the latent space of the prior); factor = 2**(len(vae_channels) - 1)
+    latent_channels: int = 8  # 4 channels at factor 4 lose ~3.5 dB to JPEG QF 10 on 64-px crops; 8 do not
+    vae_channels: tuple[int, ...] = (32, 64, 64)
+    vae_layers_per_block: int = 1
+    vae_steps: int = 500
+    vae_batch_size: int = 4
+    vae_lr: float = 1e-3
+    vae_kl_weight: float = 1e-6
+    # UNet (Eq. 1-2); the noise schedule is SD's (scaled_linear 0.00085 -> 0.012, 1000 steps)
+    prediction_type: str = "v_prediction"  # "epsilon" (SD 2.1-base), "v_prediction" or "sample"
+    unet_channels: tuple[int, ...] = (32, 64, 64)
+    unet_layers_per_block: int = 1
+    cross_attention_dim: int = 32  # trained with the null (zero) context the denoiser uses without V2T
+    attention_head_dim: int = 8
+    unet_steps: int = 800
+    unet_batch_size: int = 8
+    unet_lr: float = 5e-4
+    checkpoint_every: int = 100
+    log_every: int = 10
+    keep_checkpoints: int = 2
+
+
+@dataclass(frozen=True)
 class Config:
     """A resolved profile: every default of the kit in one frozen object."""
 
@@ -236,6 +279,7 @@ class Config:
     sample: SampleConfig = field(default_factory=SampleConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     ablation: AblationConfig = field(default_factory=AblationConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
 
     # -- derived paths (never stored twice) --------------------------------------------------------
     @property
@@ -257,6 +301,11 @@ class Config:
     @property
     def run_dir(self) -> Path:
         return Path(self.runs_dir) / self.profile
+
+    @property
+    def prior_dir(self) -> Path:
+        """Stage 0's diffusers folder: ``<prior.out_dir or <run_dir>/prior>/diffusers``."""
+        return (Path(self.prior.out_dir) if self.prior.out_dir else self.run_dir / "prior") / "diffusers"
 
 
 def validate_config(cfg: Config) -> Config:
@@ -326,7 +375,46 @@ def _smoke() -> Config:
     )
 
 
-_PROFILE_FACTORIES = {"paper": _paper, "smoke": _smoke}
+def _mini() -> Config:
+    """CPU, no downloads: stage 0 trains a small prior (8 latent channels at factor 4, v-prediction) on the
+    bundled photos of ``data/mini``; the traditional codecs only (learned codecs would need weights trained
+    here too); every network is small enough to train in minutes on two cores."""
+    return Config(
+        profile="mini",
+        data=DataConfig(
+            preset="paper", datasets_dir="data/mini", train_sets=("mini_train",), test_sets=("mini_test",),
+            codecs=("jpeg", "webp", "hevc", "vvc"), learned_weights="random",
+            x265_preset="medium", x264_preset="medium", vvenc_preset="faster",
+        ),
+        model=ModelConfig(
+            backbone="sd21", sd_source="", prompt_dim=64, vit_depth=1, vit_heads=4, mlp_ratio=2.0, num_scales=3,
+            spade_hidden=32, use_dp=False, dp_backend="tiny", use_v2t=False, v2t_backend="tiny", v2t_num_tokens=4,
+            enhancer_blocks=1, enhancer_dim=8,
+        ),
+        stage1=Stage1Config(
+            batch_size=8, max_steps=400, crop_size=64, mixed_precision="no", gradient_checkpointing=False,
+            checkpoint_every=100, log_every=10, num_workers=0, lr=5e-4,
+        ),
+        stage2=Stage2Config(
+            num_latents=64, batch_size=8, max_steps=150, crop_size=64, mixed_precision="no", checkpoint_every=50,
+            log_every=10, shard_size=32, gan_start_step=150, lr=5e-4, gradient_checkpointing=False, num_workers=0,
+            disc_channels=16, disc_layers=2,
+        ),
+        sample=SampleConfig(scheduler="dpmpp_2m", num_steps=20, tile_size=256, tile_overlap=32, batch_size=6),
+        eval=EvalConfig(metrics=("psnr", "ssim", "lpips"), test_sets=("mini_test",), max_images=0, tasks=(),
+                        yardsticks=True, sampler_study_steps=(10, 20, 50)),
+        ablation=AblationConfig(
+            n_values=(1, 4, 7), k_values=(1, 3, 7), test_set="mini_test", train_steps=100,
+            design_sets=("mini_test",), cross_degree_set="mini_test", cross_degree_codecs=("vvc",),
+            cross_type_set="mini_test", v2t_dp_sets=("mini_test",),
+            tasks=("jpeg_q10", "webp_q10", "hevc_qp42", "vvc_qp42", "jpeg_q25", "vvc_qp32", "vvc_qp52", "avc_qp42"),
+            max_images=6, metrics=("psnr", "ssim", "lpips"),
+        ),
+        prior=PriorConfig(enabled=True),
+    )
+
+
+_PROFILE_FACTORIES = {"paper": _paper, "smoke": _smoke, "mini": _mini}
 
 
 # ----------------------------------------------------------------------------------------- overrides

@@ -4,7 +4,8 @@ Every notebook is executed with the same parameters (``profile``, ``overrides``,
 executed, to ``results/<profile>/notebooks/``. A notebook whose source, parameters, package code and upstream
 notebooks are unchanged since its last successful run is skipped. The first failure stops the run and names the
 notebook and the cell. A run manifest (git revision, package versions, seed, device, wall time per notebook) is
-written to ``results/<profile>/run_manifest.json``.
+written to ``results/<profile>/run_manifest.json``. Profiles that train their own prior (``prior.enabled``:
+``mini``) run notebook ``00_prior`` (stage 0) first; the others skip it.
 """
 
 from __future__ import annotations
@@ -162,7 +163,7 @@ def reproduce(
     """Run the numbered notebooks in order; skip unchanged ones; stop at the first failure.
 
     Args:
-        profile: ``smoke`` or ``paper``.
+        profile: ``smoke``, ``mini`` or ``paper``.
         overrides: validated config overrides passed to every notebook.
         root: repository root (notebooks run with this as their working directory).
         notebooks: optional subset of notebook names (``"01_data_generation"``) to run.
@@ -174,7 +175,7 @@ def reproduce(
     if device is not None:
         overrides["device"] = device
     cfg = resolve_config(profile, overrides)  # validates the overrides before anything runs
-    selected = find_notebooks(root / "notebooks")
+    selected = [nb for nb in find_notebooks(root / "notebooks") if in_profile(nb, cfg, log)]
     if notebooks:
         wanted = {n.removesuffix(".ipynb") for n in notebooks}
         unknown = wanted - {p.stem for p in selected}
@@ -222,6 +223,18 @@ def reproduce(
         log(f"[reproduce] {nb.name}: done in {seconds:.1f} s")
     _write_manifest(root, cfg, report, time.perf_counter() - t_total)
     return report
+
+
+STAGE0_PREFIX = "00_"  # notebook of stage 0 (training the prior): only in profiles with prior.enabled
+
+
+def in_profile(nb: Path, cfg, log: Callable[[str], None] | None = None) -> bool:
+    """Whether ``nb`` belongs to this profile's run: the stage-0 notebook only where the prior is trained here."""
+    if nb.name.startswith(STAGE0_PREFIX) and not cfg.prior.enabled:
+        if log is not None:
+            log(f"[reproduce] {nb.name}: not part of profile {cfg.profile} (its prior is not trained here)")
+        return False
+    return True
 
 
 def _write_manifest(root: Path, cfg, report: ReproduceReport, total: float) -> Path:

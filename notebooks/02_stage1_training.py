@@ -201,7 +201,7 @@ display(Image(str(figures_dir / "stage1_visual.png")))
 
 # %%
 numbers = {
-    "profile": cfg.profile, "weights": "random" if random_weights else "pretrained",
+    "profile": cfg.profile, "weights": "random" if random_weights else "trained here" if cfg.prior.enabled else "pretrained",
     "steps": summary["steps"], "steps_per_s": summary["steps_per_s"], "device": summary["device"],
     "eval_loss_start": summary["eval_loss_start"], "eval_loss_end": summary["eval_loss_end"],
     "final_window_loss": records[-1]["loss"], "final_gate_entropy": records[-1].get("gate_entropy"),

@@ -150,7 +150,7 @@ print("L1 to GT of this crop:", {k: round(v, 4) for k, v in l1.items()})
 
 # %%
 numbers = {
-    "profile": cfg.profile, "weights": "random" if random_weights else "pretrained", "lpips": summary["lpips_net"],
+    "profile": cfg.profile, "weights": "random" if random_weights else "trained here" if cfg.prior.enabled else "pretrained", "lpips": summary["lpips_net"],
     "steps": summary["steps"], "steps_per_s": summary["steps_per_s"], "device": summary["device"],
     "num_latents": len(data), **{f"start_{k}": v for k, v in summary["start"].items()},
     **{f"end_{k}": v for k, v in summary["end"].items()}, **{f"visual_l1_{k}": v for k, v in l1.items()},

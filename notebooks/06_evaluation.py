@@ -45,7 +45,7 @@
 # notebook needs the benchmark of notebook 01 and the trained model of notebooks 02–03.
 
 # %% tags=["parameters"]
-profile: str = "smoke"  # "smoke" or "paper"
+profile: str = "smoke"  # "smoke", "mini" or "paper"
 overrides: dict = {}  # dotted config keys, e.g. {"eval.max_images": 5, "eval.metrics": ["psnr", "ssim", "lpips"]}
 model_dir: str = ""  # "" -> <runs>/<profile>/model (written by notebook 03)
 externals: dict = {}  # other methods' restored images: {"PromptIR": "path/to/folder", ...}
@@ -129,6 +129,19 @@ del pipe
 # compensator, scores every method the same way, aggregates per task, codec (mean over levels) and kind (mean
 # over the seen tasks), and writes `results/<profile>/metrics/` plus every table and figure.
 
+# %% [markdown]
+# ### Yardsticks (where the prior was trained here: `eval.yardsticks`, on in `mini`)
+#
+# A prior trained for minutes bounds what any method built on it can do, so two references are scored with the
+# same metrics as external methods: the prior's **VAE ceiling** `D(E(GT))` and a small **residual CNN** trained on
+# the same crops for as long as stage I took (not part of the paper; a plain non-diffusion yardstick).
+
+# %%
+if cfg.eval.yardsticks:
+    from moediffir.evaluation.yardsticks import build_yardsticks
+
+    externals = {**build_yardsticks(cfg, items), **externals}
+
 # %%
 result = run_evaluation(cfg, folder, externals)
 results = result.results
@@ -142,6 +155,55 @@ display(results[results.scope == "codec"].pivot_table(index=["method", "set", "c
 for name in ["table1", "table4"] + sorted(p.stem for p in tables_dir.glob("table_levels_*.md")):
     if (tables_dir / f"{name}.md").is_file():
         display(Markdown((tables_dir / f"{name}.md").read_text()))
+
+# %% [markdown]
+# ### Per seen task: input, VAE ceiling, stage I alone, stage I + compensator, CNN
+#
+# `moe-diffir (no compensator)` is stage I alone (the plain VAE decoder), `moe-diffir` the full method (stage II's
+# compensator at fusion weight w). The `target` line compares the full method's mean with the input's.
+
+# %%
+if cfg.eval.yardsticks:
+    from moediffir.evaluation.yardsticks import flat_table, target_check, yardstick_table
+    from moediffir.report import write_table
+
+    table = yardstick_table(results)
+    label = "random weights" if random_weights else f"networks trained here from scratch ({cfg.profile} profile)"
+    write_table(flat_table(table), tables_dir / "yardsticks_seen", "Seen tasks: input, VAE ceiling, stage I, full, CNN",
+                notes=[label], digits={c: 4 for c in flat_table(table).columns if c.startswith(("ssim", "lpips"))})
+    display(table.round(3))
+    print("target:", target_check(table))
+
+# %% [markdown]
+# ## Sampler study: PSNR and LPIPS against sampler steps (`eval.sampler_study_steps`)
+#
+# The paper samples with 200 DDPM steps (§4.1). The same items restored with DDIM and DPM-Solver++ at fewer steps
+# show what a user gives up for speed; the fewest steps within 0.1 dB of DDPM-200 are named below.
+
+# %%
+if cfg.eval.sampler_study_steps:
+    from moediffir.evaluation.sampler_study import fewest_steps_within, sampler_settings, sampler_study
+    from moediffir.metrics import MetricSuite
+    from moediffir.report.figures import figure_style, new_figure, save_figure
+    from moediffir.utils.io import atomic_write_csv
+
+    study_items = items[items["task"] == cfg.eval.sampler_study_task].head(cfg.eval.sampler_study_images)
+    study = sampler_study(load_model(folder, cfg), MetricSuite.from_config(cfg), study_items, cfg.benchmark_dir,
+                          sampler_settings(200, cfg.eval.sampler_study_steps), seed=cfg.seed)
+    atomic_write_csv(tables_dir / "sampler_study.csv", study)
+    display(study.round(4))
+    print("fewest steps within 0.1 dB of DDPM-200:", fewest_steps_within(study, 0.1))
+    with figure_style():
+        fig = new_figure(9, 3)
+        axes = fig.subplots(1, 2)
+        ref = study[study["sampler"] == "ddpm"].iloc[0]
+        for ax, metric in zip(axes, [m for m in ("psnr", "lpips") if m in study]):
+            for name, part in study[study["sampler"] != "ddpm"].groupby("sampler"):
+                ax.plot(part["steps"], part[metric], marker="o", label=name)
+            ax.axhline(ref[metric], color="k", ls="--", label=f"ddpm {int(ref['steps'])}")
+            ax.set(xlabel="sampler steps", ylabel=metric, title=f"{metric} on {cfg.eval.sampler_study_task}")
+            ax.legend()
+        display(Image(str(save_figure(fig, figures_dir, "sampler_study")[0])))
 
 # %% [markdown]
 # ## Step 5 — the figures

@@ -91,3 +91,17 @@ def test_kernel_start_notice_stays_out_of_the_output(tiny_repo, capfd, monkeypat
     assert (tiny_repo / "quiet.ipynb").is_file() and (tiny_repo / "a.txt").read_text() == "smoke0"
     if "IPKernelApp" in plain:  # this ipykernel does log at start: the quiet run must have dropped it
         assert "IPKernelApp" not in quiet
+
+
+def test_stage0_notebook_runs_only_where_the_prior_is_trained_here(tiny_repo):
+    _write_nb(tiny_repo / "notebooks" / "00_prior.ipynb", "x = 1")
+    ran: list[str] = []
+    executor = lambda src, dst, params, cwd: (ran.append(src.stem), dst.write_text(src.read_text()))  # noqa: E731
+    smoke = reproduce("smoke", root=tiny_repo, log=lambda s: None, executor=executor)
+    assert smoke.ran == ["01_a", "02_b"] and ran == ["01_a", "02_b"]
+    ran.clear()
+    mini = reproduce("mini", root=tiny_repo, log=lambda s: None, executor=executor)
+    assert mini.ran == ["00_prior", "01_a", "02_b"] and ran == ["00_prior", "01_a", "02_b"]
+    manifest = json.loads((tiny_repo / "results" / "mini" / "run_manifest.json").read_text())
+    assert [n["notebook"] for n in manifest["notebooks"]] == ["00_prior", "01_a", "02_b"]
+    assert all(n["seconds"] >= 0 for n in manifest["notebooks"])  # the time of each stage is recorded

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from moediffir.reproduce import find_notebooks, reproduce
+from moediffir.config import resolve_config
+from moediffir.reproduce import find_notebooks, in_profile, reproduce
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +28,10 @@ def clean_run(tmp_path_factory, repo_root):
 
 def test_clean_reproduce_runs_all_notebooks_and_writes_outputs(clean_run, repo_root):
     out, _, report = clean_run
-    names = [p.stem for p in find_notebooks(repo_root / "notebooks")]
+    every = find_notebooks(repo_root / "notebooks")
+    names = [p.stem for p in every if in_profile(p, resolve_config("smoke"))]
     assert len(names) == 6 and report.ran == names
+    assert "00_prior" in [p.stem for p in every] and "00_prior" not in names  # stage 0 only where it trains
     res = out / "results" / "smoke"
     for name in names:
         assert (res / "notebooks" / f"{name}.ipynb").is_file()

@@ -230,9 +230,29 @@ def _needs_pretrained_sd(cfg) -> bool:
     return not backbone_is_random(cfg.model)
 
 
+def sd_source_of(cfg) -> str:
+    """``model.sd_source``; empty in a profile with stage 0 (``prior.enabled``) means the prior trained there."""
+    if not cfg.model.sd_source and cfg.prior.enabled:
+        return str(cfg.prior_dir)
+    return cfg.model.sd_source
+
+
+def _prior_check(cfg) -> list[MissingWeight]:
+    """Missing files of the stage-0 prior (``prior.enabled``): it is trained here, not downloaded."""
+    folder = Path(sd_source_of(cfg))
+    missing = _diffusers_files_check(SDSource("local_dir", str(folder)), _SD_FILES, [])
+    how = f"train it: moediffir train prior --profile {cfg.profile} (or notebook 00_prior)"
+    return [MissingWeight(m.name.replace("SD 2.1-base", "stage-0 prior"), m.path, how) for m in missing]
+
+
 def sd_weight_check(cfg) -> list[MissingWeight]:
-    """Missing files of the SD 2.1-base backbone (and of its text encoder when ``model.use_v2t`` is off)."""
-    if not _needs_pretrained_sd(cfg):
+    """Missing files of the SD 2.1-base backbone (and of its text encoder when ``model.use_v2t`` is off).
+
+    A prior trained in stage 0 (``prior.enabled``) is an output of the kit, not an input: nothing is listed for it
+    here (:func:`load_sd_components` names its missing files and how to train it). It learned with the denoiser's
+    null (zero) context, so it needs no text encoder.
+    """
+    if not _needs_pretrained_sd(cfg) or cfg.prior.enabled:
         return []
     source = resolve_sd_source(cfg.model.sd_source)
     text_needed = not cfg.model.use_v2t
@@ -529,7 +549,9 @@ def load_sd_components(cfg, torch_dtype: torch.dtype | None = None, allow_downlo
             "model.random_backbone=false); tiny and random backbones come from moediffir.models.backbone.build_backbone"
         )
     require_paper_weights(cfg)
-    source = resolve_sd_source(cfg.model.sd_source)
+    if cfg.prior.enabled:
+        raise_if_missing(_prior_check(cfg))
+    source = resolve_sd_source(sd_source_of(cfg))
     download = allow_download(allow_download_flag)
     if source.kind == "single_file":
         unet, vae = load_single_file_components(source.location, torch_dtype=torch_dtype)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported when a device is resolved: `cpu` and `auto` settings are checked without it
+    import torch
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``"auto"``/None -> CUDA when available, else CPU; anything else as torch reads it (``"cuda:1"``, ...)."""
+    import torch
+
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -22,6 +27,8 @@ def check_device(device: str | None) -> None:
     text = "auto" if device is None else str(device)
     if not text.startswith("cuda"):
         return
+    import torch
+
     if not torch.cuda.is_available():
         raise DeviceError(f"device={text!r} (--device / config key device) but CUDA is not available on this "
                           "machine; use --device cpu or --device auto")

@@ -1,0 +1,77 @@
+"""What a prior is worth before MoE-DiffIR touches it (paper §3.1): its unconditional samples and the VAE ceiling.
+
+Everything after the prior is decoded by its VAE, so ``PSNR(D(E(x)), x)`` on the clean held-out photos is an
+upper bound for any latent restorer built on it (the decoder compensator of stage II, Eq. 4, is the paper's way
+around that bound). :func:`vae_ceiling` measures it per image; :func:`sample_prior` draws the prior's own
+unconditional samples (zero context, the scheduler's ``prediction_type``) with any sampler of
+:mod:`moediffir.pipelines.sampling`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from moediffir.metrics.fidelity import psnr, ssim
+from moediffir.pipelines.sampling import initial_noise, make_scheduler, sample_loop
+
+
+def load_prior(folder: str | Path, device: torch.device | str = "cpu"):
+    """``(unet, vae, scheduler)`` of a diffusers-layout prior folder, frozen, in eval mode."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+
+    folder = Path(folder)
+    if not (folder / "unet" / "config.json").is_file():
+        raise FileNotFoundError(f"{folder}: no prior here (unet/config.json missing); run moediffir train prior")
+    unet = UNet2DConditionModel.from_pretrained(folder / "unet").to(device).requires_grad_(False).eval()
+    vae = AutoencoderKL.from_pretrained(folder / "vae").to(device).requires_grad_(False).eval()
+    return unet, vae, DDPMScheduler.from_pretrained(folder / "scheduler")
+
+
+def _factor(vae) -> int:
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+@torch.no_grad()
+def reconstruct(vae, img01: torch.Tensor) -> torch.Tensor:
+    """``D(E(x))`` ``(B, 3, H, W)`` in [0, 1] from the posterior mean (sizes cropped to the VAE's factor)."""
+    f = _factor(vae)
+    h, w = img01.shape[-2] // f * f, img01.shape[-1] // f * f
+    x = img01[..., :h, :w].to(vae.device) * 2.0 - 1.0  # (B, 3, h, w)
+    rec = vae.decode(vae.encode(x).latent_dist.mode()).sample  # (B, 3, h, w)
+    return ((rec + 1.0) / 2.0).clamp(0, 1).cpu()
+
+
+def vae_ceiling(vae, images: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Per image: PSNR/SSIM (RGB, 0-255) of the VAE's reconstruction against the image itself."""
+    rows = []
+    for name, img in images.items():
+        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255.0  # (1, 3, H, W)
+        rec = reconstruct(vae, x)[0].permute(1, 2, 0).numpy()  # (h, w, 3)
+        ref = img[: rec.shape[0], : rec.shape[1]]
+        out = np.round(rec * 255.0).astype(np.uint8)
+        rows.append({"image": name, "vae_psnr": psnr(out, ref), "vae_ssim": ssim(out, ref)})
+    return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def sample_prior(unet, vae, scheduler, n: int = 4, size: tuple[int, int] = (64, 64), steps: int = 50,
+                 sampler: str = "ddim", seed: int = 0) -> torch.Tensor:
+    """``n`` unconditional samples ``(n, 3, H, W)`` in [0, 1] of the prior (zero context, as it was trained)."""
+    f = _factor(vae)
+    sch = make_scheduler(sampler, scheduler.config)
+    sch.set_timesteps(steps, device=unet.device)
+    shape = (n, unet.config.in_channels, size[0] // f, size[1] // f)
+    latents = initial_noise(shape, sch, torch.Generator().manual_seed(seed), unet.device)  # (n, C_lat, h, w)
+    context = torch.zeros(n, 1, unet.config.cross_attention_dim, device=unet.device)
+
+    def eps_fn(z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return unet(z_t, t.reshape(1).expand(n).to(unet.device), encoder_hidden_states=context).sample
+
+    z0 = sample_loop(eps_fn, sch, latents, generator=torch.Generator().manual_seed(seed + 1))
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    img = vae.decode(z0 / vae.config.scaling_factor + shift).sample  # (n, 3, H, W)
+    return ((img + 1.0) / 2.0).clamp(0, 1).cpu()

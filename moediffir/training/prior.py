@@ -1,0 +1,342 @@
+"""Stage 0: the latent diffusion prior itself, trained here from scratch (paper §3.1, Eq. 1-2).
+
+MoE-DiffIR customises a *pretrained* prior: SD 2.1-base in the paper (§4.1). Without a GPU and those weights
+every restored image of the kit would come from random networks, so the ``mini`` profile first trains its own
+small prior on the clean training photos, in the classes SD uses, and saves it in the diffusers layout::
+
+    <run_dir>/prior/
+        vae/checkpoints/step_*, unet/checkpoints/step_*   atomic, resumable checkpoints of the two phases
+        vae_trained/                                      the finished VAE (written before the UNet phase)
+        log.jsonl                                         one record per log_every steps of either phase
+        summary.json                                      steps, wall time, reconstruction PSNR, scaling factor
+        diffusers/{vae,unet,scheduler}                    the prior; ``model.sd_source`` "" points here
+
+Phase 1 trains an ``AutoencoderKL`` (``prior.latent_channels`` channels at factor ``2**(len(vae_channels)-1)``)
+with an L1 reconstruction loss plus a small KL term; its ``scaling_factor`` is then set to ``1 / std`` of the
+training latents, as SD's 0.18215 was. Phase 2 trains an unconditional ``UNet2DConditionModel`` on the scaled
+latents of the same photos with Eq. 2 under SD's noise schedule and the ``prior.prediction_type`` target, with
+the all-zero context that :class:`~moediffir.models.denoiser.MoEDiffIRDenoiser` uses without V2T. Stage I then
+loads the folder exactly as it loads SD 2.1-base: frozen VAE and UNet, only the MoE-DiffIR parts train.
+
+One process only (the phases are small); ``resume=True`` continues from the newest checkpoint of the current
+phase and reproduces the uninterrupted run (data order, noise and RNG states are checkpointed).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from torch.utils.data import DataLoader, Dataset
+
+from moediffir.training.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    read_checkpoint_info,
+    save_checkpoint,
+)
+from moediffir.training.datasets import (
+    ResumableBatchSampler,
+    SampleKey,
+    apply_augment,
+    draw_augment,
+    pad_to,
+    to_tensor01,
+)
+from moediffir.training.runtime import TrainingConfigError, check_fresh_start, json_safe, progress_bar
+from moediffir.training.stage1 import diffusion_target
+from moediffir.utils.devices import resolve_device
+from moediffir.utils.io import atomic_directory, atomic_write_json, atomic_write_text, read_image_rgb
+
+STAGE = "prior"
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+PRIOR_INFO = "prior_info.json"  # written into the diffusers folder: how the prior was made
+# prior.* settings a resumed run may change (lengths and cadence); everything else must match the checkpoint
+_MAY_CHANGE = {"vae_steps", "unet_steps", "checkpoint_every", "log_every", "keep_checkpoints", "out_dir"}
+
+
+# --------------------------------------------------------------------------------------------- configs
+def prior_vae_config(cfg) -> dict[str, Any]:
+    """``AutoencoderKL`` config of stage 0 (diffusers keys)."""
+    p = cfg.prior
+    n = len(p.vae_channels)
+    return {
+        "in_channels": 3, "out_channels": 3, "latent_channels": p.latent_channels,
+        "block_out_channels": list(p.vae_channels), "layers_per_block": p.vae_layers_per_block,
+        "down_block_types": ["DownEncoderBlock2D"] * n, "up_block_types": ["UpDecoderBlock2D"] * n,
+        "norm_num_groups": 32 if min(p.vae_channels) % 32 == 0 else 8, "sample_size": p.crop_size,
+        "scaling_factor": 1.0,  # replaced by 1 / std of the training latents after phase 1
+    }
+
+
+def prior_unet_config(cfg) -> dict[str, Any]:
+    """``UNet2DConditionModel`` config of stage 0: SD's block kinds (attention below the top resolution)."""
+    p = cfg.prior
+    n = len(p.unet_channels)
+    return {
+        "sample_size": p.crop_size // 2 ** (len(p.vae_channels) - 1),
+        "in_channels": p.latent_channels, "out_channels": p.latent_channels,
+        "block_out_channels": list(p.unet_channels), "layers_per_block": p.unet_layers_per_block,
+        "down_block_types": ["DownBlock2D"] + ["CrossAttnDownBlock2D"] * (n - 1),
+        "up_block_types": ["CrossAttnUpBlock2D"] * (n - 1) + ["UpBlock2D"],
+        "mid_block_type": "UNetMidBlock2DCrossAttn", "attention_head_dim": p.attention_head_dim,
+        "cross_attention_dim": p.cross_attention_dim, "norm_num_groups": 32 if min(p.unet_channels) % 32 == 0 else 8,
+        "use_linear_projection": True,
+    }
+
+
+def prior_scheduler(cfg) -> DDPMScheduler:
+    """SD's DDPM noise schedule with the prior's ``prediction_type``."""
+    from moediffir.models.backbone import SD21_SCHEDULER_JSON, packaged_config
+
+    if cfg.prior.prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"prior.prediction_type={cfg.prior.prediction_type!r}: choose one of {PREDICTION_TYPES}")
+    base = {k: v for k, v in packaged_config(SD21_SCHEDULER_JSON).items() if not k.startswith("_")}
+    return DDPMScheduler.from_config({**base, "prediction_type": cfg.prior.prediction_type})
+
+
+def prior_stage_dir(cfg) -> Path:
+    """Checkpoints and logs of stage 0: the folder holding ``diffusers/``."""
+    return cfg.prior_dir.parent
+
+
+# ------------------------------------------------------------------------------------------------ data
+class CleanCropDataset(Dataset):
+    """Random ``crop`` x ``crop`` crops (and dihedral transforms) of the clean training photos, held in memory."""
+
+    def __init__(self, images: list[np.ndarray], crop: int, augment: bool = True) -> None:
+        if not images:
+            raise ValueError("CleanCropDataset: no training photos")
+        self.images = [pad_to(im, crop) for im in images]
+        self.crop, self.augment = int(crop), bool(augment)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, key: SampleKey) -> dict[str, Any]:
+        k = SampleKey(*key)
+        img = self.images[k.index]
+        aug = draw_augment(np.random.default_rng(k.seed), img.shape[0], img.shape[1], self.crop, self.augment)
+        return {"gt": to_tensor01(apply_augment(img, aug, self.crop)), "epoch": k.epoch, "batch": k.batch}  # (3, c, c)
+
+
+def training_photos(cfg) -> list[np.ndarray]:
+    """The clean photos of ``data.train_sets`` (``data.max_train_images`` per set) as ``(H, W, 3)`` uint8."""
+    from moediffir.data.sources import list_sources
+
+    out = []
+    for name in cfg.data.train_sets:
+        out += [read_image_rgb(s.path) for s in list_sources(cfg.datasets_dir, name, cfg.data.max_train_images)]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- losses
+def vae_loss(vae: AutoencoderKL, x01: torch.Tensor, kl_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """L1 reconstruction of a posterior sample plus ``kl_weight`` x KL to N(0, I) (the LDM autoencoder loss
+    without its perceptual and GAN terms)."""
+    x = x01 * 2.0 - 1.0  # (B, 3, H, W) in [-1, 1]
+    dist = vae.encode(x).latent_dist
+    rec = vae.decode(dist.sample()).sample  # (B, 3, H, W)
+    l1 = (rec - x).abs().mean()
+    kl = dist.kl().mean() / x[0].numel()  # per pixel value, so the weight does not depend on the crop size
+    return l1 + kl_weight * kl, {"l1": float(l1.detach()), "kl": float(kl.detach())}
+
+
+def scaled_latents(vae: AutoencoderKL, x01: torch.Tensor, sample: bool = True) -> torch.Tensor:
+    """``(z - shift) * scaling_factor`` ``(B, C_lat, h, w)`` of images in [0, 1] (read from the VAE's config)."""
+    dist = vae.encode(x01.to(vae.device) * 2.0 - 1.0).latent_dist
+    z = dist.sample() if sample else dist.mode()  # (B, C_lat, h, w)
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return (z - shift) * vae.config.scaling_factor
+
+
+def unet_loss(unet, scheduler, z0: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """Eq. 2 with the scheduler's prediction target (``eps``, ``v`` or ``z_0``), unconditional (zero context)."""
+    noise = torch.randn_like(z0)  # (B, C_lat, h, w)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (z0.shape[0],), device=z0.device)  # (B,)
+    z_t = scheduler.add_noise(z0, noise, t)
+    pred = unet(z_t, t, encoder_hidden_states=context.expand(z0.shape[0], -1, -1)).sample  # (B, C_lat, h, w)
+    loss = F.mse_loss(pred.float(), diffusion_target(scheduler, z0, noise, t).float())
+    return loss, {"mse": float(loss.detach())}
+
+
+@torch.no_grad()
+def latent_std(vae: AutoencoderKL, images: list[np.ndarray], device: torch.device) -> float:
+    """Standard deviation of the unscaled posterior means of whole training photos (for ``scaling_factor``)."""
+    vals = []
+    f = 2 ** (len(vae.config.block_out_channels) - 1)
+    for im in images:
+        h, w = im.shape[0] // f * f, im.shape[1] // f * f
+        x = to_tensor01(np.ascontiguousarray(im[:h, :w]))[None].to(device)  # (1, 3, h, w)
+        vals.append(vae.encode(x * 2.0 - 1.0).latent_dist.mode().flatten().cpu())
+    return float(torch.cat(vals).std())
+
+
+# --------------------------------------------------------------------------------------------- training
+def _fingerprint(cfg) -> dict[str, Any]:
+    prior = {k: v for k, v in json_safe(vars(cfg.prior)).items() if k not in _MAY_CHANGE}
+    return {"seed": cfg.seed, "prior": prior, "train_sets": list(cfg.data.train_sets)}
+
+
+def _check_resume(saved: dict[str, Any], cfg, where: str) -> None:
+    now = json_safe(_fingerprint(cfg))
+    if saved != now:
+        diffs = [k for k in now if saved.get(k) != now[k]]
+        raise TrainingConfigError(f"{where}: cannot resume, settings differ from the checkpoint's ({diffs}); "
+                                  "resume with the same prior.* settings, or train from scratch (without --resume)")
+
+
+def _trim_log(path: Path, phase: str, step: int) -> None:
+    """Drop the records of ``phase`` after ``step`` (written by a run killed after its last checkpoint)."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip()
+            and not (json.loads(line)["phase"] == phase and json.loads(line)["step"] > step)]
+    atomic_write_text(path, "".join(line + "\n" for line in keep))
+
+
+def _run_phase(cfg, phase: str, model: torch.nn.Module, loss_fn, steps: int, batch_size: int, lr: float,
+               photos: list[np.ndarray], out: Path, resume: bool, progress: bool) -> dict[str, Any]:
+    """Train ``model`` for ``steps`` Adam steps on clean crops with ``loss_fn(model, batch01)``; checkpointed."""
+    p = cfg.prior
+    device = next(model.parameters()).device
+    root = out / phase / "checkpoints"
+    dataset = CleanCropDataset(photos, p.crop_size, p.augment)
+    opt = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=lr)
+    step, epoch, batch_pos, wall0 = 0, 0, 0, 0.0
+    latest = latest_checkpoint(root) if resume else None
+    if latest is not None:
+        _check_resume(read_checkpoint_info(latest)["meta"]["fingerprint"], cfg, str(latest))
+        meta = load_checkpoint(latest, modules={phase: model}, optimizers={"adam": opt})["meta"]
+        step, epoch, batch_pos = int(meta["step"]), meta["epoch"], meta["batch"]
+        wall0 = float(meta.get("wall_s", 0.0))
+        _trim_log(out / "log.jsonl", phase, step)
+        print(f"[prior] {phase}: resumed from {latest} (step {step})")
+    sampler = ResumableBatchSampler(len(dataset), batch_size, cfg.seed + (0 if phase == "vae" else 1),
+                                    start_epoch=epoch, start_batch=batch_pos)
+    it = iter(DataLoader(dataset, batch_sampler=sampler, num_workers=0, generator=torch.Generator()))  # no global draw
+    bar = progress_bar(progress, steps, f"prior {phase}", initial=step, unit="step")
+    t0, window, last = time.perf_counter(), [], {}
+    model.train()
+    while step < steps:
+        batch = next(it)
+        loss, parts = loss_fn(model, batch["gt"].to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        epoch, batch_pos = sampler.next_position(int(batch["epoch"][0]), int(batch["batch"][0]))
+        window.append(float(loss.detach()))
+        bar.update(1)
+        if step % p.log_every == 0 or step == steps:
+            last = {"phase": phase, "step": step, "loss": float(np.mean(window)), **parts,
+                    "wall_s": round(wall0 + time.perf_counter() - t0, 2)}
+            with open(out / "log.jsonl", "a") as fh:
+                fh.write(json.dumps(last) + "\n")
+            bar.set_postfix(loss=f"{last['loss']:.4f}")
+            window = []
+        if step % p.checkpoint_every == 0 or step == steps:
+            meta = {"step": step, "epoch": epoch, "batch": batch_pos, "wall_s": wall0 + time.perf_counter() - t0,
+                    "fingerprint": json_safe(_fingerprint(cfg))}
+            save_checkpoint(root, step, modules={phase: model}, optimizers={"adam": opt}, meta=meta,
+                            keep_last=p.keep_checkpoints)
+    bar.close()
+    model.eval()
+    return {"steps": step, "wall_s": round(wall0 + time.perf_counter() - t0, 2), "last_log": last}
+
+
+def _train_vae(cfg, photos, out: Path, device, resume: bool, progress: bool) -> tuple[AutoencoderKL, dict]:
+    p = cfg.prior
+    torch.manual_seed(cfg.seed)
+    vae = AutoencoderKL.from_config(prior_vae_config(cfg)).to(device)
+    info = _run_phase(cfg, "vae", vae, lambda m, x: vae_loss(m, x, p.vae_kl_weight), p.vae_steps,
+                      p.vae_batch_size, p.vae_lr, photos, out, resume, progress)
+    std = latent_std(vae, photos, device)
+    vae.register_to_config(scaling_factor=1.0 / max(std, 1e-6))
+    vae.requires_grad_(False)
+    with atomic_directory(out / "vae_trained") as tmp:
+        vae.save_pretrained(tmp)
+        atomic_write_json(tmp / "phase.json", {**info, "latent_std": std})
+    return vae, {**info, "latent_std": std, "scaling_factor": float(vae.config.scaling_factor)}
+
+
+def _clear_previous_run(out: Path, keep: str) -> None:
+    """Remove an earlier run's checkpoints and logs from ``out``; the prior ``keep`` stays until replaced."""
+    for path in out.iterdir() if out.is_dir() else []:
+        if path.name == keep:
+            continue
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def train_prior(cfg, resume: bool = False, progress: bool = True, overwrite: bool = False) -> Path:
+    """Run stage 0 (both phases) and return the diffusers folder of the prior (``cfg.prior_dir``).
+
+    Without ``resume``, a stage folder holding checkpoints of an earlier run is refused unless ``overwrite``
+    (nothing is changed then); ``resume`` continues the newest checkpoint of the unfinished phase.
+
+    Raises:
+        ValueError: the profile has no stage 0 (``prior.enabled`` is false: the paper's prior is SD 2.1-base).
+        TrainingConfigError: resuming with ``prior.*`` settings that differ from the checkpoint's.
+    """
+    if not cfg.prior.enabled:
+        raise ValueError(f"profile {cfg.profile!r} has no stage 0 (prior.enabled=false): its prior is "
+                         f"{cfg.model.sd_source or cfg.model.backbone}")
+    p = cfg.prior
+    if p.vae_steps < 1 or p.unet_steps < 1:
+        raise ValueError(f"prior.vae_steps={p.vae_steps} and prior.unet_steps={p.unet_steps} must be >= 1")
+    prior_scheduler(cfg)  # checks prior.prediction_type before any work
+    out = prior_stage_dir(cfg)
+    for phase in ("vae", "unet"):
+        check_fresh_start(out / phase, resume, overwrite)  # refused: nothing is changed
+    photos = training_photos(cfg)  # fails early when the photos are missing
+    device = resolve_device(cfg.device)
+    if not resume:
+        _clear_previous_run(out, keep=cfg.prior_dir.name)
+    out.mkdir(parents=True, exist_ok=True)
+    vae_dir = out / "vae_trained"
+    if resume and vae_dir.is_dir() and (vae_dir / "phase.json").is_file():
+        vae = AutoencoderKL.from_pretrained(vae_dir).to(device).requires_grad_(False)
+        vae_info = json.loads((vae_dir / "phase.json").read_text())
+        vae_info["scaling_factor"] = float(vae.config.scaling_factor)
+    else:
+        shutil.rmtree(out / "unet", ignore_errors=True)  # its checkpoints belong to the previous VAE
+        vae, vae_info = _train_vae(cfg, photos, out, device, resume, progress)
+    vae.eval()
+
+    torch.manual_seed(cfg.seed + 1)
+    unet = UNet2DConditionModel.from_config(prior_unet_config(cfg)).to(device)
+    scheduler = prior_scheduler(cfg)
+    context = torch.zeros(1, 1, p.cross_attention_dim, device=device)  # the denoiser's null context
+
+    def loss_fn(model, x01):
+        with torch.no_grad():
+            z0 = scaled_latents(vae, x01)  # (B, C_lat, h, w)
+        return unet_loss(model, scheduler, z0, context)
+
+    unet_info = _run_phase(cfg, "unet", unet, loss_fn, p.unet_steps, p.unet_batch_size, p.unet_lr, photos, out,
+                           resume, progress)
+    unet.requires_grad_(False)
+    info = {"photos": len(photos), "train_sets": list(cfg.data.train_sets), "vae": vae_info, "unet": unet_info,
+            "prediction_type": p.prediction_type, "context": "zeros", "device": str(device),
+            "trained_here": True, "weights": f"trained here from scratch on {len(photos)} photos"}
+    with atomic_directory(cfg.prior_dir) as tmp:
+        vae.save_pretrained(tmp / "vae")
+        unet.save_pretrained(tmp / "unet")
+        scheduler.save_pretrained(tmp / "scheduler")
+        atomic_write_json(tmp / PRIOR_INFO, info)
+    atomic_write_json(out / "summary.json", info)
+    print(f"[prior] done: {cfg.prior_dir} (VAE {vae_info['steps']} steps, UNet {unet_info['steps']} steps)", flush=True)
+    return cfg.prior_dir
+
+
+def read_prior_info(folder: str | Path) -> dict[str, Any]:
+    """``prior_info.json`` of a stage-0 prior folder ({} for a prior made elsewhere, e.g. SD 2.1-base)."""
+    path = Path(folder) / PRIOR_INFO
+    return json.loads(path.read_text()) if path.is_file() else {}

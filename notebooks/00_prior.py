@@ -1,0 +1,129 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 00 — Stage 0: a diffusion prior trained here (paper §3.1, Eq. 1-2)
+#
+# MoE-DiffIR does not learn a diffusion model: it *customises* a pretrained one. Stage I (§3.4) freezes the VAE
+# and the UNet of Stable Diffusion 2.1-base and trains only the MoE-Prompt Module and the SPADE layers that steer
+# it, so everything the method restores comes from what the prior already knows about natural images. Without a
+# GPU and the SD weights, a random prior knows nothing, and every restored image would be noise. The `mini`
+# profile therefore starts one stage earlier: it trains a **small prior from scratch on the bundled clean
+# training photos** — an `AutoencoderKL` and a `UNet2DConditionModel`, the classes SD uses — and saves it in
+# the diffusers layout. Stage I then loads it exactly as it loads SD 2.1-base. In `paper` this stage does not
+# exist; `moediffir reproduce` runs this notebook only for profiles that train their prior.
+#
+# Two numbers decide what the later stages can reach:
+# - the **VAE ceiling**: PSNR of `D(E(x))` on the clean held-out photos. Every latent restorer decodes through
+#   this VAE; only the decoder compensator of stage II (Eq. 4) can see past it. With 4 latent channels at
+#   factor 4 the ceiling fell *below* the JPEG-QF-10 input on 64-px crops; the `mini` VAE has 8.
+# - the **prior's own samples**: unconditional draws from pure noise with the prior's `prediction_type`
+#   (`v_prediction` here; SD 2.1-base predicts ε). They show what kind of images the prior believes in.
+#
+# Headless: `papermill notebooks/00_prior.ipynb out.ipynb -p profile mini` from the repository root (or
+# `moediffir train prior --profile mini`).
+
+# %% tags=["parameters"]
+profile = "mini"  # the profile with stage 0
+overrides = {}  # dotted config keys, e.g. {"prior.vae_steps": 200}
+resume = True  # continue (or reuse) the newest stage-0 checkpoints instead of training from scratch
+progress = True  # tqdm progress bar
+
+# %%
+import os
+from pathlib import Path
+
+if not Path("moediffir").is_dir() and Path("../moediffir").is_dir():
+    os.chdir("..")  # opened from notebooks/: paths in the config are relative to the repository root
+
+from moediffir.notebook import setup_notebook
+
+cfg, random_weights, figures_dir, tables_dir, device = setup_notebook(profile, overrides)
+
+import json
+
+import pandas as pd
+from IPython.display import Image, display
+
+from moediffir.data.sources import list_sources
+from moediffir.evaluation.prior_quality import load_prior, sample_prior, vae_ceiling
+from moediffir.report.figures import figure_style, new_figure, save_figure
+from moediffir.training.prior import prior_stage_dir, read_prior_info, train_prior
+from moediffir.utils.io import atomic_write_csv, read_image_rgb
+
+enabled = cfg.prior.enabled
+p = cfg.prior
+if not enabled:
+    print(f"profile {cfg.profile}: no stage 0 (its prior is {cfg.model.sd_source or cfg.model.backbone}); nothing to do")
+else:
+    print(f"stage 0 on {cfg.data.train_sets} ({cfg.datasets_dir}): VAE {list(p.vae_channels)} -> {p.latent_channels} "
+          f"latent channels at factor {2 ** (len(p.vae_channels) - 1)}, {p.vae_steps} steps; UNet {list(p.unet_channels)}, "
+          f"{p.prediction_type}, {p.unet_steps} steps; {p.crop_size} px crops -> {cfg.prior_dir}")
+
+# %% [markdown]
+# ## Train (or resume) the prior
+#
+# Phase 1 trains the VAE (L1 + a small KL term) and sets its `scaling_factor` to 1/std of the training latents
+# (SD's 0.18215 was chosen the same way). Phase 2 trains the UNet with Eq. 2 on those latents, with the all-zero
+# context the MoE-DiffIR denoiser uses when there is no text. Both phases checkpoint atomically and resume.
+
+# %%
+if enabled:
+    folder = train_prior(cfg, resume=resume, progress=progress)
+    info = read_prior_info(folder)
+    print(json.dumps({k: info[k] for k in ("photos", "prediction_type", "weights")}, indent=1))
+    print(f"VAE: {info['vae']['steps']} steps, {info['vae']['wall_s']:.0f} s; scaling_factor {info['vae']['scaling_factor']:.4f}")
+    print(f"UNet: {info['unet']['steps']} steps, {info['unet']['wall_s']:.0f} s")
+    log = pd.read_json(prior_stage_dir(cfg) / "log.jsonl", lines=True)
+    with figure_style():
+        fig = new_figure(9, 3)
+        for ax, phase in zip(fig.subplots(1, 2), ("vae", "unet")):
+            part = log[log["phase"] == phase]
+            ax.plot(part["step"], part["loss"])
+            ax.set(title=f"{phase} loss (trained here)", xlabel="step", yscale="log")
+        display(Image(str(save_figure(fig, figures_dir, "prior_losses")[0])))
+
+# %% [markdown]
+# ## The VAE ceiling on the held-out photos
+#
+# PSNR / SSIM of the VAE's reconstruction of each clean test photo (RGB, 0-255). No restorer that decodes
+# through this VAE with the plain decoder can beat these numbers on average.
+
+# %%
+if enabled:
+    unet, vae, scheduler = load_prior(folder, device)
+    photos = {s.stem: read_image_rgb(s.path) for name in cfg.data.test_sets for s in list_sources(cfg.datasets_dir, name)}
+    ceiling = vae_ceiling(vae, photos)
+    atomic_write_csv(tables_dir / "prior_vae_ceiling.csv", ceiling)
+    display(ceiling.round(3))
+    print(f"mean VAE ceiling: {ceiling['vae_psnr'].mean():.2f} dB PSNR, {ceiling['vae_ssim'].mean():.4f} SSIM "
+          f"(prior trained here from scratch on {info['photos']} photos)")
+
+# %% [markdown]
+# ## The prior's own unconditional samples
+#
+# Pure noise -> the reverse process of the prior's scheduler (DDIM, 50 steps) -> the VAE decoder. A prior trained
+# for minutes on a few dozen photos gives colour fields and textures, not objects; that is what stage I has to
+# work with.
+
+# %%
+if enabled:
+    samples = sample_prior(unet, vae, scheduler, n=8, size=(p.crop_size, p.crop_size), steps=50, sampler="ddim",
+                           seed=cfg.seed)
+    with figure_style():
+        fig = new_figure(12, 1.9)
+        for ax, img in zip(fig.subplots(1, 8), samples):
+            ax.imshow(img.permute(1, 2, 0).numpy())
+            ax.axis("off")
+        fig.suptitle(f"unconditional samples of the prior (trained here from scratch on {info['photos']} photos)")
+        display(Image(str(save_figure(fig, figures_dir, "prior_samples")[0])))
