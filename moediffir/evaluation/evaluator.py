@@ -386,8 +386,11 @@ def write_evaluation(
     if folder is not None and scored.ours:  # the model card carries the numbers of its last evaluation
         from moediffir.pipelines.model_card import evaluation_summary, record_evaluation
 
-        record_evaluation(folder, evaluation_summary(results, scored.ours, suite.conventions.weights_label,
-                                                     suite.conventions_text))
+        try:
+            record_evaluation(folder, evaluation_summary(results, scored.ours, suite.conventions.weights_label,
+                                                         suite.conventions_text))
+        except OSError as exc:  # a read-only model folder keeps its card; the results are written all the same
+            _log(log, f"[evaluate] {folder}: model card not updated ({exc})")
     report_paths: list[Path] = []
     if write_report:
         from moediffir.report.regenerate import regenerate_report
