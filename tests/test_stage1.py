@@ -85,7 +85,7 @@ def test_six_step_run_writes_checkpoints_logs_and_model(smoke_run):
 
 
 def test_model_folder_loads_and_only_the_prompt_side_changed(smoke_run):
-    from moediffir.pipelines.model_folder import load_pipeline
+    from moediffir.pipelines.moediffir_pipeline import load_pipeline
 
     cfg, folder = smoke_run
     pipe = load_pipeline(folder, device="cpu")

@@ -191,6 +191,7 @@ def _check_frozen(denoiser, vae) -> None:
         raise RuntimeError("stage I: the model has no trainable parameters")
 
 
+# long function: set-up, resume and the training loop of paper §4.1 read in one place (accelerate state)
 def train_stage1(cfg, resume: bool = False, progress: bool = True, overwrite: bool = False) -> Path:
     """Train stage I for ``cfg.stage1.max_steps`` optimiser steps; return the model folder ``<run_dir>/model``.
 
