@@ -169,3 +169,24 @@ def test_bad_files_are_refused_by_name(tmp_path):
     stage2 = {"decoder.fusion_layer_1.encode_enc_1.conv1.weight": torch.zeros(1)}
     with pytest.raises(rc.ReleasedCheckpointError, match="stage-II"):
         rc.map_released_stage1(stage2, "dec.ckpt")
+
+
+def test_cli_refuses_in_one_line_and_writes_nothing(imported, tmp_path, capsys):
+    from moediffir.cli import main
+
+    assert main(["import-released", str(tmp_path / "absent.ckpt"), "-o", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "absent.ckpt: no such checkpoint file" in err[0]
+    existing = tmp_path / "existing"
+    (existing / "keep.txt").parent.mkdir()
+    (existing / "keep.txt").write_text("x")
+    assert main(["import-released", str(imported["ckpt"]), "-o", str(existing)]) == 2
+    assert "already exists" in capsys.readouterr().err and (existing / "keep.txt").read_text() == "x"
+    out = tmp_path / "cli_model"
+    code = main(["import-released", str(imported["ckpt"]), "-o", str(out)])
+    if code == 0:  # SD 2.1's text encoder is on this machine: the empty prompt was encoded
+        assert check_model_folder(out).model.recipe == "released"
+        assert "not convertible: the kit's V2T differs" in capsys.readouterr().out
+    else:  # no SD 2.1 text encoder here: refused naming what is missing, and no folder is left behind
+        assert code == 2 and "moediffir: error:" in capsys.readouterr().err
+        assert not out.exists()
