@@ -85,7 +85,7 @@ class ModelConfig:
     prompt_design: str = "moe"  # "none", "single", "multi", "moe"
     num_prompts: int = 7  # N
     top_k: int = 3  # K
-    routing: str = "blind"  # "blind" (degradation-aware) or "task" (one gate per task label)
+    routing: str = "blind"  # "blind" (degradation-aware, one gate) or "task" (released: one gate per task label)
     noisy_gating_in_eval: bool = False
     balance_loss_weight: float = 0.0
     num_tasks: int = 21  # task labels the `task` router knows (7 codecs x 3 levels); unused by `blind`
@@ -100,6 +100,14 @@ class ModelConfig:
     v2t_num_tokens: int = 49  # learnable context tokens appended to the 49 CLIP grid tokens (released code: 49)
     enhancer_blocks: int = 4  # Restormer blocks of the V2T quality enhancer
     enhancer_dim: int = 48  # channels of the quality enhancer (Restormer's base width)
+    # recipe switches (paper defaults; the released code's value after "released:"; see RECIPE_VALUES)
+    recipe: str = "paper"  # "paper" or "released": sets every key of RECIPE_VALUES["released"] at once
+    spade_form: str = "residual"  # skip(x) + GN(h)(1+g)+b on the resnet branch (released too); "output": identity-init
+    router_input: str = "residual"  # DP attention for the router: x + Attn(LN x, LN dp); released: "attention" Attn(x, dp)
+    gate_init: str = "normal"  # router gate weights N(0, 1/C); released: "zeros" (uniform gates at step 0)
+    noise_epsilon: float = 0.0  # router noise std = softplus(x W_noise) + this; released: 0.01
+    prompt_init: str = "normal"  # prompt experts N(0, 1/C); released: "uniform" (U[-0.5, 0.5))
+    vit_final_norm: bool = False  # LayerNorm after each scale's ViT blocks; released: True
 
     @property
     def random_weights(self) -> bool:
@@ -130,6 +138,11 @@ class Stage1Config:
     augment: bool = True  # random horizontal flip + 90-degree rotation, identical for LQ and GT (§4.1)
     keep_checkpoints: int = 3  # newest step_* folders kept; 0 = keep all
     max_grad_norm: float = 0.0  # gradient clipping; 0 = off (the paper does not clip)
+    usm_gt: bool = False  # unsharp-mask the GT before encoding it (released: True, every stage-I config)
+    optimizer: str = "adam"  # "adam" (paper §4.1) or "adamw" (released)
+    weight_decay: float = 0.0  # AdamW decay (released: 0.01, torch's default)
+    prompt_lr_scale: float = 1.0  # lr multiplier of the MoE-Prompt Module (released: 2.0)
+    injection_lr_scale: float = 1.0  # lr multiplier of SPADE + V2T (released: 0.0, its `lr // 2` floors to 0)
 
 
 @dataclass(frozen=True)
@@ -161,6 +174,8 @@ class Stage2Config:
     data_dir: str = ""  # "" -> <out_dir>/data (the sharded z0 latents with their LQ/GT crops)
     disc_channels: int = 64  # PatchGAN discriminator width (pix2pix: 64) for the hinge-GAN term
     disc_layers: int = 3  # PatchGAN stride-2 layers (pix2pix's 70x70 patches: 3)
+    fusion_block: str = "sft"  # decoder fusion: "sft" dec + w(dec*scale+shift); released: "rrdb" dec + w*f
+    lpips_net: str = "alex"  # LPIPS backbone of the training loss (released: "vgg", taming's LPIPS)
 
 
 @dataclass(frozen=True)
@@ -416,6 +431,57 @@ def _mini() -> Config:
 
 _PROFILE_FACTORIES = {"paper": _paper, "smoke": _smoke, "mini": _mini}
 
+# ------------------------------------------------------------------------------------------- recipes
+RECIPES = ("paper", "released")
+# What ``model.recipe="released"`` sets: the released code's choice wherever it differs from the paper's text
+# (the dataclass defaults above). Method switches apply in every profile; RECIPE_PAPER_SCALE (the released
+# configs' training numbers) only in the ``paper`` profile, where the numbers are the real run's. Explicit
+# overrides given with the recipe win over both.
+RECIPE_VALUES: dict[str, dict[str, Any]] = {
+    "released": {
+        "model.routing": "task",  # per-token Linear(256, 2N) gate chosen by the task label
+        "model.router_input": "attention",  # the gate reads CrossAttention(tokens, DA-CLIP tokens) only
+        "model.gate_init": "zeros",
+        "model.noise_epsilon": 0.01,
+        "model.noisy_gating_in_eval": True,  # the released router adds noise at inference too
+        "model.renormalize_gates": False,  # kept top-K softmax values (+1e-5), not renormalised
+        "model.prompt_init": "uniform",
+        "model.vit_final_norm": True,
+        "data.preset": "official",
+        "stage1.augment": False,  # use_hflip / use_rot: False
+        "stage1.usm_gt": True,
+        "stage1.optimizer": "adamw",
+        "stage1.weight_decay": 0.01,
+        "stage1.prompt_lr_scale": 2.0,
+        "stage1.injection_lr_scale": 0.0,
+        "stage2.fusion_block": "rrdb",
+        "stage2.lpips_net": "vgg",
+        "stage2.betas": (0.5, 0.9),
+        "sample.fusion_weight": 1.0,
+    },
+}
+RECIPE_PAPER_SCALE: dict[str, dict[str, Any]] = {
+    "released": {
+        "stage1.lr": 1e-4,  # base_learning_rate, not scaled (main.py --scale_lr defaults to False)
+        "stage1.max_steps": 800_000,
+        "stage1.batch_size": 2,  # per GPU
+        "stage2.lr": 5e-5,
+        "stage2.batch_size": 1,
+        "stage2.grad_accum": 8,
+        "stage2.gan_start_step": 501,
+    },
+}
+
+
+def recipe_overrides(recipe: str, profile: str) -> dict[str, Any]:
+    """The dotted keys ``model.recipe=recipe`` sets in ``profile`` (empty for ``paper``)."""
+    if recipe not in RECIPES:
+        raise ConfigError(f"override 'model.recipe': {recipe!r}; choose one of {list(RECIPES)}")
+    values = dict(RECIPE_VALUES.get(recipe, {}))
+    if profile == "paper":
+        values.update(RECIPE_PAPER_SCALE.get(recipe, {}))
+    return values
+
 
 # ----------------------------------------------------------------------------------------- overrides
 def _coerce(key: str, value: Any, annotation: Any) -> Any:
@@ -485,6 +551,11 @@ def apply_overrides(cfg: Config, overrides: Mapping[str, Any] | None) -> Config:
                 flat[full] = v
 
     _flatten("", overrides)
+    if "model.recipe" in flat:  # the recipe first, so the other overrides given with it win
+        recipe = flat["model.recipe"]
+        if not isinstance(recipe, str):
+            raise ConfigError(f"override 'model.recipe': expected str, got {type(recipe).__name__} {recipe!r}")
+        cfg = apply_overrides(cfg, recipe_overrides(recipe, cfg.profile))
     for key, value in flat.items():
         parts = key.split(".")
         if parts[0] == "profile":

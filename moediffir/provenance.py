@@ -35,10 +35,10 @@ BACKBONE_PARTS = (UNET, VAE)
 
 
 def uses_degradation_prior(cfg: Any) -> bool:
-    """True when the model has a degradation prior: ``model.use_dp`` with MoE prompts and the blind
-    (degradation-aware) router, its only reader (paper §3.3, Eq. 3)."""
+    """True when the model has a degradation prior: ``model.use_dp`` with MoE prompts, whose router (blind, or
+    the released task gates) is its only reader (paper §3.3, Eq. 3)."""
     m = cfg.model
-    return bool(m.use_dp) and m.prompt_design == "moe" and m.routing == "blind"
+    return bool(m.use_dp) and m.prompt_design == "moe"
 
 
 def _prior_trained_here(cfg: Any) -> bool:

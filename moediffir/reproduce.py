@@ -10,7 +10,6 @@ written to ``results/<profile>/run_manifest.json``. Profiles that train their ow
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import re
@@ -24,6 +23,7 @@ from typing import Any
 
 from moediffir.config import config_to_dict, resolve_config
 from moediffir.errors import MoEDiffIRError
+from moediffir.utils.digests import json_digest, read_record, tree_digest
 from moediffir.utils.io import atomic_write_json
 
 PACKAGES = (
@@ -76,13 +76,7 @@ def find_notebooks(notebooks_dir: str | Path) -> list[Path]:
 
 def package_fingerprint() -> str:
     """Hash of the package's own source files: a code change invalidates every notebook's cache."""
-    h = hashlib.sha256()
-    root = Path(__file__).resolve().parent
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and p.suffix in (".py", ".json") and "__pycache__" not in p.parts:
-            h.update(p.relative_to(root).as_posix().encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()
+    return tree_digest(Path(__file__).resolve().parent, suffixes=(".py", ".json"))
 
 
 def _notebook_source_hash(path: Path) -> str:
@@ -90,7 +84,7 @@ def _notebook_source_hash(path: Path) -> str:
     nb = json.loads(path.read_text())
     cells = [(c.get("cell_type"), "".join(c.get("source", "")), c.get("metadata", {}).get("tags", []))
              for c in nb.get("cells", [])]
-    return hashlib.sha256(json.dumps(cells, sort_keys=True).encode()).hexdigest()
+    return json_digest(cells)
 
 
 def package_versions() -> dict[str, str]:
@@ -185,7 +179,7 @@ def reproduce(
     out_dir = root / cfg.results_dir / profile / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path = out_dir / "reproduce_state.json"
-    state: dict[str, Any] = json.loads(state_path.read_text()) if state_path.exists() else {}
+    state: dict[str, Any] = read_record(state_path) or {}
     code_hash = package_fingerprint()
     params = {"profile": profile, "overrides": overrides}
     report = ReproduceReport(profile=profile)
@@ -193,9 +187,7 @@ def reproduce(
     run_exec = executor or _default_executor
     t_total = time.perf_counter()
     for nb in selected:
-        key = hashlib.sha256(
-            json.dumps([_notebook_source_hash(nb), params, code_hash, upstream], sort_keys=True).encode()
-        ).hexdigest()
+        key = json_digest([_notebook_source_hash(nb), params, code_hash, upstream])
         upstream = key
         dst = out_dir / nb.name
         prev = state.get(nb.stem, {})

@@ -158,7 +158,7 @@ def prepare_pipeline(model: str | Path, *, device: str = "auto", dtype: str | No
     """
     import numpy as np
 
-    from moediffir.pipelines.model_folder import load_pipeline
+    from moediffir.pipelines.moediffir_pipeline import load_pipeline
 
     overrides = {"sample.scheduler": scheduler} if scheduler else None
     pipe = load_pipeline(model, device=device, dtype=dtype, overrides=overrides)

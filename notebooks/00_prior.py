@@ -34,10 +34,10 @@
 # `moediffir train prior --profile mini`).
 
 # %% tags=["parameters"]
-profile = "mini"  # the profile with stage 0
-overrides = {}  # dotted config keys, e.g. {"prior.vae_steps": 200}
-resume = True  # continue (or reuse) the newest stage-0 checkpoints instead of training from scratch
-progress = True  # tqdm progress bar
+profile: str = "mini"  # the profile with stage 0
+overrides: dict = {}  # dotted config keys, e.g. {"prior.vae_steps": 200}
+resume: bool = True  # continue (or reuse) the newest stage-0 checkpoints instead of training from scratch
+progress: bool = True  # tqdm progress bar
 
 # %%
 import os

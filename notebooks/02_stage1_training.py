@@ -180,7 +180,7 @@ if cfg.model.prompt_design in ("moe", "multi"):
 # their top K. With the smoke profile's random backbone the restored crop is noise-like by construction.
 
 # %%
-from moediffir.pipelines.model_folder import load_pipeline
+from moediffir.pipelines.moediffir_pipeline import load_pipeline
 
 pipe = load_pipeline(model_folder, device=device)
 pipe.set_progress_bar_config(disable=True)

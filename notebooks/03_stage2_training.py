@@ -119,7 +119,7 @@ display(Image(str(figures_dir / "stage2_decoder.png")))
 # training crop with `w = 0` (plain decoder), the sampling default `sample.fusion_weight`, and `w = 1`.
 
 # %%
-from moediffir.pipelines.model_folder import load_pipeline
+from moediffir.pipelines.moediffir_pipeline import load_pipeline
 
 pipe = load_pipeline(model_folder, device=device)
 assert pipe.compensator is not None, "the model folder should hold the stage-II compensator"

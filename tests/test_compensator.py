@@ -140,3 +140,53 @@ def test_save_load_round_trip(vae, tmp_path):
         assert torch.equal(again.decode(z, lq, w=0.5), before)
     assert not any(p.requires_grad for p in again.vae.parameters())
     assert all(p.requires_grad for p in again.fusion_parameters())
+
+
+# --------------------------------------------------------------------------- released fusion block (rrdb)
+def test_rrdb_fusion_is_the_released_block_with_released_names(vae):
+    comp = build_compensator(resolve_config("smoke", {"stage2.fusion_block": "rrdb"}), vae)
+    keys = set(comp.state_dict())
+    for lv in comp.fusion_levels:
+        for part in ("encode_enc_1.conv_out.weight", "encode_enc_1.norm2.weight", "encode_enc_2.0.rdb1.conv1.weight",
+                     "encode_enc_2.1.rdb3.conv5.weight", "encode_enc_3.conv2.bias"):
+            assert f"fusion.{lv}.{part}" in keys
+        assert f"fusion.{lv}.encode_enc_3.conv_out.weight" not in keys  # C -> C: identity skip
+        assert f"fusion.{lv}.encode_enc_2.2.rdb1.conv1.weight" not in keys  # exactly 2 RRDBs
+        c = vae.config.block_out_channels[lv]
+        assert comp.fusion[str(lv)].encode_enc_2[0].rdb1.conv5.weight.shape == (c, c + 4 * 32, 3, 3)
+    with pytest.raises(ValueError, match="fusion_block"):
+        DecoderCompensator.from_vae(vae, fusion_block="cfw")
+
+
+def test_rrdb_fusion_output_is_dec_plus_w_f_by_hand(vae):
+    F = torch.nn.functional
+    comp = DecoderCompensator.from_vae(vae, fusion_block="rrdb").eval()
+    block = comp.fusion["1"]
+    c = vae.config.block_out_channels[1]
+    g = torch.Generator().manual_seed(0)
+    enc, dec = torch.randn(2, c, 8, 8, generator=g), torch.randn(2, c, 8, 8, generator=g)
+
+    def res(m, x):  # GN-swish-conv twice + skip
+        h = F.conv2d(F.silu(F.group_norm(x, m.norm1.num_groups, m.norm1.weight, m.norm1.bias, 1e-6)),
+                     m.conv1.weight, m.conv1.bias, padding=1)
+        h = F.conv2d(F.silu(F.group_norm(h, m.norm2.num_groups, m.norm2.weight, m.norm2.bias, 1e-6)),
+                     m.conv2.weight, m.conv2.bias, padding=1)
+        return h + (x if m.conv_out is None else F.conv2d(x, m.conv_out.weight, m.conv_out.bias))
+
+    def rdb(m, x):
+        feats = [x]
+        for k in range(1, 5):
+            conv = getattr(m, f"conv{k}")
+            feats.append(F.leaky_relu(F.conv2d(torch.cat(feats, 1), conv.weight, conv.bias, padding=1), 0.2))
+        return x + 0.2 * F.conv2d(torch.cat(feats, 1), m.conv5.weight, m.conv5.bias, padding=1)
+
+    with torch.no_grad():
+        f = res(block.encode_enc_1, torch.cat([enc, dec], 1))
+        for rrdb in block.encode_enc_2:
+            f = f + 0.2 * rdb(rrdb.rdb3, rdb(rrdb.rdb2, rdb(rrdb.rdb1, f)))
+        f = res(block.encode_enc_3, f)
+        for w in (0.5, 1.0):
+            assert torch.allclose(block(enc, dec, w), dec + w * f, atol=1e-5)
+        z, lq = _inputs()
+        assert torch.equal(comp.decode(z, lq, w=0.0), vae.decode(z).sample)  # w = 0: the plain decoder
+        assert not torch.allclose(comp.decode(z, lq, w=1.0), vae.decode(z).sample, atol=1e-4)  # released init

@@ -110,6 +110,46 @@ def test_derived_paths():
     assert isinstance(cfg, Config)
 
 
+# ------------------------------------------------------------------------------------------- recipes
+def _flat(cfg) -> dict:
+    return {f"{sec}.{k}": v for sec, d in config_to_dict(cfg).items() if isinstance(d, dict) for k, v in d.items()}
+
+
+def test_released_recipe_sets_every_switch_and_explicit_overrides_win():
+    from moediffir.config import RECIPE_PAPER_SCALE, RECIPE_VALUES
+
+    paper = resolve_config("paper")
+    assert paper.model.recipe == "paper" and paper.model.spade_form == "residual"
+    released = resolve_config("paper", {"model.recipe": "released"})
+    flat_paper, flat_rel = _flat(paper), _flat(released)
+    expected = {**RECIPE_VALUES["released"], **RECIPE_PAPER_SCALE["released"]}
+    for key, value in expected.items():
+        assert flat_rel[key] == value or flat_rel[key] == list(value), key
+        assert flat_paper[key] != flat_rel[key], f"{key}: the released value equals the paper default"
+    changed = {k for k in flat_paper if flat_paper[k] != flat_rel[k]} - {"model.recipe"}
+    assert changed == set(expected)  # nothing else moves
+    assert released.stage1.lr == 1e-4 and released.stage1.max_steps == 800_000 and not released.stage1.augment
+    assert released.data.preset == "official" and tuple(released.stage2.betas) == (0.5, 0.9)
+    mixed = resolve_config("paper", {"model.recipe": "released", "model.routing": "blind", "stage1.lr": 3e-5})
+    assert mixed.model.routing == "blind" and mixed.stage1.lr == 3e-5 and mixed.model.gate_init == "zeros"
+
+
+def test_recipe_keeps_the_profile_numbers_outside_paper_and_survives_save_load(tmp_path):
+    smoke = resolve_config("smoke")
+    released = resolve_config("smoke", {"model.recipe": "released"})
+    assert released.stage1.max_steps == smoke.stage1.max_steps and released.stage1.lr == smoke.stage1.lr
+    assert released.model.routing == "task" and released.stage2.fusion_block == "rrdb"
+    save_config(released, tmp_path)
+    assert load_config(tmp_path / "config.json") == released
+    tweaked = resolve_config("smoke", {"model.recipe": "released", "model.vit_final_norm": False})
+    save_config(tweaked, tmp_path / "t")
+    assert load_config(tmp_path / "t" / "config.json") == tweaked  # the saved keys win over the recipe
+    with pytest.raises(ConfigError, match="model.recipe"):
+        resolve_config("smoke", {"model.recipe": "github"})
+    with pytest.raises(ConfigError, match="model.recipe"):
+        resolve_config("smoke", {"model.recipe": 1})
+
+
 @pytest.mark.parametrize(("key", "value", "allowed"), [
     ("model.prompt_design", "foo", "none, single, multi, moe"),
     ("stage1.max_steps", -5, ">= 0"),
@@ -163,6 +203,19 @@ def test_allowed_words_are_those_of_the_modules_that_read_them():
     assert set(CHOICES["model.v2t_backend"]) == set(V2T_BACKENDS)
     assert set(CHOICES["sample.color_fix"]) == set(COLOR_FIXES)
     assert set(CHOICES["sample.scheduler"]) == set(SCHEDULERS)
+    from moediffir.config import RECIPES
+    from moediffir.models.compensator import FUSION_BLOCKS
+    from moediffir.models.prompts import PROMPT_INITS, ROUTER_INPUTS
+    from moediffir.models.router import GATE_INITS
+    from moediffir.models.spade import SPADE_FORMS
+    from moediffir.training.stage1 import OPTIMIZERS
+
+    assert set(CHOICES["model.recipe"]) == set(RECIPES) and set(CHOICES["model.spade_form"]) == set(SPADE_FORMS)
+    assert set(CHOICES["model.router_input"]) == set(ROUTER_INPUTS)
+    assert set(CHOICES["model.gate_init"]) == set(GATE_INITS)
+    assert set(CHOICES["model.prompt_init"]) == set(PROMPT_INITS)
+    assert set(CHOICES["stage1.optimizer"]) == set(OPTIMIZERS)
+    assert set(CHOICES["stage2.fusion_block"]) == set(FUSION_BLOCKS)
 
 
 def test_every_key_with_allowed_values_is_a_config_key():

@@ -30,12 +30,17 @@ def _batch(b=2, hw=(8, 8)):
     return z_t, torch.tensor([7, 640][:b]), z_lq, img
 
 
+def img_for(z: torch.Tensor) -> torch.Tensor:
+    return torch.rand(z.shape[0], 3, z.shape[-2] * 8, z.shape[-1] * 8, generator=torch.Generator().manual_seed(6))
+
+
 def _train_spade(d: MoEDiffIRDenoiser) -> None:
-    """Give the zero-initialised SPADE convs some weight, as training would."""
+    """Give the SPADE convs other weights, as training would (the output form starts at zero)."""
     with torch.no_grad():
         for layer in d.spade.layers:
-            layer.gamma.weight.normal_(std=0.05)
-            layer.beta.weight.normal_(std=0.05)
+            gamma, beta = (layer.gamma, layer.beta) if hasattr(layer, "gamma") else (layer.mlp_gamma, layer.mlp_beta)
+            gamma.weight.normal_(std=0.05)
+            beta.weight.normal_(std=0.05)
 
 
 def test_smoke_build_uses_every_part():
@@ -48,16 +53,40 @@ def test_smoke_build_uses_every_part():
     assert d(z_t, t, z_lq, lq_image=img).shape == z_t.shape
 
 
-def test_zero_init_equals_stock_unet():
-    d = _build(**{"model.use_v2t": False})
+def test_output_form_zero_init_equals_stock_unet_with_the_empty_prompt():
+    d = _build(**{"model.use_v2t": False, "model.spade_form": "output"})
     z_t, t, z_lq, img = _batch()
     with torch.no_grad():
         eps = d(z_t, t, z_lq, lq_image=img)
         with d.stock_unet() as unet:
-            ref = unet(
-                z_t, t, encoder_hidden_states=torch.zeros(2, 1, unet.config.cross_attention_dim)
-            ).sample
+            ref = unet(z_t, t, encoder_hidden_states=d.null_context.expand(2, -1, -1)).sample
     assert torch.equal(eps, ref)
+
+
+def test_residual_spade_is_the_default_and_modulates_from_step_0():
+    d = _build(**{"model.use_v2t": False})
+    assert d.spade.config.form == "residual"
+    z_t, t, z_lq, img = _batch()
+    with torch.no_grad():
+        eps = d(z_t, t, z_lq, lq_image=img)
+        with d.stock_unet() as unet:
+            ref = unet(z_t, t, encoder_hidden_states=d.null_context.expand(2, -1, -1)).sample
+    assert not torch.allclose(eps, ref, atol=1e-4)
+
+
+def test_v2t_off_context_is_the_text_encoding_of_the_empty_prompt():
+    from moediffir.models.empty_prompt import clip_tokenizer, encode_text, tiny_text_encoder
+
+    d = _build(**{"model.use_v2t": False})
+    width = d.unet.config.cross_attention_dim
+    expected = encode_text(clip_tokenizer(), tiny_text_encoder(width), "")
+    assert d.null_context.shape == (1, 77, width)
+    assert torch.equal(d.null_context, expected)
+    assert d.null_context.abs().sum() > 0  # not the zero token of a bare MoEDiffIRDenoiser
+    assert not torch.allclose(d.null_context[0, 0], d.null_context[0, 5])  # BOS, EOS, pads differ by position
+    _, t, z_lq, img = _batch()
+    cond = d.prepare(z_lq, t, lq_image=img)
+    assert torch.equal(cond.context, d.null_context)  # what the UNet's cross-attention reads
 
 
 def test_only_trainable_parts_get_gradients():
@@ -123,8 +152,8 @@ def test_missing_inputs_raise():
         d(z_t, t, z_lq)
     with pytest.raises(ValueError, match="batch"):
         d(z_t[:1], t[:1], z_lq, lq_image=torch.rand(2, 3, 64, 64))
-    task = _build(**{"model.routing": "task", "model.use_v2t": False})
-    assert task.degradation_prior is None  # the DP only feeds the blind router
+    task = _build(**{"model.routing": "task", "model.use_v2t": False, "model.use_dp": False})
+    assert task.degradation_prior is None
     with pytest.raises(ValueError, match="task_labels"):
         task(z_t, t, z_lq)
     out = [task(z_t, t, z_lq, task_labels=torch.tensor([i, i])) for i in (0, 5)]
@@ -141,7 +170,7 @@ def test_blind_ignores_task_label_task_uses_it():
         a = blind(z_t, t, z_lq, lq_image=img, task_labels=torch.tensor([0, 0]))
         b = blind(z_t, t, z_lq, lq_image=img, task_labels=torch.tensor([3, 17]))
         assert torch.equal(a, b)
-        outs = [task(z_t, t, z_lq, task_labels=torch.tensor([i, i])) for i in range(21)]
+        outs = [task(z_t, t, z_lq, lq_image=img, task_labels=torch.tensor([i, i])) for i in range(21)]
         assert any(not torch.allclose(outs[0], o) for o in outs[1:])
 
 
@@ -170,7 +199,7 @@ def test_other_prompt_designs_run(design):
     z_t, t, z_lq, img = _batch(hw=(8, 24))
     d.train()
     d(z_t, t, z_lq, lq_image=img).mean().backward()
-    assert d.spade.layers[0].gamma.weight.grad is not None
+    assert d.spade.layers[0].mlp_gamma.weight.grad is not None
 
 
 def test_num_scales_must_match_unet():
@@ -195,3 +224,27 @@ def test_paper_architecture_random_weights_256px():
     assert eps.shape == (1, 4, 32, 32) and torch.isfinite(eps).all()
     assert [(r["height"], r["width"]) for r in d.last_routing] == [(32, 32), (16, 16), (8, 8), (4, 4)]
     assert d.last_routing[0]["indices"].shape == (1, 1024, 3)
+
+
+def test_released_recipe_builds_the_released_model():
+    """model.recipe='released' reaches every module: task gates on the DA-CLIP attention, zero gates, noise
+    floor, uniform prompts, the LayerNorm after the ViT blocks, no renormalisation, noisy inference."""
+    d = _build(**{"model.recipe": "released", "model.use_v2t": False})
+    pm = d.prompt_module
+    assert d.degradation_prior is not None  # the released task gates read the DP (DA-CLIP config)
+    assert pm.final_norms is not None and len(pm.final_norms) == 4
+    for gen in pm.generators:
+        assert gen.attn is not None and gen.dp_attn is None
+        r = gen.router
+        assert r.config.mode == "task" and r.config.noise_epsilon == 0.01 and not r.config.renormalize
+        assert r.config.noisy_gating_in_eval and all(g[0].weight.abs().sum() == 0 for g in r.f_gate)
+        assert float(gen.prompts.min()) >= -0.5 and float(gen.prompts.abs().max()) > 0.4
+    z_t, t, z_lq, img = _batch()
+    labels = torch.tensor([0, 5])
+    with torch.no_grad():
+        torch.manual_seed(1)
+        a = d(z_t, t, z_lq, lq_image=img, task_labels=labels)
+        torch.manual_seed(2)
+        b = d(z_t, t, z_lq, lq_image=img, task_labels=labels)
+    assert a.shape == z_t.shape and not torch.equal(a, b)  # the released router is noisy in eval mode too
+    assert (d.last_routing[0]["gates"].sum(-1) < 1).all()  # kept top-K softmax values

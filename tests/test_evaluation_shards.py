@@ -80,6 +80,9 @@ def test_two_processes_write_the_results_of_one(setup, two_processes):
     for name in FILES:
         assert (two / name).read_bytes() == (one / name).read_bytes(), name
     assert "fid" in set(__import__("pandas").read_csv(two / "results.csv")["metric"])  # FID over both shards
+    card = json.loads((Path(setup[0].runs_dir) / "smoke" / "model" / "eval_results.json").read_text())
+    assert {r["method"] for r in card["results"]} == {"moe-diffir", "moe-diffir (no compensator)"}
+    assert "model-index:" in (Path(setup[0].runs_dir) / "smoke" / "model" / "README.md").read_text()
     before = (two / "results.csv").read_bytes()
     assert cli_main(["evaluate", "--merge", "--profile", "smoke", *_sets(setup[0], two_processes.parent)]) == 0
     assert (two / "results.csv").read_bytes() == before  # merging again: the same bytes

@@ -1,4 +1,5 @@
-"""PSNR / SSIM against scikit-image on real JPEG-compressed fixtures; Y-channel conventions vs skimage and pyiqa."""
+"""PSNR / SSIM against scikit-image on real JPEG-compressed fixtures; Y-channel conventions vs skimage and pyiqa;
+the SSIM fast path of the benchmark build against the float64 SSIM."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from PIL import Image
 from skimage.color import rgb2ycbcr
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from moediffir.metrics.fidelity import MetricInputError, psnr, rgb_to_y, ssim
+from moediffir.metrics.fidelity import MetricInputError, SSIMReference, psnr, rgb_to_y, ssim
 from moediffir.utils.io import read_image_rgb
 
 SK_SSIM = {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False}
@@ -142,3 +143,25 @@ def test_bad_conventions_raise(pairs):
         ssim(lq, gt, crop_border=100)
     with pytest.raises(MetricInputError, match="11x11"):
         ssim(lq[:8, :8], gt[:8, :8])
+
+
+# ------------------------------------------------------------------------- the build's fast path
+def test_ssim_reference_is_the_same_ssim_for_many_lq(pairs):
+    for name, _, gt in pairs:
+        ref = SSIMReference(gt)
+        values = [ref(_jpeg(gt, q)) for q in (5, 15, 50)]
+        assert values == sorted(values), name  # better JPEG quality -> higher SSIM
+        for q, v in zip((5, 15, 50), values):
+            assert v == pytest.approx(ssim(_jpeg(gt, q), gt), abs=1e-6), (name, q)
+
+
+def test_ssim_reference_shapes_and_tiny_images():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    assert SSIMReference(a)(a) == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(MetricInputError, match="reference shape"):
+        SSIMReference(a)(a[:, :10])
+    with pytest.raises(MetricInputError, match="RGB"):
+        SSIMReference(a[..., 0])
+    tiny = a[:6, :7]  # smaller than the 11x11 window: still defined (no border crop)
+    assert 0.0 < SSIMReference(tiny)(np.clip(tiny.astype(int) + 9, 0, 255).astype(np.uint8)) < 1.0

@@ -92,8 +92,8 @@ def test_check_state_dict_accepts_public_and_rejects_mismatch(fixture):
         check_state_dict(bad, arch, source="x.pt")
     msg = str(err.value)
     assert "x.pt" in msg
-    assert "missing keys (1): Generator.resblock_8.conv2.weight" in msg
-    assert "unexpected keys (1): Generator.resblock_9.conv1.weight" in msg
+    assert "missing keys (1): [Generator.resblock_8.conv2.weight]" in msg
+    assert "unexpected keys (1): [Generator.resblock_9.conv1.weight]" in msg
     assert "Encoder.conv_block_out.1.bias: file (192,) vs expected (220,)" in msg
 
     partial_d = {k: v for k, v in sd.items() if k != "Discriminator.conv_out.bias"}
@@ -202,7 +202,7 @@ def test_mismatching_checkpoint_file_is_rejected(tmp_path, smoke_image):
     with pytest.raises(HiFiCCheckpointError) as err:
         HiFiCCodec(tmp_path)(smoke_image, "low")
     msg = str(err.value)
-    assert "hific_low.pt" in msg and "missing keys (148)" in msg and "unexpected keys (1): foo.weight" in msg
+    assert "hific_low.pt" in msg and "missing keys (148)" in msg and "unexpected keys (1): [foo.weight]" in msg
 
 
 def test_loads_state_dict_with_public_layout(tmp_path, fixture, smoke_image):

@@ -93,10 +93,11 @@ def test_every_missing_file_is_listed_before_any_model_is_read(tmp_path, offline
     assert "weblzw/daclip-uir-ViT-B-32-irsde" in message and "timm/resnet50_clip.openai" in message
 
 
-def test_dp_weights_only_when_the_blind_moe_router_reads_them(tmp_path, offline_env):
+def test_dp_weights_only_when_the_moe_router_reads_them(tmp_path, offline_env):
     daclip = str(tmp_path / "data" / "weights" / "daclip_ViT-B-32.pt")
     assert daclip in [m.path for m in check_paper_weights(_paper(tmp_path))]
-    for override in ({"model.routing": "task"}, {"model.prompt_design": "multi"}, {"model.use_dp": False}):
+    assert daclip in [m.path for m in check_paper_weights(_paper(tmp_path, **{"model.routing": "task"}))]  # released
+    for override in ({"model.prompt_design": "multi"}, {"model.use_dp": False}):
         assert daclip not in [m.path for m in check_paper_weights(_paper(tmp_path, **override))]
 
 
@@ -281,7 +282,7 @@ def test_single_file_missing_or_misshapen_tensor_names_the_file_and_the_tensor(t
         load_single_file_components(tmp_path / "missing.ckpt", configs)
     message = str(err.value)
     assert str(tmp_path / "missing.ckpt") in message and gone in message
-    assert "1 of 440 UNet tensors missing" in message
+    assert "(440 UNet tensors expected)" in message and "missing keys (1): [" in message
 
     bent = "first_stage_model.decoder.up.2.block.0.conv1.weight"
     torch.save({"state_dict": {**state, bent: torch.zeros(3, 3)}}, tmp_path / "shape.ckpt")
@@ -289,11 +290,11 @@ def test_single_file_missing_or_misshapen_tensor_names_the_file_and_the_tensor(t
         load_single_file_components(tmp_path / "shape.ckpt", configs)
     message = str(err.value)
     assert str(tmp_path / "shape.ckpt") in message
-    assert f"{bent} is (3, 3), expected {tuple(state[bent].shape)}" in message
+    assert f"wrong shapes (1): [{bent}: file (3, 3) vs expected {tuple(state[bent].shape)}]" in message
 
     unet_only = {k: v for k, v in state.items() if k.startswith("model.diffusion_model.")}
     torch.save({"state_dict": unet_only}, tmp_path / "unet_only.ckpt")
-    with pytest.raises(ValueError, match=r"unet_only\.ckpt: not the VAE .*\n  180 of 180 VAE tensors missing"):
+    with pytest.raises(ValueError, match=r"unet_only\.ckpt: not the VAE .*\(180 VAE tensors expected\):\n  missing keys \(180\)"):
         load_single_file_components(tmp_path / "unet_only.ckpt", configs)
     with pytest.raises(ValueError, match="exactly the keys 'unet' and 'vae'"):
         load_single_file_components(tmp_path / "missing.ckpt", {"unet": TINY_UNET_CONFIG})

@@ -33,7 +33,7 @@ def _free_port() -> int:
                     reason="the accelerate launcher is not installed")
 def test_two_process_stage1_writes_one_consistent_model(tmp_path):
     from moediffir.data.builder import build_benchmark
-    from moediffir.pipelines.model_folder import load_pipeline
+    from moediffir.pipelines.moediffir_pipeline import load_pipeline
     from moediffir.training.logs import read_jsonl
 
     bench, runs = tmp_path / "bench", tmp_path / "runs"

@@ -36,7 +36,7 @@ def _run(nb: Path, out: Path, overrides: dict) -> None:
 
 
 def _check_outputs(tmp_path: Path, overrides: dict) -> None:
-    from moediffir.pipelines.model_folder import load_pipeline
+    from moediffir.pipelines.moediffir_pipeline import load_pipeline
 
     cfg = resolve_config("smoke", overrides)
     figures = cfg.profile_results_dir / "figures"

@@ -91,7 +91,7 @@ def test_blind_ignores_labels_task_uses_them():
         task(z)
     outs = [task(z, task_labels=torch.tensor([t, t])).maps[0] for t in range(21)]
     assert any(not torch.allclose(outs[0], o) for o in outs[1:])
-    assert task.last_routing[0]["gates"].shape == (2, 1, 5)
+    assert task.last_routing[0]["gates"].shape == (2, 64, 5)  # per token (8x8 map)
 
 
 def test_dp_required_when_built_with_dp():
@@ -110,3 +110,21 @@ def test_balance_loss_summed_over_scales_and_trainable():
     out.balance_loss.backward()
     assert all(g.router.w_gate.weight.grad is not None for g in m.generators)
     assert _module().train()(torch.randn(2, 4, 8, 8)).balance_loss.item() == 0.0
+
+
+def test_vit_final_norm_normalises_each_scales_tokens():
+    """Released norm1..norm4: the maps of the `none` design are the LayerNorm-ed ViT tokens of each scale."""
+    z = torch.randn(2, 4, 16, 16) * 3
+    plain = _module(prompt_design="none")
+    normed = _module(prompt_design="none", vit_final_norm=True)
+    assert len(normed.final_norms) == 4 and plain.final_norms is None
+    with torch.no_grad():
+        for m in normed(z).maps:
+            assert torch.allclose(m.mean(1), torch.zeros_like(m.mean(1)), atol=1e-4)  # per-token LN over C
+            assert torch.allclose(m.var(1, unbiased=False), torch.ones_like(m.var(1)), atol=1e-2)
+        first_plain = plain(z).maps[0]
+        assert not torch.allclose(first_plain.var(1, unbiased=False), torch.ones_like(first_plain.var(1)), atol=1e-2)
+        # the next scale reads the normed tokens: same weights with the norm skipped -> another scale-1 map
+        skipped = _module(prompt_design="none", vit_final_norm=True)
+        skipped.final_norms = None
+        assert not torch.allclose(normed(z).maps[1], skipped(z).maps[1], atol=1e-4)

@@ -70,18 +70,51 @@ def test_moe_k_equal_n_matches_soft_weighting_of_all_prompts():
     assert torch.allclose(gen(x).tokens, _manual_moe(x, soft, gen.prompts), atol=1e-5)
 
 
-def test_moe_task_mode_one_mixture_per_image():
+def test_moe_task_mode_routes_every_token_with_its_label_gate():
     torch.manual_seed(0)
     gen = build_prompt_generator(
         "moe", C, num_prompts=5, top_k=2, routing="task", num_tasks=3, heads=4
     ).eval()
     x = _tokens()
     out = gen(x, task_labels=torch.tensor([0, 2]))
-    g = out.routing["gates"]  # (B, 1, N)
-    assert g.shape == (2, 1, 5)
-    assert torch.allclose(out.tokens, _manual_moe(x, g.expand(2, 12, 5), gen.prompts), atol=1e-5)
+    g = out.routing["gates"]
+    assert g.shape == (2, 12, 5)  # per token, as released
+    assert torch.allclose(out.tokens, _manual_moe(x, g, gen.prompts), atol=1e-5)
     with pytest.raises(ValueError, match="task_labels"):
         gen(x)
+
+
+def test_released_router_input_is_the_plain_cross_attention_output():
+    """router_input='attention': the gates read Attn(x, dp) (released Prompt_routing), the prompts read x."""
+    torch.manual_seed(0)
+    gen = build_prompt_generator("moe", C, num_prompts=5, top_k=2, routing="task", num_tasks=3, dp_dim=12,
+                                 heads=4, router_input="attention").eval()
+    assert gen.dp_attn is None and gen.attn is not None
+    assert tuple(gen.attn.to_q.weight.shape) == (512, C) and gen.attn.to_q.bias is None  # 8 heads x 64
+    assert tuple(gen.attn.to_k.weight.shape) == (512, 12) and tuple(gen.attn.to_out[0].weight.shape) == (C, 512)
+    x, dp = _tokens(), torch.randn(2, 7, 12)
+    seen = {}
+    handle = gen.router.register_forward_pre_hook(lambda m, args: seen.update(x=args[0]))
+    out = gen(x, dp_tokens=dp, task_labels=torch.tensor([1, 2]))
+    handle.remove()
+    a = gen.attn  # by hand: softmax(q k^T / sqrt(64)) v per head, then to_out
+    q, k, v = (t.view(2, -1, 8, 64).transpose(1, 2) for t in (x @ a.to_q.weight.T, dp @ a.to_k.weight.T,
+                                                            dp @ a.to_v.weight.T))
+    attn = ((q @ k.transpose(-1, -2)) / 8.0).softmax(-1) @ v  # (B, 8, L, 64)
+    expected = a.to_out[0](attn.transpose(1, 2).reshape(2, 12, 512))
+    assert torch.allclose(seen["x"], expected, atol=1e-5)  # no residual, no LayerNorm
+    assert torch.allclose(out.tokens, _manual_moe(x, out.routing["gates"], gen.prompts), atol=1e-5)
+
+
+def test_prompt_init_switch():
+    torch.manual_seed(0)
+    normal = build_prompt_generator("moe", 64, num_prompts=3, top_k=1).prompts
+    uniform = build_prompt_generator("moe", 64, num_prompts=3, top_k=1, prompt_init="uniform").prompts
+    assert abs(float(normal.std()) - 64**-0.5) < 0.01
+    assert float(uniform.min()) >= -0.5 and float(uniform.max()) < 0.5  # torch.rand - 0.5, as released
+    assert abs(float(uniform.std()) - 12**-0.5) < 0.01
+    with pytest.raises(ValueError, match="prompt_init"):
+        build_prompt_generator("moe", 8, prompt_init="xavier")
 
 
 def test_dp_feeds_the_router_only():

@@ -54,7 +54,7 @@ def test_random_backbone_makes_every_frozen_part_random():
 
 
 @pytest.mark.parametrize("over, used", [
-    ({}, True), ({"model.use_dp": False}, False), ({"model.routing": "task"}, False),
+    ({}, True), ({"model.use_dp": False}, False), ({"model.routing": "task"}, True),  # released task gates read it
     ({"model.prompt_design": "single"}, False),
 ])
 def test_one_rule_for_the_degradation_prior(over, used, tmp_path):

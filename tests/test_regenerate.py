@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from moediffir.evaluation import cli, evaluator
+from moediffir import cli
+from moediffir.evaluation import evaluator
 from moediffir.evaluation.demo import make_demo_setup
 from moediffir.report.regenerate import ReportError, regenerate_report
 

@@ -96,7 +96,7 @@ def test_kernel_start_notice_stays_out_of_the_output(tiny_repo, capfd, monkeypat
 def test_stage0_notebook_runs_only_where_the_prior_is_trained_here(tiny_repo):
     _write_nb(tiny_repo / "notebooks" / "00_prior.ipynb", "x = 1")
     ran: list[str] = []
-    executor = lambda src, dst, params, cwd: (ran.append(src.stem), dst.write_text(src.read_text()))  # noqa: E731
+    executor = lambda src, dst, params, cwd: (ran.append(src.stem), dst.write_text(src.read_text()))
     smoke = reproduce("smoke", root=tiny_repo, log=lambda s: None, executor=executor)
     assert smoke.ran == ["01_a", "02_b"] and ran == ["01_a", "02_b"]
     ran.clear()

@@ -85,7 +85,7 @@ def test_six_step_run_writes_checkpoints_logs_and_model(smoke_run):
 
 
 def test_model_folder_loads_and_only_the_prompt_side_changed(smoke_run):
-    from moediffir.pipelines.model_folder import load_pipeline
+    from moediffir.pipelines.moediffir_pipeline import load_pipeline
 
     cfg, folder = smoke_run
     pipe = load_pipeline(folder, device="cpu")
@@ -104,9 +104,7 @@ def test_model_folder_loads_and_only_the_prompt_side_changed(smoke_run):
     assert same(trained.v2t.clip_visual, fresh.v2t.clip_visual)  # the V2T's CLIP tower is frozen too
     assert not same(trained.prompt_module, fresh.prompt_module)
     assert not same(trained.v2t.enhancer, fresh.v2t.enhancer)  # the quality enhancer trains (§3.3)
-    # SPADE's gamma/beta convs start at zero; after training they must not be (the released lr // 2 bug)
-    for layer in trained.spade.layers:
-        assert layer.gamma.weight.abs().sum() > 0 and layer.beta.weight.abs().sum() > 0
+    # SPADE trains (under the released code's `lr // 2` it would keep its initial weights)
     assert not same(trained.spade, fresh.spade)
 
 
@@ -152,3 +150,47 @@ def test_gradient_accumulation_consumes_micro_batches(tmp_path):
     records = read_jsonl(cfg.run_dir / "stage1" / "log.jsonl")
     assert [r["step"] for r in records] == [1, 2]
     assert sum(sum(r["counts"].values()) for r in records) == 6  # every micro-batch went into the statistics
+
+
+def test_optimizer_switches_released_groups_and_adamw():
+    """stage1.optimizer / prompt_lr_scale / injection_lr_scale: the released AdamW groups (prompt 2 lr, SPADE 0)."""
+    from moediffir.training.stage1 import build_stage1_optimizer
+
+    cfg = resolve_config("smoke", {"model.recipe": "released", "model.use_v2t": False})
+    denoiser, _ = _fresh(cfg)
+    opt = build_stage1_optimizer(denoiser, cfg.stage1)
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["weight_decay"] == 0.01
+    assert [g["lr"] for g in opt.param_groups] == [2 * cfg.stage1.lr, 0.0]
+    assert opt.defaults["betas"] == tuple(cfg.stage1.betas)
+    before = {n: p.detach().clone() for n, p in denoiser.named_parameters() if p.requires_grad}
+    z = torch.randn(2, 4, 8, 8)
+    img = torch.rand(2, 3, 64, 64)
+    denoiser.train()
+    denoiser(z, torch.tensor([3, 500]), z, lq_image=img, task_labels=torch.tensor([0, 4])).square().mean().backward()
+    opt.step()
+    moved = {n for n, p in denoiser.named_parameters() if n in before and not torch.equal(p, before[n])}
+    assert any(n.startswith("prompt_module.") for n in moved)
+    assert not any(n.startswith("spade.") for n in moved)  # lr 0 (and AdamW's decay is lr-scaled): frozen
+    paper = build_stage1_optimizer(denoiser, resolve_config("smoke").stage1)
+    assert type(paper) is torch.optim.Adam and {g["lr"] for g in paper.param_groups} == {1e-3}
+
+
+def test_usm_switch_sharpens_the_gt_the_loss_sees(monkeypatch):
+    from moediffir.training import stage1
+
+    cfg = resolve_config("smoke", {"model.use_v2t": False})
+    denoiser, vae = _fresh(cfg)
+    from moediffir.models.backbone import build_backbone
+
+    scheduler = build_backbone(cfg)[2]
+    g = torch.Generator().manual_seed(0)
+    gt = torch.full((1, 3, 64, 64), 0.3)
+    gt[..., 32:] = 0.7
+    batch = {"lq": torch.rand(1, 3, 64, 64, generator=g), "gt": gt, "label": torch.tensor([0])}
+    seen = []
+    real = stage1.encode_pair
+    monkeypatch.setattr(stage1, "encode_pair", lambda vae_, lq, gt_, generator=None: seen.append(gt_) or real(vae_, lq, gt_))
+    for sharpen in (False, True):
+        stage1.stage1_loss(denoiser, denoiser, vae, scheduler, batch, "cpu", sharpen_gt=sharpen)
+    assert torch.equal(seen[0], gt)
+    assert torch.equal(seen[1], stage1.usm_sharpen(gt)) and not torch.equal(seen[1], gt)

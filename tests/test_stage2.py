@@ -19,7 +19,7 @@ from moediffir.training.stage2 import (
     LatentShardDataset,
     Stage2DataError,
     generate_stage2_data,
-    model_fingerprint,
+    stage1_fingerprint,
     stage2_data_dir,
     train_stage2,
 )
@@ -56,7 +56,7 @@ def test_data_is_sharded_resumable_and_reproducible(stage1_model, stage2_data):
     shards = sorted(p.name for p in out.glob("shard_*.pt"))
     assert shards == ["shard_00000.pt", "shard_00001.pt", "shard_00002.pt"]  # 8 latents in shards of 3
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["complete"] and meta["source"]["model_fingerprint"] == model_fingerprint(cfg.run_dir / "model")
+    assert meta["complete"] and meta["source"]["model_fingerprint"] == stage1_fingerprint(cfg.run_dir / "model")
     ds = LatentShardDataset(out)
     assert len(ds) == 8
     item = ds[7]
@@ -86,7 +86,8 @@ def test_crops_of_the_latents_match_their_pairs(stage1_model, stage2_data):
 
 
 def test_six_step_run_checkpoints_and_compensator_beats_plain_decoder(stage1_model, stage2_data):
-    from moediffir.pipelines.model_folder import load_pipeline, read_model_info
+    from moediffir.pipelines.model_folder import read_model_info
+    from moediffir.pipelines.moediffir_pipeline import load_pipeline
 
     cfg = stage1_model
     folder = train_stage2(cfg, progress=False)
@@ -112,7 +113,7 @@ def test_six_step_run_checkpoints_and_compensator_beats_plain_decoder(stage1_mod
     pipe = load_pipeline(folder, device="cpu")
     assert pipe.compensator is not None
     assert "stage2" in read_model_info(folder)["info"]
-    assert model_fingerprint(folder) == json.loads((stage2_data / "meta.json").read_text())["source"]["model_fingerprint"]
+    assert stage1_fingerprint(folder) == json.loads((stage2_data / "meta.json").read_text())["source"]["model_fingerprint"]
     lq = torch.rand(1, 3, 64, 64)
     pipe.set_progress_bar_config(disable=True)
     out = pipe(lq, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="pt").images
@@ -173,3 +174,13 @@ def test_cli_stage2_data_and_a_user_error(stage1_model, stage2_data, tmp_path, c
     rc = main(["train", "stage1", "--profile", "smoke", "--set", f"data.out_dir={tmp_path / 'none'}",
                "--set", f"runs_dir={tmp_path / 'runs'}", "--no-progress"])
     assert rc == 2 and "moediffir data build --profile smoke" in capsys.readouterr().err
+
+
+def test_training_lpips_net_is_its_own_switch():
+    """stage2.lpips_net: AlexNet by default, VGG16 (the released training loss) on request; eval keeps its own."""
+    from moediffir.training.stage2 import _build_lpips
+
+    alex, label_a = _build_lpips(resolve_config("smoke"), "cpu")
+    vgg, label_v = _build_lpips(resolve_config("smoke", {"stage2.lpips_net": "vgg", "eval.lpips_net": "alex"}), "cpu")
+    assert label_a.startswith("alex:") and label_v.startswith("vgg:")
+    assert type(alex.net).__name__ == "alexnet" and type(vgg.net).__name__ == "vgg16"

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from moediffir.ablation import plan
 from moediffir.ablation import sweep as sw
 from moediffir.ablation.variants import build_sweep
 from moediffir.config import ConfigError, apply_overrides, resolve_config
@@ -91,8 +92,8 @@ def test_run_key_ignores_paths_but_not_results(bench, tmp_path):
 
     def keys(c):
         s = build_sweep("prompts_nk", c)  # sized by c's ablation section
-        vc = sw.variant_config(c, s, s.variant("N4"))
-        return sw.run_key(vc, sw.plan_evaluations(vc, s)), sw.train_key(vc)
+        vc = plan.variant_config(c, s, s.variant("N4"))
+        return plan.run_key(vc, plan.plan_evaluations(vc, s)), plan.train_key(vc)
 
     base = keys(cfg)
     moved = tmp_path / "moved_benchmark"
@@ -110,11 +111,11 @@ def test_run_key_ignores_paths_but_not_results(bench, tmp_path):
         rk, tk = keys(apply_overrides(cfg, ov))
         assert rk != base[0] and tk != base[1], ov
     # the variant's own parameter is in the key: N=4 and N=7 differ, N=7 and K=3 are one run
-    vc7 = sw.variant_config(cfg, sweep, sweep.variant("N7"))
-    vk3 = sw.variant_config(cfg, sweep, sweep.variant("K3"))
-    k7 = sw.run_key(vc7, sw.plan_evaluations(vc7, sweep))
+    vc7 = plan.variant_config(cfg, sweep, sweep.variant("N7"))
+    vk3 = plan.variant_config(cfg, sweep, sweep.variant("K3"))
+    k7 = plan.run_key(vc7, plan.plan_evaluations(vc7, sweep))
     assert k7 != base[0]
-    assert k7 == sw.run_key(vk3, sw.plan_evaluations(vk3, sweep))
+    assert k7 == plan.run_key(vk3, plan.plan_evaluations(vk3, sweep))
 
 
 def test_key_follows_the_benchmark_content(bench, tmp_path):
@@ -126,22 +127,22 @@ def test_key_follows_the_benchmark_content(bench, tmp_path):
     first = df.index[(df["split"] == "train") & (df["kind"] == "seen")][0]
     df.loc[first, "sha256"] = "0" * 64  # one training image changed
     df.to_csv(man, index=False)
-    assert sw.train_key(cfg) != sw.train_key(apply_overrides(cfg, {"data.out_dir": str(other)}))
+    assert plan.train_key(cfg) != plan.train_key(apply_overrides(cfg, {"data.out_dir": str(other)}))
 
 
 def test_missing_benchmark_names_the_build_command(tmp_path):
     cfg = smoke_cfg(tmp_path / "nothing_here", tmp_path)
-    with pytest.raises(sw.SweepError, match="moediffir data build --profile smoke"):
+    with pytest.raises(plan.SweepError, match="moediffir data build --profile smoke"):
         sw.plan_sweep(cfg, build_sweep("prompts_nk", cfg))
 
 
 def test_sweep_definitions_are_checked(bench, tmp_path):
-    spec = (sw.EvalSpec("seen", ("smoke_test",)),)
-    with pytest.raises(sw.SweepError, match="appear twice"):
-        sw.Sweep("s", "t", (sw.Variant("a", {}), sw.Variant("a", {})), spec)
-    with pytest.raises(sw.SweepError, match="lower-case"):
-        sw.Sweep("_models", "t", (sw.Variant("a", {}),), spec)
-    bad = sw.Sweep("s", "t", (sw.Variant("a", {"model.no_such_field": 1}),), spec)
+    spec = (plan.EvalSpec("seen", ("smoke_test",)),)
+    with pytest.raises(plan.SweepError, match="appear twice"):
+        plan.Sweep("s", "t", (plan.Variant("a", {}), plan.Variant("a", {})), spec)
+    with pytest.raises(plan.SweepError, match="lower-case"):
+        plan.Sweep("_models", "t", (plan.Variant("a", {}),), spec)
+    bad = plan.Sweep("s", "t", (plan.Variant("a", {"model.no_such_field": 1}),), spec)
     with pytest.raises(ConfigError, match="no_such_field"):
         sw.plan_sweep(smoke_cfg(bench, tmp_path), bad)
 

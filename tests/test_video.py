@@ -10,7 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from moediffir.codecs import CodecError, CodecUnavailableError, make_codec, video
+from moediffir.codecs import CodecError, CodecUnavailableError, annexb, encoder_binaries, make_codec, video
 from moediffir.codecs.yuv import rgb_to_yuv420
 from moediffir.metrics.fidelity import psnr
 from moediffir.utils.io import read_image_rgb
@@ -91,7 +91,7 @@ def test_x264_qp_report_detects_the_intra_offset(codecs, photo, monkeypatch):
     av.logging.set_level(av.logging.INFO)
     try:
         with av.logging.Capture() as logs:
-            video._encode_pyav(
+            annexb.encode_pyav(
                 "libx264", y, cb, cr, {"preset": "medium", "qp": "37", "x264-params": "keyint=1:threads=1"}
             )
     finally:
@@ -130,7 +130,7 @@ def test_x264_sei_is_stripped_and_not_counted(codecs, photo):
     codec = codecs["avc"]
     img = np.ascontiguousarray(photo[:64, :64])
     raw, _, _ = codec._encode(*rgb_to_yuv420(img), 37)
-    assert 6 in video.nal_types("h264", raw)  # x264 writes its version/options SEI...
+    assert 6 in annexb.nal_types("h264", raw)  # x264 writes its version/options SEI...
     res = codec(img, 37)
     assert res.info["stripped_bytes"] > 200  # ...of several hundred bytes
     assert res.num_bits == 8 * (len(raw) - res.info["stripped_bytes"])
@@ -140,7 +140,7 @@ def test_x265_and_vvenc_write_no_sei(codecs, photo):
     img = np.ascontiguousarray(photo[:64, :64])
     for name, sei in (("hevc", {39, 40}), ("vvc", {23, 24})):  # info=0 / no SEI from libvvenc
         raw, _, _ = codecs[name]._encode(*rgb_to_yuv420(img), 37)
-        types = video.nal_types(name, raw)
+        types = annexb.nal_types(name, raw)
         assert types and not set(types) & sei, (name, types)
 
 
@@ -149,11 +149,11 @@ def test_strip_nal_units_on_synthetic_stream():
     sei = b"\x00\x00\x01\x06\x05\x01\x02\x03"
     idr = b"\x00\x00\x01\x65\x88\x00\x00\x03\x01"  # emulation prevention byte inside the payload
     stream = sps + sei + idr
-    assert video.nal_types("h264", stream) == [7, 6, 5]
-    out, removed = video.strip_nal_units("h264", stream, frozenset({6}))
+    assert annexb.nal_types("h264", stream) == [7, 6, 5]
+    out, removed = annexb.strip_nal_units("h264", stream, frozenset({6}))
     assert out == sps + idr and removed == len(sei)
-    assert video.nal_type("hevc", bytes([40 << 1, 1])) == 40
-    assert video.nal_type("vvc", bytes([0, (23 << 3) | 1])) == 23
+    assert annexb.nal_type("hevc", bytes([40 << 1, 1])) == 40
+    assert annexb.nal_type("vvc", bytes([0, (23 << 3) | 1])) == 23
 
 
 # ----------------------------------------------------------------------------- external encoder binaries
@@ -243,11 +243,11 @@ def test_reference_encoder_command_lines():
 
 
 def test_poc_qp_parser():
-    assert video.parse_poc_qp("POC    0 LId:  0 TId: 0 ( IDR_N_LP, I-SLICE, QP 37 ) 1234 bits", "x") == 37
-    assert video.parse_poc_qp("POC    0 TId: 0 ( I-SLICE, nQP 41 QP 42 )    992 bits", "x") == 42
-    assert video.parse_poc_qp("POC     0 TId: 0 (IDR_W_RADL, I-SLICE, QP 47)   800 bits", "x") == 47
+    assert encoder_binaries.parse_poc_qp("POC    0 LId:  0 TId: 0 ( IDR_N_LP, I-SLICE, QP 37 ) 1234 bits", "x") == 37
+    assert encoder_binaries.parse_poc_qp("POC    0 TId: 0 ( I-SLICE, nQP 41 QP 42 )    992 bits", "x") == 42
+    assert encoder_binaries.parse_poc_qp("POC     0 TId: 0 (IDR_W_RADL, I-SLICE, QP 47)   800 bits", "x") == 47
     with pytest.raises(CodecError, match="QP"):
-        video.parse_poc_qp("encoded 1 frame", "x")
+        encoder_binaries.parse_poc_qp("encoded 1 frame", "x")
 
 
 # ------------------------------------------------------------------------------------------ anchors

@@ -2,6 +2,7 @@
 
 Import what you need from the submodules (no import-time work here)::
 
-    from moediffir.ablation.sweep import Sweep, Variant, EvalSpec, run_sweep, gather_sweep, sweep_status
+    from moediffir.ablation.plan import Sweep, Variant, EvalSpec
+    from moediffir.ablation.sweep import run_sweep, gather_sweep, sweep_status
     from moediffir.ablation.variants import SWEEPS, build_sweep
 """

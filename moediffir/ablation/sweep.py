@@ -3,10 +3,11 @@
 Implements the machinery behind Fig. 6 and Tables 2-3 (the variants themselves are in
 :mod:`moediffir.ablation.variants`). A :class:`Sweep` is a list of named :class:`Variant` s -- each a dict of
 dotted config overrides applied on top of the caller's resolved config and the sweep's own overrides -- and a
-list of evaluations (:class:`EvalSpec`: test sets x task kinds). :func:`run_sweep`:
+list of evaluations (:class:`EvalSpec`: test sets x task kinds), all defined with their keys in
+:mod:`moediffir.ablation.plan`. :func:`run_sweep`:
 
 1. resolves every variant's config. Its **run key** hashes that config without the settings that do not change
-   results (:data:`KEY_EXCLUDED`: where inputs and outputs live, worker counts, logging and checkpoint cadence,
+   results (:data:`~moediffir.ablation.plan.KEY_EXCLUDED`: where inputs and outputs live, worker counts, logging and checkpoint cadence,
    the device, the ``ablation`` section whose effect is already resolved into the other sections), together
    with the content of the benchmark it trains and is evaluated on (the manifest's SHA-256 of every image
    used) and the exact (sets, tasks) it is evaluated on. Variants with equal keys are one run (N = 7, K = 3 is
@@ -35,19 +36,28 @@ DP) are all trained in stage I, and the decoder compensator of stage II would be
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from moediffir.config import Config, apply_overrides, config_to_dict, save_config
-from moediffir.errors import MoEDiffIRError
+from moediffir.ablation.plan import (
+    PlannedEval,
+    Sweep,
+    SweepError,
+    Variant,
+    benchmark_manifest,
+    evaluation_calls,
+    plan_evaluations,
+    run_key,
+    train_key,
+    variant_config,
+)
+from moediffir.config import Config, apply_overrides, save_config
+from moediffir.utils.digests import read_record
 from moediffir.utils.io import atomic_write_csv, atomic_write_json
 
 SWEEPS_DIR = "sweeps"
@@ -57,211 +67,10 @@ RESULT_JSON = "result.json"
 RUN_JSON = "run.json"
 ROUTING_CSV = "routing.csv"  # expert usage per task of the run's evaluation (from the evaluator's routing.csv)
 TRAINED_JSON = "trained.json"
-KEY_LENGTH = 16
 FEW_STEPS = 1_000  # up to this many training steps a variant is labelled "a few training steps"
-#: Config keys (dotted) or whole sections left out of the run and train keys: they say where files are or how
-#: fast things go, not what is computed. ``ablation`` is resolved into the other sections by the sweep;
-#: ``stage2`` does not touch a stage-I model.
-KEY_EXCLUDED: tuple[str, ...] = (
-    "results_dir", "runs_dir", "device", "ablation", "stage2",
-    "data.root", "data.datasets_dir", "data.out_dir", "data.workers", "data.hific_dir", "data.hm_encoder",
-    "data.vvc_encoder", "data.allow_missing_codecs", "data.png_compress_level",
-    "stage1.out_dir", "stage1.log_every", "stage1.checkpoint_every", "stage1.keep_checkpoints",
-    "eval.metric_weights_dir", "eval.lpips_dir",
-)
-#: Sections and top-level keys that training depends on (the train key).
-TRAIN_SECTIONS: tuple[str, ...] = ("seed", "data", "model", "stage1")
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 
 TrainFn = Callable[..., Path]  # train_stage1(cfg, resume=..., progress=...) -> model folder
 EvaluateFn = Callable[..., pd.DataFrame]  # evaluate_model(model_dir, cfg, sets=..., tasks=..., out_dir=...)
-
-
-class SweepError(MoEDiffIRError, RuntimeError):
-    """A sweep cannot run as defined; the message names the sweep, variant or file and the fix."""
-
-
-# ------------------------------------------------------------------------------------------ definitions
-@dataclass(frozen=True)
-class EvalSpec:
-    """One evaluation of every variant: the tasks of ``kinds`` (and ``codecs``, if given) on ``sets``."""
-
-    name: str  # "seen", "cross_degree", "cross_type"
-    sets: tuple[str, ...]
-    kinds: tuple[str, ...] = ("seen",)
-    codecs: tuple[str, ...] = ()  # () = any codec
-
-
-@dataclass(frozen=True)
-class Variant:
-    """A named point of a sweep: dotted config overrides, the curve or table it belongs to, a display label."""
-
-    name: str
-    overrides: Mapping[str, Any]
-    group: str = ""  # e.g. "N" / "K" (Fig. 6a / 6b), "design", "v2t_dp"
-    label: str = ""  # display name; "" -> name
-
-    @property
-    def display(self) -> str:
-        return self.label or self.name
-
-
-@dataclass(frozen=True)
-class Sweep:
-    """Named variants evaluated the same way; ``overrides`` apply to every variant before its own."""
-
-    name: str
-    title: str
-    variants: tuple[Variant, ...]
-    evaluations: tuple[EvalSpec, ...]
-    overrides: Mapping[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not _NAME_RE.match(self.name):
-            raise SweepError(f"sweep name {self.name!r}: use lower-case letters, digits and '_' (not first)")
-        names = [v.name for v in self.variants]
-        if not names:
-            raise SweepError(f"sweep {self.name!r} has no variants")
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise SweepError(f"sweep {self.name!r}: variant names {dup} appear twice")
-        if not self.evaluations:
-            raise SweepError(f"sweep {self.name!r} has no evaluation (EvalSpec)")
-
-    def variant(self, name: str) -> Variant:
-        for v in self.variants:
-            if v.name == name:
-                return v
-        raise SweepError(f"sweep {self.name!r} has no variant {name!r}; it has {[v.name for v in self.variants]}")
-
-
-# ------------------------------------------------------------------------------------------ keys
-def variant_config(cfg: Config, sweep: Sweep, variant: Variant) -> Config:
-    """The resolved config of one variant: ``cfg`` + the sweep's overrides + the variant's (validated)."""
-    return apply_overrides(cfg, {**dict(sweep.overrides), **dict(variant.overrides)})
-
-
-def result_relevant(cfg: Config, sections: Sequence[str] | None = None) -> dict[str, Any]:
-    """``config_to_dict(cfg)`` without :data:`KEY_EXCLUDED` (and only ``sections``, when given)."""
-    d = config_to_dict(cfg)
-    if sections is not None:
-        d = {k: v for k, v in d.items() if k in sections}
-    for key in KEY_EXCLUDED:
-        parts = key.split(".")
-        if len(parts) == 1:
-            d.pop(key, None)
-        elif isinstance(d.get(parts[0]), dict):
-            d[parts[0]].pop(parts[1], None)
-    return d
-
-
-def _digest(obj: Any, n: int = KEY_LENGTH) -> str:
-    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:n]
-
-
-def _manifest(cfg: Config) -> pd.DataFrame:
-    from moediffir.data.manifest import ManifestError, read_manifest
-
-    try:
-        return read_manifest(cfg.benchmark_dir)
-    except (ManifestError, FileNotFoundError) as exc:
-        raise SweepError(
-            f"{cfg.benchmark_dir / 'manifest.csv'}: no finished CIR benchmark for profile {cfg.profile!r}; build it "
-            f"first with `moediffir data build --profile {cfg.profile}` (or run notebook 01)"
-        ) from exc
-
-
-def training_data_digest(cfg: Config, manifest: pd.DataFrame | None = None) -> str:
-    """Hash of the training images stage I reads (seen pairs of split ``train``: paths and SHA-256)."""
-    df = _manifest(cfg) if manifest is None else manifest
-    rows = df[(df["split"] == "train") & (df["kind"] == "seen")]
-    if rows.empty:
-        raise SweepError(f"{cfg.benchmark_dir / 'manifest.csv'}: no seen training pairs; build the train split")
-    pairs = sorted(zip(rows["path"].astype(str), rows["sha256"].astype(str), rows["gt_sha256"].astype(str)))
-    return _digest(pairs, 64)
-
-
-def train_key(cfg: Config, manifest: pd.DataFrame | None = None) -> str:
-    """Key of the stage-I model a variant trains: what training sees, nothing else."""
-    return _digest({"config": result_relevant(cfg, TRAIN_SECTIONS), "train_data": training_data_digest(cfg, manifest)})
-
-
-@dataclass(frozen=True)
-class PlannedEval:
-    """One :class:`EvalSpec` resolved against the built benchmark."""
-
-    spec: str
-    sets: tuple[str, ...]
-    tasks: tuple[str, ...]
-    items: str  # digest of the evaluated images (paths and SHA-256 of LQ and GT)
-    n_items: int
-    missing: tuple[str, ...] = ()  # why part of the spec is not evaluated (set or tasks not built)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"spec": self.spec, "sets": list(self.sets), "tasks": list(self.tasks), "items": self.items,
-                "n_items": self.n_items, "missing": list(self.missing)}
-
-
-def plan_evaluations(cfg: Config, sweep: Sweep, manifest: pd.DataFrame | None = None) -> list[PlannedEval]:
-    """Resolve each :class:`EvalSpec` to the (sets, tasks) built in the benchmark (``ablation.tasks`` filters).
-
-    A set or kind that is not built is skipped and named in ``missing`` (the tables say so); a spec with
-    nothing to evaluate is kept with empty ``sets``.
-    """
-    from moediffir.evaluation.protocol import sort_tasks
-
-    df = _manifest(cfg) if manifest is None else manifest
-    test = df[df["split"] == "test"]
-    wanted_tasks = set(cfg.ablation.tasks)
-    plans = []
-    for spec in sweep.evaluations:
-        sets, tasks, missing = [], set(), []
-        for s in spec.sets:
-            rows = test[(test["set"] == s) & test["kind"].isin(spec.kinds)]
-            if spec.codecs:
-                rows = rows[rows["codec"].isin(spec.codecs)]
-            if wanted_tasks:
-                rows = rows[rows["task"].isin(wanted_tasks)]
-            if (test["set"] == s).sum() == 0:
-                missing.append(f"set {s} is not in the benchmark")
-            elif rows.empty:
-                missing.append(f"no {'/'.join(spec.kinds)} task{' of ' + '/'.join(spec.codecs) if spec.codecs else ''} "
-                               f"built for {s}" + (" among ablation.tasks" if wanted_tasks else ""))
-            else:
-                sets.append(s)
-                tasks |= set(rows["task"])
-        items_digest, n_items = "", 0
-        if sets:
-            from moediffir.evaluation.protocol import select_items
-
-            items = select_items(cfg.benchmark_dir, sets, sorted(tasks), cfg.eval.max_images, cfg.data.preset)
-            n_items = len(items)
-            items_digest = _digest(sorted(zip(items["path"], items["sha256"], items["gt_sha256"])), 64)
-        plans.append(PlannedEval(spec.name, tuple(sets), tuple(sort_tasks(tasks, cfg.data.preset)), items_digest,
-                                 n_items, tuple(missing)))
-    return plans
-
-
-def evaluation_calls(plans: Sequence[PlannedEval]) -> list[tuple[str, tuple[str, ...], list[str], list[PlannedEval]]]:
-    """Evaluations on the same sets become one evaluator call: ``(name, sets, tasks, specs)`` per call."""
-    from moediffir.evaluation.protocol import sort_tasks
-
-    groups: dict[tuple[str, ...], list[PlannedEval]] = {}
-    for p in plans:
-        if p.sets:
-            groups.setdefault(p.sets, []).append(p)
-    return [("+".join(p.spec for p in specs), sets, sort_tasks({t for p in specs for t in p.tasks}), specs)
-            for sets, specs in groups.items()]
-
-
-def run_key(cfg: Config, plans: Sequence[PlannedEval], manifest: pd.DataFrame | None = None) -> str:
-    """Key of one run: the result-relevant config, the training images and the exact evaluation."""
-    return _digest({
-        "config": result_relevant(cfg),
-        "train_data": training_data_digest(cfg, manifest),
-        "evaluation": [p.as_dict() for p in plans],
-    })
 
 
 # ------------------------------------------------------------------------------------------ folders
@@ -287,13 +96,6 @@ def training_config(vcfg: Config, base: Config, tkey: str) -> Config:
 def results_path(cfg: Config, sweep_name: str) -> Path:
     """The tidy file ``<results_dir>/<profile>/ablations/<sweep>.csv``."""
     return cfg.profile_results_dir / "ablations" / f"{sweep_name}.csv"
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -336,18 +138,18 @@ class RunPlan:
 
     @property
     def done(self) -> bool:
-        info = _read_json(self.folder / RESULT_JSON)
+        info = read_record(self.folder / RESULT_JSON)
         return bool(info and info.get("key") == self.key and (self.folder / RESULT_CSV).is_file())
 
     @property
     def model_dir(self) -> Path:
         """The trained model folder named by ``trained.json`` (relative to the model root)."""
-        info = _read_json(self.model_root / TRAINED_JSON) or {}
+        info = read_record(self.model_root / TRAINED_JSON) or {}
         return self.model_root / info.get("model_dir", "model")
 
     @property
     def trained(self) -> bool:
-        info = _read_json(self.model_root / TRAINED_JSON)
+        info = read_record(self.model_root / TRAINED_JSON)
         return bool(info and info.get("train_key") == self.train_key and self.model_dir.is_dir())
 
     @property
@@ -366,7 +168,7 @@ class RunPlan:
 
 def plan_sweep(cfg: Config, sweep: Sweep) -> list[RunPlan]:
     """The unique runs of ``sweep`` in variant order (variants with equal keys share one run)."""
-    manifest = _manifest(cfg)
+    manifest = benchmark_manifest(cfg)
     runs: dict[str, RunPlan] = {}
     for v in sweep.variants:
         vcfg = variant_config(cfg, sweep, v)
@@ -435,7 +237,7 @@ def ensure_trained(
     save_config(tcfg, run.model_root)
     t0 = time.perf_counter()
     model_dir = Path(train_fn(tcfg, resume=True, progress=progress))
-    summary = _read_json(tcfg.run_dir / "stage1" / "summary.json") or {}
+    summary = read_record(tcfg.run_dir / "stage1" / "summary.json") or {}
     atomic_write_json(marker, {  # model_dir relative to the model root: the runs folder may move
         "train_key": run.train_key, "model_dir": _relative(model_dir, run.model_root), "steps": tcfg.stage1.max_steps,
         "seconds": round(time.perf_counter() - t0, 2), "weights": weights_label(tcfg),
@@ -480,7 +282,7 @@ def _execute(run: RunPlan, sweep: Sweep, base: Config, train_fn: TrainFn, evalua
                                  f"(sets {list(p.sets)}, tasks {list(p.tasks)})")
             frames.append(part.assign(evaluation=p.spec))
     result = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    trained_info = _read_json(run.model_root / TRAINED_JSON) or {}
+    trained_info = read_record(run.model_root / TRAINED_JSON) or {}
     if routing:
         atomic_write_csv(run.folder / ROUTING_CSV, pd.concat(routing, ignore_index=True))
     atomic_write_csv(run.folder / RESULT_CSV, result)
@@ -567,7 +369,7 @@ def gather_sweep(cfg: Config, sweep: Sweep, runs: Sequence[RunPlan] | None = Non
     frames, states = [], []
     for run in runs:
         done = run.done
-        info = _read_json(run.folder / RESULT_JSON) if done else None
+        info = read_record(run.folder / RESULT_JSON) if done else None
         for v in run.variants:
             states.append({"variant": v.name, "group": v.group, "label": v.display, "key": run.key,
                            "train_key": run.train_key, "state": run.state if not done else "done",
@@ -618,5 +420,5 @@ def load_sweep_results(cfg: Config, sweep_name: str) -> tuple[pd.DataFrame, dict
         df = pd.read_csv(path, keep_default_na=False, na_values=[""])
     except pd.errors.EmptyDataError:
         df = pd.DataFrame()
-    meta = _read_json(path.with_suffix(".json")) or {}
+    meta = read_record(path.with_suffix(".json")) or {}
     return df, meta

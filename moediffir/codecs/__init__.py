@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from moediffir.codecs.base import (
+    HIFIC_CHECKPOINT_FILES,
     Codec,
     CodecError,
     CodecResult,
@@ -76,11 +77,6 @@ def _c_ssim(data_cfg: Any) -> Codec:
     from moediffir.codecs.learned import CompressAICodec
 
     return CompressAICodec("c_ssim", weights=data_cfg.learned_weights)
-
-
-#: HiFiC's public checkpoint file per level (Zenodo record 4026003; Google Drive links in its README); here so
-#: the preflight names them without importing torch.
-HIFIC_CHECKPOINT_FILES: dict[str, str] = {"low": "hific_low.pt", "med": "hific_med.pt", "high": "hific_hi.pt"}
 
 
 def hific_weights_dir(data_cfg: Any) -> Path:

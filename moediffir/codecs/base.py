@@ -16,6 +16,10 @@ import numpy as np
 
 from moediffir.errors import MoEDiffIRError
 
+#: HiFiC's public checkpoint file per level (Zenodo record 4026003; Google Drive links in its README); in this
+#: light module so the preflight names them without importing torch.
+HIFIC_CHECKPOINT_FILES: dict[str, str] = {"low": "hific_low.pt", "med": "hific_med.pt", "high": "hific_hi.pt"}
+
 
 @contextlib.contextmanager
 def torch_threads(threads: int | None) -> Iterator[None]:

@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from moediffir.codecs import HIFIC_CHECKPOINT_FILES
 from moediffir.codecs.base import (
+    HIFIC_CHECKPOINT_FILES,
     CodecError,
     CodecResult,
     CodecUnavailableError,
@@ -54,6 +54,7 @@ from moediffir.codecs.hific_nets import (
     standardized_cdf,
     standardized_quantile,
 )
+from moediffir.utils.layout import layout_diff
 
 LEVELS: tuple[str, ...] = ("low", "med", "high")
 CHECKPOINT_FILES: dict[str, str] = HIFIC_CHECKPOINT_FILES  # public file names, one per level
@@ -235,25 +236,10 @@ def check_state_dict(state_dict: Mapping[str, Any], arch: HiFiCArch, source: str
     expected = expected_state_dict_shapes(arch, with_discriminator=True)
     disc = {k for k in expected if k.startswith("Discriminator.")}
     required = set(expected) - disc if not any(k in state_dict for k in disc) else set(expected)
-    missing = sorted(required - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    wrong = sorted(
-        f"{k}: file {tuple(getattr(state_dict[k], 'shape', ()))} vs expected {expected[k]}"
-        for k in set(state_dict) & set(expected) if tuple(getattr(state_dict[k], "shape", ())) != expected[k]
-    )
-    if not (missing or unexpected or wrong):
+    diff = layout_diff(state_dict, {k: v for k, v in expected.items() if k in required})
+    if not diff:
         return
-
-    def show(items: list[str]) -> str:
-        return ", ".join(items[:12]) + (f", ... ({len(items)} in all)" if len(items) > 12 else "")
-
-    parts = [f"{source}: not a HiFiC state dict with the public layout for {arch}."]
-    if missing:
-        parts.append(f"missing keys ({len(missing)}): {show(missing)}")
-    if unexpected:
-        parts.append(f"unexpected keys ({len(unexpected)}): {show(unexpected)}")
-    if wrong:
-        parts.append(f"shape mismatches ({len(wrong)}): {show(wrong)}")
+    parts = [f"{source}: not a HiFiC state dict with the public layout for {arch}.", *diff.problems(12)]
     parts.append(f"Use the checkpoints published at {PUBLISHED_AT}.")
     raise HiFiCCheckpointError("\n".join(parts))
 

@@ -37,16 +37,22 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import tempfile
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from moediffir.codecs.annexb import (
+    NON_IMAGE_NAL_TYPES,
+    decode_annexb,
+    encode_pyav,
+    import_av,
+    strip_nal_units,
+)
 from moediffir.codecs.base import CodecError, CodecResult, CodecUnavailableError, check_rgb, pad_to_multiple
+from moediffir.codecs.encoder_binaries import find_encoder_binary, parse_poc_qp, run_encoder
 from moediffir.codecs.yuv import YUVFormat, pack_yuv420, rgb_to_yuv420, shift_bit_depth, yuv420_to_rgb
 
 DEFAULT_YUV = YUVFormat()  # BT.601, limited range, 8 bit
@@ -55,133 +61,7 @@ VVC_ENV = "MOEDIFFIR_VVC_ENCODER"
 HM_CFG_ENV = "MOEDIFFIR_HM_CFG"
 VTM_CFG_ENV = "MOEDIFFIR_VTM_CFG"
 
-# NAL unit types that carry no image data (SEI messages, access unit delimiters), per standard; they are
-# removed before counting bits and decoding.
-NON_IMAGE_NAL_TYPES: dict[str, frozenset[int]] = {
-    "h264": frozenset({6, 9}),  # SEI, AUD
-    "hevc": frozenset({35, 39, 40}),  # AUD_NUT, PREFIX_SEI_NUT, SUFFIX_SEI_NUT
-    "vvc": frozenset({20, 23, 24}),  # AUD_NUT, PREFIX_SEI_NUT, SUFFIX_SEI_NUT
-}
-
-_POC_QP = re.compile(
-    r"POC\s+\d+.*?[\s(,]QP\s+(-?\d+)"
-)  # HM/VTM/vvenc per-picture line ("nQP 37 QP 37" -> 37)
 _X264_AVG_QP = re.compile(r"frame I:\s*\d+\s+Avg QP:\s*([\d.]+)")
-
-
-# --------------------------------------------------------------------------------------- Annex-B streams
-def nal_type(codec: str, header: bytes) -> int:
-    """NAL unit type from the first header byte(s) of an H.264, HEVC or VVC NAL unit."""
-    if codec == "h264":
-        return header[0] & 0x1F
-    if codec == "hevc":
-        return (header[0] >> 1) & 0x3F
-    if codec == "vvc":
-        return (header[1] >> 3) & 0x1F
-    raise ValueError(f"unknown codec {codec!r} for NAL parsing")
-
-
-def split_annexb(data: bytes) -> list[tuple[int, int, int]]:
-    """NAL units of an Annex-B byte stream as ``(unit_start, payload_start, end)`` offsets.
-
-    ``unit_start`` includes the start code (and its leading zero byte for 4-byte start codes); the units tile
-    the stream after the first start code.
-    """
-    starts = []
-    i = data.find(b"\x00\x00\x01")
-    while i >= 0:
-        starts.append(i)
-        i = data.find(b"\x00\x00\x01", i + 3)
-    begins = [s - 1 if s > 0 and data[s - 1] == 0 else s for s in starts]
-    units = []
-    for k, s in enumerate(starts):
-        end = begins[k + 1] if k + 1 < len(starts) else len(data)
-        units.append((begins[k], s + 3, end))
-    return units
-
-
-def nal_types(codec: str, data: bytes) -> list[int]:
-    """Types of the NAL units in an Annex-B stream, in order."""
-    return [nal_type(codec, data[p : p + 2]) for _, p, e in split_annexb(data) if e - p >= 2]
-
-
-def strip_nal_units(codec: str, data: bytes, drop: frozenset[int]) -> tuple[bytes, int]:
-    """Remove NAL units whose type is in ``drop``; return the new stream and the number of bytes removed."""
-    kept = []
-    removed = 0
-    for begin, payload, end in split_annexb(data):
-        if end - payload >= 2 and nal_type(codec, data[payload : payload + 2]) in drop:
-            removed += end - begin
-        else:
-            kept.append(data[begin:end])
-    return b"".join(kept), removed
-
-
-# ------------------------------------------------------------------------------------------ PyAV helpers
-def _import_av() -> Any:
-    try:
-        import av
-    except ImportError as exc:  # pragma: no cover - av is a declared dependency
-        raise CodecUnavailableError("video codecs need PyAV: pip install av") from exc
-    return av
-
-
-def _plane(plane: Any, dtype: np.dtype) -> np.ndarray:
-    arr = np.frombuffer(plane, dtype=dtype).reshape(plane.height, plane.line_size // dtype.itemsize)
-    return arr[:, : plane.width]
-
-
-def decode_annexb(data: bytes, decoder: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Decode a one-picture Annex-B stream with PyAV; return the Y, Cb, Cr planes and their bit depth."""
-    av = _import_av()
-    try:
-        ctx = av.CodecContext.create(decoder, "r")
-    except Exception as exc:
-        raise CodecUnavailableError(
-            f"PyAV has no {decoder!r} decoder ({exc}); install a PyAV build with it"
-        ) from exc
-    ctx.thread_count = 1
-    frames = []
-    try:
-        frames.extend(ctx.decode(av.Packet(data)))  # the whole access unit (parameter sets + slices) at once
-        frames.extend(ctx.decode(None))
-    except Exception as exc:
-        raise CodecError(f"{decoder} decoder failed on a {len(data)}-byte bitstream: {exc}") from exc
-    if len(frames) != 1:
-        raise CodecError(f"{decoder} decoder returned {len(frames)} pictures for a one-picture bitstream")
-    frame = frames[0]
-    fmt = frame.format.name
-    if fmt == "yuv420p":
-        bits, dtype = 8, np.dtype(np.uint8)
-    elif fmt == "yuv420p10le":
-        bits, dtype = 10, np.dtype("<u2")
-    else:
-        raise CodecError(f"{decoder} decoder returned pixel format {fmt!r}; expected yuv420p or yuv420p10le")
-    y, cb, cr = (_plane(p, dtype) for p in frame.planes[:3])
-    return y, cb, cr, bits
-
-
-def _encode_pyav(
-    codec_name: str, y: np.ndarray, cb: np.ndarray, cr: np.ndarray, options: dict[str, str]
-) -> bytes:
-    """One 8-bit 4:2:0 picture through a PyAV encoder; returns the Annex-B stream."""
-    av = _import_av()
-    h, w = y.shape
-    frame = av.VideoFrame.from_ndarray(
-        np.concatenate([y.ravel(), cb.ravel(), cr.ravel()]).reshape(h * 3 // 2, w), format="yuv420p"
-    )
-    ctx = av.CodecContext.create(codec_name, "w")
-    ctx.width, ctx.height, ctx.pix_fmt = w, h, "yuv420p"
-    ctx.time_base = Fraction(1, 25)
-    ctx.thread_count = 1
-    ctx.options = options
-    try:
-        packets = list(ctx.encode(frame)) + list(ctx.encode(None))
-    except Exception as exc:
-        raise CodecError(f"{codec_name} failed on a {w}x{h} picture with options {options}: {exc}") from exc
-    data = b"".join(bytes(p) for p in packets)
-    del packets, ctx  # closes the encoder now (x264 prints its summary, x265 writes its CSV on close)
-    return data
 
 
 X26X_PRESETS = (
@@ -203,55 +83,6 @@ def _check_preset(preset: str, allowed: tuple[str, ...], key: str) -> str:
     if preset not in allowed:
         raise CodecError(f"config data.{key}={preset!r}: choose one of {list(allowed)}")
     return preset
-
-
-# --------------------------------------------------------------------------------------------- binaries
-def find_encoder_binary(configured: str, env_var: str, names: tuple[str, ...], what: str, key: str) -> str:
-    """Path of a user-installed encoder: config value, else ``$env_var``, else the first of ``names`` on PATH.
-
-    Raises:
-        CodecUnavailableError: naming the config key and the environment variable to set.
-    """
-    path = configured or os.environ.get(env_var, "")
-    if path:
-        p = Path(path).expanduser()
-        if p.is_file() and os.access(p, os.X_OK):
-            return str(p)
-        found = shutil.which(path)
-        if found:
-            return found
-        raise CodecUnavailableError(
-            f"{what}: encoder {path!r} (from data.{key} or ${env_var}) is not an executable file; "
-            f"point data.{key} or ${env_var} at the {names[0]} binary"
-        )
-    for n in names:
-        found = shutil.which(n)
-        if found:
-            return found
-    raise CodecUnavailableError(
-        f"{what}: no encoder binary found; install {names[0]} and set data.{key} or the environment variable "
-        f"${env_var} to its path (or put it on PATH)"
-    )
-
-
-def _run(cmd: list[str], what: str, stdin: bytes | None = None, cwd: str | None = None) -> str:
-    try:
-        proc = subprocess.run(cmd, input=stdin, capture_output=True, cwd=cwd, check=False)
-    except OSError as exc:
-        raise CodecUnavailableError(f"{what}: cannot run {cmd[0]!r}: {exc}") from exc
-    log = proc.stdout.decode("utf-8", "replace") + proc.stderr.decode("utf-8", "replace")
-    if proc.returncode != 0:
-        tail = "\n".join(log.strip().splitlines()[-15:])
-        raise CodecError(f"{what}: {Path(cmd[0]).name} exited with code {proc.returncode}:\n{tail}")
-    return log
-
-
-def parse_poc_qp(log: str, what: str) -> float:
-    """The slice QP of the first picture from an HM/VTM/vvenc ``POC ... QP n`` line."""
-    m = _POC_QP.search(log)
-    if m is None:
-        raise CodecError(f"{what}: the encoder log has no 'POC ... QP n' line to read the QP used from")
-    return float(m.group(1))
 
 
 # ------------------------------------------------------------------------------------------ the codecs
@@ -323,7 +154,7 @@ class X265Codec(_IntraVideoCodec):
 
     def __init__(self, preset: str = "slow", yuv: YUVFormat = DEFAULT_YUV) -> None:
         super().__init__(yuv)
-        av = _import_av()
+        av = import_av()
         if "libx265" not in av.codecs_available:
             raise CodecUnavailableError(
                 "hevc: this PyAV build has no libx265 encoder; install the PyAV wheel"
@@ -356,7 +187,7 @@ class X265Codec(_IntraVideoCodec):
                     f"hevc: temp path {csv_path!r} contains ':' which x265-params cannot carry; set TMPDIR"
                 )
             params = self.x265_params(qp, csv_path)
-            data = _encode_pyav("libx265", y, cb, cr, {"preset": self.preset, "x265-params": params})
+            data = encode_pyav("libx265", y, cb, cr, {"preset": self.preset, "x265-params": params})
             if not os.path.exists(csv_path):
                 raise CodecError("hevc: x265 wrote no CSV log; cannot read the QP it used")
             qp_used = self.read_csv_qp(Path(csv_path).read_text())
@@ -385,7 +216,7 @@ class X264Codec(_IntraVideoCodec):
 
     def __init__(self, preset: str = "slow", yuv: YUVFormat = DEFAULT_YUV) -> None:
         super().__init__(yuv)
-        av = _import_av()
+        av = import_av()
         if "libx264" not in av.codecs_available:
             raise CodecUnavailableError("avc: this PyAV build has no libx264 encoder; install the PyAV wheel")
         self.preset = _check_preset(preset, X26X_PRESETS, "x264_preset")
@@ -399,7 +230,7 @@ class X264Codec(_IntraVideoCodec):
         av.logging.set_level(av.logging.INFO)
         try:
             with av.logging.Capture() as logs:
-                data = _encode_pyav("libx264", y, cb, cr, options)
+                data = encode_pyav("libx264", y, cb, cr, options)
         finally:
             av.logging.set_level(previous)
         log = "".join(msg for _, _, msg in logs)
@@ -429,7 +260,7 @@ class VvencFFmpegCodec(_IntraVideoCodec):
                 f"vvc: {self.ffmpeg} has no libvvenc encoder; install imageio-ffmpeg>=0.6 (its binary has it) "
                 "or set data.vvc_backend to 'vvencapp' or 'vtm'"
             )
-        av = _import_av()
+        av = import_av()
         if "vvc" not in av.codecs_available:
             raise CodecUnavailableError("vvc: this PyAV build has no VVC decoder; install PyAV >= 14")
 
@@ -458,7 +289,7 @@ class VvencFFmpegCodec(_IntraVideoCodec):
         planes10 = [shift_bit_depth(p, 8, 10) for p in (y, cb, cr)]  # libvvenc takes 10-bit input only
         with tempfile.TemporaryDirectory(prefix="moediffir-vvc-") as tmp:
             out_path = os.path.join(tmp, "out.266")
-            log = _run(
+            log = run_encoder(
                 self.command(w, h, qp, out_path), "vvc (ffmpeg/libvvenc)", stdin=pack_yuv420(*planes10)
             )
             if not os.path.exists(out_path):
@@ -491,7 +322,7 @@ class _ExternalEncoderCodec(_IntraVideoCodec):
             yuv_path = os.path.join(tmp, "in.yuv")
             out_path = os.path.join(tmp, "out.bin")
             Path(yuv_path).write_bytes(pack_yuv420(y, cb, cr))
-            log = _run(self.command(yuv_path, out_path, w, h, qp), self.name, cwd=tmp)
+            log = run_encoder(self.command(yuv_path, out_path, w, h, qp), self.name, cwd=tmp)
             if not os.path.exists(out_path):
                 raise CodecError(f"{self.name}: {Path(self.binary).name} wrote no bitstream at {out_path}")
             data = Path(out_path).read_bytes()

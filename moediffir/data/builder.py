@@ -23,8 +23,6 @@ their codecs once in an initializer; the time spent inside codec calls is measur
 from __future__ import annotations
 
 import concurrent.futures as cf
-import hashlib
-import json
 import multiprocessing as mp
 import os
 import sys
@@ -39,19 +37,13 @@ from PIL import Image
 
 from moediffir.config import Config, DataConfig, save_config
 from moediffir.data.manifest import FAILURES_NAME, MANIFEST_NAME, write_failures, write_manifest
-from moediffir.data.quality import SSIMReference, psnr_rgb
 from moediffir.data.sources import DatasetMissingError, SourceImage, list_sources, tile_boxes, tile_stem
 from moediffir.data.tasks import CODEC_DISPLAY, Task, select_tasks
 from moediffir.errors import MoEDiffIRError
+from moediffir.metrics.fidelity import SSIMReference, psnr
 from moediffir.shards import Shard
-from moediffir.utils.io import (
-    ImageReadError,
-    atomic_write_bytes,
-    atomic_write_json,
-    read_image_rgb,
-    sha256_bytes,
-    sha256_file,
-)
+from moediffir.utils.digests import json_digest, output_done, read_record, write_output
+from moediffir.utils.io import ImageReadError, atomic_write_json, encode_png, read_image_rgb
 
 SPLITS = ("train", "test")
 GT = "gt"
@@ -176,10 +168,6 @@ def _source_signature(src: SourceImage) -> dict[str, Any]:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "box": list(src.box) if src.box else None}
 
 
-def _fingerprint(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def _failure_row(split: str, src: SourceImage, task: str, exc: BaseException) -> dict:
     return {"split": split, "set": src.set_name, "image": f"{src.set_name}/{src.rel}", "task": task,
             "error_type": type(exc).__name__, "error": str(exc).splitlines()[0] if str(exc) else repr(exc)}
@@ -246,27 +234,10 @@ def _init_worker(cfg: Config, codec_names: tuple[str, ...], parent_pid: int, thr
         torch.set_num_threads(threads)  # the workers share the cores
 
 
-def _read_record(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def _is_done(root: Path, record: dict | None, fp: str, full: bool = True) -> bool:
     """A finished output: record with this fingerprint, and its PNG with the recorded SHA-256 (``full``) or,
     for a quick look, the recorded size."""
-    if not record or record.get("fingerprint") != fp:
-        return False
-    out = root / record.get("path", "")
-    try:
-        if not out.is_file():
-            return False
-        if not full and "bytes" in record:
-            return out.stat().st_size == record["bytes"]
-        return sha256_file(out) == record.get("sha256")
-    except OSError:
-        return False
+    return record is not None and output_done(root / record.get("path", ""), record, fp, full=full)
 
 
 def _load_source(src: SourceImage) -> np.ndarray:
@@ -279,19 +250,10 @@ def _load_source(src: SourceImage) -> np.ndarray:
     return rgb
 
 
-def _png_bytes(rgb: np.ndarray, level: int) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG", compress_level=level)  # no timestamps: deterministic
-    return buf.getvalue()
-
-
-def _gt_record(unit: Unit, rgb: np.ndarray, png: bytes, fp: str) -> dict:
+def _gt_record(unit: Unit, rgb: np.ndarray, fp: str) -> dict:
     src = unit.source
     return {"split": unit.split, "set": src.set_name, "image": f"{src.set_name}/{src.rel}", "stem": src.stem,
-            "task": GT, "width": int(rgb.shape[1]), "height": int(rgb.shape[0]), "sha256": sha256_bytes(png),
-            "bytes": len(png), "path": output_rel(unit.split, src.set_name, GT, src.stem), "fingerprint": fp}
+            "task": GT, "width": int(rgb.shape[1]), "height": int(rgb.shape[0]), "path": output_rel(unit.split, src.set_name, GT, src.stem), "fingerprint": fp}
 
 
 def run_unit(unit: Unit, state: _WorkerState | None = None, build: bool = True) -> dict:
@@ -314,9 +276,9 @@ def run_unit(unit: Unit, state: _WorkerState | None = None, build: bool = True) 
         return res
     level_png = state.cfg.data.png_compress_level
     if not unit.tasks:  # GT conversion
-        fp = _fingerprint({"task": GT, "source": sig})
+        fp = json_digest({"task": GT, "source": sig}, 16)
         rec_path = root / record_rel(unit.split, src.set_name, GT, src.stem)
-        rec = _read_record(rec_path)
+        rec = read_record(rec_path)
         if _is_done(root, rec, fp, full=build):
             res["records"].append(rec)
         elif build:
@@ -325,10 +287,9 @@ def run_unit(unit: Unit, state: _WorkerState | None = None, build: bool = True) 
             except Exception as exc:  # noqa: BLE001
                 res["failures"].append(_failure_row(unit.split, src, GT, exc))
             else:
-                png = _png_bytes(rgb, level_png)
-                rec = _gt_record(unit, rgb, png, fp)
-                atomic_write_bytes(root / rec["path"], png)
-                atomic_write_json(rec_path, rec)
+                png = encode_png(rgb, level_png)
+                rec = _gt_record(unit, rgb, fp)
+                rec = write_output(root / rec["path"], png, rec_path, rec)
                 res["records"].append(rec)
         res["unit_s"] = time.perf_counter() - t_unit
         return res
@@ -336,9 +297,9 @@ def run_unit(unit: Unit, state: _WorkerState | None = None, build: bool = True) 
     codec_name = unit.codec
     todo: list[tuple[Task, str, Path]] = []
     for task in unit.tasks:
-        fp = _fingerprint({"task": task.id, "codec": state.settings, "source": sig})
+        fp = json_digest({"task": task.id, "codec": state.settings, "source": sig}, 16)
         rec_path = root / record_rel(unit.split, src.set_name, task.id, src.stem)
-        rec = _read_record(rec_path)
+        rec = read_record(rec_path)
         if _is_done(root, rec, fp, full=build):
             res["records"].append(rec)
             res["skipped"] += 1
@@ -370,22 +331,20 @@ def run_unit(unit: Unit, state: _WorkerState | None = None, build: bool = True) 
             dec = out.decoded
             if dec.shape != gt.shape or dec.dtype != np.uint8:
                 raise ValueError(f"codec {codec_name} returned {dec.shape} {dec.dtype} for a {gt.shape} input")
-            png = _png_bytes(dec, level_png)
+            png = encode_png(dec, level_png)
             info = out.info or {}
             rec = {
                 "split": unit.split, "set": src.set_name, "image": f"{src.set_name}/{src.rel}",
                 "stem": src.stem, "task": task.id, "codec": task.codec, "level": task.level,
                 "label": task.label, "kind": task.kind, "width": w, "height": h,
                 "bits": int(out.num_bits), "bpp": float(out.num_bits) / float(h * w),
-                "lq_psnr": psnr_rgb(gt, dec), "lq_ssim": ssim(dec),
+                "lq_psnr": psnr(dec, gt), "lq_ssim": ssim(dec),
                 "path": output_rel(unit.split, src.set_name, task.id, src.stem), "gt_path": gt_rel,
-                "sha256": sha256_bytes(png), "bytes": len(png),
                 "backend": str(info.get("backend", "")), "weights": str(info.get("weights", "n/a")),
                 "bits_source": str(info.get("bits_source", "")), "qp_used": info.get("qp_used"),
                 "fingerprint": fp, "codec_s": round(dt, 4), "info": info,
             }
-            atomic_write_bytes(root / rec["path"], png)
-            atomic_write_json(rec_path, rec)
+            rec = write_output(root / rec["path"], png, rec_path, rec)
             res["records"].append(rec)
             res["built"] += 1
         except Exception as exc:  # noqa: BLE001 - one bad item never stops the run
@@ -489,6 +448,7 @@ def _check_usable(unavailable: dict[str, str], plan: Plan, cfg: Config) -> None:
             "" if cfg.data.allow_missing_codecs else " (set data.allow_missing_codecs=true to skip them)"))
 
 
+# long function: one build from plan to manifest, each phase a commented block (plan, run, report)
 def build_benchmark(
     cfg: Config,
     *,

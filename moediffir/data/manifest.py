@@ -3,7 +3,7 @@
 ``<benchmark_dir>/manifest.csv`` lists, for every (image, task): the split and set, the source image (relative
 to the datasets folder), the task (codec, level, seen label or -1, kind), the image size, the real number of
 bits and bits per pixel (over the original width x height), the LQ PSNR/SSIM against the GT (RGB, data
-range 255, see :mod:`moediffir.data.quality`), the output and GT paths (relative to ``benchmark_dir``), their
+range 255, see :mod:`moediffir.metrics.fidelity`), the output and GT paths (relative to ``benchmark_dir``), their
 SHA-256 checksums and the codec's backend, weights, bits source and QP used.
 
 The manifest is written only at the end of a complete build (it is removed when a build starts), so its

@@ -18,8 +18,6 @@ checksum all match is kept; anything else is restored again.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -31,7 +29,8 @@ import torch
 
 from moediffir.evaluation.analysis import routing_counts
 from moediffir.evaluation.protocol import image_seed, method_slug
-from moediffir.utils.io import atomic_save_png, atomic_write_json, read_image_rgb, sha256_file
+from moediffir.utils.digests import json_digest, output_done, read_record, write_output
+from moediffir.utils.io import encode_png, read_image_rgb
 
 RECORDS = "_records"
 
@@ -43,32 +42,10 @@ class RestoreStats:
     seconds: float = 0.0
 
 
-def folder_fingerprint(folder: str | Path) -> str:
-    """A cheap content fingerprint of a model folder: every file's path, size and first / last MiB (the model
-    card and its evaluation numbers describe the model and are not part of it)."""
-    from moediffir.pipelines.model_card import CARD_FILES
-
-    folder = Path(folder)
-    h = hashlib.sha256()
-    for p in sorted(folder.rglob("*")):
-        rel = p.relative_to(folder)
-        if not p.is_file() or any(part.startswith(".") for part in rel.parts) or rel.as_posix() in CARD_FILES:
-            continue
-        size = p.stat().st_size
-        h.update(f"{p.relative_to(folder).as_posix()}:{size}:".encode())
-        with open(p, "rb") as fh:
-            h.update(fh.read(1 << 20))
-            if size > 2 << 20:
-                fh.seek(-(1 << 20), 2)
-                h.update(fh.read(1 << 20))
-    return h.hexdigest()
-
-
 def restore_fingerprint(model_fp: str, cfg: Any, fusion_weight: float | None) -> str:
     """Fingerprint of one method's outputs: the model, the sampling settings (batch size excluded), the seed."""
     sample = {k: v for k, v in asdict(cfg.sample).items() if k != "batch_size"}
-    payload = {"model": model_fp, "sample": sample, "fusion_weight": fusion_weight, "seed": cfg.seed}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    return json_digest({"model": model_fp, "sample": sample, "fusion_weight": fusion_weight, "seed": cfg.seed})
 
 
 def output_paths(root: Path, method: str, set_name: str, task: str, stem: str) -> tuple[Path, Path]:
@@ -76,22 +53,6 @@ def output_paths(root: Path, method: str, set_name: str, task: str, stem: str) -
     slug = method_slug(method)
     return (root / slug / set_name / task / f"{stem}.png",
             root / slug / RECORDS / set_name / task / f"{stem}.json")
-
-
-def read_record(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def is_done(png: Path, record: dict | None, fingerprint: str, width: int, height: int) -> bool:
-    """The image was restored by this model and settings and is intact on disk."""
-    if record is None or record.get("fingerprint") != fingerprint:
-        return False
-    if record.get("width") != width or record.get("height") != height or not png.is_file():
-        return False
-    return sha256_file(png) == record.get("sha256")
 
 
 def _batches(items: pd.DataFrame, batch_size: int) -> list[pd.DataFrame]:
@@ -149,7 +110,9 @@ def restore_items(
         for m in methods:
             for j, it in enumerate(batch.itertuples(index=False)):
                 png, rec = output_paths(out_root, m, it.set, it.task, str(it.stem))
-                if is_done(png, read_record(rec), fps[m], int(it.width), int(it.height)):
+                record = read_record(rec)
+                size = None if record is None else (record.get("width"), record.get("height"))
+                if size == (int(it.width), int(it.height)) and output_done(png, record, fps[m]):
                     stats[m].kept += 1
                 else:
                     todo.setdefault(m, []).append(j)
@@ -166,12 +129,11 @@ def restore_items(
             for j in idx:
                 it = rows[j]
                 png, rec = output_paths(out_root, m, it.set, it.task, str(it.stem))
-                atomic_save_png(png, images[j])
-                atomic_write_json(rec, {
+                write_output(png, encode_png(images[j]), rec, {
                     "method": m, "set": it.set, "task": it.task, "stem": str(it.stem), "codec": it.codec,
                     "level": str(it.level), "kind": it.kind, "width": int(it.width), "height": int(it.height),
                     "seed": image_seed(cfg.seed, it.set, it.task, str(it.stem)), "fusion_weight": methods[m],
-                    "tiled": tiled, "fingerprint": fps[m], "sha256": sha256_file(png), "routing": routing[j],
+                    "tiled": tiled, "fingerprint": fps[m], "routing": routing[j],
                 })
                 stats[m].restored += 1
         if log and (b_idx % max(1, len(batches) // 20) == 0 or b_idx == len(batches) - 1):  # ~20 lines a run

@@ -42,7 +42,9 @@ from moediffir.config import Config, save_config
 from moediffir.evaluation import analysis, benchmark_restore, protocol, scoring
 from moediffir.evaluation.external import ExternalMatch, match_external
 from moediffir.evaluation.protocol import METHOD_LQ, METHOD_MOE, METHOD_NO_COMPENSATOR, EvaluationError
+from moediffir.pipelines.model_card import CARD_FILES
 from moediffir.shards import Shard
+from moediffir.utils.digests import model_fingerprint
 from moediffir.utils.io import (
     atomic_save_png,
     atomic_write_csv,
@@ -108,7 +110,7 @@ def model_weights_label(model_dir: str | Path) -> str:
 
 def load_model(model_dir: str | Path, cfg: Config, device: str | None = None):
     """The pipeline of a model folder with ``cfg.sample`` as its sampling settings, progress bars off."""
-    from moediffir.pipelines.model_folder import load_pipeline
+    from moediffir.pipelines.moediffir_pipeline import load_pipeline
 
     overrides = {f"sample.{k}": v for k, v in asdict(cfg.sample).items()}
     pipe = load_pipeline(model_dir, device=device or cfg.device, dtype=cfg.sample.dtype, overrides=overrides)
@@ -220,7 +222,8 @@ def _restore_ours(cfg: Config, folder: Path, share: pd.DataFrame, restored_root:
                   f"{METHOD_NO_COMPENSATOR!r} is evaluated")
     methods[METHOD_NO_COMPENSATOR] = None
     stats = benchmark_restore.restore_items(pipe, share, cfg.benchmark_dir, restored_root, methods, cfg,
-                                  benchmark_restore.folder_fingerprint(folder), log=log, on_batch=on_batch)
+                                            model_fingerprint(folder, exclude=CARD_FILES), log=log,
+                                            on_batch=on_batch)
     return stats, analysis.prompt_similarity(pipe), list(methods)
 
 
@@ -383,8 +386,11 @@ def write_evaluation(
     if folder is not None and scored.ours:  # the model card carries the numbers of its last evaluation
         from moediffir.pipelines.model_card import evaluation_summary, record_evaluation
 
-        record_evaluation(folder, evaluation_summary(results, scored.ours, suite.conventions.weights_label,
-                                                     suite.conventions_text))
+        try:
+            record_evaluation(folder, evaluation_summary(results, scored.ours, suite.conventions.weights_label,
+                                                         suite.conventions_text))
+        except OSError as exc:  # a read-only model folder keeps its card; the results are written all the same
+            _log(log, f"[evaluate] {folder}: model card not updated ({exc})")
     report_paths: list[Path] = []
     if write_report:
         from moediffir.report.regenerate import regenerate_report

@@ -1,21 +1,29 @@
 """Decoder compensator: LQ features fused into the VAE decoder (paper §3.4 stage II, Eq. 4, Fig. 3d).
 
 Stage II "augments the Decoder with some low-quality information" (§3.4) and trains only that part with
-``L_Decoder = L_lpips[z_lq, z0, hr]`` (Eq. 4). Following StableSR's controllable feature wrapping (CFW, which
-the released code uses) and docs/design.md §4:
+``L_Decoder = L_lpips[z_lq, z0, hr]`` (Eq. 4). Following StableSR's controllable feature wrapping (CFW) and
+docs/design.md §4:
 
 - The LQ image goes through the (frozen) VAE **encoder**; its feature maps at two levels are kept.
 - Inside the (frozen) VAE **decoder**, after the resnets of the up block at the same resolution and before its
-  upsampler, a trainable SFT fusion block mixes them in:
-  ``f = ResBlock(cat(enc, dec))``, ``out = dec + w * (dec * scale(f) + shift(f))``.
-  ``w`` is a call-time argument (StableSR's fidelity/quality knob; ``SampleConfig.fusion_weight``).
+  upsampler, a trainable fusion block mixes them in (``fusion_block``, ``stage2.fusion_block``):
+
+  - ``sft`` (default): ``f = ResBlock(cat(enc, dec))``, ``out = dec + w * (dec * scale(f) + shift(f))``, an
+    SFT-style modulation with zero-initialised last convs.
+  - ``rrdb`` (the released code's, StableSR's ``Fuse_sft_block_RRDB``): ``f = ResBlock(RRDB(RRDB(
+    ResBlock(cat(enc, dec)))))``, ``out = dec + w * f``; 2 RRDBs of growth 32, PyTorch/ESRGAN initialisation
+    (so ``w > 0`` changes the decoder from step 0). Parameters are named as released (``encode_enc_1``,
+    ``encode_enc_2.<i>.rdb<j>.conv<k>``, ``encode_enc_3``): the released ``decoder.fusion_layer_<i>.`` prefix
+    maps to ``fusion.<i>.``.
+
+  ``w`` is a call-time argument (StableSR's fidelity/quality knob; ``SampleConfig.fusion_weight``, released 1.0).
 - **Levels** are VAE resolution levels ``i`` (encoder ``down_blocks[i]`` output, decoder
   ``up_blocks[n-1-i]``, resolution ``H / 2**i``, ``block_out_channels[i]`` channels on both sides), derived
   from the VAE config, not typed in: the two levels just above the latent resolution, i.e. (1, 2) for SD's
   4-level VAE = 256 ch at H/2 and 512 ch at H/4, exactly where StableSR/the released code fuse.
-- The last conv of ``scale`` and of ``shift`` is zero-initialised, so at initialisation the output equals the
-  plain decoder for any ``w``; and ``w == 0`` skips fusion (and the LQ encoding), so it always equals
-  ``vae.decode`` exactly.
+- ``sft``: the last conv of ``scale`` and of ``shift`` is zero-initialised, so at initialisation the output
+  equals the plain decoder for any ``w``. In both forms ``w == 0`` skips fusion (and the LQ encoding), so it
+  always equals ``vae.decode`` exactly.
 - Only ``fusion`` trains; the VAE copy inside is frozen.
 
 Tiling: :meth:`DecoderCompensator.encode_features` and :meth:`DecoderCompensator.decode` work on any size
@@ -35,7 +43,8 @@ from torch import nn
 
 
 class FusionResBlock(nn.Module):
-    """GroupNorm-SiLU-conv3x3 twice with a 1x1 skip, ``in_ch -> out_ch`` (the VAE's resnet style)."""
+    """GroupNorm-SiLU-conv3x3 twice with a 1x1 ``conv_out`` skip when widths differ (StableSR's fusion
+    ``ResBlock``, named as released; the VAE's resnet style)."""
 
     def __init__(self, in_ch: int, out_ch: int, groups: int) -> None:
         super().__init__()
@@ -43,13 +52,13 @@ class FusionResBlock(nn.Module):
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.norm2 = nn.GroupNorm(groups, out_ch, eps=1e-6)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
-        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+        self.conv_out = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else None
         self.act = nn.SiLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv1(self.act(self.norm1(x)))  # (B, out, H, W)
         h = self.conv2(self.act(self.norm2(h)))  # (B, out, H, W)
-        return self.skip(x) + h
+        return h + (x if self.conv_out is None else self.conv_out(x))
 
 
 class SFTFusion(nn.Module):
@@ -75,6 +84,57 @@ class SFTFusion(nn.Module):
     def forward(self, enc: torch.Tensor, dec: torch.Tensor, w: float | torch.Tensor) -> torch.Tensor:
         f = self.encode(torch.cat([enc, dec], dim=1))  # (B, C, h, w)
         return dec + w * (dec * self.scale(f) + self.shift(f))  # (B, C, h, w)
+
+
+class ResidualDenseBlock(nn.Module):
+    """ESRGAN's dense block: 5 convs, each reading all earlier outputs; ``x + 0.2 * conv5(...)``."""
+
+    def __init__(self, channels: int, growth: int = 32) -> None:
+        super().__init__()
+        for k in range(1, 5):
+            setattr(self, f"conv{k}", nn.Conv2d(channels + (k - 1) * growth, growth, 3, padding=1))
+        self.conv5 = nn.Conv2d(channels + 4 * growth, channels, 3, padding=1)
+        for k in range(1, 6):  # basicsr's default_init_weights(scale=0.1)
+            conv = getattr(self, f"conv{k}")
+            nn.init.kaiming_normal_(conv.weight)
+            conv.weight.data.mul_(0.1)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = [x]
+        for k in range(1, 5):
+            feats.append(torch.nn.functional.leaky_relu(getattr(self, f"conv{k}")(torch.cat(feats, 1)), 0.2))
+        return x + 0.2 * self.conv5(torch.cat(feats, 1))  # (B, C, H, W)
+
+
+class RRDB(nn.Module):
+    """Residual-in-residual dense block (ESRGAN): ``x + 0.2 * rdb3(rdb2(rdb1(x)))``."""
+
+    def __init__(self, channels: int, growth: int = 32) -> None:
+        super().__init__()
+        self.rdb1 = ResidualDenseBlock(channels, growth)
+        self.rdb2 = ResidualDenseBlock(channels, growth)
+        self.rdb3 = ResidualDenseBlock(channels, growth)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 0.2 * self.rdb3(self.rdb2(self.rdb1(x)))  # (B, C, H, W)
+
+
+class RRDBFusion(nn.Module):
+    """The released fusion at one level: ``dec + w * f``, ``f = ResBlock(RRDB x2(ResBlock(cat(enc, dec))))``."""
+
+    def __init__(self, channels: int, groups: int, num_rrdb: int = 2, growth: int = 32) -> None:
+        super().__init__()
+        self.encode_enc_1 = FusionResBlock(2 * channels, channels, groups)
+        self.encode_enc_2 = nn.Sequential(*(RRDB(channels, growth) for _ in range(num_rrdb)))
+        self.encode_enc_3 = FusionResBlock(channels, channels, groups)
+
+    def forward(self, enc: torch.Tensor, dec: torch.Tensor, w: float | torch.Tensor) -> torch.Tensor:
+        f = self.encode_enc_3(self.encode_enc_2(self.encode_enc_1(torch.cat([enc, dec], dim=1))))  # (B, C, h, w)
+        return dec + w * f
+
+
+FUSION_BLOCKS = {"sft": SFTFusion, "rrdb": RRDBFusion}
 
 
 def default_fusion_levels(num_levels: int) -> tuple[int, ...]:
@@ -104,8 +164,15 @@ class DecoderCompensator(ModelMixin, ConfigMixin):
     _supports_gradient_checkpointing = True
 
     @register_to_config
-    def __init__(self, vae_config: dict[str, Any], fusion_levels: tuple[int, ...] | None = None) -> None:
+    def __init__(
+        self, vae_config: dict[str, Any], fusion_levels: tuple[int, ...] | None = None, fusion_block: str = "sft"
+    ) -> None:
         super().__init__()
+        if fusion_block not in FUSION_BLOCKS:
+            raise ValueError(
+                f"DecoderCompensator: fusion_block={fusion_block!r}; choose one of {list(FUSION_BLOCKS)} "
+                "(stage2.fusion_block)"
+            )
         vae_kwargs = {k: v for k, v in dict(vae_config).items() if not k.startswith("_")}
         self.vae = AutoencoderKL.from_config(vae_kwargs)
         channels = list(self.vae.config.block_out_channels)
@@ -117,7 +184,8 @@ class DecoderCompensator(ModelMixin, ConfigMixin):
                 f"DecoderCompensator: fusion_levels={fusion_levels} must be non-empty, within 0..{n - 1}"
             )
         groups = self.vae.config.norm_num_groups
-        self.fusion = nn.ModuleDict({str(lv): SFTFusion(channels[lv], groups) for lv in levels})
+        block = FUSION_BLOCKS[fusion_block]
+        self.fusion = nn.ModuleDict({str(lv): block(channels[lv], groups) for lv in levels})
         self.fusion_levels = levels
         self.register_to_config(vae_config=vae_kwargs, fusion_levels=list(levels))
         self.downscale = 2 ** (n - 1)  # pixels per latent cell
@@ -126,9 +194,11 @@ class DecoderCompensator(ModelMixin, ConfigMixin):
         self.vae.eval()
 
     @classmethod
-    def from_vae(cls, vae: AutoencoderKL, fusion_levels: tuple[int, ...] | None = None) -> DecoderCompensator:
-        """Compensator around a copy of ``vae`` (channels and levels from ``vae.config``), zero-init fusion."""
-        model = cls(vae_config=dict(vae.config), fusion_levels=fusion_levels)
+    def from_vae(
+        cls, vae: AutoencoderKL, fusion_levels: tuple[int, ...] | None = None, fusion_block: str = "sft"
+    ) -> DecoderCompensator:
+        """Compensator around a copy of ``vae`` (channels and levels from ``vae.config``), fresh fusion blocks."""
+        model = cls(vae_config=dict(vae.config), fusion_levels=fusion_levels, fusion_block=fusion_block)
         model.vae.load_state_dict(vae.state_dict())
         model.to(vae.device)
         if vae.dtype != model.dtype:
@@ -259,8 +329,6 @@ class DecoderCompensator(ModelMixin, ConfigMixin):
 def build_compensator(cfg, vae: AutoencoderKL) -> DecoderCompensator:
     """The decoder compensator for a resolved config and its VAE (architecture and weights copied from ``vae``).
 
-    Nothing in ``cfg`` changes the architecture today (levels come from ``vae.config``); ``cfg`` is taken so
-    every factory has the same shape and later options have a home.
+    Levels come from ``vae.config``; ``stage2.fusion_block`` picks the fusion form.
     """
-    del cfg
-    return DecoderCompensator.from_vae(vae)
+    return DecoderCompensator.from_vae(vae, fusion_block=cfg.stage2.fusion_block)

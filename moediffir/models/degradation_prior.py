@@ -51,14 +51,17 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from moediffir.errors import MoEDiffIRError
-
-# OpenAI CLIP normalisation (open_clip OPENAI_DATASET_MEAN / _STD), used by DA-CLIP and the RN50 encoder.
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from moediffir.models.clip_backbone import (
+    CLIP_MEAN,
+    CLIP_STD,
+    RESIZE_MODES,
+    check_image_batch,
+    clip_normalize,
+    clip_resize,
+    compare_layout,
+)
 
 DP_BACKENDS = ("daclip", "clip", "tiny")
-RESIZE_MODES = ("squash", "center_crop")
 DACLIP_FIXTURE = "daclip_vit_b32_keys.json"
 
 # The architecture of each backend. ViT-B/32 = open_clip "ViT-B-32" (width 768, 12 layers, 12 heads, embed 512).
@@ -78,47 +81,6 @@ TINY_DP_KWARGS: dict[str, Any] = {
     "heads": 2,
     "output_dim": 16,
 }
-
-
-class WeightLayoutError(MoEDiffIRError, ValueError):
-    """A weight file's keys or shapes do not match the module; the message lists them."""
-
-
-# --------------------------------------------------------------------------------------------- helpers
-def clip_resize(x: torch.Tensor, size: int, mode: str = "squash") -> torch.Tensor:
-    """Resize ``(B, 3, H, W)`` images in ``[0, 1]`` to ``size x size`` (antialiased bicubic), clamped to [0, 1]."""
-    if mode not in RESIZE_MODES:
-        raise ValueError(f"resize_mode={mode!r}: choose one of {RESIZE_MODES}")
-    h, w = x.shape[-2:]
-    if mode == "center_crop" and h != w:
-        scale = size / min(h, w)
-        nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-        x = F.interpolate(
-            x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True
-        )  # (B, 3, nh, nw)
-        top, left = (nh - size) // 2, (nw - size) // 2
-        x = x[..., top : top + size, left : left + size]  # (B, 3, S, S)
-    elif (h, w) != (size, size):
-        x = F.interpolate(
-            x, size=(size, size), mode="bicubic", align_corners=False, antialias=True
-        )  # (B, 3, S, S)
-    return x.clamp(0.0, 1.0)
-
-
-def clip_normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """``(x - mean) / std`` per channel; ``mean``/``std`` are ``(3,)`` tensors."""
-    return (x - mean.view(1, 3, 1, 1).to(x)) / std.view(1, 3, 1, 1).to(x)
-
-
-def check_image_batch(x: torch.Tensor, who: str) -> None:
-    """Raise a short error unless ``x`` is a ``(B, 3, H, W)`` floating tensor."""
-    if not torch.is_tensor(x) or x.ndim != 4 or x.shape[1] != 3:
-        shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
-        raise ValueError(f"{who}: expected LQ images (B, 3, H, W) in [0, 1], got {shape}")
-    if not x.is_floating_point():
-        raise ValueError(
-            f"{who}: expected a float tensor in [0, 1], got dtype {x.dtype}; divide uint8 by 255"
-        )
 
 
 class QuickGELU(nn.Module):
@@ -257,41 +219,6 @@ def load_daclip_layout() -> dict[str, list[int]]:
     """The public DA-CLIP ViT-B/32 checkpoint's ``{key: shape}`` (the committed fixture)."""
     text = resources.files("moediffir").joinpath("fixtures", DACLIP_FIXTURE).read_text()
     return {k: list(v) for k, v in json.loads(text)["keys"].items()}
-
-
-def _summarise(keys: list[str], limit: int = 40) -> str:
-    """``[k1, k2, ...]``; long lists are cut and counted per top-level prefix."""
-    keys = sorted(keys)
-    if len(keys) <= limit:
-        return "[" + ", ".join(keys) + "]"
-    counts: dict[str, int] = {}
-    for k in keys:
-        top = k.split(".", 1)[0] + (".*" if "." in k else "")
-        counts[top] = counts.get(top, 0) + 1
-    by_prefix = ", ".join(f"{p}: {n}" for p, n in counts.items())
-    return "[" + ", ".join(keys[:limit]) + f"] ... and {len(keys) - limit} more (by prefix: {by_prefix})"
-
-
-def compare_layout(
-    found: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]], what: str
-) -> None:
-    """Raise :class:`WeightLayoutError` listing missing, unexpected and mis-shaped keys (if any)."""
-    missing = [k for k in expected if k not in found]
-    unexpected = [k for k in found if k not in expected]
-    shapes = [
-        f"{k}: file {tuple(found[k])} vs expected {tuple(expected[k])}"
-        for k in expected
-        if k in found and tuple(found[k]) != tuple(expected[k])
-    ]
-    if missing or unexpected or shapes:
-        parts = [f"{what} does not match the expected layout"]
-        if missing:
-            parts.append(f"missing keys ({len(missing)}): {_summarise(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}): {_summarise(unexpected)}")
-        if shapes:
-            parts.append(f"wrong shapes ({len(shapes)}): {_summarise(shapes)}")
-        raise WeightLayoutError("; ".join(parts))
 
 
 # ----------------------------------------------------------------------------------------- the module

@@ -7,7 +7,10 @@ Eq. 2 with the stage-I conditioning:
 2. MoE-Prompt Module on the LQ latent -> prompted maps of every scale (Fig. 3c);
 3. SPADE modulations of the 13 (SD 2.1) UNet sites from those maps;
 4. text context: ``V2T(lq_image)`` ``(B, L_ctx, cross_attention_dim)`` when the adapter is on, else the given
-   ``context``, else a null context (zeros; set the empty-prompt embedding with :meth:`set_null_context`);
+   ``context``, else the null context: the text encoder's encoding of the empty prompt ``""``
+   (``(1, 77, cross_attention_dim)``; :func:`build_denoiser` encodes it once, see
+   :mod:`moediffir.models.empty_prompt`; a bare constructor holds a single zero token until
+   :meth:`set_null_context` is called);
 5. the frozen, stock ``UNet2DConditionModel`` with the SPADE hooks.
 
 Steps 1-4 depend on the LQ image only (and on ``t`` when the prompt module takes the timestep), so a sampler
@@ -94,7 +97,7 @@ class MoEDiffIRDenoiser(nn.Module):
         elif degradation_prior is not None:
             raise ValueError(
                 "MoEDiffIRDenoiser: a degradation prior was given but the prompt module does not read one "
-                "(needs prompt_design='moe', routing='blind', dp_dim > 0)"
+                "(needs prompt_design='moe', dp_dim > 0)"
             )
         cross_dim = unet.config.cross_attention_dim
         if v2t is not None and getattr(v2t, "cross_attention_dim", cross_dim) != cross_dim:
@@ -307,11 +310,16 @@ def build_prompt_module(cfg, in_channels: int = 4, dp_dim: int = 0) -> MoEPrompt
         renormalize_gates=m.renormalize_gates,
         balance_loss_weight=m.balance_loss_weight,
         timestep_input=m.timestep_input,
+        gate_init=m.gate_init,
+        noise_epsilon=m.noise_epsilon,
+        prompt_init=m.prompt_init,
+        router_input=m.router_input,
+        vit_final_norm=m.vit_final_norm,
     )
 
 
 def dp_is_used(cfg) -> bool:
-    """The degradation prior only feeds the degradation-aware (blind) MoE router (rule: moediffir.provenance)."""
+    """The degradation prior only feeds the MoE router, blind or the released task gates (rule: moediffir.provenance)."""
     from moediffir.provenance import uses_degradation_prior
 
     return uses_degradation_prior(cfg)
@@ -326,8 +334,10 @@ def build_denoiser(
     """Build the stage-I model of a resolved config with fresh trainable parts.
 
     ``unet`` defaults to :func:`~moediffir.models.backbone.build_backbone`'s. With ``model.use_dp`` (and MoE
-    blind routing) and ``model.use_v2t``, the degradation prior and the V2T adapter are taken from the
+    routing) and ``model.use_v2t``, the degradation prior and the V2T adapter are taken from the
     arguments or built by ``build_degradation_prior`` / ``build_visual2text`` (imported only then).
+    Without V2T the null context is set to the empty prompt's text encoding
+    (:func:`~moediffir.models.empty_prompt.empty_prompt_context`).
     """
     if unet is None:
         from moediffir.models.backbone import build_backbone
@@ -348,5 +358,12 @@ def build_denoiser(
     if not cfg.model.use_v2t:
         v2t = None
     prompt_module = build_prompt_module(cfg, in_channels=unet.config.in_channels, dp_dim=dp_dim)
-    spade = SpadeInjector.from_unet(unet, prompt_dim=cfg.model.prompt_dim, hidden_dim=cfg.model.spade_hidden)
-    return MoEDiffIRDenoiser(unet, prompt_module, spade, degradation_prior=degradation_prior, v2t=v2t)
+    spade = SpadeInjector.from_unet(
+        unet, prompt_dim=cfg.model.prompt_dim, hidden_dim=cfg.model.spade_hidden, form=cfg.model.spade_form
+    )
+    denoiser = MoEDiffIRDenoiser(unet, prompt_module, spade, degradation_prior=degradation_prior, v2t=v2t)
+    if v2t is None:
+        from moediffir.models.empty_prompt import empty_prompt_context
+
+        denoiser.set_null_context(empty_prompt_context(cfg, unet.config.cross_attention_dim))
+    return denoiser

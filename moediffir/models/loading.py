@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from moediffir.errors import MissingWeightsError
+from moediffir.utils.layout import layout_diff
 
 if TYPE_CHECKING:  # torch is imported where tensors are read, so the file checks run without it (moediffir doctor)
     import torch
@@ -305,8 +306,8 @@ def v2t_weights_path(cfg) -> Path:
 
 
 def dp_weight_check(cfg) -> list[MissingWeight]:
-    """The DP weight file when it is needed and absent (``model.use_dp`` with blind MoE routing, which is the
-    only reader of the prior, and a pretrained backend)."""
+    """The DP weight file when it is needed and absent (``model.use_dp`` with MoE routing, the only reader of
+    the prior, and a pretrained backend)."""
     from moediffir.provenance import DEGRADATION_PRIOR, PRETRAINED, provenance
 
     m = cfg.model
@@ -447,11 +448,6 @@ def _expected_ldm_tensors(component: str, config: Mapping[str, Any]) -> dict[str
     return {key: tensor.shape for key, tensor in ldm.items()}
 
 
-def _listing(items: list[str], limit: int = 6) -> str:
-    more = f", ... and {len(items) - limit} more" if len(items) > limit else ""
-    return ", ".join(items[:limit]) + more
-
-
 def check_single_file_tensors(
     path: str | Path,
     state: Mapping[str, torch.Tensor],
@@ -470,23 +466,17 @@ def check_single_file_tensors(
     expected = _expected_ldm_tensors(component, config)
     prefixes = (ldm_layout.UNET_PREFIX,) if component == "unet" else ldm_layout.VAE_PREFIXES
     prefix = next((p for p in prefixes if any(k.startswith(p) for k in state)), prefixes[0])
-    missing, wrong = [], []
-    for key, shape in expected.items():
-        got = state.get(prefix + key)
-        if got is None:
-            missing.append(prefix + key)
-        elif got.shape != shape and not (
-            component == "vae" and ldm_layout.is_vae_attention_projection(key) and got.shape == shape[:2]
-        ):
-            wrong.append(f"{prefix + key} is {tuple(got.shape)}, expected {tuple(shape)}")
-    if not missing and not wrong:
+    found = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    linear_as_conv = lambda key, got, want: (
+        component == "vae" and ldm_layout.is_vae_attention_projection(key) and got == want[:2])
+    diff = layout_diff(found, expected, unexpected=False, same_shape=linear_as_conv)
+    if not diff:
         return
     what = _COMPONENT_NAMES[component]
-    lines = [f"{path}: not the {what} of {config_name} in the original single-file (LDM) layout:"]
-    if missing:
-        lines.append(f"  {len(missing)} of {len(expected)} {what} tensors missing: {_listing(missing)}")
-    if wrong:
-        lines.append(f"  {len(wrong)} {what} tensor(s) with another shape: {_listing(wrong)}")
+    diff.missing = [prefix + k for k in diff.missing]
+    diff.wrong_shapes = [prefix + k for k in diff.wrong_shapes]
+    head = f"{path}: not the {what} of {config_name} in the original single-file (LDM) layout"
+    lines = [f"{head} ({len(expected)} {what} tensors expected):", *(f"  {p}" for p in diff.problems(6))]
     raise ValueError("\n".join(lines))
 
 

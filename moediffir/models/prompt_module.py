@@ -13,10 +13,14 @@ Choices the paper leaves open:
 - Any ``h, w`` divisible by ``2**(num_scales-1)`` works (the released code was fixed to 256 px).
 - ``timestep_input=True`` adds a sinusoidal timestep embedding (MLP to ``C``) to the tokens of every scale.
   Off by default, which lets a sampler compute the maps once per image instead of once per step.
+- ``vit_final_norm=True`` [released: on, its ``norm1..norm4``] applies a LayerNorm (``final_norms.s``) to
+  each scale's tokens after its ViT blocks; the prompt generator and the next scale both read the normed
+  tokens. (The released code discards ``norm4``'s output at the deepest scale, whose prompt reads the
+  un-normed tokens; here every scale is normed alike.)
 
 After each forward, :attr:`MoEPromptModule.last_routing` holds the detached routing record of every scale
 (a list with one dict per scale: ``gates (B, L, N)``, ``indices``/``values (B, L, K)`` for ``moe``,
-``height``/``width``; ``L = 1`` for ``task`` routing and for the ``multi`` soft weights).
+``height``/``width``; ``L = 1`` for the ``multi`` soft weights).
 """
 
 from __future__ import annotations
@@ -64,6 +68,11 @@ class MoEPromptModule(ModelMixin, ConfigMixin):
         renormalize_gates: bool = True,
         balance_loss_weight: float = 0.0,
         timestep_input: bool = False,
+        gate_init: str = "normal",
+        noise_epsilon: float = 0.0,
+        prompt_init: str = "normal",
+        router_input: str = "residual",
+        vit_final_norm: bool = False,
     ) -> None:
         super().__init__()
         if prompt_design not in PROMPT_DESIGNS:
@@ -81,6 +90,7 @@ class MoEPromptModule(ModelMixin, ConfigMixin):
             nn.ModuleList(PreLNViTBlock(c, vit_heads, mlp_ratio) for _ in range(vit_depth))
             for _ in range(num_scales)
         )
+        self.final_norms = nn.ModuleList(nn.LayerNorm(c) for _ in range(num_scales)) if vit_final_norm else None
         self.generators = nn.ModuleList(
             build_prompt_generator(
                 prompt_design,
@@ -94,6 +104,10 @@ class MoEPromptModule(ModelMixin, ConfigMixin):
                 noisy_gating_in_eval=noisy_gating_in_eval,
                 renormalize_gates=renormalize_gates,
                 balance_loss_weight=balance_loss_weight,
+                gate_init=gate_init,
+                noise_epsilon=noise_epsilon,
+                prompt_init=prompt_init,
+                router_input=router_input,
             )
             for _ in range(num_scales)
         )
@@ -105,9 +119,7 @@ class MoEPromptModule(ModelMixin, ConfigMixin):
     @property
     def uses_dp(self) -> bool:
         """Whether the routers read degradation-prior tokens."""
-        return (
-            self.config.dp_dim > 0 and self.config.prompt_design == "moe" and self.config.routing == "blind"
-        )
+        return self.config.dp_dim > 0 and self.config.prompt_design == "moe"
 
     @property
     def uses_task_labels(self) -> bool:
@@ -162,6 +174,8 @@ class MoEPromptModule(ModelMixin, ConfigMixin):
                 tokens = tokens + temb[:, None]  # (B, L, C)
             for block in self.blocks[s]:
                 tokens = block(tokens)  # (B, L, C)
+            if self.final_norms is not None:
+                tokens = self.final_norms[s](tokens)  # (B, L, C)
             out = self.generators[s](tokens, dp_tokens=dp_tokens, task_labels=task_labels)
             maps.append(map_from_tokens(out.tokens, height, width))  # (B, C, h_s, w_s)
             routing.append({**out.routing, "height": height, "width": width})

@@ -2,17 +2,22 @@
 
 Eq. 3:  ``G(x) = TopK(Softmax(x W_g + eps * Softplus(x W_noise)))``, ``eps ~ N(0, 1)``.
 
-Choices the paper leaves open (docs/design.md §4, §8):
+Choices the paper leaves open (docs/design.md §4, §8), each a switch (released value in brackets):
 
 - **Noise** is drawn only in training mode; in eval mode the router is deterministic unless
-  ``noisy_gating_in_eval=True`` (the released code left it on at inference; that is a switch here, off).
+  ``noisy_gating_in_eval=True`` [released: on, its router is noisy at inference too]. The noise std is
+  ``Softplus(x W_noise) + noise_epsilon`` [released: 1e-2; paper/kit default 0].
 - **Renormalisation** (``renormalize=True``, the default): the K kept softmax values are divided by their sum,
   so the gates of a token sum to one. This is exactly Shazeer's ``Softmax(KeepTopK(logits))`` because the
   softmax over the kept logits equals the kept softmax values renormalised. ``renormalize=False`` keeps the
-  literal Eq. 3 values (which sum to less than one). With ``K = N`` both equal plain soft weighting.
-- **Modes**: ``blind`` (the paper's degradation-aware router) computes logits from each input token;
-  ``task`` (the released code) looks up one learned logit vector (and noise scale) per task label, so every
-  token of an image shares one decision (returned with a token axis of length 1). ``task`` needs labels.
+  literal Eq. 3 values (which sum to less than one) [released: off -- it keeps ``softmax + 1e-5``]. With
+  ``K = N`` both equal plain soft weighting.
+- **Modes**: ``blind`` (the paper's degradation-aware router) computes the logits of each token with one gate;
+  ``task`` (the released code) keeps one gate per task label, ``f_gate[t] = Linear(C, 2N, bias=False)``
+  giving clean and noise logits of every token, and routes each image's tokens with its label's gate
+  (labels required). Both return per-token gates ``(B, L, N)``.
+- **Initialisation** (``gate_init``): ``normal`` -- clean-logit weights ``N(0, 1/C)``, noise weights 0;
+  ``zeros`` [released] -- all gate weights 0, so every expert starts equally likely.
 - **Balance loss**: Shazeer's importance + load losses (squared coefficient of variation of the per-expert
   gate sums and of the smooth probability of being in the top K), scaled by ``balance_loss_weight``
   (default 0: not computed, a zero is returned).
@@ -29,6 +34,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 ROUTING_MODES = ("blind", "task")
+GATE_INITS = ("normal", "zeros")
 
 
 @dataclass
@@ -63,8 +69,14 @@ class NoisyTopKRouter(ModelMixin, ConfigMixin):
         noisy_gating_in_eval: bool = False,
         renormalize: bool = True,
         balance_loss_weight: float = 0.0,
+        gate_init: str = "normal",
+        noise_epsilon: float = 0.0,
     ) -> None:
         super().__init__()
+        if gate_init not in GATE_INITS:
+            raise ValueError(f"NoisyTopKRouter: gate_init={gate_init!r}; choose one of {GATE_INITS} (model.gate_init)")
+        if noise_epsilon < 0:
+            raise ValueError(f"NoisyTopKRouter: noise_epsilon={noise_epsilon} must be >= 0 (model.noise_epsilon)")
         if mode not in ROUTING_MODES:
             raise ValueError(f"NoisyTopKRouter: mode={mode!r}; choose one of {ROUTING_MODES} (model.routing)")
         if not 1 <= top_k <= num_experts:
@@ -74,15 +86,26 @@ class NoisyTopKRouter(ModelMixin, ConfigMixin):
         if mode == "blind":
             self.w_gate = nn.Linear(in_dim, num_experts, bias=False)
             self.w_noise = nn.Linear(in_dim, num_experts, bias=False)
-            nn.init.normal_(self.w_gate.weight, std=in_dim**-0.5)
+            clean_weights = [self.w_gate.weight]
             nn.init.zeros_(self.w_noise.weight)
         else:
             if num_tasks < 1:
                 raise ValueError(f"NoisyTopKRouter: task mode needs num_tasks >= 1, got {num_tasks}")
-            self.gate_table = nn.Embedding(num_tasks, num_experts)  # one logit vector per task label
-            self.noise_table = nn.Embedding(num_tasks, num_experts)
-            nn.init.normal_(self.gate_table.weight, std=1.0)
-            nn.init.zeros_(self.noise_table.weight)
+            # released layout: f_gate.<task>.0.weight (2N, C), rows [:N] clean logits, rows [N:] noise logits
+            self.f_gate = nn.ModuleList(
+                nn.Sequential(nn.Linear(in_dim, 2 * num_experts, bias=False)) for _ in range(num_tasks)
+            )
+            for gate in self.f_gate:
+                nn.init.zeros_(gate[0].weight)
+            clean_weights = [gate[0].weight[:num_experts] for gate in self.f_gate]
+        if gate_init == "normal":
+            with torch.no_grad():
+                for w in clean_weights:
+                    w.normal_(std=in_dim**-0.5)
+        else:
+            with torch.no_grad():
+                for w in clean_weights:
+                    w.zero_()
 
     # ------------------------------------------------------------------------------------------ logits
     def _logits(
@@ -99,8 +122,11 @@ class NoisyTopKRouter(ModelMixin, ConfigMixin):
                 "NoisyTopKRouter(mode='task'): task_labels (B,) are required; pass the task index of each "
                 "image, or build the model with model.routing='blind'"
             )
-        labels = torch.as_tensor(task_labels, device=self.gate_table.weight.device).long().reshape(-1)
-        if x is not None and labels.shape[0] != x.shape[0]:
+        if x is None:
+            raise ValueError("NoisyTopKRouter(mode='task'): router input tokens x (B, L, C) are required")
+        weights = torch.stack([gate[0].weight for gate in self.f_gate])  # (T, 2N, C)
+        labels = torch.as_tensor(task_labels, device=weights.device).long().reshape(-1)
+        if labels.shape[0] != x.shape[0]:
             raise ValueError(f"NoisyTopKRouter: {labels.shape[0]} task labels for a batch of {x.shape[0]}")
         n_tasks = self.config.num_tasks
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= n_tasks):
@@ -108,7 +134,8 @@ class NoisyTopKRouter(ModelMixin, ConfigMixin):
                 f"NoisyTopKRouter: task labels must lie in 0..{n_tasks - 1} (model.num_tasks), "
                 f"got {labels.tolist()}"
             )
-        return self.gate_table(labels)[:, None], self.noise_table(labels)[:, None]  # (B, 1, N) each
+        logits = torch.einsum("blc,bmc->blm", x, weights[labels].to(x.dtype))  # (B, L, 2N)
+        return logits.chunk(2, dim=-1)  # (B, L, N) each: clean, raw noise
 
     @property
     def noise_active(self) -> bool:
@@ -116,11 +143,11 @@ class NoisyTopKRouter(ModelMixin, ConfigMixin):
 
     # ----------------------------------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor | None = None, task_labels: torch.Tensor | None = None) -> RouterOutput:
-        """Route tokens ``x`` ``(B, L, in_dim)`` (``blind``) or images by ``task_labels (B,)`` (``task``)."""
+        """Route tokens ``x`` ``(B, L, in_dim)``; ``task`` mode also needs ``task_labels (B,)``."""
         k = self.config.top_k
         clean, raw_noise = self._logits(x, task_labels)  # (B, L, N)
         clean = clean.float()
-        noise_std = F.softplus(raw_noise.float())  # (B, L, N)
+        noise_std = F.softplus(raw_noise.float()) + float(self.config.noise_epsilon)  # (B, L, N)
         if self.noise_active:
             logits = clean + torch.randn_like(clean) * noise_std  # (B, L, N)
         else:

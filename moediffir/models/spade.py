@@ -1,20 +1,30 @@
 """SPADE injection of the prompted maps into the frozen UNet (paper §3.4, Fig. 3a; SPADE [69], StableSR [66]).
 
-Each site is the output of a UNet resnet: the first resnet of the mid block and every resnet of every up
-block (13 sites in SD 2.1-base: 1280 (mid), 1280 x3, 1280 x3, 640 x3, 320 x3). Sites, channel counts and
-spatial scales are derived from the UNet config (and checked against its module tree on attach), never
-typed in. A site whose resolution is ``latent / 2**s`` takes the prompt map of scale ``s``.
+Each site is a UNet resnet: the first resnet of the mid block and every resnet of every up block (13 sites in
+SD 2.1-base: 1280 (mid), 1280 x3, 1280 x3, 640 x3, 320 x3). Sites, channel counts and spatial scales are
+derived from the UNet config (and checked against its module tree on attach), never typed in. A site whose
+resolution is ``latent / 2**s`` takes the prompt map of scale ``s``.
 
-One SPADE layer per site (docs/design.md §4): ``a = ReLU(conv3x3(GroupNorm(p)))`` with ``C -> 128`` channels,
-``gamma = conv3x3(a)``, ``beta = conv3x3(a)``, and the feature becomes ``h * (1 + gamma) + beta``.
-Choice: the GroupNorm normalises the prompt map ``p`` and the modulation acts on the UNet feature ``h``
-itself (classic SPADE normalises ``h`` first). With ``gamma``/``beta`` convs zero-initialised this makes the
-injected UNet *exactly* the stock UNet at initialisation, and the frozen UNet keeps its feature statistics.
+Two forms, chosen by ``SpadeInjector(form=...)`` (``model.spade_form``):
 
-The UNet is not forked: :class:`SpadeInjector` (a separate ``ModelMixin``) registers forward hooks on the
-resnets, so ``unet.state_dict()`` keys, its class and its hub layout stay stock. Modulations are computed once
-by :meth:`SpadeInjector.set_maps` (so a sampler can reuse them across steps) and read by the hooks; they stay
-set after the UNet call so gradient-checkpointed blocks recompute correctly in the backward pass.
+- ``residual`` (default; SPADE [69] as the released code's ``ResBlockDual`` applies it): the UNet's own
+  feature ``h`` at the end of the resnet's residual branch (the output of ``conv2``) is normalised by a
+  32-group GroupNorm with its own affine parameters (trained with SPADE) and modulated *before* the skip is
+  added: ``out = skip(x) + GN(h) * (1 + gamma) + beta``. ``gamma``/``beta`` come from the prompt map alone:
+  ``a = ReLU(conv3x3(p))`` (``C -> 128``), ``gamma = conv3x3(a)``, ``beta = conv3x3(a)``, all with PyTorch's
+  default initialisation (the released code's): the injected UNet differs from the stock one from step 0.
+  Parameters are named as in the released ``ldm.modules.spade.SPADE`` (``param_free_norm``, ``mlp_shared.0``,
+  ``mlp_gamma``, ``mlp_beta``), so a released ``...output_blocks.K.0.spade.`` prefix maps to ``layers.I.``.
+- ``output`` (the identity-initialised form): ``a = ReLU(conv3x3(GroupNorm(p)))``, the GroupNorm on the
+  *prompt map*, and the whole resnet output becomes ``h * (1 + gamma) + beta``; ``gamma``/``beta`` convs are
+  zero-initialised, so the injected UNet is *exactly* the stock UNet at initialisation.
+
+The UNet is not forked: :class:`SpadeInjector` (a separate ``ModelMixin``) registers forward hooks (on the
+resnet's ``conv2`` for ``residual``, on the resnet for ``output``), so ``unet.state_dict()`` keys, its class
+and its hub layout stay stock (diffusers' ``ResnetBlock2D`` adds ``conv2``'s output to the shortcut, with
+``output_scale_factor`` 1 in SD). Modulations are computed once by :meth:`SpadeInjector.set_maps` (so a
+sampler can reuse them across steps) and read by the hooks; they stay set after the UNet call so
+gradient-checkpointed blocks recompute correctly in the backward pass.
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ class SpadeSite:
 
 
 _OWNER_ATTR = "_moediffir_spade_owner"  # set on a UNet while an injector's hooks are on it
+SPADE_FORMS = ("residual", "output")
 
 
 def _as_list(value: Any, n: int) -> list:
@@ -101,7 +112,7 @@ def _group_count(channels: int, max_groups: int = 32) -> int:
 
 
 class SPADE(nn.Module):
-    """Modulation ``(gamma, beta)`` of one site from a prompt map; see the module docstring."""
+    """``output`` form: modulation ``(gamma, beta)`` of a whole resnet output; see the module docstring."""
 
     def __init__(
         self, feature_channels: int, prompt_dim: int, hidden_dim: int = 128, norm_groups: int = 32
@@ -119,13 +130,44 @@ class SPADE(nn.Module):
         a = self.shared(self.norm(prompt_map))  # (B, hidden, h_s, w_s)
         return self.gamma(a), self.beta(a)  # (B, C_site, h_s, w_s) each
 
-    @staticmethod
-    def apply(h: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    def apply(self, h: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
         return h * (1 + gamma.to(h.dtype)) + beta.to(h.dtype)  # (B, C_site, h_s, w_s)
 
     def forward(self, h: torch.Tensor, prompt_map: torch.Tensor) -> torch.Tensor:
         gamma, beta = self.modulation(prompt_map)
         return self.apply(h, gamma, beta)
+
+
+class ResidualSPADE(nn.Module):
+    """``residual`` form: ``GN(h) * (1 + gamma(p)) + beta(p)`` on a resnet's residual branch ``h``.
+
+    Parameter names follow the released ``SPADE`` (``param_free_norm`` despite its affine parameters).
+    """
+
+    def __init__(
+        self, feature_channels: int, prompt_dim: int, hidden_dim: int = 128, norm_groups: int = 32
+    ) -> None:
+        super().__init__()
+        # 32 groups at every SD 2.1 site (as released); a narrow tiny-UNet site keeps >= 4 channels per group
+        self.param_free_norm = nn.GroupNorm(_group_count(feature_channels, norm_groups), feature_channels)
+        self.mlp_shared = nn.Sequential(nn.Conv2d(prompt_dim, hidden_dim, 3, padding=1), nn.ReLU())
+        self.mlp_gamma = nn.Conv2d(hidden_dim, feature_channels, 3, padding=1)
+        self.mlp_beta = nn.Conv2d(hidden_dim, feature_channels, 3, padding=1)
+
+    def modulation(self, prompt_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a = self.mlp_shared(prompt_map)  # (B, hidden, h_s, w_s)
+        return self.mlp_gamma(a), self.mlp_beta(a)  # (B, C_site, h_s, w_s) each
+
+    def apply(self, h: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        normed = self.param_free_norm(h.float()).to(h.dtype)  # (B, C_site, h_s, w_s) GN in fp32, as released
+        return normed * (1 + gamma.to(h.dtype)) + beta.to(h.dtype)
+
+    def forward(self, h: torch.Tensor, prompt_map: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.modulation(prompt_map)
+        return self.apply(h, gamma, beta)
+
+
+_LAYER_CLASSES = {"residual": ResidualSPADE, "output": SPADE}
 
 
 class SpadeInjector(ModelMixin, ConfigMixin):
@@ -138,15 +180,19 @@ class SpadeInjector(ModelMixin, ConfigMixin):
         prompt_dim: int = 256,
         hidden_dim: int = 128,
         norm_groups: int = 32,
+        form: str = "residual",
     ) -> None:
         super().__init__()
+        if form not in SPADE_FORMS:
+            raise ValueError(f"SpadeInjector: form={form!r}; choose one of {SPADE_FORMS} (model.spade_form)")
         if not sites:
             raise ValueError(
                 "SpadeInjector: no sites; build it with SpadeInjector.from_unet(unet, prompt_dim)"
             )
         self.sites = [SpadeSite(**dict(s)) for s in sites]
+        layer_cls = _LAYER_CLASSES[form]
         self.layers = nn.ModuleList(
-            SPADE(s.channels, prompt_dim, hidden_dim, norm_groups) for s in self.sites
+            layer_cls(s.channels, prompt_dim, hidden_dim, norm_groups) for s in self.sites
         )
         self._handles: list[Any] = []
         self._unet_ref: weakref.ref | None = None
@@ -154,11 +200,16 @@ class SpadeInjector(ModelMixin, ConfigMixin):
 
     @classmethod
     def from_unet(
-        cls, unet: nn.Module, prompt_dim: int, hidden_dim: int = 128, norm_groups: int = 32
+        cls,
+        unet: nn.Module,
+        prompt_dim: int,
+        hidden_dim: int = 128,
+        norm_groups: int = 32,
+        form: str = "residual",
     ) -> SpadeInjector:
         """Derive the sites from ``unet`` (its config, checked on its module tree)."""
         sites = [asdict(s) for s in spade_sites_from_unet(unet)]
-        return cls(sites=sites, prompt_dim=prompt_dim, hidden_dim=hidden_dim, norm_groups=norm_groups)
+        return cls(sites=sites, prompt_dim=prompt_dim, hidden_dim=hidden_dim, norm_groups=norm_groups, form=form)
 
     @property
     def num_scales_needed(self) -> int:
@@ -182,7 +233,7 @@ class SpadeInjector(ModelMixin, ConfigMixin):
         _check_sites(unet, self.sites)
         modules = dict(unet.named_modules())
         for i, site in enumerate(self.sites):
-            self._handles.append(modules[site.name].register_forward_hook(self._make_hook(i)))
+            self._handles.append(self._hooked_module(modules, site).register_forward_hook(self._make_hook(i)))
         self._unet_ref = weakref.ref(unet)
         object.__setattr__(unet, _OWNER_ATTR, weakref.ref(self))  # a marker, not a parameter or buffer
         return self
@@ -196,6 +247,18 @@ class SpadeInjector(ModelMixin, ConfigMixin):
         if unet is not None and unet.__dict__.get(_OWNER_ATTR, lambda: None)() is self:
             del unet.__dict__[_OWNER_ATTR]
         self._unet_ref = None
+
+    def _hooked_module(self, modules: Mapping[str, nn.Module], site: SpadeSite) -> nn.Module:
+        """The resnet itself (``output``) or the last conv of its residual branch (``residual``)."""
+        if self.config.form == "output":
+            return modules[site.name]
+        conv = modules.get(f"{site.name}.conv2")
+        if conv is None:
+            raise ValueError(
+                f"SPADE site {site.name!r}: no conv2 (the end of the residual branch of a diffusers "
+                "ResnetBlock2D); the residual SPADE form needs one, or use model.spade_form='output'"
+            )
+        return conv
 
     def _make_hook(self, index: int):
         def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
@@ -214,7 +277,7 @@ class SpadeInjector(ModelMixin, ConfigMixin):
                     f"must have "
                     "the same size"
                 )
-            return SPADE.apply(output, gamma, beta)
+            return self.layers[index].apply(output, gamma, beta)
 
         return hook
 

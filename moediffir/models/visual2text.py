@@ -8,7 +8,7 @@ cross-attention context.
 Pipeline of :class:`Visual2TextAdapter` (choices the paper leaves open are marked *):
 
 1. LQ ``(B, 3, H, W)`` in [0, 1] -> antialiased bicubic resize to the encoder's 224x224 (*squash by default,
-   see :func:`~moediffir.models.degradation_prior.clip_resize`).
+   see :func:`~moediffir.models.clip_backbone.clip_resize`).
 2. **Quality enhancer** (trainable): ``enhancer_blocks`` Restormer transformer blocks (MDTA channel attention
    + gated-dconv FFN [Zamir et al. 2022]) on the resized pixels, pixel-unshuffled by ``enhancer_downscale`` (4:
    56x56x48), wrapped as a residual ``x + shuffle(conv_out(...))`` with a zero-initialised ``conv_out``: at
@@ -20,8 +20,8 @@ Pipeline of :class:`Visual2TextAdapter` (choices the paper leaves open are marke
    the spatial grid of ``layer4`` before the attention pool, ``(B, 2048, 7, 7)`` -> 49 tokens in raster order:
    the attention pool would leave one global vector, too little for the UNet's cross-attention. The encoder
    stays in eval mode (BatchNorm statistics frozen) even when the adapter trains; gradients still flow through
-   it to the enhancer. It runs with its BatchNorms folded into the convolutions (same values, fewer passes over
-   the activations; :mod:`moediffir.models.folded_resnet`).
+   it to the enhancer. (Speed work that changes no value -- channels-last convolutions on CUDA, BatchNorms
+   folded into the convolutions -- lives in :class:`~moediffir.models.clip_backbone.FrozenResNetSpeed`.)
 5. **Adapter** (trainable): ``LayerNorm -> Linear(2048, cross_attention_dim)`` per token, ``num_tokens``
    learnable context tokens appended (released code: 49), a residual MLP ``x + MLP(x)`` (reduction 4), and a
    final ``LayerNorm`` (*matching the ``ln_final`` that ends SD 2.1's text encoder).
@@ -43,16 +43,16 @@ from diffusers.models.modeling_utils import ModelMixin
 from open_clip.modified_resnet import ModifiedResNet
 from torch import nn
 
-from moediffir.models.degradation_prior import (
+from moediffir.models.clip_backbone import (
     CLIP_MEAN,
     CLIP_STD,
     RESIZE_MODES,
+    FrozenResNetSpeed,
     check_image_batch,
     clip_normalize,
     clip_resize,
     compare_layout,
 )
-from moediffir.models.folded_resnet import FoldedResNet
 
 V2T_BACKENDS = ("clip_rn50", "tiny")
 # open_clip "RN50": layers (3, 4, 6, 3), width 64, heads 32, embed 1024, 224 px -> layer4 grid 2048 x 7 x 7.
@@ -166,7 +166,7 @@ class QualityEnhancer(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------- the adapter
-class Visual2TextAdapter(ModelMixin, ConfigMixin):
+class Visual2TextAdapter(FrozenResNetSpeed, ModelMixin, ConfigMixin):
     """LQ image -> text-like context ``(B, L_ctx, cross_attention_dim)`` for the UNet (paper §3.3).
 
     Trainable: ``enhancer``, ``proj_norm``, ``proj``, ``learned_tokens``, ``adapter``, ``out_norm``. Frozen:
@@ -232,13 +232,10 @@ class Visual2TextAdapter(ModelMixin, ConfigMixin):
         self.register_buffer("clip_std", torch.tensor(image_std, dtype=torch.float32), persistent=False)
         self.clip_visual.requires_grad_(False)
         self.clip_visual.eval()
-        self.fold_batchnorm = True  # run clip_visual through FoldedResNet (False: the module itself, for tests)
-        self._folded = FoldedResNet(self.clip_visual)  # a cache, not a submodule: the state dict is unchanged
-        self._layout = torch.contiguous_format  # of the conv weights; see conv_layout
-        self._force_channels_last = False  # tests: the CUDA layout on the CPU
         self.cross_attention_dim = cross_attention_dim
         self.num_grid_tokens = (image_size // 32) ** 2
         self.context_length = self.num_grid_tokens + num_tokens  # L_ctx
+        self.init_speed()
 
     @classmethod
     def for_backend(cls, backend: str, cross_attention_dim: int, **overrides: Any) -> Visual2TextAdapter:
@@ -258,32 +255,9 @@ class Visual2TextAdapter(ModelMixin, ConfigMixin):
         return self
 
     # -- forward -----------------------------------------------------------------------------------
-    def conv_layout(self, x: torch.Tensor) -> torch.memory_format:
-        """Memory layout of the convolutional path for input ``x``: channels-last on CUDA, else contiguous.
-
-        cuDNN runs half-precision convolutions (and the depth-wise ones of the enhancer) in NHWC without the
-        layout transposes an NCHW tensor costs, and the enhancer's channel LayerNorm then needs no copy
-        (measured on an H100, bf16, batch 64: V2T forward + backward 0.054 s, the whole training step 1.97x ->
-        1.62x the bare UNet). The weights of the enhancer and the CLIP encoder follow when the module moves to
-        or from a GPU (see ``_apply``), so optimisers and DDP see them in their final layout; values never
-        change (a test compares both layouts).
-        """
-        return self._sync_layout(x.is_cuda)
-
-    def _sync_layout(self, cuda: bool) -> torch.memory_format:
-        fmt = torch.channels_last if cuda or self._force_channels_last else torch.contiguous_format
-        if fmt != self._layout:
-            self.enhancer.to(memory_format=fmt)
-            self.clip_visual.to(memory_format=fmt)
-            self._layout = fmt
-        return fmt
-
-    def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .cpu(), .half() ... end here
-        out = super()._apply(fn, *args, **kwargs)
-        if hasattr(self, "_layout"):  # not during __init__
-            self._sync_layout(self.enhancer.conv_in.weight.is_cuda)
-            self._folded.clear()  # weights of the old device/dtype
-        return out
+    def conv_modules(self) -> list[nn.Module]:
+        """The enhancer and the CLIP encoder take channels-last weights on CUDA (FrozenResNetSpeed)."""
+        return [self.enhancer, self.clip_visual]
 
     def enhance(self, lq: torch.Tensor) -> torch.Tensor:
         """The enhanced, resized image ``(B, 3, S, S)`` (before CLIP normalisation), for inspection."""
@@ -291,20 +265,6 @@ class Visual2TextAdapter(ModelMixin, ConfigMixin):
         dtype = self.enhancer.conv_in.weight.dtype
         x = clip_resize(lq.float(), self.config.image_size, self.config.resize_mode).to(dtype)  # (B, 3, S, S)
         return self.enhancer(x.contiguous(memory_format=self.conv_layout(x)))  # (B, 3, S, S)
-
-    def clip_grid(self, pixels: torch.Tensor) -> torch.Tensor:
-        """layer4 feature map ``(B, 32*width, S/32, S/32)`` of CLIP-normalised pixels (attention pool unused).
-
-        With ``fold_batchnorm`` (the default) and the encoder in eval mode (always, unless someone switched it to
-        training by hand), the BatchNorm-folded convolutions run instead of the module; the values are the same.
-        """
-        v = self.clip_visual
-        fmt = self.conv_layout(pixels)
-        if self.fold_batchnorm and not v.training:
-            return self._folded.grid(pixels, fmt)  # (B, 32*width, S/32, S/32)
-        x = pixels.to(v.conv1.weight.dtype).contiguous(memory_format=fmt)
-        x = v.stem(x)  # (B, width, S/4, S/4)
-        return v.layer4(v.layer3(v.layer2(v.layer1(x))))  # (B, 32*width, S/32, S/32)
 
     def forward(self, lq: torch.Tensor) -> torch.Tensor:
         """Context ``(B, L_ctx, cross_attention_dim)`` from LQ images ``(B, 3, H, W)`` in ``[0, 1]``."""

@@ -1,7 +1,7 @@
 """The model folder: a trained MoE-DiffIR in one directory, loadable with nothing else (paper §3.4; docs/design.md §4-§6).
 
 Written by the trainer after stage I (prompt module, SPADE, V2T) and again after stage II (plus the decoder
-compensator); read by :func:`load_pipeline`, ``moediffir restore`` and the notebooks. Layout::
+compensator); read by :func:`~moediffir.pipelines.moediffir_pipeline.load_pipeline`, ``moediffir restore`` and the notebooks. Layout::
 
     config.json                 the resolved moediffir Config (moediffir.config.save_config)
     model_info.json             format version, the parts present, each part's provenance (moediffir.provenance:
@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -229,13 +229,27 @@ def _load_part(folder: Path, what: str, loader):
         raise ModelFolderError(f"{folder / what}: cannot load ({type(exc).__name__}: {exc})") from exc
 
 
-def load_pipeline(
+@dataclass
+class ModelParts:
+    """The networks of a model folder, frozen and in eval mode (on the CPU, in float32), and where they go."""
+
+    config: Config
+    denoiser: Any
+    vae: Any
+    scheduler: Any
+    compensator: Any
+    device: torch.device
+    dtype: torch.dtype
+
+
+def load_model_parts(
     folder: str | os.PathLike,
     device: str | torch.device | None = "cpu",
     dtype: str | torch.dtype | None = None,
     overrides: Mapping[str, Any] | None = None,
-):
-    """A ready :class:`~moediffir.pipelines.moediffir_pipeline.MoEDiffIRPipeline` from a model folder.
+) -> ModelParts:
+    """The parts of a model folder that :func:`~moediffir.pipelines.moediffir_pipeline.load_pipeline` puts
+    into a pipeline (arguments as there).
 
     Args:
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``. dtype: ``"fp32"``/``"fp16"``/``"bf16"`` or a
@@ -247,7 +261,6 @@ def load_pipeline(
 
     from moediffir.models.compensator import DecoderCompensator
     from moediffir.models.denoiser import MoEDiffIRDenoiser, dp_is_used
-    from moediffir.pipelines.moediffir_pipeline import MoEDiffIRPipeline
     from moediffir.pipelines.sampling import make_scheduler
 
     folder = Path(folder)
@@ -292,10 +305,8 @@ def load_pipeline(
         compensator = _load_part(folder, COMPENSATOR_DIR, lambda: DecoderCompensator.from_pretrained(folder / COMPENSATOR_DIR))
 
     scheduler = make_scheduler(cfg.sample.scheduler, base_scheduler.config)
-    pipe = MoEDiffIRPipeline.from_denoiser(denoiser, vae, scheduler, compensator=compensator, config=cfg)
     for module in (unet, vae, denoiser, compensator):
         if module is not None:
             module.requires_grad_(False)
             module.eval()
-    pipe.to(dev) if torch_dtype == torch.float32 else pipe.to(dev, torch_dtype)
-    return pipe
+    return ModelParts(cfg, denoiser, vae, scheduler, compensator, dev, torch_dtype)

@@ -7,7 +7,7 @@ Inference as in the paper (§3.4, §4.1) and StableSR, which it follows:
 3. pad each batch by repeating edge pixels to the latent grid (a multiple of the VAE factor times the
    prompt module's and UNet's downsampling, 64 px for SD);
 4. encode the LQ image with the frozen VAE encoder: ``z_lq = mean(E(2x - 1)) * scaling_factor``
-   (the posterior mean, so conditioning is deterministic; see :func:`encode_lq`);
+   (the posterior mean, so conditioning is deterministic; see :func:`~moediffir.pipelines.vae_steps.encode_lq`);
 5. prepare the prompt conditions once per image (or tile): degradation prior, MoE-Prompt Module, SPADE
    modulations and the Visual2Text context (:meth:`MoEDiffIRDenoiser.prepare`);
 6. prepare latents from pure noise ``z_T ~ N(0, I)`` (seeded by ``generator``);
@@ -25,12 +25,18 @@ The components are registered with diffusers (``unet``, ``vae``, ``scheduler``, 
 and optionally ``degradation_prior``, ``v2t``, ``compensator``), so ``pipe.to(device, dtype)``,
 ``pipe.device`` and ``pipe.progress_bar`` work; the stage-I model built from them is ``pipe.denoiser``.
 Saving and loading go through the model folder (:mod:`moediffir.pipelines.model_folder`).
+
+Where each step lives: 1, 2 and 10 in :mod:`moediffir.pipelines.inputs`; 3-7 for one batch in
+:mod:`moediffir.pipelines.batch_sampling`; 4 and 8 in :mod:`moediffir.pipelines.vae_steps`; 9 in
+:mod:`moediffir.pipelines.colorfix`. This module composes them: :meth:`MoEDiffIRPipeline.sample_latents`
+(1-7), :meth:`MoEDiffIRPipeline.decode_latents` (3, 8-10) and the call (both).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+import os
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +46,9 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
 from moediffir.config import SampleConfig
-from moediffir.models.denoiser import DenoiserConditions, MoEDiffIRDenoiser
+from moediffir.models.denoiser import MoEDiffIRDenoiser
+from moediffir.pipelines import vae_steps
+from moediffir.pipelines.batch_sampling import RoutingCallback, sample_batch
 from moediffir.pipelines.colorfix import apply_color_fix
 from moediffir.pipelines.inputs import (
     OUTPUT_TYPES,
@@ -51,12 +59,10 @@ from moediffir.pipelines.inputs import (
     to_tensors,
     to_uint8_images,
 )
-from moediffir.pipelines.sampling import initial_noise, sample_loop
-from moediffir.pipelines.tiling import Tile, pad_to_multiple, tile_batches, tiled_map
+from moediffir.pipelines.model_folder import load_model_parts, save_model_folder
+from moediffir.pipelines.tiling import pad_to_multiple
 
-__all__ = ["OUTPUT_TYPES", "MoEDiffIRPipeline", "MoEDiffIRPipelineOutput", "encode_lq", "to_uint8_images"]
-
-RoutingCallback = Callable[[int, torch.Tensor, torch.Tensor, list], Any]
+__all__ = ["OUTPUT_TYPES", "MoEDiffIRPipeline", "MoEDiffIRPipelineOutput", "load_pipeline", "to_uint8_images"]
 
 
 @dataclass
@@ -79,44 +85,12 @@ def _lcm(a: int, b: int) -> int:
     return a * b // math.gcd(a, b)
 
 
-def encode_lq(vae, image01: torch.Tensor) -> torch.Tensor:
-    """``z_lq`` ``(B, 4, H/8, W/8)`` of images ``(B, 3, H, W)`` in [0, 1]: posterior mean times the VAE's
-    scaling factor (minus its shift factor, when it has one). Stage-I training must condition the same way."""
-    x = (image01 * 2.0 - 1.0).to(device=vae.device, dtype=vae.dtype)  # (B, 3, H, W) in [-1, 1]
-    mean = vae.encode(x).latent_dist.mode()  # (B, 4, h, w)
-    shift = getattr(vae.config, "shift_factor", None) or 0.0
-    return ((mean - shift) * vae.config.scaling_factor).float()  # (B, 4, h, w)
-
-
-def _latents_for_decoder(vae, latents: torch.Tensor) -> torch.Tensor:
-    """Undo the scaling of :func:`encode_lq`: what ``AutoencoderKL.decode`` takes."""
-    shift = getattr(vae.config, "shift_factor", None) or 0.0
-    return latents / vae.config.scaling_factor + shift  # (B, 4, h, w)
-
-
-def _split_routing(routing: list[dict[str, Any]], n: int) -> list[list[dict[str, Any]]]:
-    """Per-row copies (batch dim kept, size 1) of a batch's per-scale routing record, detached, on the CPU."""
-    rows: list[list[dict[str, Any]]] = [[] for _ in range(n)]
-    for scale in routing:
-        for i in range(n):
-            rec = {}
-            for k, v in scale.items():
-                if torch.is_tensor(v) and v.ndim > 0 and v.shape[0] == n:
-                    rec[k] = v[i : i + 1].detach().cpu()
-                elif torch.is_tensor(v):
-                    rec[k] = v.detach().cpu()
-                else:
-                    rec[k] = v
-            rows[i].append(rec)
-    return rows
-
-
 # --------------------------------------------------------------------------------------------- pipeline
 class MoEDiffIRPipeline(DiffusionPipeline):
     """Restore compressed images with MoE-DiffIR (see the module docstring for the numbered steps).
 
     ``pipe.sample_defaults`` (a :class:`~moediffir.config.SampleConfig`) supplies every argument left as None;
-    :func:`~moediffir.pipelines.model_folder.load_pipeline` sets it from the model's profile.
+    :func:`load_pipeline` sets it from the model's profile.
 
     A call is two public steps, which other code (benchmark restoration, the stage-II data generator) calls
     on their own: :meth:`sample_latents` (steps 1-7: ``z_0`` and the routing) and :meth:`decode_latents`
@@ -194,8 +168,6 @@ class MoEDiffIRPipeline(DiffusionPipeline):
     # -- saving / loading: the model folder --------------------------------------------------------
     def save_pretrained(self, save_directory, **kwargs) -> None:  # type: ignore[override]
         """Write the model folder (:func:`~moediffir.pipelines.model_folder.save_model_folder`)."""
-        from moediffir.pipelines.model_folder import save_model_folder
-
         if kwargs:
             raise TypeError(f"MoEDiffIRPipeline.save_pretrained: unsupported arguments {sorted(kwargs)}")
         if self.model_config is None:
@@ -204,37 +176,13 @@ class MoEDiffIRPipeline(DiffusionPipeline):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> MoEDiffIRPipeline:  # type: ignore[override]
-        """Load a model folder (:func:`~moediffir.pipelines.model_folder.load_pipeline`); kwargs: device, dtype, overrides."""
-        from moediffir.pipelines.model_folder import load_pipeline
-
+        """Load a model folder (:func:`load_pipeline`); kwargs: device, dtype, overrides."""
         return load_pipeline(pretrained_model_name_or_path, **kwargs)
 
     # -- 1. inputs ---------------------------------------------------------------------------------
-    def check_inputs(
-        self,
-        image: Any,
-        num_inference_steps: int,
-        fusion_weight: float | None,
-        tile_size: int,
-        tile_overlap: int,
-        tile_blend: str,
-        color_fix: str,
-        output_type: str | None,
-        batch_size: int,
-        generator: Any = None,
-        task_labels: Any = None,
-        callback: Any = None,
-    ) -> None:
-        """Raise a short, exact error for any bad argument (before any work is done)."""
-        args = {
-            "num_inference_steps": num_inference_steps, "fusion_weight": fusion_weight, "tile_size": tile_size,
-            "tile_overlap": tile_overlap, "tile_blend": tile_blend, "color_fix": color_fix, "output_type": output_type,
-            "batch_size": batch_size, "generator": generator, "task_labels": task_labels, "callback": callback,
-        }
-        self._check(image, args)
-
-    def _check(self, image: Any, args: dict[str, Any]) -> None:
-        """:func:`~moediffir.pipelines.inputs.check_arguments` with this model's geometry."""
+    def check_inputs(self, image: Any, **args: Any) -> None:
+        """Raise a short, exact error for a bad image or argument, before any work is done (``args``: the
+        resolved arguments of the call by name, :meth:`resolve_arguments`; only those given are checked)."""
         n_images = check_images(image)
         check_arguments(args, n_images, self.pixel_multiple, self.vae_scale_factor, self.prompt_module.uses_task_labels)
 
@@ -270,9 +218,10 @@ class MoEDiffIRPipeline(DiffusionPipeline):
         return max(math.ceil(int(x) / m) * m for x in size) > tile_size
 
     @contextmanager
-    def _eval_mode(self, *modules: Any) -> Iterator[None]:
-        """Inference: no gate noise, even when called mid-training (docs/design.md §8); modes are given back after."""
-        modes = {m: m.training for m in modules if m is not None}
+    def _eval_mode(self) -> Iterator[None]:
+        """Inference: the denoiser and the compensator (with the VAE it holds) in eval mode, so no gate noise even
+        when called mid-training (docs/design.md §8); their modes are given back afterwards."""
+        modes = {m: m.training for m in (self.denoiser, self.compensator) if m is not None}
         for m in modes:
             m.eval()
         try:
@@ -280,130 +229,6 @@ class MoEDiffIRPipeline(DiffusionPipeline):
         finally:
             for m, was_training in modes.items():
                 m.train(was_training)
-
-    # -- 4. encode ---------------------------------------------------------------------------------
-    def encode(self, lq: torch.Tensor, tiled: bool, tile: int, overlap: int, blend: str, tile_batch: int) -> torch.Tensor:
-        """``z_lq`` ``(B, 4, h, w)`` of padded LQ images ``(B, 3, 8h, 8w)`` in [0, 1] (tile/overlap in latent cells)."""
-        f = self.vae_scale_factor
-        if not tiled:
-            return encode_lq(self.vae, lq)
-        grid = (lq.shape[-2] // f, lq.shape[-1] // f)
-        return tiled_map(lambda crops, k, items: encode_lq(self.vae, crops[0]), [(lq, f)], grid, 1, tile, overlap, blend, tile_batch)
-
-    # -- 5. conditions -----------------------------------------------------------------------------
-    def _prepare(self, z_lq: torch.Tensor, lq: torch.Tensor, labels: torch.Tensor | None, t: torch.Tensor | None) -> DenoiserConditions:
-        n = z_lq.shape[0]
-        tt = None if t is None else t.reshape(1).expand(n).to(z_lq.device)  # (N,)
-        return self.denoiser.prepare(
-            z_lq.to(self.prompt_module.dtype), tt, lq_image=lq.float(), task_labels=labels
-        )
-
-    # -- 8. decode ---------------------------------------------------------------------------------
-    def decode(
-        self, z0: torch.Tensor, lq: torch.Tensor, fusion_weight: float | None,
-        tiled: bool, tile: int, overlap: int, blend: str, tile_batch: int,
-    ) -> torch.Tensor:
-        """Images ``(B, 3, H, W)`` in [0, 1] from latents ``z0`` ``(B, 4, h, w)``; ``lq`` in [0, 1] feeds the compensator."""
-        use_comp = self.compensator is not None and fusion_weight is not None
-
-        def run(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-            if use_comp:
-                zc = _latents_for_decoder(self.vae, z).to(self.compensator.dtype)
-                out = self.compensator.decode(zc, lq_image=(x * 2 - 1).to(self.compensator.dtype), w=float(fusion_weight))
-            else:
-                out = self.vae.decode(_latents_for_decoder(self.vae, z).to(self.vae.dtype)).sample
-            return ((out.float() + 1.0) / 2.0).clamp(0.0, 1.0)  # (N, 3, H, W)
-
-        if not tiled:
-            return run(z0, lq)
-        f = self.vae_scale_factor
-        return tiled_map(
-            lambda crops, k, items: run(crops[0], crops[1]), [(z0, 1), (lq, f)], tuple(z0.shape[-2:]), f,
-            tile, overlap, blend, tile_batch,
-        ).clamp(0.0, 1.0)
-
-    # -- one batch of equal-size images: steps 3-7 -------------------------------------------------
-    def _sample_batch(
-        self,
-        lq: torch.Tensor,
-        image_ids: list[int],
-        labels: torch.Tensor | None,
-        generator: Any,
-        tiled: bool | None,
-        tile_size: int,
-        tile_overlap: int,
-        tile_blend: str,
-        batch_size: int,
-        eta: float | None,
-        callback: RoutingCallback | None,
-        progress: Any,
-    ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
-        """``z_0`` ``(B, 4, gh, gw)`` of LQ images ``(B, 3, H, W)`` and their routing records."""
-        device = self._execution_device
-        f = self.vae_scale_factor
-        # 3. pad to the latent grid (edge pixels)
-        lq_pad, _ = pad_to_multiple(lq.to(device), self.pixel_multiple)  # (B, 3, H', W')
-        tiled = self.uses_tiles(lq.shape[-2:], tile_size, tiled)
-        tile, overlap = tile_size // f, tile_overlap // f  # latent cells
-        grid = (lq_pad.shape[-2] // f, lq_pad.shape[-1] // f)
-        b = lq.shape[0]
-
-        # 4. encode the LQ image -> z_lq
-        z_lq = self.encode(lq_pad, tiled, tile, overlap, tile_blend, batch_size)  # (B, 4, gh, gw)
-
-        # 5. prompt conditions, once per image (tiled: once per tile batch); per step if they read t
-        per_step = bool(self.prompt_module.config.timestep_input)
-        if tiled:
-            batches = tile_batches(grid, tile, overlap, b, batch_size)
-        else:
-            batches = [[(i, Tile(0, 0, grid[0], grid[1])) for i in range(b)]]
-        lab = None if labels is None else labels.to(device)
-
-        def crops_of(items: list[tuple[int, Tile]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-            if not tiled:
-                return z_lq, lq_pad, lab
-            zs = torch.cat([z_lq[i : i + 1, :, t.region(1)[0], t.region(1)[1]] for i, t in items])  # (N, 4, th, tw)
-            xs = torch.cat([lq_pad[i : i + 1, :, t.region(f)[0], t.region(f)[1]] for i, t in items])  # (N, 3, 8th, 8tw)
-            ls = None if lab is None else lab[[i for i, _ in items]]  # (N,)
-            return zs, xs, ls
-
-        routing: list[dict[str, Any]] = []
-
-        def record(conds: list[DenoiserConditions]) -> None:
-            routing.clear()
-            for items, cond in zip(batches, conds):
-                for (i, t), scales in zip(items, _split_routing(cond.routing, len(items))):
-                    routing.append({"image": image_ids[i], "tile": t.as_tuple(), "scales": scales})
-
-        conds: list[DenoiserConditions] = []
-        if not per_step:
-            conds = [self._prepare(*crops_of(items), None) for items in batches]
-            record(conds)
-
-        # 6. latents from pure noise
-        latents = initial_noise((b, z_lq.shape[1], *grid), self.scheduler, generator, device)  # (B, 4, gh, gw)
-
-        # 7. denoising loop (noise predictions blended over tiles when tiled)
-        dtype = self.unet.dtype
-
-        def eps_fn(z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            if per_step:
-                conds[:] = [self._prepare(*crops_of(items), t) for items in batches]
-                record(conds)
-            if not tiled:
-                return self.denoiser.denoise(z_t.to(dtype), t.reshape(1).expand(b).to(device), conds[0])  # (B, 4, gh, gw)
-            return tiled_map(
-                lambda crops, k, items: self.denoiser.denoise(
-                    crops[0].to(dtype), t.reshape(1).expand(len(items)).to(device), conds[k]
-                ),
-                [(z_t, 1)], grid, 1, tile, overlap, tile_blend, batch_size,
-            )
-
-        step_cb = None
-        if callback is not None:
-            step_cb = lambda i, t, z: callback(i, t, z, list(routing))
-        z0 = sample_loop(eps_fn, self.scheduler, latents, generator=generator, callback=step_cb, progress=progress, eta=eta)
-        return z0, routing  # (B, 4, gh, gw)
 
     # -- steps 1-7 ------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -430,7 +255,7 @@ class MoEDiffIRPipeline(DiffusionPipeline):
         """
         a = self.resolve_arguments(num_inference_steps, None, None, tile_size, tile_overlap, tile_blend, batch_size)
         del a["fusion_weight"], a["color_fix"]
-        self._check(image, {**a, "generator": generator, "task_labels": task_labels, "callback": callback})
+        self.check_inputs(image, **a, generator=generator, task_labels=task_labels, callback=callback)
         steps, batch_size = a["num_inference_steps"], a["batch_size"]
         # 2. inputs -> (1, 3, H, W) float tensors in [0, 1]; batches of equal size
         images, _ = to_tensors(image)
@@ -447,13 +272,13 @@ class MoEDiffIRPipeline(DiffusionPipeline):
         self.scheduler.set_timesteps(steps, device=device)
         results: dict[int, torch.Tensor] = {}
         routing: list[dict[str, Any]] = []
-        with self._eval_mode(self.denoiser), self.progress_bar(total=len(self.scheduler.timesteps) * len(groups)) as progress:
+        with self._eval_mode(), self.progress_bar(total=len(self.scheduler.timesteps) * len(groups)) as progress:
             for ids in groups:
-                # 3.-7. pad, encode, conditions, noise, denoise (_sample_batch)
+                # 3.-7. pad, encode, conditions, noise, denoise (sample_batch)
                 self.scheduler.set_timesteps(steps, device=device)  # multistep schedulers keep state: reset
                 gen = [generator[i] for i in ids] if isinstance(generator, (list, tuple)) else generator
-                z0, recs = self._sample_batch(
-                    torch.cat([images[i] for i in ids]), ids, None if labels_all is None else labels_all[ids], gen,
+                z0, recs = sample_batch(
+                    self, torch.cat([images[i] for i in ids]), ids, None if labels_all is None else labels_all[ids], gen,
                     tiled, a["tile_size"], a["tile_overlap"], a["tile_blend"], batch_size, eta, callback, progress,
                 )
                 for j, i in enumerate(ids):
@@ -487,7 +312,7 @@ class MoEDiffIRPipeline(DiffusionPipeline):
         """
         a = self.resolve_arguments(None, fusion_weight, color_fix, tile_size, tile_overlap, tile_blend, batch_size)
         del a["num_inference_steps"]
-        self._check(lq, {**a, "output_type": output_type})
+        self.check_inputs(lq, **a, output_type=output_type)
         if output_type == "latent":
             raise ValueError("output_type='latent': decode_latents returns images (pt, np or pil)")
         images, _ = to_tensors(lq)
@@ -505,10 +330,11 @@ class MoEDiffIRPipeline(DiffusionPipeline):
                 f"(expected (B, C, {lq_pad.shape[-2] // f}, {lq_pad.shape[-1] // f}) from sample_latents)"
             )
         tiled = self.uses_tiles((h, w), a["tile_size"], tiled)
-        with self._eval_mode(self.compensator):
+        with self._eval_mode():
             # 8. decode (compensator at w, or the plain VAE decoder)
-            out = self.decode(z0.to(device), lq_pad, a["fusion_weight"], tiled, a["tile_size"] // f,
-                              a["tile_overlap"] // f, a["tile_blend"], a["batch_size"])  # (B, 3, H', W')
+            out = vae_steps.decode(self.vae, self.compensator, z0.to(device), lq_pad, a["fusion_weight"], f, tiled,
+                                   a["tile_size"] // f, a["tile_overlap"] // f, a["tile_blend"],
+                                   a["batch_size"])  # (B, 3, H', W')
         # 9. crop back, colour fix against the LQ input
         out = apply_color_fix(out[..., :h, :w], x, a["color_fix"])  # (B, 3, H, W)
         if output_type == "pt":
@@ -558,8 +384,8 @@ class MoEDiffIRPipeline(DiffusionPipeline):
         a = self.resolve_arguments(num_inference_steps, fusion_weight, color_fix, tile_size, tile_overlap, tile_blend,
                                    batch_size)
         # 1. check inputs (all of them, before any work)
-        self._check(image, {**a, "output_type": output_type, "generator": generator, "task_labels": task_labels,
-                            "callback": callback})
+        self.check_inputs(image, **a, output_type=output_type, generator=generator, task_labels=task_labels,
+                          callback=callback)
         images, kind = to_tensors(image)
         output_type = output_type or kind
         geometry = {k: a[k] for k in ("tile_size", "tile_overlap", "tile_blend", "batch_size")}
@@ -586,3 +412,24 @@ class MoEDiffIRPipeline(DiffusionPipeline):
             return (output,)
         tiled_by_image = [self.uses_tiles(x.shape[-2:], a["tile_size"], tiled) for x in images]
         return MoEDiffIRPipelineOutput(images=output, routing=routing, tiled=tiled_by_image)
+
+
+def load_pipeline(
+    folder: str | os.PathLike,
+    device: str | torch.device | None = "cpu",
+    dtype: str | torch.dtype | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> MoEDiffIRPipeline:
+    """A ready :class:`MoEDiffIRPipeline` from a model folder (:mod:`moediffir.pipelines.model_folder`), frozen,
+    in eval mode, with the folder's profile as :attr:`~MoEDiffIRPipeline.sample_defaults`.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``. dtype: ``"fp32"``/``"fp16"``/``"bf16"`` or a
+            torch dtype (None: ``sample.dtype`` of the config); half types on CUDA only.
+        overrides: config overrides of the sampling settings and weight sources (``{"sample.num_steps": 50}``).
+    """
+    parts = load_model_parts(folder, device, dtype, overrides)
+    pipe = MoEDiffIRPipeline.from_denoiser(parts.denoiser, parts.vae, parts.scheduler, compensator=parts.compensator,
+                                           config=parts.config)
+    pipe.to(parts.device) if parts.dtype == torch.float32 else pipe.to(parts.device, parts.dtype)
+    return pipe

@@ -18,8 +18,8 @@ import numpy as np
 
 from moediffir.config import Config, save_config
 from moediffir.data.manifest import read_manifest
-from moediffir.data.quality import LQ_METRIC_CONVENTION
 from moediffir.data.tasks import ALL_CODECS, CODEC_DISPLAY, all_tasks, strength_rank
+from moediffir.metrics.fidelity import RGB_CONVENTION
 from moediffir.report import save_figure, write_table
 from moediffir.utils.io import read_image_rgb
 
@@ -64,7 +64,7 @@ def benchmark_summary(manifest: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary_notes(summary: pd.DataFrame) -> list[str]:
-    notes = [(f"LQ PSNR / SSIM: {LQ_METRIC_CONVENTION}; bpp = bits written by the codec / (width x height) of "
+    notes = [(f"LQ PSNR / SSIM: {RGB_CONVENTION}; bpp = bits written by the codec / (width x height) of "
               "the original image; means over the images of each set."),
              ("kind: seen = one of the 21 training tasks (label 0-20); unseen_degree = a seen codec at an unseen "
               "level; unseen_type = a codec never seen in training (AVC).")]

@@ -13,6 +13,12 @@ One optimiser step, written out (docs/design.md §5):
 6. Adam (``stage1.betas``) at the constant ``stage1.lr`` on the trained parts only (prompt module, SPADE,
    V2T adapter + enhancer; the UNet, VAE, degradation prior and the V2T's CLIP tower stay frozen).
 
+Released-code switches (``model.recipe="released"`` sets them): ``stage1.usm_gt`` unsharp-masks the GT before
+it is encoded (:mod:`moediffir.training.usm`); ``stage1.optimizer="adamw"`` with ``weight_decay`` 0.01 and two
+parameter groups, the prompt module at ``lr * prompt_lr_scale`` (released 2.0) and SPADE + V2T at
+``lr * injection_lr_scale`` -- released 0.0, because its ``lr // 2`` floor-divides a float below 2 to 0, so
+the released SPADE and V2T layers keep their initial weights.
+
 Every ``log_every`` steps the loss, learning rate, throughput and routing statistics go to
 ``<stage dir>/log.jsonl``/``log.csv``; every ``checkpoint_every`` steps an atomic checkpoint is written to
 ``<stage dir>/checkpoints/step_XXXXXX``; at the end the model folder ``<run_dir>/model`` is written with
@@ -55,6 +61,7 @@ from moediffir.training.runtime import (
     stage_dir,
     start_stage_dir,
 )
+from moediffir.training.usm import usm_sharpen
 from moediffir.utils.io import atomic_write_json
 
 STAGE = "stage1"
@@ -98,10 +105,17 @@ def diffusion_target(scheduler, z0: torch.Tensor, noise: torch.Tensor, t: torch.
     raise ValueError(f"scheduler prediction_type={kind!r} is not supported by stage-I training")
 
 
-def stage1_loss(model, unwrapped, vae, scheduler, batch: Mapping[str, Any], device) -> tuple[torch.Tensor, dict]:
-    """Eq. 2 (+ balance loss) on one micro-batch; ``model`` may be the DDP wrapper of ``unwrapped``."""
+def stage1_loss(
+    model, unwrapped, vae, scheduler, batch: Mapping[str, Any], device, sharpen_gt: bool = False
+) -> tuple[torch.Tensor, dict]:
+    """Eq. 2 (+ balance loss) on one micro-batch; ``model`` may be the DDP wrapper of ``unwrapped``.
+
+    ``sharpen_gt``: unsharp-mask the GT before encoding it (``stage1.usm_gt``).
+    """
     lq = batch["lq"].to(device, non_blocking=True)  # (B, 3, H, W) in [0, 1]
     gt = batch["gt"].to(device, non_blocking=True)  # (B, 3, H, W)
+    if sharpen_gt:
+        gt = usm_sharpen(gt)  # (B, 3, H, W)
     labels = batch["label"].to(device)  # (B,)
     with torch.no_grad():
         z_lq, z0 = encode_pair(vae, lq, gt)  # (B, 4, h, w) each
@@ -144,6 +158,25 @@ def fixed_batch(dataset: PairedCropDataset, size: int) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ training
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+
+
+def build_stage1_optimizer(denoiser, s1) -> torch.optim.Optimizer:
+    """Adam/AdamW on the trained parts: the prompt module at ``lr * prompt_lr_scale``, SPADE (+ V2T) at
+    ``lr * injection_lr_scale`` (one group each; both scales 1 by default, i.e. one constant lr, §4.1)."""
+    if s1.optimizer not in OPTIMIZERS:
+        raise ValueError(f"stage1.optimizer={s1.optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
+    prompt = {id(p) for p in denoiser.prompt_module.parameters()}
+    params = list(denoiser.trainable_parameters())
+    groups = [
+        {"params": [p for p in params if id(p) in prompt], "lr": s1.lr * s1.prompt_lr_scale},
+        {"params": [p for p in params if id(p) not in prompt], "lr": s1.lr * s1.injection_lr_scale},
+    ]
+    return OPTIMIZERS[s1.optimizer](
+        [g for g in groups if g["params"]], lr=s1.lr, betas=tuple(s1.betas), weight_decay=s1.weight_decay
+    )
+
+
 def _build_model(cfg):
     from moediffir.models.backbone import build_backbone
     from moediffir.models.denoiser import build_denoiser
@@ -162,6 +195,7 @@ def _check_frozen(denoiser, vae) -> None:
         raise RuntimeError("stage I: the model has no trainable parameters")
 
 
+# long function: set-up, resume and the training loop of paper §4.1 read in one place (accelerate state)
 def train_stage1(cfg, resume: bool = False, progress: bool = True, overwrite: bool = False) -> Path:
     """Train stage I for ``cfg.stage1.max_steps`` optimiser steps; return the model folder ``<run_dir>/model``.
 
@@ -201,7 +235,7 @@ def train_stage1(cfg, resume: bool = False, progress: bool = True, overwrite: bo
     dataset = PairedCropDataset(cfg.benchmark_dir, pairs, s1.crop_size, augment=s1.augment)
     eval_batch = fixed_batch(dataset, s1.batch_size)
     params = list(denoiser.trainable_parameters())
-    optimizer = torch.optim.Adam(params, lr=s1.lr, betas=tuple(s1.betas))
+    optimizer = build_stage1_optimizer(denoiser, s1)
     lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)  # constant (§4.1)
     model, optimizer = accelerator.prepare(denoiser, optimizer)
     denoiser = accelerator.unwrap_model(model)
@@ -262,7 +296,7 @@ def train_stage1(cfg, resume: bool = False, progress: bool = True, overwrite: bo
             sync = micro == s1.grad_accum - 1
             with contextlib.nullcontext() if sync else accelerator.no_sync(model):
                 with accelerator.autocast():
-                    loss, parts = stage1_loss(model, denoiser, vae, scheduler, batch, device)
+                    loss, parts = stage1_loss(model, denoiser, vae, scheduler, batch, device, s1.usm_gt)
                 accelerator.backward(loss / s1.grad_accum)
             micro_losses.append(parts["eps_loss"])
             micro_bal.append(parts["balance_loss"])

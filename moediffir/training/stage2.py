@@ -4,7 +4,10 @@ The paper "generate[s] 70,000 latent images using the weights from the first sta
 with the corresponding LQ images and ground truth images", loss ``L_Decoder = L_lpips[z_lq, z_0, hr]`` (Eq. 4),
 lr 1e-4, 0.1 M steps (§4.1). StableSR, which the paper follows, adds an L1 term and a small hinge-GAN term;
 here each has its weight in the config (``stage2.lpips_weight``, ``l1_weight``, ``gan_weight`` from
-``gan_start_step``).
+``gan_start_step``). The released code (``model.recipe="released"``): VGG LPIPS (``stage2.lpips_net``), Adam
+``betas`` (0.5, 0.9), the GAN term from step 501, the RRDB fusion block (``stage2.fusion_block``); its GAN
+weight is 0.025 times taming's adaptive ratio ``|grad L_rec| / |grad L_GAN|`` at the decoder's last layer,
+which is not reproduced here (a fixed ``gan_weight``).
 
 1. :func:`generate_stage2_data`: ``stage2.num_latents`` LQ/GT crops of the seen training pairs (fixed,
    seeded crops, no flips: the latent belongs to that exact crop) and their ``z_0`` sampled by the stage-I model
@@ -22,7 +25,6 @@ here each has its weight in the config (``stage2.lpips_weight``, ``l1_weight``, 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import time
@@ -38,6 +40,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from moediffir.config import config_to_dict
 from moediffir.errors import MoEDiffIRError
+from moediffir.pipelines.vae_steps import latents_for_decoder
 from moediffir.training.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -64,6 +67,7 @@ from moediffir.training.runtime import (
     stage_dir,
     start_stage_dir,
 )
+from moediffir.utils.digests import model_fingerprint
 from moediffir.utils.io import atomic_write_json
 
 STAGE = "stage2"
@@ -84,23 +88,13 @@ def shard_name(k: int) -> str:
     return f"shard_{k:05d}.pt"
 
 
-def model_fingerprint(folder: str | Path) -> str:
-    """SHA-256 over the stage-I parts of a model folder (``denoiser/`` weights and configs, the null context), so
-    rewriting the folder with a compensator keeps it, and retraining stage I changes it."""
-    folder = Path(folder)
-    files = sorted(p for p in (folder / "denoiser").rglob("*") if p.is_file())
-    files += [p for p in [folder / "null_context.safetensors"] if p.is_file()]
-    if not files:
-        raise Stage2DataError(f"{folder}: no stage-I model (denoiser/ missing); train stage I first")
-    h = hashlib.sha256()
-    for p in files:
-        h.update(p.relative_to(folder).as_posix().encode())
-        if p.suffix == ".json":  # diffusers adds "_name_or_path" etc. when a loaded model is saved again
-            cfg = {k: v for k, v in json.loads(p.read_text()).items() if not k.startswith("_")}
-            h.update(json.dumps(cfg, sort_keys=True).encode())
-        else:
-            h.update(hashlib.sha256(p.read_bytes()).digest())
-    return h.hexdigest()
+def stage1_fingerprint(folder: str | Path) -> str:
+    """:func:`~moediffir.utils.digests.model_fingerprint` of the stage-I parts of a model folder (``denoiser/``,
+    the null context), so rewriting the folder with a compensator keeps it, and retraining stage I changes it."""
+    try:
+        return model_fingerprint(folder, ("denoiser", "null_context.safetensors"))
+    except FileNotFoundError as exc:
+        raise Stage2DataError(f"{folder}: no stage-I model (denoiser/ missing); train stage I first") from exc
 
 
 def _require_model(cfg) -> Path:
@@ -133,7 +127,7 @@ def _to_uint8(x: torch.Tensor) -> torch.Tensor:
 def _data_meta(cfg, folder: Path, n_pairs: int, steps: int) -> dict[str, Any]:
     s2 = cfg.stage2
     return {
-        "model_fingerprint": model_fingerprint(folder),
+        "model_fingerprint": stage1_fingerprint(folder),
         "num_latents": s2.num_latents, "shard_size": s2.shard_size, "crop_size": s2.crop_size,
         "steps": steps, "scheduler": cfg.sample.scheduler, "seed": cfg.seed, "n_pairs": n_pairs,
         "benchmark": str(cfg.benchmark_dir), "preset": cfg.data.preset,
@@ -172,7 +166,7 @@ def generate_stage2_data(cfg, progress: bool = True) -> Path:
             atomic_write_json(out / META_NAME, {"source": meta, "complete": False, "num_shards": n_shards})
     state.wait_for_everyone()
 
-    from moediffir.pipelines.model_folder import load_pipeline
+    from moediffir.pipelines.moediffir_pipeline import load_pipeline
 
     device = "cpu" if cfg.device == "cpu" or not torch.cuda.is_available() else str(state.device)
     pipe = load_pipeline(folder, device=device, overrides={"sample.scheduler": cfg.sample.scheduler})
@@ -287,11 +281,6 @@ class PatchDiscriminator(nn.Module):
         return self.net(x)  # (B, 1, h', w') patch logits
 
 
-def _latents_for_decoder(vae, z: torch.Tensor) -> torch.Tensor:
-    shift = getattr(vae.config, "shift_factor", None) or 0.0
-    return z / vae.config.scaling_factor + shift  # (B, 4, h, w)
-
-
 @torch.no_grad()
 def compare_decoders(compensator, lpips_model, batch: Mapping[str, Any], weights: tuple[float, ...]) -> dict[str, float]:
     """L1 and LPIPS to the GT of the plain VAE decoder (``w = 0``) and the compensated one at each ``w``."""
@@ -299,7 +288,7 @@ def compare_decoders(compensator, lpips_model, batch: Mapping[str, Any], weights
     was = compensator.training
     compensator.eval()
     try:
-        z = _latents_for_decoder(compensator.vae, batch["z0"].to(device))
+        z = latents_for_decoder(compensator.vae, batch["z0"].to(device))
         lq = batch["lq"].to(device) * 2 - 1  # (B, 3, H, W) in [-1, 1]
         gt = batch["gt"].to(device) * 2 - 1
         out = {}
@@ -314,15 +303,18 @@ def compare_decoders(compensator, lpips_model, batch: Mapping[str, Any], weights
 
 
 def _build_lpips(cfg, device):
+    """The training loss's LPIPS: ``stage2.lpips_net`` (AlexNet; the released code trains with VGG)."""
     from moediffir.metrics.lpips_weights import lpips_weights_dir
     from moediffir.metrics.perceptual import build_lpips
 
-    model = build_lpips(cfg.eval.lpips_net, weights=cfg.eval.metric_weights,
+    net = cfg.stage2.lpips_net
+    model = build_lpips(net, weights=cfg.eval.metric_weights,
                         weights_dir=cfg.eval.metric_weights_dir or None, seed=cfg.seed, lpips_dir=lpips_weights_dir(cfg))
-    return model.to(device), f"{cfg.eval.lpips_net}:{model.weights_label}"
+    return model.to(device), f"{net}:{model.weights_label}"
 
 
 # ------------------------------------------------------------------------------------------- training
+# long function: set-up, resume and the training loop of paper §3.4 read in one place (accelerate state)
 def train_stage2(cfg, resume: bool = False, progress: bool = True, overwrite: bool = False) -> Path:
     """Train the decoder compensator for ``stage2.max_steps`` steps; add it to ``<run_dir>/model``; return it.
 
@@ -335,7 +327,8 @@ def train_stage2(cfg, resume: bool = False, progress: bool = True, overwrite: bo
     from accelerate.utils import set_seed
 
     from moediffir.models.compensator import build_compensator
-    from moediffir.pipelines.model_folder import load_pipeline, read_model_info, save_model_folder
+    from moediffir.pipelines.model_folder import read_model_info, save_model_folder
+    from moediffir.pipelines.moediffir_pipeline import load_pipeline
 
     s2 = cfg.stage2
     if s2.grad_accum < 1 or s2.batch_size < 1 or s2.max_steps < 0:
@@ -343,7 +336,7 @@ def train_stage2(cfg, resume: bool = False, progress: bool = True, overwrite: bo
     folder = _require_model(cfg)
     data_dir = stage2_data_dir(cfg)
     dataset = LatentShardDataset(data_dir)
-    if dataset.meta["source"]["model_fingerprint"] != model_fingerprint(folder):
+    if dataset.meta["source"]["model_fingerprint"] != stage1_fingerprint(folder):
         raise Stage2DataError(
             f"{data_dir}: latents were made by another stage-I model than {folder}; rerun "
             f"`moediffir stage2-data --profile {cfg.profile}`"
@@ -439,7 +432,7 @@ def train_stage2(cfg, resume: bool = False, progress: bool = True, overwrite: bo
                     ctx.enter_context(accelerator.no_sync(disc_model))
             with ctx:
                 with accelerator.autocast():
-                    z = _latents_for_decoder(vae, batch["z0"].to(device))  # (B, 4, h, w)
+                    z = latents_for_decoder(vae, batch["z0"].to(device))  # (B, 4, h, w)
                     lq = batch["lq"].to(device) * 2 - 1  # (B, 3, H, W) in [-1, 1]
                     gt = batch["gt"].to(device) * 2 - 1
                     x = model(z, lq_image=lq, w=s2.train_fusion_weight).float()  # (B, 3, H, W)

@@ -87,13 +87,13 @@ def atomic_write_json(path: PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def encode_png(rgb: np.ndarray) -> bytes:
+def encode_png(rgb: np.ndarray, compress_level: int = 6) -> bytes:
     """PNG bytes of an ``(H, W, 3)`` or ``(H, W)`` uint8 array (deterministic: no timestamps)."""
     import numpy as np
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG", compress_level=6)
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG", compress_level=compress_level)
     return buf.getvalue()
 
 
