@@ -1,5 +1,6 @@
 """The repository reads on its own: no references to things outside it, and every ``docs/<page>.md §N``
-citation points at a section that exists."""
+citation points at a section that exists; ``docs/fidelity.md``'s table names real config keys and marks exactly
+what the ``released`` recipe sets."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def shipped_text_files() -> list[Path]:
 
 def test_the_scan_covers_the_package_and_the_docs():
     files = {p.relative_to(REPO).as_posix() for p in shipped_text_files()}
-    assert {"README.md", "docs/design.md", "moediffir/config.py"} <= files
+    assert {"README.md", "docs/design.md", "docs/fidelity.md", "moediffir/config.py"} <= files
     assert any(f.startswith("notebooks/") for f in files)
 
 
@@ -68,6 +69,7 @@ def _sections(page: str) -> set[int]:
 
 def test_docs_pages_number_their_sections():
     assert _sections("design") == set(range(1, 9))
+    assert _sections("fidelity") == {1, 2, 3, 4}
 
 
 def test_every_docs_citation_points_at_an_existing_section():
@@ -92,3 +94,47 @@ def test_relative_links_in_docs_resolve():
     for page in DOCS.glob("*.md"):
         for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text(encoding="utf-8")):
             assert (page.parent / target).exists(), f"{page.relative_to(REPO)}: broken link {target}"
+
+
+# ------------------------------------------------------------------------------------------ docs/fidelity.md
+FIDELITY = DOCS / "fidelity.md"
+CONFIG_KEY = re.compile(r"`((?:model|data|stage1|stage2|sample|eval|ablation)\.\w+)`")
+
+
+def _fidelity_rows() -> list[list[str]]:
+    """The cells of the table of ``docs/fidelity.md`` §2 (one list per choice)."""
+    text = FIDELITY.read_text(encoding="utf-8")
+    section = text.split("## 2. ", 1)[1].split("\n## ", 1)[0]
+    rows = [line.strip().strip("|").split(" | ") for line in section.splitlines() if line.startswith("| ")]
+    return [cells for cells in rows if cells[0].strip().isdigit()]  # not the header nor its rule
+
+
+def test_fidelity_table_has_every_column():
+    rows = _fidelity_rows()
+    assert len(rows) >= 40
+    assert [int(r[0]) for r in rows] == list(range(1, len(rows) + 1))
+    assert all(len(r) == 7 and all(c.strip() for c in r) for r in rows), "a row lacks a cell"
+
+
+def test_fidelity_switches_are_config_keys():
+    from dataclasses import fields
+
+    from moediffir.config import resolve_config
+
+    cfg = resolve_config("paper")
+    for row in _fidelity_rows():
+        for key in CONFIG_KEY.findall(row[6]):
+            section, name = key.split(".")
+            assert name in {f.name for f in fields(getattr(cfg, section))}, f"row {row[0]}: no config key {key}"
+
+
+def test_fidelity_marks_exactly_what_the_released_recipe_sets():
+    """Every key the ``released`` recipe sets is marked **R** in its row, and no other key is."""
+    from moediffir.config import RECIPE_PAPER_SCALE, RECIPE_VALUES
+
+    marked: set[str] = set()
+    for row in _fidelity_rows():
+        for part in re.split(r";\s*", row[6]):
+            if "**R" in part:
+                marked.update(CONFIG_KEY.findall(part))
+    assert marked == set(RECIPE_VALUES["released"]) | set(RECIPE_PAPER_SCALE["released"])
