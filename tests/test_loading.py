@@ -316,7 +316,7 @@ def test_single_file_defaults_to_the_shipped_sd21_configs(tmp_path, offline_env)
         load_sd_components(cfg)
     message = str(err.value)
     assert message.startswith(f"{ckpt}: not the UNet of moediffir/configs/sd21_base_unet.json")
-    assert "model.diffusion_model.input_blocks.0.0.weight is (32, 4, 3, 3), expected (320, 4, 3, 3)" in message
+    assert "model.diffusion_model.input_blocks.0.0.weight: file (32, 4, 3, 3) vs expected (320, 4, 3, 3)" in message
 
 
 def test_load_sd_components_reads_a_single_file(tmp_path, offline_env, monkeypatch):

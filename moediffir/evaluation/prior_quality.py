@@ -23,11 +23,18 @@ def load_prior(folder: str | Path, device: torch.device | str = "cpu"):
     """``(unet, vae, scheduler)`` of a diffusers-layout prior folder, frozen, in eval mode."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
+    from moediffir.errors import MissingInputsError
+    from moediffir.utils.memory import own_aligned_storage
+
     folder = Path(folder)
     if not (folder / "unet" / "config.json").is_file():
-        raise FileNotFoundError(f"{folder}: no prior here (unet/config.json missing); run moediffir train prior")
-    unet = UNet2DConditionModel.from_pretrained(folder / "unet").to(device).requires_grad_(False).eval()
-    vae = AutoencoderKL.from_pretrained(folder / "vae").to(device).requires_grad_(False).eval()
+        raise MissingInputsError(
+            f"{folder}: no prior here (unet/config.json missing); run moediffir train prior", [folder / "unet"]
+        )
+    unet = own_aligned_storage(UNet2DConditionModel.from_pretrained(folder / "unet"))
+    vae = own_aligned_storage(AutoencoderKL.from_pretrained(folder / "vae"))
+    unet = unet.to(device).requires_grad_(False).eval()
+    vae = vae.to(device).requires_grad_(False).eval()
     return unet, vae, DDPMScheduler.from_pretrained(folder / "scheduler")
 
 

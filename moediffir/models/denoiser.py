@@ -362,7 +362,7 @@ def build_denoiser(
         unet, prompt_dim=cfg.model.prompt_dim, hidden_dim=cfg.model.spade_hidden, form=cfg.model.spade_form
     )
     denoiser = MoEDiffIRDenoiser(unet, prompt_module, spade, degradation_prior=degradation_prior, v2t=v2t)
-    if v2t is None:
+    if v2t is None and not cfg.prior.enabled:  # a stage-0 prior was trained with the zero context: it stays
         from moediffir.models.empty_prompt import empty_prompt_context
 
         denoiser.set_null_context(empty_prompt_context(cfg, unet.config.cross_attention_dim))

@@ -519,9 +519,9 @@ def load_single_file_components(
                     f"{path}: diffusers could not read the {_COMPONENT_NAMES[component]} of {names[component]} "
                     f"from this checkpoint: {type(exc).__name__}: {exc}"
                 ) from exc
-    models["unet"].eval()
-    models["vae"].eval()
-    return models["unet"], models["vae"]
+    from moediffir.utils.memory import own_aligned_storage
+
+    return own_aligned_storage(models["unet"].eval()), own_aligned_storage(models["vae"].eval())
 
 
 def load_sd_components(cfg, torch_dtype: torch.dtype | None = None, allow_download_flag: bool | None = None):
@@ -557,6 +557,9 @@ def load_sd_components(cfg, torch_dtype: torch.dtype | None = None, allow_downlo
             source.location, subfolder="vae", **kwargs, **_sd_dtype(torch_dtype)
         )
         scheduler = DDPMScheduler.from_pretrained(source.location, subfolder="scheduler", **kwargs)
+        from moediffir.utils.memory import own_aligned_storage
+
+        unet, vae = own_aligned_storage(unet), own_aligned_storage(vae)
     unet.eval()
     vae.eval()
     return unet, vae, scheduler

@@ -48,6 +48,7 @@ from moediffir.provenance import (
 )
 from moediffir.utils.devices import resolve_device
 from moediffir.utils.io import atomic_directory, atomic_write_json
+from moediffir.utils.memory import own_aligned_storage
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -225,11 +226,12 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device, default
 
 def _load_part(folder: Path, what: str, loader):
     try:
-        return loader()
+        part = loader()
     except ModelFolderError:
         raise
     except Exception as exc:  # corrupt or mismatched weights: name the part
         raise ModelFolderError(f"{folder / what}: cannot load ({type(exc).__name__}: {exc})") from exc
+    return own_aligned_storage(part) if isinstance(part, torch.nn.Module) else part
 
 
 @dataclass

@@ -92,12 +92,16 @@ def encode_mean(vae, img01: torch.Tensor) -> torch.Tensor:
 
 
 def diffusion_target(scheduler, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """What the UNet regresses: ``eps`` (Eq. 2) or the velocity for ``v_prediction`` schedulers."""
+    """What the UNet regresses, read from the prior's ``scheduler.config.prediction_type``: ``eps`` (Eq. 2;
+    SD 2.1-base), the velocity ``sqrt(abar_t) eps - sqrt(1 - abar_t) z_0`` (``v_prediction``) or ``z_0`` itself
+    (``sample``)."""
     kind = scheduler.config.prediction_type
     if kind == "epsilon":
         return noise
     if kind == "v_prediction":
         return scheduler.get_velocity(z0, noise, t)
+    if kind == "sample":
+        return z0
     raise ValueError(f"scheduler prediction_type={kind!r} is not supported by stage-I training")
 
 
