@@ -15,7 +15,7 @@
     moediffir sweep NAME  --profile P [--status] [--no-report]                                 (paper §4.3)
     moediffir reproduce   --profile P [--only NB ...] [--force]
     moediffir restore INPUT... -o OUTDIR --model DIR [--steps N] [--overwrite]
-    moediffir import-released CKPT -o DIR [--overwrite]     the released stage-I checkpoint -> a model folder
+    moediffir import-released CKPT [--decoder DEC] -o DIR [--overwrite]   released checkpoints -> a model folder
 
 Every command takes ``--profile`` and repeated ``--set KEY=VALUE`` overrides (dotted config keys, values read
 as JSON when they parse: ``--set data.codecs='["jpeg","webp"]'``); commands that run networks take
@@ -505,7 +505,7 @@ def _cmd_import_released(args: Namespace) -> int:
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise ReleasedCheckpointError(f"{out}: already exists; pass --overwrite to replace it")
-    report = import_released(args.ckpt, out, overrides_from_args(args))
+    report = import_released(args.ckpt, out, overrides_from_args(args), decoder=args.decoder)
     print(f"converted into {out}: " + ", ".join(f"{k} {n} tensors" for k, n in report["converted"].items()))
     for group, part in {**report["checked_not_copied"], **report["unused"]}.items():
         print(f"  {group}: {part['num_keys']} keys, {part['what']}")
@@ -514,9 +514,10 @@ def _cmd_import_released(args: Namespace) -> int:
 
 
 def add_import_released_command(sub: argparse._SubParsersAction) -> None:
-    """``moediffir import-released``: the released stage-I Lightning checkpoint into a model folder (V2T off)."""
+    """``moediffir import-released``: the released stage-I (and stage-II) checkpoints into a model folder (V2T off)."""
     p = sub.add_parser("import-released", help="convert the released stage-I checkpoint into a model folder")
     p.add_argument("ckpt", help="the released Lightning checkpoint (e.g. MoE-DiffIR_DACLIP.ckpt)")
+    p.add_argument("--decoder", default=None, help="the released stage-II checkpoint (e.g. Decoder_Finetuned.ckpt)")
     p.add_argument("-o", "--output", required=True, help="the model folder to write (e.g. runs/released/model)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value of the paper profile with model.recipe=released (repeatable)")

@@ -32,12 +32,14 @@ from moediffir.pipelines.model_folder import check_model_folder, read_model_info
 CROSS_DIM = 1024  # SD 2.1's context width
 
 
-def _fixture_keys() -> dict[str, list[int]]:
+def _fixture_keys(stage: str = "stage1") -> dict[str, list[int]]:
     data = json.loads(resources.files("moediffir").joinpath("fixtures", "released_moediffir_keys.json").read_text())
-    return data["checkpoints"]["stage1"]["keys"]
+    return data["checkpoints"][stage]["keys"]
 
 
 def _converted(key: str) -> bool:
+    if key.startswith(rc.STAGE2_VAE):  # stage II: the fusion blocks and the VAE copy
+        return True
     return (key.startswith(rc.DP_SUBTREE) or ".spade." in key
             or (key.startswith(rc.PROMPT) and not key.startswith("structcond_stage_model.DACLIP_model.")))
 
@@ -60,10 +62,13 @@ def imported(tmp_path_factory):
     root = tmp_path_factory.mktemp("released")
     ckpt = root / "MoE-DiffIR_DACLIP.ckpt"
     torch.save({"state_dict": state, "epoch": 0}, ckpt)
+    decoder_state = _fabricate(_fixture_keys("stage2"))
+    decoder = root / "Decoder_Finetuned.ckpt"
+    torch.save({"state_dict": decoder_state}, decoder)
     # stands in for SD 2.1's text encoder output for "" (pretrained weights are not on this machine)
     null_context = torch.randn(1, 77, CROSS_DIM, generator=torch.Generator().manual_seed(1))
-    report = rc.import_released(ckpt, root / "model", null_context=null_context)
-    return {"keys": keys, "state": state, "ckpt": ckpt, "folder": root / "model", "report": report,
+    report = rc.import_released(ckpt, root / "model", null_context=null_context, decoder=decoder)
+    return {"keys": keys, "state": state, "decoder_state": decoder_state, "decoder": decoder, "ckpt": ckpt, "folder": root / "model", "report": report,
             "null_context": null_context}
 
 
@@ -71,9 +76,11 @@ def test_every_key_is_mapped_checked_or_reported(imported):
     keys, report = imported["keys"], imported["report"]
     converted = sum(1 for k in keys if _converted(k))
     # the fused ViT qkv tensors become three kit tensors each: 4 scales x 2 blocks x (weight, bias)
-    assert sum(report["converted"].values()) == converted + 2 * 16
+    assert sum(n for part, n in report["converted"].items() if part != "compensator") == converted + 2 * 16
+    assert report["converted"]["compensator"] == 460 - 56  # stage II: everything but loss.*
+    assert len(report["unused"]["loss.*"]["keys"]) == 56
     accounted = converted + sum(g["num_keys"] for g in report["checked_not_copied"].values()) \
-        + sum(g["num_keys"] for g in report["unused"].values())
+        + sum(g["num_keys"] for name, g in report["unused"].items() if name != "loss.*")
     assert accounted == len(keys) == 2293
     assert report["converted"]["degradation_prior"] == 176
     assert report["checked_not_copied"]["model.diffusion_model.*"]["num_keys"] == 686
@@ -169,6 +176,32 @@ def test_bad_files_are_refused_by_name(tmp_path):
     stage2 = {"decoder.fusion_layer_1.encode_enc_1.conv1.weight": torch.zeros(1)}
     with pytest.raises(rc.ReleasedCheckpointError, match="stage-II"):
         rc.map_released_stage1(stage2, "dec.ckpt")
+
+
+def test_stage2_decoder_lands_unchanged(imported):
+    from moediffir.models.compensator import DecoderCompensator
+
+    state = imported["decoder_state"]
+    comp = DecoderCompensator.from_pretrained(imported["folder"] / "compensator")
+    assert comp.config.fusion_block == "rrdb"
+    got = comp.state_dict()
+    for key, value in state.items():
+        if key.startswith(rc.FUSION):
+            level, leaf = key[len(rc.FUSION):].split(".", 1)
+            assert torch.equal(got[f"fusion.{level}.{leaf}"], value), key
+    assert torch.equal(got["vae.decoder.conv_out.weight"], state["decoder.conv_out.weight"])
+    assert torch.equal(got["vae.encoder.down_blocks.1.resnets.0.conv1.weight"], state["encoder.down.1.block.0.conv1.weight"])
+    q = state["decoder.mid.attn_1.q.weight"]  # (512, 512, 1, 1) -> a linear (512, 512)
+    assert torch.equal(got["vae.decoder.mid_block.attentions.0.to_q.weight"], q[:, :, 0, 0])
+
+
+def test_stage2_misshapen_fusion_is_named(imported, tmp_path):
+    state = dict(imported["decoder_state"])
+    state["decoder.fusion_layer_2.encode_enc_3.conv2.weight"] = torch.zeros(512, 256, 3, 3)
+    bad = tmp_path / "dec.ckpt"
+    torch.save({"state_dict": state}, bad)
+    with pytest.raises(rc.ReleasedCheckpointError, match=r"dec\.ckpt.*2\.encode_enc_3\.conv2\.weight.*\(512, 256, 3, 3\)"):
+        rc.convert_released_stage2(bad)
 
 
 def test_cli_refuses_in_one_line_and_writes_nothing(imported, tmp_path, capsys):

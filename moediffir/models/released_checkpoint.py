@@ -25,7 +25,10 @@ them from ``model.sd_source``, as the released training kept them frozen. Keys t
 by name and group (:data:`UNUSED_GROUPS`); the Visual2Text adapter and the latent enhancer of the released code
 (``cond_stage_model.*``, ``transformer_encoder/decoder.*``) have another layout than the kit's V2T, so they are
 reported as not convertible and the folder is written with V2T off (said in ``model_info.json`` and the card).
-The stage-II decoder checkpoint is not converted yet; it is refused by name.
+The stage-II decoder checkpoint (``Decoder_Finetuned.ckpt``, optional) converts into the compensator with
+``stage2.fusion_block=rrdb``: ``decoder.fusion_layer_{1,2}.*`` -> ``fusion.{1,2}.*`` (same leaf names), its VAE
+(``encoder.*``, the rest of ``decoder.*``, ``quant_conv.*``, ``post_quant_conv.*``) -> the compensator's VAE copy
+through diffusers' LDM-to-diffusers VAE conversion; ``loss.*`` is reported unused.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ SCHEDULE_BUFFERS = ("betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alph
                     "sqrt_one_minus_alphas_cumprod", "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod",
                     "sqrt_recipm1_alphas_cumprod", "posterior_variance", "posterior_log_variance_clipped",
                     "posterior_mean_coef1", "posterior_mean_coef2")
+FUSION = "decoder.fusion_layer_"
+STAGE2_VAE = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")
 NOT_CONVERTIBLE = "not convertible: the kit's V2T differs"
 # (pattern, group name, what it is) for keys the kit does not use; first match wins.
 UNUSED_GROUPS: tuple[tuple[str, str, str], ...] = (
@@ -159,9 +164,8 @@ def _unused_group(key: str) -> str | None:
 
 def map_released_stage1(state: Mapping[str, torch.Tensor], path: str | Path) -> ReleasedImport:
     """Map every key of a stage-I state dict by the prefix rules; a key no rule knows raises, naming it."""
-    if any(k.startswith("decoder.fusion_layer_") for k in state):
-        raise ReleasedCheckpointError(
-            f"{path}: a stage-II decoder checkpoint (decoder.fusion_layer_*); only the stage-I model converts so far")
+    if any(k.startswith(FUSION) for k in state):
+        raise ReleasedCheckpointError(f"{path}: a stage-II decoder checkpoint ({FUSION}*); pass it as the decoder")
     out, unknown = ReleasedImport(), []
     for key, tensor in state.items():
         mapped = None
@@ -209,16 +213,51 @@ def _check_part(path: Path, what: str, found: Mapping[str, torch.Tensor], module
                                       + "; ".join(diff.problems(8)))
 
 
-def _check_sd_parts(path: Path, state: Mapping[str, torch.Tensor]) -> None:
+def _check_sd_parts(path: Path, state: Mapping[str, torch.Tensor], components: tuple[str, ...] = ("unet", "vae")) -> None:
     """The frozen UNet and VAE against SD 2.1-base in the LDM layout (names and shapes; no copy)."""
     from moediffir.models.loading import check_single_file_tensors, sd21_single_file_configs
 
     configs = sd21_single_file_configs()
-    for component in ("unet", "vae"):
+    for component in components:
         try:
             check_single_file_tensors(path, state, component, configs[component], "SD 2.1-base")
         except ValueError as exc:
             raise ReleasedCheckpointError(" ".join(str(exc).split())) from exc
+
+
+def convert_released_stage2(path: str | Path):
+    """``(compensator, unused)``: the released stage-II decoder checkpoint in the kit's ``DecoderCompensator``
+    (``fusion_block="rrdb"``, SD 2.1-base VAE config); ``unused`` maps ``loss.*`` to its keys."""
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+    from moediffir.models.compensator import DecoderCompensator
+    from moediffir.models.loading import sd21_single_file_configs
+
+    path = Path(path)
+    state = read_released_state(path)
+    fusion, vae, unused, unknown = {}, {}, {}, []
+    for key, tensor in state.items():
+        if m := re.fullmatch(r"decoder\.fusion_layer_(\d+)\.(.+)", key):
+            fusion[f"{m[1]}.{m[2]}"] = tensor  # released layer 1 (256 ch) / 2 (512 ch) = kit VAE levels 1 / 2
+        elif key.startswith(STAGE2_VAE):
+            vae[key] = tensor
+        elif _unused_group(key) == "loss.*":
+            unused.setdefault("loss.*", []).append(key)
+        else:
+            unknown.append(f"{key} {tuple(tensor.shape)}")
+    if unknown or not fusion:
+        raise ReleasedCheckpointError(f"{path}: not the released stage-II decoder; "
+                                      + (f"unexpected keys: {', '.join(unknown[:8])}" if unknown
+                                         else f"no {FUSION}* keys"))
+    config = sd21_single_file_configs()["vae"]
+    _check_sd_parts(path, {SD_VAE + k: v for k, v in vae.items()}, components=("vae",))
+    compensator = DecoderCompensator(vae_config=config, fusion_block="rrdb")
+    _check_part(path, f"fusion blocks ({FUSION}*)", fusion, compensator.fusion)
+    compensator.fusion.load_state_dict({k: v.to(torch.float32) for k, v in fusion.items()}, strict=True)
+    diffusers_vae = convert_ldm_vae_checkpoint(vae, dict(config))
+    _check_part(path, "VAE (encoder.*, decoder.*, quant_conv.*, post_quant_conv.*)", diffusers_vae, compensator.vae)
+    compensator.vae.load_state_dict({k: v.to(torch.float32) for k, v in diffusers_vae.items()}, strict=True)
+    return compensator, unused
 
 
 def build_kit_parts(cfg, mapped: ReleasedImport, path: str | Path):
@@ -251,11 +290,13 @@ def import_released(
     out: str | Path,
     overrides: Mapping[str, Any] | None = None,
     null_context: torch.Tensor | None = None,
+    decoder: str | Path | None = None,
 ) -> dict[str, Any]:
     """Convert the released stage-I checkpoint ``ckpt`` into a model folder at ``out`` (written atomically).
 
     ``null_context``: the V2T-off UNet context (the empty prompt's encoding); by default encoded from
     ``model.sd_source``'s text encoder (:func:`~moediffir.models.empty_prompt.empty_prompt_context`).
+    ``decoder``: the released stage-II checkpoint, converted into the folder's compensator.
     Returns the report (also in ``out/model_info.json``, ``info.released_import``): converted parts, keys checked but not
     copied, and every unused key by group with what it is.
     """
@@ -266,6 +307,7 @@ def import_released(
     state = read_released_state(ckpt)
     mapped = map_released_stage1(state, ckpt)
     _check_sd_parts(ckpt, state)
+    compensator, stage2_unused = convert_released_stage2(decoder) if decoder is not None else (None, {})
     cfg = released_config(overrides)
     unet, prompt_module, spade, dp = build_kit_parts(cfg, mapped, ckpt)
     denoiser = MoEDiffIRDenoiser(unet, prompt_module, spade, degradation_prior=dp, v2t=None)
@@ -274,11 +316,15 @@ def import_released(
 
         null_context = empty_prompt_context(cfg, unet.config.cross_attention_dim)
     denoiser.set_null_context(null_context)
+    mapped.unused.update(stage2_unused)
     report = mapped.report()
-    info = {"trained": True, "source": f"released stage-I checkpoint {ckpt.name}", "released_import": report,
+    if compensator is not None:
+        report["converted"]["compensator"] = len(compensator.state_dict())
+    source = f"released stage-I checkpoint {ckpt.name}" + (f", stage-II {Path(decoder).name}" if decoder else "")
+    info = {"trained": True, "source": source, "released_import": report,
             "v2t": report["v2t"]}
     try:
-        save_model_folder(out, cfg, denoiser, None, None, info=info, save_dp=True)
+        save_model_folder(out, cfg, denoiser, None, None, compensator, info=info, save_dp=True)
     finally:
         spade.detach()
     return report
