@@ -15,6 +15,7 @@
     moediffir sweep NAME  --profile P [--status] [--no-report]                                 (paper §4.3)
     moediffir reproduce   --profile P [--only NB ...] [--force]
     moediffir restore INPUT... -o OUTDIR --model DIR [--steps N] [--overwrite]
+    moediffir import-released CKPT -o DIR [--overwrite]     the released stage-I checkpoint -> a model folder
 
 Every command takes ``--profile`` and repeated ``--set KEY=VALUE`` overrides (dotted config keys, values read
 as JSON when they parse: ``--set data.codecs='["jpeg","webp"]'``); commands that run networks take
@@ -498,6 +499,31 @@ def add_restore_commands(sub: argparse._SubParsersAction) -> None:
     _command(p, _cmd_restore)
 
 
+def _cmd_import_released(args: Namespace) -> int:
+    from moediffir.models.released_checkpoint import ReleasedCheckpointError, import_released
+
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise ReleasedCheckpointError(f"{out}: already exists; pass --overwrite to replace it")
+    report = import_released(args.ckpt, out, overrides_from_args(args))
+    print(f"converted into {out}: " + ", ".join(f"{k} {n} tensors" for k, n in report["converted"].items()))
+    for group, part in {**report["checked_not_copied"], **report["unused"]}.items():
+        print(f"  {group}: {part['num_keys']} keys, {part['what']}")
+    print(f"  Visual2Text {report['v2t']}; every key by name: {out / 'model_info.json'} (info.released_import)")
+    return 0
+
+
+def add_import_released_command(sub: argparse._SubParsersAction) -> None:
+    """``moediffir import-released``: the released stage-I Lightning checkpoint into a model folder (V2T off)."""
+    p = sub.add_parser("import-released", help="convert the released stage-I checkpoint into a model folder")
+    p.add_argument("ckpt", help="the released Lightning checkpoint (e.g. MoE-DiffIR_DACLIP.ckpt)")
+    p.add_argument("-o", "--output", required=True, help="the model folder to write (e.g. runs/released/model)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value of the paper profile with model.recipe=released (repeatable)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
+    _command(p, _cmd_import_released)
+
+
 #: Command groups, in help order.
 COMMAND_GROUPS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "doctor": add_doctor_command,
@@ -508,6 +534,7 @@ COMMAND_GROUPS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "sweep": add_sweep_commands,
     "reproduce": add_reproduce_commands,
     "restore": add_restore_commands,
+    "import-released": add_import_released_command,
 }
 
 

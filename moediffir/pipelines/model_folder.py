@@ -11,7 +11,8 @@ compensator); read by :func:`~moediffir.pipelines.moediffir_pipeline.load_pipeli
     denoiser/                   MoEDiffIRDenoiser.save_pretrained: prompt_module/, spade/, v2t/ (if used)
     null_context.safetensors    the UNet context used when there is no V2T adapter
     compensator/                DecoderCompensator.save_pretrained (after stage II)
-    degradation_prior/          only when the DP has random weights (``tiny`` backend or a random backbone)
+    degradation_prior/          when the DP has random weights (``tiny`` backend or a random backbone) or was
+                                imported with the model (``moediffir import-released``); else from model.dp_weights
     backbone/unet, backbone/vae, backbone/scheduler
                                 only when the backbone has random weights (``model.backbone == "tiny"`` or
                                 ``model.random_backbone``: the smoke profile), so the exact frozen networks travel
@@ -89,6 +90,7 @@ def save_model_folder(
     scheduler,
     compensator=None,
     info: Mapping[str, Any] | None = None,
+    save_dp: bool = False,
 ) -> Path:
     """Write a model folder (layout in the module docstring) atomically; an existing folder is replaced.
 
@@ -96,6 +98,7 @@ def save_model_folder(
         cfg: the resolved config the parts were built from. denoiser: the stage-I ``MoEDiffIRDenoiser``.
         vae, scheduler: the frozen backbone parts (saved only when random). compensator: stage II, optional.
         info: extra JSON-serialisable facts for ``model_info.json`` (e.g. training steps).
+        save_dp: write the degradation prior even when pretrained (weights imported from another checkpoint).
     """
     from safetensors.torch import save_file
 
@@ -109,7 +112,7 @@ def save_model_folder(
             compensator.save_pretrained(tmp / COMPENSATOR_DIR)
             parts.append(COMPENSATOR_DIR)
         dp = denoiser.degradation_prior
-        if dp is not None and dp_is_random(cfg):
+        if dp is not None and (save_dp or dp_is_random(cfg)):
             dp.save_pretrained(tmp / DP_DIR)
             parts.append(DP_DIR)
         if backbone_provenance(cfg) == RANDOM:
@@ -296,7 +299,7 @@ def load_model_parts(
         unet, vae, base_scheduler = build_backbone(bb_cfg)
     dp = None
     if dp_is_used(cfg):
-        if dp_is_random(cfg):
+        if dp_is_random(cfg) or DP_DIR in read_model_info(folder).get("parts", []):
             from moediffir.models.degradation_prior import DegradationPrior
 
             dp = _load_part(folder, DP_DIR, lambda: DegradationPrior.from_pretrained(folder / DP_DIR))

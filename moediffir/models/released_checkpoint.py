@@ -1,0 +1,284 @@
+"""Import the released code's stage-I Lightning checkpoint into the kit's model folder (paper §3.2-§3.3;
+docs/fidelity.md §3).
+
+The released ``MoE-DiffIR_DACLIP.ckpt`` holds ``ckpt["state_dict"]`` with one prefix per part
+(``moediffir/fixtures/released_moediffir_keys.json`` lists every key and shape). Each key is mapped by a prefix
+rule to a kit module built with ``model.recipe=released`` (paper sizes, Visual2Text off)::
+
+    structcond_stage_model.conv_first.0.*            -> prompt_module.conv_in.*
+    structcond_stage_model.downsample{s}.op.*        -> prompt_module.downsamplers.{s-1}.*
+    structcond_stage_model.blocks{s}.{b}.attn.qkv.*  -> prompt_module.blocks.{s-1}.{b}.attn.to_q|to_k|to_v.*
+                                                        (rows [0:C] q, [C:2C] k, [2C:3C] v)
+    structcond_stage_model.blocks{s}.{b}.attn.proj.* -> prompt_module.blocks.{s-1}.{b}.attn.to_out.*
+    structcond_stage_model.blocks{s}.{b}.<rest>      -> prompt_module.blocks.{s-1}.{b}.<rest>
+    structcond_stage_model.norm{s}.*                 -> prompt_module.final_norms.{s-1}.*
+    structcond_stage_model.Prompt_model{s}.prompt_param -> prompt_module.generators.{s-1}.prompts
+    structcond_stage_model.Prompt_model{s}.f_gate.*  -> prompt_module.generators.{s-1}.router.f_gate.*
+    structcond_stage_model.Prompt_model{s}.attn.*    -> prompt_module.generators.{s-1}.attn.*
+    model.diffusion_model.middle_block.0.spade.*     -> spade.layers.0.*
+    model.diffusion_model.output_blocks.{K}.0.spade.* -> spade.layers.{K+1}.*
+    structcond_stage_model.DACLIP_model.visual_control.* -> degradation_prior.visual_control.*
+
+The frozen SD 2.1-base UNet (``model.diffusion_model.*`` without ``.spade.``) and VAE (``first_stage_model.*``)
+are checked by name and shape against SD 2.1-base in the original (LDM) layout and not copied: the folder reads
+them from ``model.sd_source``, as the released training kept them frozen. Keys the kit does not use are reported
+by name and group (:data:`UNUSED_GROUPS`); the Visual2Text adapter and the latent enhancer of the released code
+(``cond_stage_model.*``, ``transformer_encoder/decoder.*``) have another layout than the kit's V2T, so they are
+reported as not convertible and the folder is written with V2T off (said in ``model_info.json`` and the card).
+The stage-II decoder checkpoint is not converted yet; it is refused by name.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from moediffir.errors import MoEDiffIRError
+
+STATE_KEY = "state_dict"
+SD_UNET = "model.diffusion_model."
+SD_VAE = "first_stage_model."
+PROMPT = "structcond_stage_model."
+DP_SUBTREE = "structcond_stage_model.DACLIP_model.visual_control."
+SCHEDULE_BUFFERS = ("betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod",
+                    "sqrt_one_minus_alphas_cumprod", "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod",
+                    "sqrt_recipm1_alphas_cumprod", "posterior_variance", "posterior_log_variance_clipped",
+                    "posterior_mean_coef1", "posterior_mean_coef2")
+NOT_CONVERTIBLE = "not convertible: the kit's V2T differs"
+# (pattern, group name, what it is) for keys the kit does not use; first match wins.
+UNUSED_GROUPS: tuple[tuple[str, str, str], ...] = (
+    (r"cond_stage_model\.adapter2\.", "cond_stage_model.adapter2.*",
+     "not created by the released code (a checkpoint of an earlier version); the released code drops it"),
+    (r"structcond_stage_model\.task_embedding$", "structcond_stage_model.task_embedding",
+     "not created by the released code (an earlier version); the task label picks one of the f_gate layers"),
+    (r"structcond_stage_model\.conv_middle\.", "structcond_stage_model.conv_middle.*",
+     "not created by the released code (an earlier version); dropped by its strict=False load"),
+    (r"cond_stage_model\.", "cond_stage_model.*",
+     f"released Visual2Text (CLIP RN50, conv, semantic prompt, adapter1): {NOT_CONVERTIBLE}"),
+    (r"transformer_(en|de)coder\.", "transformer_encoder.* / transformer_decoder.*",
+     f"released latent quality enhancer of the V2T input: {NOT_CONVERTIBLE}"),
+    (r"structcond_stage_model\.DACLIP_model\.", "structcond_stage_model.DACLIP_model.{clip,visual,logit_scale}",
+     "DA-CLIP towers the kit does not run (only visual_control feeds the router)"),
+    (r"loss\.", "loss.*", "training loss (logvar, LPIPS, discriminator): not needed for sampling"),
+)
+
+
+class ReleasedCheckpointError(MoEDiffIRError, ValueError):
+    """A released checkpoint cannot be converted; the message names the file, the key and the shapes."""
+
+
+@dataclass
+class ReleasedImport:
+    """The outcome of mapping a stage-I state dict: kit tensors per part and every key not used, by group."""
+
+    prompt_module: dict[str, torch.Tensor] = field(default_factory=dict)
+    spade: dict[str, torch.Tensor] = field(default_factory=dict)
+    degradation_prior: dict[str, torch.Tensor] = field(default_factory=dict)
+    checked_not_copied: dict[str, list[str]] = field(default_factory=dict)  # group -> keys (SD parts, schedule)
+    unused: dict[str, list[str]] = field(default_factory=dict)  # group -> keys
+
+    def report(self) -> dict[str, Any]:
+        """JSON-ready: converted counts per kit part, and every other key by name with what it is."""
+        what = {group: text for _, group, text in UNUSED_GROUPS}
+        return {
+            "converted": {"prompt_module": len(self.prompt_module), "spade": len(self.spade),
+                          "degradation_prior": len(self.degradation_prior)},
+            "checked_not_copied": {g: {"what": _CHECKED_WHAT[g], "num_keys": len(k), "keys": k}
+                                   for g, k in self.checked_not_copied.items()},
+            "unused": {g: {"what": what[g], "num_keys": len(k), "keys": k} for g, k in self.unused.items()},
+            "v2t": "off: " + NOT_CONVERTIBLE if any(NOT_CONVERTIBLE in what[g] for g in self.unused) else "off",
+        }
+
+
+_CHECKED_WHAT = {
+    SD_UNET + "*": "frozen SD 2.1-base UNet, checked by name and shape; read from model.sd_source",
+    SD_VAE + "*": "frozen SD 2.1-base VAE, checked by name and shape; read from model.sd_source",
+    "schedule buffers": "DDPM schedule (1000,), recomputed by the kit's scheduler",
+}
+
+
+def read_released_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """``ckpt["state_dict"]`` of a Lightning checkpoint, read with ``weights_only=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReleasedCheckpointError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle / zip errors of every kind: name the file
+        raise ReleasedCheckpointError(f"{path}: cannot read as a torch checkpoint ({type(exc).__name__}: {exc})") from exc
+    state = ckpt.get(STATE_KEY, ckpt) if isinstance(ckpt, Mapping) else None
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ReleasedCheckpointError(f"{path}: expected a Lightning checkpoint with a '{STATE_KEY}' of tensors")
+    return dict(state)
+
+
+def _prompt_key(rest: str, tensor: torch.Tensor) -> dict[str, torch.Tensor] | None:
+    """Kit prompt-module key(s) of ``structcond_stage_model.<rest>``; None when no rule applies."""
+    if m := re.fullmatch(r"conv_first\.0\.(weight|bias)", rest):
+        return {f"conv_in.{m[1]}": tensor}
+    if m := re.fullmatch(r"downsample(\d+)\.op\.(weight|bias)", rest):
+        return {f"downsamplers.{int(m[1]) - 1}.{m[2]}": tensor}
+    if m := re.fullmatch(r"norm(\d+)\.(weight|bias)", rest):
+        return {f"final_norms.{int(m[1]) - 1}.{m[2]}": tensor}
+    if m := re.fullmatch(r"blocks(\d+)\.(\d+)\.(.+)", rest):
+        head, leaf = f"blocks.{int(m[1]) - 1}.{m[2]}", m[3]
+        if q := re.fullmatch(r"attn\.qkv\.(weight|bias)", leaf):
+            q_, k_, v_ = tensor.chunk(3, dim=0)  # (3C, ...) -> q, k, v rows (heads contiguous in each)
+            return {f"{head}.attn.to_q.{q[1]}": q_, f"{head}.attn.to_k.{q[1]}": k_, f"{head}.attn.to_v.{q[1]}": v_}
+        if p := re.fullmatch(r"attn\.proj\.(weight|bias)", leaf):
+            return {f"{head}.attn.to_out.{p[1]}": tensor}
+        return {f"{head}.{leaf}": tensor}
+    if m := re.fullmatch(r"Prompt_model(\d+)\.(.+)", rest):
+        head, leaf = f"generators.{int(m[1]) - 1}", m[2]
+        if leaf == "prompt_param":
+            return {f"{head}.prompts": tensor}  # (N, C, C): tokens @ P_i in both
+        if leaf.startswith("f_gate."):
+            return {f"{head}.router.{leaf}": tensor}  # (2N, C): rows [:N] clean, [N:] noise in both
+        if leaf.startswith("attn."):
+            return {f"{head}.{leaf}": tensor}
+    return None
+
+
+def _spade_key(rest: str) -> str | None:
+    """Kit SPADE key of ``model.diffusion_model.<rest>`` holding ``.spade.``; None when no rule applies."""
+    if m := re.fullmatch(r"middle_block\.0\.spade\.(.+)", rest):
+        return f"layers.0.{m[1]}"
+    if m := re.fullmatch(r"output_blocks\.(\d+)\.0\.spade\.(.+)", rest):
+        return f"layers.{int(m[1]) + 1}.{m[2]}"
+    return None
+
+
+def _unused_group(key: str) -> str | None:
+    return next((group for pattern, group, _ in UNUSED_GROUPS if re.match(pattern, key)), None)
+
+
+def map_released_stage1(state: Mapping[str, torch.Tensor], path: str | Path) -> ReleasedImport:
+    """Map every key of a stage-I state dict by the prefix rules; a key no rule knows raises, naming it."""
+    if any(k.startswith("decoder.fusion_layer_") for k in state):
+        raise ReleasedCheckpointError(
+            f"{path}: a stage-II decoder checkpoint (decoder.fusion_layer_*); only the stage-I model converts so far")
+    out, unknown = ReleasedImport(), []
+    for key, tensor in state.items():
+        mapped = None
+        if key.startswith(DP_SUBTREE):
+            out.degradation_prior["visual_control." + key[len(DP_SUBTREE):]] = tensor
+            continue
+        if key.startswith(PROMPT) and (mapped := _prompt_key(key[len(PROMPT):], tensor)) is not None:
+            out.prompt_module.update(mapped)
+            continue
+        if key.startswith(SD_UNET) and ".spade." in key:
+            if (spade_key := _spade_key(key[len(SD_UNET):])) is not None:
+                out.spade[spade_key] = tensor
+                continue
+        elif key.startswith(SD_UNET) or key.startswith(SD_VAE):
+            out.checked_not_copied.setdefault((SD_UNET if key.startswith(SD_UNET) else SD_VAE) + "*", []).append(key)
+            continue
+        elif key in SCHEDULE_BUFFERS:
+            out.checked_not_copied.setdefault("schedule buffers", []).append(key)
+            continue
+        if (group := _unused_group(key)) is not None:
+            out.unused.setdefault(group, []).append(key)
+            continue
+        unknown.append(f"{key} {tuple(tensor.shape)}")
+    if unknown:
+        raise ReleasedCheckpointError(f"{path}: {len(unknown)} key(s) no rule maps (unexpected): "
+                                      + ", ".join(unknown[:8]) + (" ..." if len(unknown) > 8 else ""))
+    return out
+
+
+def released_config(overrides: Mapping[str, Any] | None = None):
+    """The kit config the released stage-I model fits: paper sizes, ``model.recipe=released``, V2T off."""
+    from moediffir.config import resolve_config
+
+    return resolve_config("paper", {"model.recipe": "released", "model.use_v2t": False, **dict(overrides or {})})
+
+
+def _check_part(path: Path, what: str, found: Mapping[str, torch.Tensor], module: torch.nn.Module) -> None:
+    """Raise naming every missing, unexpected or misshapen tensor of ``found`` against ``module``'s state."""
+    from moediffir.utils.layout import layout_diff
+
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    diff = layout_diff({k: tuple(v.shape) for k, v in found.items()}, expected)
+    if diff:
+        raise ReleasedCheckpointError(f"{path}: the {what} does not fit the kit's (model.recipe=released): "
+                                      + "; ".join(diff.problems(8)))
+
+
+def _check_sd_parts(path: Path, state: Mapping[str, torch.Tensor]) -> None:
+    """The frozen UNet and VAE against SD 2.1-base in the LDM layout (names and shapes; no copy)."""
+    from moediffir.models.loading import check_single_file_tensors, sd21_single_file_configs
+
+    configs = sd21_single_file_configs()
+    for component in ("unet", "vae"):
+        try:
+            check_single_file_tensors(path, state, component, configs[component], "SD 2.1-base")
+        except ValueError as exc:
+            raise ReleasedCheckpointError(" ".join(str(exc).split())) from exc
+
+
+def build_kit_parts(cfg, mapped: ReleasedImport, path: str | Path):
+    """``(unet, prompt_module, spade, dp)``: the kit modules of ``cfg`` (UNet on the meta device: structure only)
+    with the mapped tensors loaded; every misfit raises :class:`ReleasedCheckpointError` first."""
+    from diffusers import UNet2DConditionModel
+
+    from moediffir.models.degradation_prior import DegradationPrior
+    from moediffir.models.denoiser import build_prompt_module
+    from moediffir.models.loading import sd21_single_file_configs
+    from moediffir.models.spade import SpadeInjector
+
+    path = Path(path)
+    with torch.device("meta"):  # the frozen UNet is read from model.sd_source later: only its structure here
+        unet = UNet2DConditionModel.from_config(sd21_single_file_configs()["unet"])
+    dp = DegradationPrior.for_backend(cfg.model.dp_backend)
+    prompt_module = build_prompt_module(cfg, in_channels=unet.config.in_channels, dp_dim=int(dp.token_dim))
+    spade = SpadeInjector.from_unet(unet, prompt_dim=cfg.model.prompt_dim, hidden_dim=cfg.model.spade_hidden,
+                                    form=cfg.model.spade_form)
+    for what, found, module in (("MoE-Prompt module (structcond_stage_model.*)", mapped.prompt_module, prompt_module),
+                                ("SPADE layers (model.diffusion_model.*.spade.*)", mapped.spade, spade),
+                                (f"degradation prior ({DP_SUBTREE}*)", mapped.degradation_prior, dp)):
+        _check_part(path, what, found, module)
+        module.load_state_dict({k: v.to(torch.float32) for k, v in found.items()}, strict=True)
+    return unet, prompt_module, spade, dp
+
+
+def import_released(
+    ckpt: str | Path,
+    out: str | Path,
+    overrides: Mapping[str, Any] | None = None,
+    null_context: torch.Tensor | None = None,
+) -> dict[str, Any]:
+    """Convert the released stage-I checkpoint ``ckpt`` into a model folder at ``out`` (written atomically).
+
+    ``null_context``: the V2T-off UNet context (the empty prompt's encoding); by default encoded from
+    ``model.sd_source``'s text encoder (:func:`~moediffir.models.empty_prompt.empty_prompt_context`).
+    Returns the report (also in ``out/model_info.json``, ``info.released_import``): converted parts, keys checked but not
+    copied, and every unused key by group with what it is.
+    """
+    from moediffir.models.denoiser import MoEDiffIRDenoiser
+    from moediffir.pipelines.model_folder import save_model_folder
+
+    ckpt = Path(ckpt)
+    state = read_released_state(ckpt)
+    mapped = map_released_stage1(state, ckpt)
+    _check_sd_parts(ckpt, state)
+    cfg = released_config(overrides)
+    unet, prompt_module, spade, dp = build_kit_parts(cfg, mapped, ckpt)
+    denoiser = MoEDiffIRDenoiser(unet, prompt_module, spade, degradation_prior=dp, v2t=None)
+    if null_context is None:
+        from moediffir.models.empty_prompt import empty_prompt_context
+
+        null_context = empty_prompt_context(cfg, unet.config.cross_attention_dim)
+    denoiser.set_null_context(null_context)
+    report = mapped.report()
+    info = {"trained": True, "source": f"released stage-I checkpoint {ckpt.name}", "released_import": report,
+            "v2t": report["v2t"]}
+    try:
+        save_model_folder(out, cfg, denoiser, None, None, info=info, save_dp=True)
+    finally:
+        spade.detach()
+    return report
