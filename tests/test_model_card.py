@@ -11,8 +11,8 @@ import yaml
 
 from moediffir.config import resolve_config
 from moediffir.evaluation.benchmark_restore import folder_fingerprint
-from moediffir.pipelines.model_card import evaluation_summary, record_evaluation
-from moediffir.pipelines.model_folder import build_fresh_model_folder, read_model_info
+from moediffir.pipelines.model_card import evaluation_summary
+from moediffir.pipelines.model_folder import build_fresh_model_folder, read_model_info, record_evaluation
 from moediffir.provenance import provenance
 from moediffir.reproduce import git_revision
 

@@ -30,7 +30,6 @@ LONG_MODULES: dict[str, str] = {
 KNOWN_CYCLES: list[list[str]] = [
     ["moediffir.data.builder", "moediffir.data.shards"],
     ["moediffir.evaluation.evaluator", "moediffir.evaluation.shards"],
-    ["moediffir.pipelines.model_card", "moediffir.pipelines.model_folder"],
 ]
 
 

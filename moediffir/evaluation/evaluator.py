@@ -42,9 +42,7 @@ from moediffir.config import Config, save_config
 from moediffir.evaluation import analysis, benchmark_restore, protocol, scoring
 from moediffir.evaluation.external import ExternalMatch, match_external
 from moediffir.evaluation.protocol import METHOD_LQ, METHOD_MOE, METHOD_NO_COMPENSATOR, EvaluationError
-from moediffir.pipelines.model_card import CARD_FILES
 from moediffir.shards import Shard
-from moediffir.utils.digests import model_fingerprint
 from moediffir.utils.io import (
     atomic_save_png,
     atomic_write_csv,
@@ -222,7 +220,7 @@ def _restore_ours(cfg: Config, folder: Path, share: pd.DataFrame, restored_root:
                   f"{METHOD_NO_COMPENSATOR!r} is evaluated")
     methods[METHOD_NO_COMPENSATOR] = None
     stats = benchmark_restore.restore_items(pipe, share, cfg.benchmark_dir, restored_root, methods, cfg,
-                                            model_fingerprint(folder, exclude=CARD_FILES), log=log,
+                                            benchmark_restore.folder_fingerprint(folder), log=log,
                                             on_batch=on_batch)
     return stats, analysis.prompt_similarity(pipe), list(methods)
 
@@ -384,7 +382,8 @@ def write_evaluation(
         "seconds": round(time.perf_counter() - t0, 1),
     })
     if folder is not None and scored.ours:  # the model card carries the numbers of its last evaluation
-        from moediffir.pipelines.model_card import evaluation_summary, record_evaluation
+        from moediffir.pipelines.model_card import evaluation_summary
+        from moediffir.pipelines.model_folder import record_evaluation
 
         try:
             record_evaluation(folder, evaluation_summary(results, scored.ours, suite.conventions.weights_label,

@@ -7,7 +7,7 @@ training steps, data, seed, git revision of the kit), where the weights of each 
 §4.2: the mean over a test set's tasks of one kind). So the folder can be shared on a model hub as it is.
 
 :func:`write_model_card` is called by :func:`~moediffir.pipelines.model_folder.save_model_folder`;
-:func:`record_evaluation` stores an evaluation's numbers in ``eval_results.json`` beside it and rewrites the
+:func:`~moediffir.pipelines.model_folder.record_evaluation` stores an evaluation's numbers in ``eval_results.json`` beside it and rewrites the
 card. Neither file is part of the model's identity (restoration fingerprints skip them: :data:`CARD_FILES`).
 """
 
@@ -19,9 +19,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from moediffir.config import Config, load_config
+from moediffir.config import Config
 from moediffir.provenance import PRETRAINED, RANDOM, TRAINED, provenance_label
-from moediffir.utils.io import atomic_write_json, atomic_write_text
+from moediffir.utils.io import atomic_write_text
 
 CARD_FILE = "README.md"
 EVAL_FILE = "eval_results.json"
@@ -164,12 +164,3 @@ def evaluation_summary(results, methods: list[str], metric_weights: str, convent
         "results": [{"method": r.method, "set": r.set, "kind": r.kind, "metric": r.metric, "value": float(r.value),
                      "n_images": int(r.n_images), "n_tasks": int(r.n_tasks)} for r in rows.itertuples(index=False)],
     }
-
-
-def record_evaluation(folder: str | os.PathLike, summary: Mapping[str, Any]) -> Path:
-    """Store an evaluation's numbers in ``eval_results.json`` and rewrite the card (both atomically)."""
-    from moediffir.pipelines.model_folder import CONFIG_FILE, read_model_info
-
-    folder = Path(folder)
-    atomic_write_json(folder / EVAL_FILE, dict(summary))
-    return write_model_card(folder, load_config(folder / CONFIG_FILE), read_model_info(folder))

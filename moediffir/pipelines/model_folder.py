@@ -171,6 +171,14 @@ def read_model_info(folder: str | os.PathLike) -> dict[str, Any]:
         raise ModelFolderError(f"{path}: cannot read ({exc})") from exc
 
 
+def record_evaluation(folder: str | os.PathLike, summary: Mapping[str, Any]) -> Path:
+    """Store an evaluation's numbers in the folder's ``eval_results.json`` and rewrite its model card (both
+    atomically; :func:`moediffir.pipelines.model_card.evaluation_summary` makes ``summary``)."""
+    folder = Path(folder)
+    atomic_write_json(folder / model_card.EVAL_FILE, dict(summary))
+    return model_card.write_model_card(folder, load_config(folder / CONFIG_FILE), read_model_info(folder))
+
+
 def check_model_folder(folder: str | os.PathLike) -> Config:
     """The folder's config, after checking every file loading needs; raise one error listing what is missing."""
     folder = Path(folder)
