@@ -105,6 +105,9 @@ def test_tensors_land_unchanged(imported):
     assert cfg.model.recipe == "released" and cfg.model.use_v2t is False
     info = read_model_info(folder)
     assert "degradation_prior" in info["parts"] and info["info"]["v2t"].startswith("off")
+    card = (folder / "README.md").read_text()
+    assert "| Visual2Text | off: not convertible: the kit's V2T differs |" in card
+    assert "| imported from | released stage-I checkpoint MoE-DiffIR_DACLIP.ckpt, stage-II Decoder_Finetuned.ckpt |" in card
     pm = MoEPromptModule.from_pretrained(folder / "denoiser" / "prompt_module").state_dict()
     qkv = state["structcond_stage_model.blocks2.1.attn.qkv.weight"]  # (768, 256): rows q | k | v
     assert torch.equal(pm["blocks.1.1.attn.to_q.weight"], qkv[:256])

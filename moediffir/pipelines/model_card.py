@@ -70,6 +70,8 @@ def card_metadata(cfg: Config, info: Mapping[str, Any], evaluation: Mapping[str,
         "random_parts": [p for p, v in prov.items() if v == RANDOM],
         "sd_source": cfg.model.sd_source if prov.get("unet") == PRETRAINED else None,
         "evaluation": dict(evaluation) if evaluation else None,
+        # a model imported from other checkpoints (moediffir import-released): where from, and the V2T state
+        "imported": {k: str(v) for k, v in (info.get("info", {}) or {}).items() if k in ("source", "v2t")},
     }
 
 
@@ -134,6 +136,7 @@ def render_model_card(meta: Mapping[str, Any]) -> str:
         (f"| training data | {', '.join(meta['train_sets'])}: {len(meta['codecs'])} codecs "
          f"({', '.join(meta['codecs'])}), level preset `{meta['level_preset']}` |"),
         f"| seed | {meta['seed']} |",
+        *(f"| {'imported from' if k == 'source' else 'Visual2Text'} | {v} |" for k, v in meta.get("imported", {}).items()),
         f"| kit git revision | `{meta['git_revision']}` |",
         "", "The full resolved configuration is `config.json`.", "",
         "## Parts and where their weights come from", "",
