@@ -17,7 +17,7 @@ def test_notebook_is_paired_and_clean(repo_root):
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "commit without outputs"
     params = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
-    assert len(params) == 1 and 'profile = "smoke"' in "".join(params[0]["source"])
+    assert len(params) == 1 and 'profile: str = "smoke"' in "".join(params[0]["source"])
     py = (repo_root / "notebooks" / "01_data_generation.py").read_text()
     for c in code:  # the .ipynb is the jupytext pairing of the .py script
         assert "".join(c["source"]).strip() in py

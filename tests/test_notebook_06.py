@@ -22,7 +22,7 @@ def test_notebook_is_paired_and_clean(repo_root):
     params = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(params) == 1
     src = "".join(params[0]["source"])
-    assert 'profile = "smoke"' in src and "overrides = {}" in src
+    assert 'profile: str = "smoke"' in src and "overrides: dict = {}" in src
     jupytext = pytest.importorskip("jupytext")
     paired = jupytext.read(repo_root / "notebooks" / f"{NOTEBOOK}.py")  # the .ipynb pairs the percent script
     assert [(c["cell_type"], "".join(c["source"])) for c in nb["cells"]] == \

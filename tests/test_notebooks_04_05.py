@@ -55,7 +55,7 @@ def test_notebook_is_paired_clean_and_parameterised(nb):
     params = [c for c in data["cells"] if "parameters" in c["metadata"].get("tags", [])]
     assert len(params) == 1
     src = "".join(params[0]["source"])
-    assert 'profile = "smoke"' in src and "overrides = {}" in src
+    assert 'profile: str = "smoke"' in src and "overrides: dict = {}" in src
     for c in data["cells"]:
         if c["cell_type"] == "code":
             assert c["outputs"] == [] and c["execution_count"] is None, "commit notebooks without outputs"
