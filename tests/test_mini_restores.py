@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _restore_psnr(folder: Path, crops: list[tuple[np.ndarray, np.ndarray]], fusion_weight) -> float:
     from moediffir.metrics.fidelity import psnr
-    from moediffir.pipelines.model_folder import load_pipeline
+    from moediffir.pipelines.moediffir_pipeline import load_pipeline
 
     pipe = load_pipeline(folder, device="cpu")
     lqs = [lq for lq, _ in crops]
