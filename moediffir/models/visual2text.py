@@ -43,6 +43,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from open_clip.modified_resnet import ModifiedResNet
 from torch import nn
 
+from moediffir.models import weight_checks
+from moediffir.models.checkpoint_files import read_state_dict
 from moediffir.models.clip_backbone import (
     CLIP_MEAN,
     CLIP_STD,
@@ -281,8 +283,6 @@ class Visual2TextAdapter(FrozenResNetSpeed, ModelMixin, ConfigMixin):
     def load_clip_weights(self, path: str | Path) -> Visual2TextAdapter:
         """Load the frozen RN50 from a CLIP checkpoint (OpenAI TorchScript ``RN50.pt`` or an open_clip state dict);
         its ``visual.*`` sub-tree must match ``clip_visual`` exactly (BatchNorm ``num_batches_tracked`` may be absent)."""
-        from moediffir.models.loading import read_state_dict  # local import: loading must not import models
-
         if self.config.backend == "tiny":
             raise ValueError(
                 "Visual2TextAdapter(backend='tiny') has no public weights; it is random by design"
@@ -309,8 +309,6 @@ def build_visual2text(cfg, cross_attention_dim: int, load_weights: bool | None =
     ``model.v2t_backend``, ``model.v2t_num_tokens``, ``model.enhancer_blocks``, ``model.enhancer_dim``.
     ``load_weights=None`` loads the RN50 weights unless ``model.random_backbone`` (or backend ``tiny``).
     """
-    from moediffir.models import loading
-
     m = cfg.model
     if m.v2t_backend not in V2T_BACKENDS:
         raise ValueError(f"model.v2t_backend={m.v2t_backend!r}: choose one of {V2T_BACKENDS}")
@@ -320,7 +318,7 @@ def build_visual2text(cfg, cross_attention_dim: int, load_weights: bool | None =
         load_weights = frozen_encoder_provenance(cfg, m.v2t_backend) == PRETRAINED
     load_weights = load_weights and m.v2t_backend != "tiny"
     if load_weights:
-        loading.raise_if_missing(loading.v2t_weight_check(cfg))
+        weight_checks.raise_if_missing(weight_checks.v2t_weight_check(cfg))
     model = Visual2TextAdapter.for_backend(
         m.v2t_backend,
         cross_attention_dim,
@@ -329,5 +327,5 @@ def build_visual2text(cfg, cross_attention_dim: int, load_weights: bool | None =
         enhancer_dim=m.enhancer_dim,
     )
     if load_weights:
-        model.load_clip_weights(loading.v2t_weights_path(cfg))
+        model.load_clip_weights(weight_checks.v2t_weights_path(cfg))
     return model
