@@ -22,7 +22,7 @@ def _cmd_train(args: Namespace) -> int:
 
 
 def _cmd_stage2_data(args: Namespace) -> int:
-    from moediffir.training.stage2 import generate_stage2_data
+    from moediffir.training.stage2_data import generate_stage2_data
 
     folder = generate_stage2_data(command_config(args), progress=not args.no_progress)
     print(f"stage II latents: {folder}")
