@@ -191,6 +191,6 @@ def test_usm_switch_sharpens_the_gt_the_loss_sees(monkeypatch):
     real = stage1.encode_pair
     monkeypatch.setattr(stage1, "encode_pair", lambda vae_, lq, gt_, generator=None: seen.append(gt_) or real(vae_, lq, gt_))
     for sharpen in (False, True):
-        stage1.stage1_loss(denoiser, denoiser, vae, scheduler, batch, "cpu", sharpen_gt=sharpen)
+        stage1.stage1_loss(denoiser, vae, scheduler, batch, "cpu", sharpen_gt=sharpen)
     assert torch.equal(seen[0], gt)
     assert torch.equal(seen[1], stage1.usm_sharpen(gt)) and not torch.equal(seen[1], gt)
