@@ -194,3 +194,18 @@ def test_usm_switch_sharpens_the_gt_the_loss_sees(monkeypatch):
         stage1.stage1_loss(denoiser, vae, scheduler, batch, "cpu", sharpen_gt=sharpen)
     assert torch.equal(seen[0], gt)
     assert torch.equal(seen[1], stage1.usm_sharpen(gt)) and not torch.equal(seen[1], gt)
+
+
+def test_training_conditions_exactly_like_the_pipeline():
+    """Stage I's ``z_lq`` is the pipeline's ``encode_lq`` (one encoder for both), and so is the deterministic
+    latent of the fixed-batch loss."""
+    from moediffir.pipelines.vae_steps import encode_lq
+    from moediffir.training import stage1
+
+    _, vae = _fresh(resolve_config("smoke", {"model.use_v2t": False}))
+    g = torch.Generator().manual_seed(3)
+    lq, gt = torch.rand(2, 3, 64, 64, generator=g), torch.rand(2, 3, 64, 64, generator=g)
+    with torch.no_grad():
+        z_lq, z0 = stage1.encode_pair(vae, lq, gt, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(z_lq, encode_lq(vae, lq))
+        assert z0.shape == z_lq.shape and not torch.allclose(z0, encode_lq(vae, gt))  # z_0 is a posterior sample

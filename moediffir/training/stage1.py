@@ -4,7 +4,7 @@ One optimiser step, written out (docs/design.md §5):
 
 1. a batch of aligned ``(LQ, GT, label)`` crops of the 21 seen tasks (:mod:`moediffir.training.datasets`);
 2. the frozen VAE encoder gives ``z_lq`` (posterior mean x scaling factor, exactly the pipeline's
-   :func:`~moediffir.pipelines.moediffir_pipeline.encode_lq`) and ``z_0`` (a posterior sample of the GT);
+   :func:`~moediffir.pipelines.vae_steps.encode_lq`) and ``z_0`` (a posterior sample of the GT);
 3. ``t ~ U{0..T-1}``, ``eps ~ N(0, I)``, ``z_t = sqrt(abar_t) z_0 + sqrt(1 - abar_t) eps`` (the scheduler's
    ``add_noise``);
 4. the MoE-DiffIR denoiser predicts ``eps(z_t, t)`` conditioned on the LQ image;
@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from moediffir.config import config_to_dict
+from moediffir.pipelines.vae_steps import encode_lq
 from moediffir.provenance import backbone_provenance
 from moediffir.training.checkpoint import (
     latest_checkpoint,
@@ -72,7 +73,8 @@ def encode_pair(vae, lq01: torch.Tensor, gt01: torch.Tensor, generator: torch.Ge
     """``(z_lq, z_0)`` ``(B, 4, h, w)`` each: LQ posterior mean and a GT posterior sample, both scaled.
 
     ``z_lq`` is exactly the pipeline's conditioning (``encode_lq``); ``generator=None`` draws the GT sample
-    from the global RNG (restored on resume). :func:`encode_mean` gives deterministic latents.
+    from the global RNG (restored on resume). :func:`~moediffir.pipelines.vae_steps.encode_lq` gives
+    deterministic latents (the posterior mean) of one image batch.
     """
     b = lq01.shape[0]
     x = torch.cat([lq01, gt01]).to(device=vae.device, dtype=vae.dtype) * 2.0 - 1.0  # (2B, 3, H, W) in [-1, 1]
@@ -82,13 +84,6 @@ def encode_pair(vae, lq01: torch.Tensor, gt01: torch.Tensor, generator: torch.Ge
     z_lq = (dist.mode()[:b] - shift) * sf  # (B, 4, h, w)
     z0 = (dist.sample(generator=generator)[b:] - shift) * sf  # (B, 4, h, w)
     return z_lq.float(), z0.float()
-
-
-def encode_mean(vae, img01: torch.Tensor) -> torch.Tensor:
-    """Scaled posterior mean ``(B, 4, h, w)`` of images in [0, 1] (deterministic)."""
-    x = img01.to(device=vae.device, dtype=vae.dtype) * 2.0 - 1.0  # (B, 3, H, W)
-    shift = getattr(vae.config, "shift_factor", None) or 0.0
-    return ((vae.encode(x).latent_dist.mode() - shift) * vae.config.scaling_factor).float()  # (B, 4, h, w)
 
 
 def diffusion_target(scheduler, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -141,7 +136,7 @@ def fixed_batch_loss(denoiser, vae, scheduler, batch: Mapping[str, Any], seed: i
     device = vae.device
     try:
         lq, gt = batch["lq"].to(device), batch["gt"].to(device)
-        z_lq, z0 = encode_mean(vae, lq), encode_mean(vae, gt)  # (B, 4, h, w)
+        z_lq, z0 = encode_lq(vae, lq), encode_lq(vae, gt)  # (B, 4, h, w)
         g = torch.Generator().manual_seed(seed)
         noise = torch.randn(z0.shape, generator=g).to(device)  # (B, 4, h, w)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (z0.shape[0],), generator=g).to(device)  # (B,)
