@@ -315,15 +315,7 @@ class DecoderCompensator(ModelMixin, ConfigMixin):
         h = dec.conv_out(dec.conv_act(dec.conv_norm_out(h)))  # (B, 3, H, W)
         return h
 
-    def forward(
-        self,
-        latents: torch.Tensor,
-        lq_image: torch.Tensor | None = None,
-        w: float | torch.Tensor = 0.5,
-        features: tuple[torch.Tensor, ...] | None = None,
-    ) -> torch.Tensor:
-        """Same as :meth:`decode` (so training wrappers such as DDP can call the module)."""
-        return self.decode(latents, lq_image=lq_image, w=w, features=features)
+    forward = decode  # calling the module decodes (so training wrappers such as DDP can call it)
 
 
 def build_compensator(cfg, vae: AutoencoderKL) -> DecoderCompensator:

@@ -24,6 +24,7 @@ import torch
 
 from moediffir.config import config_to_dict, save_config
 from moediffir.errors import MoEDiffIRError
+from moediffir.training.checkpoint import load_checkpoint, read_checkpoint_info
 
 
 class TrainingConfigError(MoEDiffIRError, ValueError):
@@ -136,6 +137,21 @@ def check_resume_config(saved: Mapping[str, Any], cfg, stage: str, where: str) -
             f"{where}: cannot resume, the settings differ from the checkpoint's: {'; '.join(diffs[:8])}. "
             "Resume with the same settings, or train from scratch (without --resume)."
         )
+
+
+def resume_from(latest: Path, cfg, stage: str, **objects: Any) -> dict[str, Any]:
+    """Resume a stage from its checkpoint ``latest``: refuse other settings (:func:`check_resume_config`), then
+    load it into ``objects`` (``modules``, ``optimizers``, ``schedulers``, ``rank``, ``world_size`` of
+    :func:`~moediffir.training.checkpoint.load_checkpoint`); its info dict."""
+    info = read_checkpoint_info(latest)
+    check_resume_config(info["meta"].get("fingerprint", {}), cfg, stage, str(latest))
+    return load_checkpoint(latest, **objects)
+
+
+def checkpoint_meta(cfg, stage: str, **state: Any) -> dict[str, Any]:
+    """What a stage's checkpoint records beside the weights: the run's ``state`` (sampler position, first
+    evaluation, ...), the settings a resumption must share (:func:`resume_fingerprint`) and the whole config."""
+    return {**state, "fingerprint": json_safe(resume_fingerprint(cfg, stage)), "config": json_safe(config_to_dict(cfg))}
 
 
 def json_safe(value: Any) -> Any:

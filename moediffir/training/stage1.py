@@ -40,25 +40,18 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from moediffir.config import config_to_dict
 from moediffir.pipelines.vae_steps import encode_lq
 from moediffir.provenance import backbone_provenance
-from moediffir.training.checkpoint import (
-    latest_checkpoint,
-    load_checkpoint,
-    read_checkpoint_info,
-    save_checkpoint,
-)
+from moediffir.training.checkpoint import latest_checkpoint, save_checkpoint
 from moediffir.training.datasets import PairedCropDataset, ResumableBatchSampler, SampleKey, training_pairs
 from moediffir.training.logs import RoutingStats, TrainingLog
 from moediffir.training.runtime import (
     check_fresh_start,
-    check_resume_config,
-    json_safe,
+    checkpoint_meta,
     make_accelerator,
     model_dir,
     progress_bar,
-    resume_fingerprint,
+    resume_from,
     stage_dir,
     start_stage_dir,
 )
@@ -240,10 +233,8 @@ def train_stage1(cfg, resume: bool = False, progress: bool = True, overwrite: bo
     step, epoch, batch_pos, samples_seen = 0, 0, 0, 0
     eval_start = None
     if latest is not None:
-        info = read_checkpoint_info(latest)
-        check_resume_config(info["meta"].get("fingerprint", {}), cfg, STAGE, str(latest))
-        info = load_checkpoint(latest, modules={"denoiser": denoiser}, optimizers={"adam": optimizer},
-                               schedulers={"lr": lr_scheduler}, rank=rank, world_size=world)
+        info = resume_from(latest, cfg, STAGE, modules={"denoiser": denoiser}, optimizers={"adam": optimizer},
+                           schedulers={"lr": lr_scheduler}, rank=rank, world_size=world)
         meta = info["meta"]
         step, samples_seen = int(info["step"]), int(meta["samples_seen"])
         epoch, batch_pos = meta["sampler"]["epoch"], meta["sampler"]["batch"]
@@ -267,11 +258,8 @@ def train_stage1(cfg, resume: bool = False, progress: bool = True, overwrite: bo
         return accelerator.reduce(t.to(device), "sum").cpu()
 
     def checkpoint(at: int) -> None:
-        meta = {
-            "sampler": {"epoch": epoch, "batch": batch_pos}, "samples_seen": samples_seen,
-            "eval_loss_start": eval_start, "fingerprint": json_safe(resume_fingerprint(cfg, STAGE)),
-            "config": json_safe(config_to_dict(cfg)),
-        }
+        meta = checkpoint_meta(cfg, STAGE, sampler={"epoch": epoch, "batch": batch_pos}, samples_seen=samples_seen,
+                               eval_loss_start=eval_start)
         save_checkpoint(ckpt_root, at, modules={"denoiser": denoiser}, optimizers={"adam": optimizer},
                         schedulers={"lr": lr_scheduler}, meta=meta, rank=rank, world_size=world,
                         barrier=accelerator.wait_for_everyone, keep_last=s1.keep_checkpoints)

@@ -31,24 +31,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from moediffir.config import config_to_dict
 from moediffir.pipelines.vae_steps import latents_for_decoder
-from moediffir.training.checkpoint import (
-    latest_checkpoint,
-    load_checkpoint,
-    read_checkpoint_info,
-    save_checkpoint,
-)
+from moediffir.training.checkpoint import latest_checkpoint, save_checkpoint
 from moediffir.training.datasets import ResumableBatchSampler
 from moediffir.training.logs import TrainingLog
 from moediffir.training.runtime import (
     TrainingConfigError,
     check_fresh_start,
-    check_resume_config,
-    json_safe,
+    checkpoint_meta,
     make_accelerator,
     progress_bar,
-    resume_fingerprint,
+    resume_from,
     stage_dir,
     start_stage_dir,
 )
@@ -186,10 +179,8 @@ def train_stage2(cfg, resume: bool = False, progress: bool = True, overwrite: bo
     step, epoch, batch_pos = 0, 0, 0
     eval_start = None
     if latest is not None:
-        info = read_checkpoint_info(latest)
-        check_resume_config(info["meta"].get("fingerprint", {}), cfg, STAGE, str(latest))
-        info = load_checkpoint(latest, modules=modules, optimizers=optimizers, schedulers={"lr_g": lr_g},
-                               rank=rank, world_size=world)
+        info = resume_from(latest, cfg, STAGE, modules=modules, optimizers=optimizers, schedulers={"lr_g": lr_g},
+                           rank=rank, world_size=world)
         step = int(info["step"])
         epoch, batch_pos = info["meta"]["sampler"]["epoch"], info["meta"]["sampler"]["batch"]
         eval_start = info["meta"].get("eval_start")
@@ -206,8 +197,7 @@ def train_stage2(cfg, resume: bool = False, progress: bool = True, overwrite: bo
                         pin_memory=device.type == "cuda", generator=torch.Generator())
 
     def checkpoint(at: int) -> None:
-        meta = {"sampler": {"epoch": epoch, "batch": batch_pos}, "eval_start": eval_start,
-                "fingerprint": json_safe(resume_fingerprint(cfg, STAGE)), "config": json_safe(config_to_dict(cfg))}
+        meta = checkpoint_meta(cfg, STAGE, sampler={"epoch": epoch, "batch": batch_pos}, eval_start=eval_start)
         save_checkpoint(ckpt_root, at, modules=modules, optimizers=optimizers, schedulers={"lr_g": lr_g}, meta=meta,
                         rank=rank, world_size=world, barrier=accelerator.wait_for_everyone,
                         keep_last=s2.keep_checkpoints)
