@@ -137,7 +137,6 @@ def _check_usable(unavailable: dict[str, str], plan: Plan, cfg: Config) -> None:
             "" if cfg.data.allow_missing_codecs else " (set data.allow_missing_codecs=true to skip them)"))
 
 
-# long function: one build from plan to manifest, each phase a commented block (plan, run, report)
 def build_benchmark(
     cfg: Config,
     *,
@@ -182,35 +181,7 @@ def build_benchmark(
     # slow units first (largest images, slowest codecs), GT conversions interleaved by their own cost
     units = sorted(plan.units, key=lambda u: -(u.cost or 0.05) * _pixels_hint(u))
     n_workers = max(1, min(n_workers, len(units)))
-    unavailable: dict[str, str] = {}
-    results: list[dict] = []
-    bar = _progress(progress, total=sum(_n_items(u) for u in units), desc=f"benchmark, {n_workers} worker(s)")
-    try:
-        if n_workers == 1:
-            state = WorkerState(cfg, plan.codecs)  # the codecs, made once
-            unavailable.update(state.unavailable)
-            _check_usable(unavailable, plan, cfg)  # fail fast, before any work
-            for u in units:
-                results.append(run_unit(u, state))
-                bar.update(_n_items(u))
-        else:
-            # each worker makes its codecs once in its initializer and reports unavailable ones per unit
-            threads = max(1, resolve_workers(0) // n_workers)
-            with cf.ProcessPoolExecutor(
-                max_workers=n_workers, mp_context=_mp_context(), initializer=init_worker,
-                initargs=(cfg, tuple(plan.codecs), os.getpid(), threads),
-            ) as pool:
-                futures = {pool.submit(run_unit, u): u for u in units}
-                try:
-                    for fut in cf.as_completed(futures):
-                        results.append(fut.result())
-                        bar.update(_n_items(futures[fut]))
-                except BaseException:
-                    for f in futures:
-                        f.cancel()
-                    raise
-    finally:
-        bar.close()
+    results, unavailable = _run_units(cfg, plan, units, n_workers, progress)
 
     failures = list(plan.failures)
     records: list[dict] = _finished_records_of_other_splits(cfg, plan, shard)
@@ -259,6 +230,43 @@ def build_benchmark(
     else:
         atomic_write_json(root / SUMMARY_NAME, report.to_dict())
     return report
+
+
+def _run_units(cfg: Config, plan: Plan, units: list[Unit], n_workers: int,
+               progress: bool) -> tuple[list[dict], dict[str, str]]:
+    """Run every unit (in this process when ``n_workers == 1``, else in a pool of spawned workers); the units'
+    results and the codecs found unavailable. Every codec unavailable (or any, without
+    ``data.allow_missing_codecs``) stops a one-process build before any work."""
+    unavailable: dict[str, str] = {}
+    results: list[dict] = []
+    bar = _progress(progress, total=sum(_n_items(u) for u in units), desc=f"benchmark, {n_workers} worker(s)")
+    try:
+        if n_workers == 1:
+            state = WorkerState(cfg, plan.codecs)  # the codecs, made once
+            unavailable.update(state.unavailable)
+            _check_usable(unavailable, plan, cfg)  # fail fast, before any work
+            for u in units:
+                results.append(run_unit(u, state))
+                bar.update(_n_items(u))
+        else:
+            # each worker makes its codecs once in its initializer and reports unavailable ones per unit
+            threads = max(1, resolve_workers(0) // n_workers)
+            with cf.ProcessPoolExecutor(
+                max_workers=n_workers, mp_context=_mp_context(), initializer=init_worker,
+                initargs=(cfg, tuple(plan.codecs), os.getpid(), threads),
+            ) as pool:
+                futures = {pool.submit(run_unit, u): u for u in units}
+                try:
+                    for fut in cf.as_completed(futures):
+                        results.append(fut.result())
+                        bar.update(_n_items(futures[fut]))
+                except BaseException:
+                    for f in futures:
+                        f.cancel()
+                    raise
+    finally:
+        bar.close()
+    return results, unavailable
 
 
 def _finished_records_of_other_splits(cfg: Config, plan: Plan, shard: Shard | None = None) -> list[dict]:
