@@ -95,11 +95,12 @@ class ModelConfig:
     dp_backend: str = "daclip"  # "daclip", "clip" or "tiny"
     dp_weights: str = ""  # "" -> <data.root>/weights/daclip_ViT-B-32.pt (see models/loading.py for clip)
     use_v2t: bool = True  # Visual2Text adapter + quality enhancer
+    v2t_form: str = "kit"  # "kit" (pixel enhancer, LayerNorm + Linear) or "released" (latent enhancer, conv + MLP)
     v2t_backend: str = "clip_rn50"  # "clip_rn50" or "tiny"
     v2t_weights: str = ""  # "" -> <data.root>/weights/RN50.pt
     v2t_num_tokens: int = 49  # learnable context tokens appended to the 49 CLIP grid tokens (released code: 49)
     enhancer_blocks: int = 4  # Restormer blocks of the V2T quality enhancer
-    enhancer_dim: int = 48  # channels of the quality enhancer (Restormer's base width)
+    enhancer_dim: int = 48  # channels of the quality enhancer (Restormer's base width); released: 256
     # recipe switches (paper defaults; the released code's value after "released:"; see RECIPE_VALUES)
     recipe: str = "paper"  # "paper" or "released": sets every key of RECIPE_VALUES["released"] at once
     spade_form: str = "residual"  # skip(x) + GN(h)(1+g)+b on the resnet branch (released too); "output": identity-init
@@ -435,7 +436,8 @@ _PROFILE_FACTORIES = {"paper": _paper, "smoke": _smoke, "mini": _mini}
 RECIPES = ("paper", "released")
 # What ``model.recipe="released"`` sets: the released code's choice wherever it differs from the paper's text
 # (the dataclass defaults above). Method switches apply in every profile; RECIPE_PAPER_SCALE (the released
-# configs' training numbers) only in the ``paper`` profile, where the numbers are the real run's. Explicit
+# configs' training numbers and network widths) only in the ``paper`` profile, where the numbers are the real
+# run's (the small profiles keep their small networks). Explicit
 # overrides given with the recipe win over both.
 RECIPE_VALUES: dict[str, dict[str, Any]] = {
     "released": {
@@ -447,6 +449,7 @@ RECIPE_VALUES: dict[str, dict[str, Any]] = {
         "model.renormalize_gates": False,  # kept top-K softmax values (+1e-5), not renormalised
         "model.prompt_init": "uniform",
         "model.vit_final_norm": True,
+        "model.v2t_form": "released",  # latent enhancer -> VAE decode -> RN50 -> conv + 49 tokens + bias-free MLP
         "data.preset": "official",
         "stage1.augment": False,  # use_hflip / use_rot: False
         "stage1.usm_gt": True,
@@ -462,6 +465,7 @@ RECIPE_VALUES: dict[str, dict[str, Any]] = {
 }
 RECIPE_PAPER_SCALE: dict[str, dict[str, Any]] = {
     "released": {
+        "model.enhancer_dim": 256,  # the released enhancer's width (its Restormer blocks at 256 channels)
         "stage1.lr": 1e-4,  # base_learning_rate, not scaled (main.py --scale_lr defaults to False)
         "stage1.max_steps": 800_000,
         "stage1.batch_size": 2,  # per GPU
