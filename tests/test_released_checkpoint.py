@@ -239,9 +239,13 @@ def test_unknown_keys_and_older_checkpoint_keys(imported):
     state = dict(imported["state"])
     state["structcond_stage_model.task_embedding"] = torch.zeros(21, 256)
     state["cond_stage_model.adapter2.fc.0.weight"] = torch.zeros(256, 1024)
-    unused = rc.map_released_stage1(state, "x.ckpt").unused
+    state["structcond_stage_model.conv_middle.0.weight"] = torch.zeros(256, 256, 3, 3)
+    mapped = rc.map_released_stage1(state, "x.ckpt")
+    unused = mapped.unused
     assert unused["structcond_stage_model.task_embedding"] == ["structcond_stage_model.task_embedding"]
     assert unused["cond_stage_model.adapter2.*"] == ["cond_stage_model.adapter2.fc.0.weight"]
+    assert unused["structcond_stage_model.conv_middle.*"] == ["structcond_stage_model.conv_middle.0.weight"]
+    assert len(mapped.v2t) == 392  # the stale adapter2 does not reach the V2T form; everything else does
     state["structcond_stage_model.extra_head.weight"] = torch.zeros(3)
     with pytest.raises(rc.ReleasedCheckpointError, match=r"unexpected.*structcond_stage_model\.extra_head\.weight"):
         rc.map_released_stage1(state, "x.ckpt")
