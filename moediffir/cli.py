@@ -316,7 +316,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
 # ----------------------------------------------------------------------------------- evaluation group
 def _cmd_evaluate(args: Namespace) -> int:
     from moediffir.evaluation import shards
-    from moediffir.evaluation.evaluator import run_evaluation
+    from moediffir.evaluation.evaluator import evaluate_launched, launched_shard, run_evaluation
     from moediffir.evaluation.external import parse_external
 
     cfg = command_config(args)
@@ -324,10 +324,10 @@ def _cmd_evaluate(args: Namespace) -> int:
         res = shards.merge_evaluation(cfg, count=args.shards)
     else:
         externals = dict(parse_external(text) for text in args.external)
-        shard = Shard.parse(args.shard) if args.shard else shards.launched_shard()
+        shard = Shard.parse(args.shard) if args.shard else launched_shard()
         if shard is not None and not args.shard:  # accelerate launch: a shard per process, one merge at the end
-            res = shards.evaluate_launched(cfg, shard, args.model, externals, use_model=not args.no_model,
-                                           device=args.device)
+            res = evaluate_launched(cfg, shard, args.model, externals, use_model=not args.no_model,
+                                    device=args.device)
         else:
             res = run_evaluation(cfg, args.model, externals, use_model=not args.no_model, device=args.device,
                                  shard=shard)

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from moediffir.config import Config
-from moediffir.data.builder import SPLITS, SUMMARY_NAME, Plan, codec_settings, plan_benchmark
-from moediffir.data.manifest import FAILURES_NAME, MANIFEST_NAME
+from moediffir.data.manifest import FAILURES_NAME, MANIFEST_NAME, write_failures, write_manifest
+from moediffir.data.plan import SPLITS, SUMMARY_NAME, Plan, codec_settings, plan_benchmark
 from moediffir.data.tasks import all_tasks
 from moediffir.shards import (
     PART_FILE,
@@ -101,8 +101,6 @@ def failure_order(f: Mapping[str, Any]) -> tuple:
 def write_part(cfg: Config, shard: Shard, mine: Plan, rows: list[dict], failures: list[dict],
                summary: Mapping[str, Any]) -> Path:
     """Write one shard's part folder atomically (``mine``: the shard's plan); returns its ``manifest.csv``."""
-    from moediffir.data.manifest import write_failures, write_manifest
-
     splits = tuple(mine.tasks)
     keys = [item_key(s, src.set_name, src.stem) for s, items in mine.sources.items() for src in items]
     record = {"shard": str(shard), "splits": [s for s in SPLITS if s in splits], "settings": _settings(cfg, splits),

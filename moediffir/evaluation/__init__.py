@@ -6,6 +6,8 @@
 * :mod:`moediffir.evaluation.scoring` -- per-image metrics, FID per set, the tidy results table;
 * :mod:`moediffir.evaluation.analysis` -- prompt similarity (Fig. 8) and expert usage per task;
 * :mod:`moediffir.evaluation.evaluator` -- :func:`run_evaluation` and :func:`evaluate_model`;
+* :mod:`moediffir.evaluation.results` -- the files under ``metrics/`` and :func:`write_evaluation`;
+* :mod:`moediffir.evaluation.shards` -- the evaluation in shards and their merge;
 * :mod:`moediffir.evaluation.demo` -- an untrained model and a small benchmark to try all of it (tests).
 
 Import the functions from their modules; importing this package loads nothing heavy.

@@ -6,19 +6,18 @@ results file (sharding rules in :mod:`moediffir.shards`).
 scores (``per_image.csv``), the InceptionV3 features of every image for FID (``features.npz``), the prompt
 similarity of the model and ``part.json`` (what the shard was asked to do). Restored images go where an unsharded
 run puts them. Under ``accelerate launch`` every process takes the shard of its rank and the main process merges
-once all are done.
+once all are done (:func:`moediffir.evaluation.evaluator.evaluate_launched`).
 
 :func:`merge_evaluation` (``moediffir evaluate --merge``; ``moediffir report`` when parts are newer than the
 results) checks that every part is there and current (same settings, model, benchmark and item list), then
 computes FID from the saved features and writes the same files as an unsharded run
-(:func:`moediffir.evaluation.evaluator.write_evaluation`); per-image numbers do not depend on the sharding, so
+(:func:`moediffir.evaluation.results.write_evaluation`); per-image numbers do not depend on the sharding, so
 the results file equals one process's when the restorations do (``sample.batch_size`` 1 makes every
 restoration independent of which images share its batch).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -31,7 +30,8 @@ import pandas as pd
 
 from moediffir.config import Config
 from moediffir.evaluation import benchmark_restore, protocol
-from moediffir.evaluation.evaluator import (
+from moediffir.evaluation.external import ExternalMatch, match_external
+from moediffir.evaluation.results import (
     METRICS_DIR,
     EvaluationResult,
     Scored,
@@ -39,7 +39,6 @@ from moediffir.evaluation.evaluator import (
     write_csv,
     write_evaluation,
 )
-from moediffir.evaluation.external import ExternalMatch, match_external
 from moediffir.shards import (
     PART_FILE,
     Shard,
@@ -193,27 +192,3 @@ def merge_if_newer(cfg: Config, out_dir: str | Path, log: Callable[[str], None] 
 def remove_parts(out: Path) -> None:
     """Drop the parts of an earlier sharded run once an unsharded run has written the results."""
     shutil.rmtree(parts_root(out), ignore_errors=True)
-
-
-# ---------------------------------------------------------------------------------- accelerate launch
-def launched_shard() -> Shard | None:
-    """The shard of this process under ``accelerate launch`` / ``torchrun`` (``RANK`` of ``WORLD_SIZE``)."""
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    return Shard.from_rank(int(os.environ.get("RANK", "0") or 0), world) if world > 1 else None
-
-
-def evaluate_launched(cfg: Config, shard: Shard, model_dir: str | Path | None, externals: Mapping[str, str],
-                      *, use_model: bool = True, device: str | None = None) -> EvaluationResult | None:
-    """One process of ``moediffir evaluate`` under ``accelerate launch``: its rank's shard on its own device,
-    then (main process, once every rank is done) the merge; the merged result on the main process, else None."""
-    from accelerate import PartialState
-
-    from moediffir.evaluation.evaluator import run_evaluation
-
-    state = PartialState(cpu=(device or cfg.device) == "cpu")
-    run_evaluation(cfg, model_dir, externals, use_model=use_model, device=device or str(state.device), shard=shard)
-    print(f"[evaluate] shard {shard} done", flush=True)
-    state.wait_for_everyone()
-    res = merge_evaluation(cfg, count=shard.count) if state.is_main_process else None
-    state.wait_for_everyone()
-    return res
