@@ -57,7 +57,8 @@ from IPython.display import Image, display
 from moediffir.report.figures import figure_style, new_figure, save_figure
 from moediffir.report.training import decoder_comparison, loss_curves, read_log
 from moediffir.training.runtime import model_dir, stage_dir
-from moediffir.training.stage2 import LatentShardDataset, generate_stage2_data, train_stage2
+from moediffir.training.stage2 import train_stage2
+from moediffir.training.stage2_data import LatentShardDataset, generate_stage2_data
 from moediffir.utils.io import atomic_write_json
 
 s2 = cfg.stage2

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from moediffir.cli import COMMAND_GROUPS, build_parser, config_from_args, main
+from moediffir.cli import COMMAND_GROUPS, build_parser, main
+from moediffir.cli.common import config_from_args
 from moediffir.data.manifest import read_manifest
 
 

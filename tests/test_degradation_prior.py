@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from moediffir.config import resolve_config
+from moediffir.errors import MissingWeightsError
 from moediffir.models.clip_backbone import CLIP_MEAN, CLIP_STD, WeightLayoutError
 from moediffir.models.degradation_prior import DegradationPrior, build_degradation_prior, load_daclip_layout
-from moediffir.models.loading import MissingWeightsError
 
 SMALL = {"image_size": 64, "patch_size": 16, "width": 32, "layers": 2, "heads": 2, "output_dim": 16}
 

@@ -1,5 +1,6 @@
-"""Paper-weight sources (docs/design.md §2): offline checks, one error listing every missing file, and
-real round trips of the original single-file layout through diffusers' from_single_file (tiny networks)."""
+"""Paper-weight sources (docs/design.md §2): offline checks (moediffir.models.weight_checks), one error listing
+every missing file, and real round trips of the original single-file layout through diffusers' from_single_file
+(moediffir.models.checkpoint_files; tiny networks), loaded by moediffir.models.loading."""
 
 from __future__ import annotations
 
@@ -10,17 +11,13 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
 from moediffir.config import resolve_config
-from moediffir.models import loading
+from moediffir.errors import MissingWeightsError
+from moediffir.models import checkpoint_files, loading, weight_checks
 from moediffir.models.backbone import TINY_UNET_CONFIG, TINY_VAE_CONFIG, build_scheduler, packaged_config
+from moediffir.models.checkpoint_files import load_single_file_components, read_state_dict
 from moediffir.models.ldm_layout import original_single_file_state_dict, save_original_single_file
-from moediffir.models.loading import (
-    MissingWeightsError,
-    check_paper_weights,
-    load_sd_components,
-    load_single_file_components,
-    read_state_dict,
-    resolve_sd_source,
-)
+from moediffir.models.loading import load_sd_components
+from moediffir.models.weight_checks import check_paper_weights, resolve_sd_source
 
 
 @pytest.fixture
@@ -29,7 +26,7 @@ def offline_env(tmp_path, monkeypatch):
     cache = tmp_path / "hf_cache"
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.delenv(loading.ALLOW_DOWNLOAD_ENV, raising=False)
+    monkeypatch.delenv(weight_checks.ALLOW_DOWNLOAD_ENV, raising=False)
     return cache
 
 
@@ -131,8 +128,8 @@ def test_single_file_missing_names_the_checkpoint(tmp_path, offline_env):
 
 
 def test_allow_download_env_skips_the_hub_check(tmp_path, offline_env, monkeypatch):
-    monkeypatch.setenv(loading.ALLOW_DOWNLOAD_ENV, "1")
-    assert loading.sd_weight_check(_paper(tmp_path)) == []
+    monkeypatch.setenv(weight_checks.ALLOW_DOWNLOAD_ENV, "1")
+    assert weight_checks.sd_weight_check(_paper(tmp_path)) == []
 
 
 def test_loads_a_local_diffusers_folder(tmp_path, offline_env):
@@ -303,7 +300,7 @@ def test_single_file_missing_or_misshapen_tensor_names_the_file_and_the_tensor(t
 def test_single_file_defaults_to_the_shipped_sd21_configs(tmp_path, offline_env):
     """load_sd_components reads a single file into the shipped SD 2.1-base architecture: a tiny checkpoint is
     refused with the SD 2.1 shapes (no weights needed, nothing fetched)."""
-    assert loading.sd21_single_file_configs() == {
+    assert checkpoint_files.sd21_single_file_configs() == {
         "unet": packaged_config("sd21_base_unet.json"),
         "vae": packaged_config("sd21_base_vae.json"),
     }
@@ -325,7 +322,7 @@ def test_load_sd_components_reads_a_single_file(tmp_path, offline_env, monkeypat
     unet, vae = _tiny_networks(seed=5)
     _write_original_single_file(ckpt, unet, vae)
     monkeypatch.setattr(
-        loading, "sd21_single_file_configs", lambda: {"unet": TINY_UNET_CONFIG, "vae": TINY_VAE_CONFIG}
+        checkpoint_files, "sd21_single_file_configs", lambda: {"unet": TINY_UNET_CONFIG, "vae": TINY_VAE_CONFIG}
     )
     cfg = _paper(
         tmp_path, **{"model.sd_source": str(ckpt), "model.use_dp": False, "model.v2t_backend": "tiny"}
@@ -377,8 +374,8 @@ def test_read_state_dict_formats(tmp_path, monkeypatch):
     save_file({"a": a}, str(tmp_path / "w.safetensors"))
     assert torch.equal(read_state_dict(tmp_path / "w.safetensors")["a"], a)
     torch.save({"a": a, "obj": _Opaque()}, tmp_path / "unsafe.pt")
-    monkeypatch.delenv(loading.TRUST_PICKLE_ENV, raising=False)
-    with pytest.raises(ValueError, match=loading.TRUST_PICKLE_ENV):
+    monkeypatch.delenv(checkpoint_files.TRUST_PICKLE_ENV, raising=False)
+    with pytest.raises(ValueError, match=checkpoint_files.TRUST_PICKLE_ENV):
         read_state_dict(tmp_path / "unsafe.pt")
     with pytest.raises(FileNotFoundError, match="not found"):
         read_state_dict(tmp_path / "absent.pt")

@@ -37,7 +37,8 @@ def test_reduced_mini_run_restores_jpeg_and_the_compensator_helps(tmp_path):
     from moediffir.evaluation.protocol import select_items
     from moediffir.training.prior import train_prior
     from moediffir.training.stage1 import train_stage1
-    from moediffir.training.stage2 import generate_stage2_data, train_stage2
+    from moediffir.training.stage2 import train_stage2
+    from moediffir.training.stage2_data import generate_stage2_data
     from moediffir.utils.io import read_image_rgb
 
     o = {

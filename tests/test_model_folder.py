@@ -158,7 +158,7 @@ def test_pretrained_backbone_folder_lists_missing_sources(saved, tmp_path):
     """A paper-style folder holds no SD/DA-CLIP weights: loading names each missing file (offline)."""
     import shutil
 
-    from moediffir.models.loading import MissingWeightsError
+    from moediffir.errors import MissingWeightsError
 
     paper = tmp_path / "paper_like"
     shutil.copytree(saved, paper)

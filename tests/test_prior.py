@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from moediffir.config import resolve_config
-from moediffir.models.loading import MissingWeightsError
+from moediffir.errors import MissingWeightsError
 from moediffir.pipelines.sampling import initial_noise, make_scheduler, sample_loop
 from moediffir.training import prior as P
 from moediffir.training.stage1 import diffusion_target

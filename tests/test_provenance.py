@@ -6,7 +6,7 @@ import pytest
 
 from moediffir.config import resolve_config
 from moediffir.models.denoiser import dp_is_used
-from moediffir.models.loading import check_paper_weights, dp_weight_check, v2t_weight_check
+from moediffir.models.weight_checks import check_paper_weights, dp_weight_check, v2t_weight_check
 from moediffir.pipelines.model_folder import dp_is_random
 from moediffir.provenance import (
     PRETRAINED,

@@ -174,8 +174,8 @@ V2T_SPOTS = {
 def test_v2t_lands_unchanged_and_the_folder_loads_with_it(imported):
     from diffusers import UNet2DConditionModel
 
+    from moediffir.models.checkpoint_files import sd21_single_file_configs
     from moediffir.models.denoiser import MoEDiffIRDenoiser
-    from moediffir.models.loading import sd21_single_file_configs
     from moediffir.models.visual2text_released import ReleasedVisual2Text
 
     state, folder = imported["state"], imported["folder"]

@@ -9,8 +9,8 @@ from importlib import resources
 
 import pytest
 
+from moediffir.models.checkpoint_files import _expected_ldm_tensors, sd21_single_file_configs
 from moediffir.models.compensator import default_fusion_levels
-from moediffir.models.loading import _expected_ldm_tensors, sd21_single_file_configs
 from moediffir.models.spade import spade_sites_from_config
 
 

@@ -1,4 +1,5 @@
-"""Stage II: stage-I latents and the decoder compensator (moediffir/training/stage2.py; paper §3.4, §4.1, Eq. 4).
+"""Stage II: stage-I latents and the decoder compensator (moediffir/training/stage2_data.py, stage2.py; paper §3.4,
+§4.1, Eq. 4).
 
 The latents are sharded, resumable and reproducible; a 6-step run writes its checkpoint folders and adds the
 compensator to the model folder the pipeline loads; the trained compensator decodes the training batch closer
@@ -15,13 +16,13 @@ import torch
 
 from moediffir.config import resolve_config
 from moediffir.training.logs import read_jsonl
-from moediffir.training.stage2 import (
+from moediffir.training.stage2 import train_stage2
+from moediffir.training.stage2_data import (
     LatentShardDataset,
     Stage2DataError,
     generate_stage2_data,
     stage1_fingerprint,
     stage2_data_dir,
-    train_stage2,
 )
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import pytest
 from moediffir.evaluation import scoring
 from moediffir.evaluation.protocol import METHOD_LQ, METHOD_MOE, METHOD_NO_COMPENSATOR
 from moediffir.metrics import MetricConventions, MetricSuite
-from moediffir.report import tables
+from moediffir.report import table_doc, table_notes, tables
 from moediffir.report.paper_numbers import paper_value
 
 TASKS = [("jpeg_q5", "jpeg", "5", "seen"), ("jpeg_q10", "jpeg", "10", "seen"), ("jpeg_q15", "jpeg", "15", "seen"),
@@ -72,18 +72,18 @@ def test_table1_ours_paper_and_difference(results):
                    & (results.metric == "psnr") & (results.kind == "seen") & (results.codec == "jpeg")]
     assert ours == pytest.approx(seen.value.mean()) and len(seen) == 3
     assert [r[0] for r in doc.rows] == [[c, m] for c in ("JPEG", "WebP") for m in METHODS[:3] + ["PromptIR"]]
-    md = tables.to_markdown(doc)
+    md = table_doc.to_markdown(doc)
     assert f"{ours:.2f} (30.50; {ours - 30.50:+.2f})" in md
     notes = " ".join(doc.footnotes)
     assert "JPEG 5/10/15; WebP 10" in notes and "smoke_test" in notes and "results/paper/table1.csv" in notes
-    assert tables.RANDOM_NOTE[1:] in notes and "color=rgb" in notes and "random(seed=0)" in notes
+    assert table_notes.RANDOM_NOTE[1:] in notes and "color=rgb" in notes and "random(seed=0)" in notes
     assert "FID on 2 images" in notes
 
 
 def test_no_random_note_with_pretrained_weights():
     res = make_results(weights="pretrained", model_weights="pretrained backbone + trained parts")
     doc, _ = tables.table1(res)
-    assert not tables.is_random(res)
+    assert not table_notes.is_random(res)
     assert "say nothing" not in " ".join(doc.footnotes)
     assert "Metric network weights (LPIPS, FID, CLIP-IQA, MANIQA): pretrained" in " ".join(doc.footnotes)
 
@@ -128,16 +128,16 @@ def test_table4_maps_decoders_to_vae_settings(results):
 
 def test_markdown_and_latex_are_well_formed(results, tmp_path):
     doc, tidy = tables.table1(results)
-    md = tables.to_markdown(doc).splitlines()
+    md = table_doc.to_markdown(doc).splitlines()
     table_lines = [line for line in md if line.startswith("|")]
     assert len({line.count(" | ") for line in table_lines[2:]}) == 1 and len(table_lines) == 2 + len(doc.rows)
-    tex = tables.to_latex(doc)
+    tex = table_doc.to_latex(doc)
     assert r"smoke\_test" in tex and r"\multicolumn{4}{c}{LIVE1}" in tex and r"PSNR$\uparrow$" in tex
     assert tex.count(r"\\") >= len(doc.rows) + 2 and "_" not in tex.replace(r"\_", "").split("\\begin{tabular}")[1]
-    assert tables.latex_escape("a_b & 50% #1") == r"a\_b \& 50\% \#1"
+    assert table_doc.latex_escape("a_b & 50% #1") == r"a\_b \& 50\% \#1"
     paths = tables.write_all_tables(results, tmp_path)
     names = sorted(p.name for p in paths)
     assert names == sorted(f"{n}.{e}" for n in ("table1", "table4", "table_levels_jpeg", "table_levels_webp")
                            for e in ("csv", "md", "tex"))
     back = pd.read_csv(tmp_path / "table1.csv")
-    assert list(back.columns) == list(tables.TIDY_COLUMNS) and len(back) == len(tidy)
+    assert list(back.columns) == list(table_doc.TIDY_COLUMNS) and len(back) == len(tidy)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from moediffir.config import resolve_config
+from moediffir.errors import MissingWeightsError
 from moediffir.models.clip_backbone import WeightLayoutError, clip_resize
-from moediffir.models.loading import MissingWeightsError
 from moediffir.models.visual2text import Visual2TextAdapter, build_visual2text
 
 

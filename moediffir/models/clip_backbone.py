@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from moediffir.errors import MoEDiffIRError
+from moediffir.models.checkpoint_files import read_state_dict
 from moediffir.models.folded_resnet import FoldedResNet
 from moediffir.utils.layout import layout_diff
 
@@ -102,8 +103,6 @@ def compare_layout(
 def load_clip_visual(clip_visual: nn.Module, path: str | Path, backend: str) -> None:
     """Load a frozen RN50 ``clip_visual`` from a CLIP checkpoint (OpenAI TorchScript ``RN50.pt`` or an open_clip
     state dict); its ``visual.*`` sub-tree must match exactly (BatchNorm ``num_batches_tracked`` may be absent)."""
-    from moediffir.models.loading import read_state_dict  # local import: loading must not import models
-
     if backend == "tiny":
         raise ValueError("Visual2Text backend 'tiny' has no public weights; it is random by design")
     path = Path(path)

@@ -51,6 +51,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from moediffir.models import weight_checks
+from moediffir.models.checkpoint_files import is_torchscript_archive, read_state_dict
 from moediffir.models.clip_backbone import (
     CLIP_MEAN,
     CLIP_STD,
@@ -327,8 +329,6 @@ class DegradationPrior(ModelMixin, ConfigMixin):
         the fixture; either way the ``visual_control.*`` sub-tree must match this module exactly.
         ``clip``: an open_clip / OpenAI CLIP ViT-B/32 checkpoint; its ``visual.*`` sub-tree is loaded.
         """
-        from moediffir.models.loading import read_state_dict  # local import: loading must not import models
-
         backend = self.config.backend
         if backend == "tiny":
             raise ValueError("DegradationPrior(backend='tiny') has no public weights; it is random by design")
@@ -352,10 +352,8 @@ def build_degradation_prior(cfg, load_weights: bool | None = None) -> Degradatio
 
     ``load_weights=None`` loads the public weights unless ``model.random_backbone`` is set (then the paper
     architecture keeps random weights; label any result as such). ``tiny`` is always random. A missing
-    weight file raises :class:`~moediffir.models.loading.MissingWeightsError` naming where it must go.
+    weight file raises :class:`~moediffir.errors.MissingWeightsError` naming where it must go.
     """
-    from moediffir.models import loading
-
     backend = cfg.model.dp_backend
     if backend not in DP_BACKENDS:
         raise ValueError(f"model.dp_backend={backend!r}: choose one of {DP_BACKENDS}")
@@ -366,9 +364,9 @@ def build_degradation_prior(cfg, load_weights: bool | None = None) -> Degradatio
     load_weights = load_weights and backend != "tiny"
     quick_gelu = False
     if load_weights:
-        loading.raise_if_missing(loading.dp_weight_check(cfg))
-        path = loading.dp_weights_path(cfg)
-        quick_gelu = backend == "clip" and loading.is_torchscript_archive(
+        weight_checks.raise_if_missing(weight_checks.dp_weight_check(cfg))
+        path = weight_checks.dp_weights_path(cfg)
+        quick_gelu = backend == "clip" and is_torchscript_archive(
             path
         )  # OpenAI weights use QuickGELU
     model = DegradationPrior.for_backend(backend, quick_gelu=quick_gelu)

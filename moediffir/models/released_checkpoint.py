@@ -277,7 +277,7 @@ def _check_part(path: Path, what: str, found: Mapping[str, torch.Tensor], module
 
 def _check_sd_parts(path: Path, state: Mapping[str, torch.Tensor], components: tuple[str, ...] = ("unet", "vae")) -> None:
     """The frozen UNet and VAE against SD 2.1-base in the LDM layout (names and shapes; no copy)."""
-    from moediffir.models.loading import check_single_file_tensors, sd21_single_file_configs
+    from moediffir.models.checkpoint_files import check_single_file_tensors, sd21_single_file_configs
 
     configs = sd21_single_file_configs()
     for component in components:
@@ -292,8 +292,8 @@ def convert_released_stage2(path: str | Path):
     (``fusion_block="rrdb"``, SD 2.1-base VAE config); ``unused`` maps ``loss.*`` to its keys."""
     from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
+    from moediffir.models.checkpoint_files import sd21_single_file_configs
     from moediffir.models.compensator import DecoderCompensator
-    from moediffir.models.loading import sd21_single_file_configs
 
     path = Path(path)
     state = read_released_state(path)
@@ -328,9 +328,9 @@ def build_kit_parts(cfg, mapped: ReleasedImport, path: str | Path):
     :class:`ReleasedCheckpointError` first."""
     from diffusers import UNet2DConditionModel
 
+    from moediffir.models.checkpoint_files import sd21_single_file_configs
     from moediffir.models.degradation_prior import DegradationPrior
     from moediffir.models.denoiser import build_prompt_module
-    from moediffir.models.loading import sd21_single_file_configs
     from moediffir.models.spade import SpadeInjector
 
     path = Path(path)

@@ -46,6 +46,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from open_clip.modified_resnet import ModifiedResNet
 from torch import nn
 
+from moediffir.models import weight_checks
 from moediffir.models.clip_backbone import (
     CLIP_MEAN,
     CLIP_STD,
@@ -220,8 +221,6 @@ def build_visual2text(
     ``model.v2t_num_tokens``, ``model.enhancer_blocks``, ``model.enhancer_dim``. ``load_weights=None`` loads the
     RN50 weights unless ``model.random_backbone`` (or backend ``tiny``).
     """
-    from moediffir.models import loading
-
     m = cfg.model
     if m.v2t_backend not in V2T_BACKENDS:
         raise ValueError(f"model.v2t_backend={m.v2t_backend!r}: choose one of {V2T_BACKENDS}")
@@ -233,7 +232,7 @@ def build_visual2text(
         load_weights = frozen_encoder_provenance(cfg, m.v2t_backend) == PRETRAINED
     load_weights = load_weights and m.v2t_backend != "tiny"
     if load_weights:
-        loading.raise_if_missing(loading.v2t_weight_check(cfg))
+        weight_checks.raise_if_missing(weight_checks.v2t_weight_check(cfg))
     sizes = {"num_tokens": m.v2t_num_tokens, "enhancer_blocks": m.enhancer_blocks, "enhancer_dim": m.enhancer_dim}
     if m.v2t_form == "released":
         from moediffir.models.visual2text_released import ReleasedVisual2Text
@@ -244,5 +243,5 @@ def build_visual2text(
     else:
         model = Visual2TextAdapter.for_backend(m.v2t_backend, cross_attention_dim, **sizes)
     if load_weights:
-        model.load_clip_weights(loading.v2t_weights_path(cfg))
+        model.load_clip_weights(weight_checks.v2t_weights_path(cfg))
     return model

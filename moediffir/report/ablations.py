@@ -32,8 +32,9 @@ import pandas as pd
 from moediffir.config import Config
 from moediffir.errors import MoEDiffIRError
 from moediffir.evaluation.protocol import METHOD_MOE, METHOD_NO_COMPENSATOR, sort_tasks
-from moediffir.report import figures, tables
-from moediffir.report.tables import Cell, TableDoc
+from moediffir.report import figures
+from moediffir.report.table_doc import METRIC_LABEL, METRIC_ORDER, TIDY_COLUMNS, Cell, TableDoc, write_table
+from moediffir.report.table_notes import PaperTable, load_paper
 
 TABLES_DIR = "tables"
 FIGURES_DIR = "figures"
@@ -137,7 +138,7 @@ def write_fig6(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     if num.empty:
         raise AblationReportError("prompts_nk: no seen-task rows to draw Fig. 6 from")
     label, random = model_label(df), is_random(df)
-    metrics = [m for m in tables.METRIC_ORDER if m in set(num["metric"])]
+    metrics = [m for m in METRIC_ORDER if m in set(num["metric"])]
     sets = list(dict.fromkeys(num["set"]))
     set_name = sets[0]
     n_fixed = int(num.loc[num["curve"] == "K", "num_prompts"].iloc[0]) if (num["curve"] == "K").any() else None
@@ -170,7 +171,7 @@ def write_fig6(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
                                                                   "says nothing" not in label else ""))
         paths += figures.save_figure(fig, out_dir / FIGURES_DIR, FIG6)
     # the numbers as a table
-    groups = [(s, [tables.METRIC_LABEL.get(m, m) for m in metrics]) for s in sets]
+    groups = [(s, [METRIC_LABEL.get(m, m) for m in metrics]) for s in sets]
     doc = TableDoc(FIG6, "Fig. 6: number of prompts N and top-K (seen tasks)", ["Curve", "Variant"], groups)
     tidy = []
     lookup = num.set_index(["variant", "set", "metric"])
@@ -186,14 +187,14 @@ def write_fig6(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
                                       str(row["weights_label"])))
         doc.rows.append(([f"({'a' if row['curve'] == 'N' else 'b'}) {row['curve']}", str(row["label"])], cells))
     doc.footnotes = _footnotes(df, [("seen", num)]) + [FIG6_READING]
-    paths += tables.write_table(doc, pd.DataFrame(tidy, columns=list(tables.TIDY_COLUMNS)), out_dir / TABLES_DIR)
+    paths += write_table(doc, pd.DataFrame(tidy, columns=list(TIDY_COLUMNS)), out_dir / TABLES_DIR)
     return paths
 
 
 # ------------------------------------------------------------------------------------------ tables
 def _tidy(table: str, row: str, column: str, set_name: str, metric: str, ours_v: float, paper_v: float | None,
           r: pd.Series, weights_label: str) -> dict:
-    """One cell of a table in the kit's tidy table format (:data:`moediffir.report.tables.TIDY_COLUMNS`)."""
+    """One cell of a table in the kit's tidy table format (:data:`moediffir.report.table_doc.TIDY_COLUMNS`)."""
     diff = None if paper_v is None else ours_v - paper_v
     return {"table": table, "row": row, "column": column, "method": row, "set": set_name, "codec": "all",
             "level": "all", "metric": metric, "ours": ours_v, "paper": paper_v, "diff": diff,
@@ -244,15 +245,15 @@ def _design_table(
     title: str,
     df: pd.DataFrame,
     meta: dict | None,
-    paper: tables.PaperTable,
+    paper: PaperTable,
     paper_value: Callable[[pd.Series, str, str, str], float | None],
     paper_scope: str,
 ) -> tuple[TableDoc, pd.DataFrame]:
     cells = cell_means(df)
-    metrics = [m for m in tables.METRIC_ORDER if m in set(cells["metric"])]
+    metrics = [m for m in METRIC_ORDER if m in set(cells["metric"])]
     columns = _column_order(cells, meta)
     groups = [(f"{EVAL_LABEL.get(e, e)} {s}" if e == "seen" else f"{EVAL_LABEL.get(e, e)}: {s}",
-               [tables.METRIC_LABEL.get(m, m) for m in metrics]) for e, s in columns]
+               [METRIC_LABEL.get(m, m) for m in metrics]) for e, s in columns]
     doc = TableDoc(name, title, ["Method"], groups)
     info = _variant_info(df).set_index("variant")
     lookup = cells.set_index(["variant", "evaluation", "set", "metric"])
@@ -276,17 +277,17 @@ def _design_table(
     notes.append(paper.note + ("" if any_paper else f" None shown: the paper reports {paper_scope}, "
                                                     "and none of our columns is one of those."))
     doc.footnotes = notes
-    return doc, pd.DataFrame(tidy, columns=list(tables.TIDY_COLUMNS))
+    return doc, pd.DataFrame(tidy, columns=list(TIDY_COLUMNS))
 
 
-def _paper_df(paper: tables.PaperTable) -> pd.DataFrame | None:
+def _paper_df(paper: PaperTable) -> pd.DataFrame | None:
     return paper.df if paper.df is not None and len(paper.df) else None
 
 
 def write_table2(df: pd.DataFrame, meta: dict | None, out_dir: str | Path,
                  paper_root: str | Path | None = None) -> list[Path]:
     """Table 2 (prompt designs x seen / cross-degree / cross-type) as CSV, Markdown and LaTeX."""
-    paper = tables.load_paper("table2", paper_root)
+    paper = load_paper("table2", paper_root)
     pdf = _paper_df(paper)
 
     def value(vrow: pd.Series, evaluation: str, set_name: str, metric: str) -> float | None:
@@ -303,13 +304,13 @@ def write_table2(df: pd.DataFrame, meta: dict | None, out_dir: str | Path,
     doc, tidy = _design_table(TABLE2, "Table 2: impact of the prompt design (seen and unseen tasks)", df, meta,
                               paper, value, "seen LIVE1 / BSDS500 / DIV2K_valid, cross-degree LIVE1 (VVC QP 32, 52) "
                               "and cross-type ICB (AVC)")
-    return tables.write_table(doc, tidy, Path(out_dir) / TABLES_DIR)
+    return write_table(doc, tidy, Path(out_dir) / TABLES_DIR)
 
 
 def write_table3(df: pd.DataFrame, meta: dict | None, out_dir: str | Path,
                  paper_root: str | Path | None = None) -> list[Path]:
     """Table 3 (MoE-Prompt +- V2T adapter +- DP, seen tasks) as CSV, Markdown and LaTeX."""
-    paper = tables.load_paper("table3", paper_root)
+    paper = load_paper("table3", paper_root)
     pdf = _paper_df(paper)
 
     def value(vrow: pd.Series, evaluation: str, set_name: str, metric: str) -> float | None:
@@ -321,7 +322,7 @@ def write_table3(df: pd.DataFrame, meta: dict | None, out_dir: str | Path,
 
     doc, tidy = _design_table(TABLE3, "Table 3: impact of the Visual2Text adapter (V2T) and degradation prior (DP)",
                               df, meta, paper, value, "seen LIVE1 / BSDS500 / ICB")
-    return tables.write_table(doc, tidy, Path(out_dir) / TABLES_DIR)
+    return write_table(doc, tidy, Path(out_dir) / TABLES_DIR)
 
 
 # ------------------------------------------------------------------------------------------ routing

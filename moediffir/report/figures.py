@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from moediffir.data.tasks import CODEC_DISPLAY
-from moediffir.report.tables import METRIC_LABEL, level_label, method_order
+from moediffir.report.table_doc import METRIC_LABEL
+from moediffir.report.table_notes import level_label, method_order
 from moediffir.utils.io import atomic_write_bytes, atomic_write_csv, read_image_rgb
 
 DPI = 150

@@ -1,6 +1,6 @@
 """The values each config key may take: one table of words and one of ranges (checked by ``validate_config``).
 
-Types are checked by :mod:`moediffir.config` itself; here are the keys that take one of a few words, or a
+Types are checked by :mod:`moediffir.config.resolve`; here are the keys that take one of a few words, or a
 number in a range, next to what is allowed. :func:`moediffir.config.resolve_config` refuses anything else with
 one line naming the key, the value and what is allowed, before any work. The words are those of the modules
 that read the keys (codecs, prompt designs, schedulers, ...; tests/test_config.py checks that both agree).

@@ -1,0 +1,66 @@
+"""``moediffir restore INPUT... -o OUTDIR --model DIR``: restore your own images with a model folder (the
+sampling of paper §3.1-3.4, docs/design.md §6)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from moediffir.cli.common import Namespace, SubParsers, set_command
+
+
+def _weight_arg(text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or 'none', got {text!r}") from exc
+
+
+def _cmd_restore(args: Namespace) -> int:
+    from moediffir.restore_images import run_restore
+
+    err = lambda msg: print(msg, file=sys.stderr)
+    report = run_restore(
+        args.inputs, args.output, args.model, device=args.device, dtype=args.dtype, scheduler=args.scheduler,
+        steps=args.steps, seed=args.seed, fusion_weight=args.fusion_weight, tile_size=args.tile_size,
+        color_fix=args.color_fix, recursive=args.recursive, overwrite=args.overwrite, warn=err,
+    )
+    total = len(report.written) + len(report.failed)
+    err(f"restored {len(report.written)} of {total} image(s) into {args.output}")
+    if report.failed:
+        err(f"{len(report.failed)} failed:")
+        for path, reason in report.failed:
+            err(f"  {path}: {reason}")
+        return 1
+    return 0
+
+
+def add_restore_commands(sub: SubParsers) -> None:
+    """``moediffir restore INPUT... -o OUTDIR --model DIR``: restore your own images."""
+    from moediffir.config import allowed_values
+
+    p = sub.add_parser(
+        "restore", help="restore images with a trained MoE-DiffIR model folder",
+        description="Restore compressed images (any number, any size) with a MoE-DiffIR model folder. "
+        "Outputs are OUTDIR/<stem>.png; existing files are kept unless --overwrite.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders of images")
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the restored PNGs")
+    p.add_argument("--model", required=True, metavar="MODEL_DIR", help="model folder (save_model_folder)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default: auto)")
+    p.add_argument("--dtype", default=None, choices=allowed_values("sample.dtype"),
+                   help="default: the model's sample.dtype")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's sample.num_steps)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every image's noise (default: 0)")
+    p.add_argument("--fusion-weight", type=_weight_arg, default=..., metavar="W",
+                   help="decoder compensator weight in [0, 1], or 'none' for the plain VAE decoder")
+    p.add_argument("--tile-size", type=int, default=None, help="tile size in pixels (multiple of 64)")
+    p.add_argument("--color-fix", choices=allowed_values("sample.color_fix"), default=None,
+                   help="colour correction against the input")
+    p.add_argument("--scheduler", default=None, choices=allowed_values("sample.scheduler"),
+                   help="sampler (default: the model's sample.scheduler; the paper's is ddpm)")
+    p.add_argument("--recursive", action="store_true", help="also take images in sub-folders of folder inputs")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    set_command(p, _cmd_restore)
