@@ -78,7 +78,7 @@ def bench_arch(arch: str, mixed_precision: str, cases: list[tuple[int, int, bool
 
         def step(data: dict = data) -> float:
             with accelerator.autocast():
-                loss, _ = stage1_loss(model, denoiser, vae, scheduler, data, dev)
+                loss, _ = stage1_loss(model, vae, scheduler, data, dev)
             accelerator.backward(loss)
             opt.step()
             opt.zero_grad(set_to_none=True)

@@ -114,13 +114,15 @@ def test_routing_decisions_readable_and_balance_loss():
     d = _build(**{"model.balance_loss_weight": 0.01})
     d.train()
     z_t, t, z_lq, img = _batch(hw=(16, 8))
-    d(z_t, t, z_lq, lq_image=img)
-    routing = d.last_routing
+    out = d(z_t, t, z_lq, lq_image=img, return_aux=True)
+    assert out.sample.shape == z_t.shape
+    routing = out.routing
     assert [(r["height"], r["width"]) for r in routing] == [(16, 8), (8, 4), (4, 2), (2, 1)]
     k = d.prompt_module.config.top_k
     for r in routing:
         assert r["indices"].shape == (2, r["height"] * r["width"], k) and not r["indices"].requires_grad
-    assert d.last_balance_loss.requires_grad and d.last_balance_loss.item() > 0
+    assert out.balance_loss.requires_grad and out.balance_loss.item() > 0
+    assert not hasattr(d, "last_routing") and not hasattr(d, "last_balance_loss")
 
 
 def test_prepare_once_denoise_many_equals_forward():
@@ -220,10 +222,11 @@ def test_paper_architecture_random_weights_256px():
     img = torch.rand(1, 3, 256, 256)
     z_t, z_lq = torch.randn(1, 4, 32, 32), torch.randn(1, 4, 32, 32)
     with torch.no_grad():
-        eps = d(z_t, torch.tensor([500]), z_lq, lq_image=img)
+        out = d(z_t, torch.tensor([500]), z_lq, lq_image=img, return_aux=True)
+    eps = out.sample
     assert eps.shape == (1, 4, 32, 32) and torch.isfinite(eps).all()
-    assert [(r["height"], r["width"]) for r in d.last_routing] == [(32, 32), (16, 16), (8, 8), (4, 4)]
-    assert d.last_routing[0]["indices"].shape == (1, 1024, 3)
+    assert [(r["height"], r["width"]) for r in out.routing] == [(32, 32), (16, 16), (8, 8), (4, 4)]
+    assert out.routing[0]["indices"].shape == (1, 1024, 3)
 
 
 def test_released_recipe_builds_the_released_model():
@@ -245,9 +248,10 @@ def test_released_recipe_builds_the_released_model():
         torch.manual_seed(1)
         a = d(z_t, t, z_lq, lq_image=img, task_labels=labels)
         torch.manual_seed(2)
-        b = d(z_t, t, z_lq, lq_image=img, task_labels=labels)
+        out = d(z_t, t, z_lq, lq_image=img, task_labels=labels, return_aux=True)
+    b = out.sample
     assert a.shape == z_t.shape and not torch.equal(a, b)  # the released router is noisy in eval mode too
-    assert (d.last_routing[0]["gates"].sum(-1) < 1).all()  # kept top-K softmax values
+    assert (out.routing[0]["gates"].sum(-1) < 1).all()  # kept top-K softmax values
 
 
 def test_released_v2t_form_reads_the_latent_and_survives_save_and_load(tmp_path):

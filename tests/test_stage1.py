@@ -191,7 +191,7 @@ def test_usm_switch_sharpens_the_gt_the_loss_sees(monkeypatch):
     real = stage1.encode_pair
     monkeypatch.setattr(stage1, "encode_pair", lambda vae_, lq, gt_, generator=None: seen.append(gt_) or real(vae_, lq, gt_))
     for sharpen in (False, True):
-        stage1.stage1_loss(denoiser, denoiser, vae, scheduler, batch, "cpu", sharpen_gt=sharpen)
+        stage1.stage1_loss(denoiser, vae, scheduler, batch, "cpu", sharpen_gt=sharpen)
     assert torch.equal(seen[0], gt)
     assert torch.equal(seen[1], stage1.usm_sharpen(gt)) and not torch.equal(seen[1], gt)
 
@@ -209,7 +209,7 @@ def test_released_v2t_form_trains_its_conv_tokens_and_adapter():
     batch = {"lq": torch.rand(2, 3, 64, 64, generator=g), "gt": torch.rand(2, 3, 64, 64, generator=g),
              "label": torch.tensor([0, 3])}
     denoiser.train()
-    loss, _ = stage1_loss(denoiser, denoiser, vae, scheduler, batch, torch.device("cpu"))
+    loss, _ = stage1_loss(denoiser, vae, scheduler, batch, torch.device("cpu"))
     loss.backward()
     with_grad = {n for n, p in denoiser.v2t.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
     assert with_grad == {"grid_conv.weight", "grid_conv.bias", "learned_tokens", "adapter.0.weight", "adapter.2.weight"}

@@ -3,7 +3,7 @@
 * :func:`prompt_similarity` -- the pairwise cosine similarity of the flattened prompt matrices ``P_k`` (each
   ``C x C``) of every scale's prompt generator. The paper shows that MoE prompts are less alike than a soft-
   weighted pool (Fig. 8); these are the numbers behind that heatmap.
-* :func:`routing_counts` -- from one routing record (``MoEPromptModule.last_routing``: per scale ``gates``
+* :func:`routing_counts` -- from one routing record (``PromptModuleOutput.routing``: per scale ``gates``
   ``(B, L, N)`` and, for MoE, ``indices`` ``(B, L, K)``) the per-image count of top-K selections of each expert
   and the sum of its gates, which add up over images and tasks into the expert-usage figure.
 """

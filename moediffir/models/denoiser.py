@@ -18,8 +18,8 @@ Steps 1-4 depend on the LQ image only (and on ``t`` when the prompt module takes
 calls :meth:`MoEDiffIRDenoiser.prepare` once per image and :meth:`MoEDiffIRDenoiser.denoise` per step.
 
 The UNet (and DP) stay frozen and in eval mode; :meth:`trainable_parameters` lists what stage I trains.
-:attr:`last_routing` returns the routing decisions of the last call, :attr:`last_balance_loss` the router
-balance loss (already weighted; add it to the ``L_SD`` loss). The SPADE hooks stay on the UNet while the
+``forward(..., return_aux=True)`` returns a :class:`DenoiserOutput`: the noise prediction with the routing
+decisions of the call and the routers' balance loss (already weighted; add it to the ``L_SD`` loss). The SPADE hooks stay on the UNet while the
 denoiser lives; use :meth:`stock_unet` (a context manager) to call the bare UNet.
 """
 
@@ -52,6 +52,15 @@ class DenoiserConditions:
     routing: list[dict[str, Any]]  # per scale, not detached
     batch_size: int
     timestep_dependent: bool  # True when the prompt module reads t: call prepare() every step
+
+
+@dataclass
+class DenoiserOutput:
+    """``MoEDiffIRDenoiser.forward(..., return_aux=True)``: the noise prediction and what stage I trains and logs."""
+
+    sample: torch.Tensor  # (B, 4, h, w) the noise prediction eps(z_t, t)
+    balance_loss: torch.Tensor  # () the routers' weighted balance loss
+    routing: list[dict[str, Any]]  # per scale, not detached (see MoEPromptModule)
 
 
 class MoEDiffIRDenoiser(nn.Module):
@@ -115,7 +124,6 @@ class MoEDiffIRDenoiser(nn.Module):
         if self.degradation_prior is not None:
             self.degradation_prior.requires_grad_(False)
         self.register_buffer("null_context", torch.zeros(1, 1, cross_dim), persistent=False)
-        self.last_balance_loss: torch.Tensor | None = None
         self.spade.attach(self.unet)
         self.train(False)
 
@@ -142,11 +150,6 @@ class MoEDiffIRDenoiser(nn.Module):
                 yield from module.trainable_parameters()
             else:
                 yield from (p for p in module.parameters() if p.requires_grad)
-
-    @property
-    def last_routing(self) -> list[dict[str, Any]]:
-        """Detached routing record of the last forward: one dict per scale (see MoEPromptModule)."""
-        return self.prompt_module.last_routing
 
     def set_null_context(self, context: torch.Tensor) -> None:
         """Context used when neither V2T nor ``context`` is given, e.g. the empty-prompt text embedding."""
@@ -218,7 +221,6 @@ class MoEDiffIRDenoiser(nn.Module):
             raise ValueError(
                 f"MoEDiffIRDenoiser: context batch {context.shape[0]} does not match z_lq batch {b}"
             )
-        self.last_balance_loss = out.balance_loss
         return DenoiserConditions(
             modulations, context, out.balance_loss, out.routing, b, bool(pm.config.timestep_input)
         )
@@ -243,8 +245,10 @@ class MoEDiffIRDenoiser(nn.Module):
         task_labels: torch.Tensor | None = None,
         dp_tokens: torch.Tensor | None = None,
         context: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Noise prediction ``eps`` ``(B, 4, h, w)`` for noisy latents ``z_t`` at timesteps ``t``."""
+        return_aux: bool = False,
+    ) -> torch.Tensor | DenoiserOutput:
+        """Noise prediction ``eps`` ``(B, 4, h, w)`` for noisy latents ``z_t`` at timesteps ``t``; with
+        ``return_aux`` a :class:`DenoiserOutput` holding it, the balance loss and the routing of this call."""
         if z_t.shape[-2:] != z_lq.shape[-2:]:
             raise ValueError(
                 f"MoEDiffIRDenoiser: z_t {tuple(z_t.shape)} and z_lq {tuple(z_lq.shape)} differ in size"
@@ -252,7 +256,8 @@ class MoEDiffIRDenoiser(nn.Module):
         cond = self.prepare(
             z_lq, t, lq_image=lq_image, task_labels=task_labels, dp_tokens=dp_tokens, context=context
         )
-        return self.denoise(z_t, t, cond)
+        eps = self.denoise(z_t, t, cond)  # (B, 4, h, w)
+        return DenoiserOutput(eps, cond.balance_loss, cond.routing) if return_aux else eps
 
     # ------------------------------------------------------------------------------------- save / load
     def save_pretrained(self, folder: str | os.PathLike) -> Path:

@@ -18,9 +18,9 @@ Choices the paper leaves open:
   tokens. (The released code discards ``norm4``'s output at the deepest scale, whose prompt reads the
   un-normed tokens; here every scale is normed alike.)
 
-After each forward, :attr:`MoEPromptModule.last_routing` holds the detached routing record of every scale
-(a list with one dict per scale: ``gates (B, L, N)``, ``indices``/``values (B, L, K)`` for ``moe``,
-``height``/``width``; ``L = 1`` for the ``multi`` soft weights).
+Each forward returns, beside the maps, the routing record of every scale (:attr:`PromptModuleOutput.routing`, a
+list with one dict per scale: ``gates (B, L, N)``, ``indices``/``values (B, L, K)`` for ``moe``,
+``height``/``width``; ``L = 1`` for the ``multi`` soft weights), not detached: detach it to keep it.
 """
 
 from __future__ import annotations
@@ -114,7 +114,6 @@ class MoEPromptModule(ModelMixin, ConfigMixin):
         if timestep_input:
             self.time_proj = Timesteps(c, flip_sin_to_cos=True, downscale_freq_shift=0)
             self.time_embedding = TimestepEmbedding(c, c)
-        self.last_routing: list[dict[str, torch.Tensor]] = []
 
     @property
     def uses_dp(self) -> bool:
@@ -182,7 +181,4 @@ class MoEPromptModule(ModelMixin, ConfigMixin):
             if out.balance_loss is not None:
                 balance = balance + out.balance_loss.float()
             x = map_from_tokens(tokens, height, width)  # (B, C, h_s, w_s)
-        self.last_routing = [
-            {k: (v.detach() if torch.is_tensor(v) else v) for k, v in r.items()} for r in routing
-        ]
         return PromptModuleOutput(tuple(maps), balance, routing)

@@ -8,7 +8,7 @@
 - ``log.csv``: the scalar columns of every record, rewritten atomically after each event (never half written).
 
 :class:`RoutingStats` accumulates, over a log window, the routing records of
-:attr:`~moediffir.models.denoiser.MoEDiffIRDenoiser.last_routing` (gates ``(B, L, N)`` per scale): for every
+:attr:`~moediffir.models.denoiser.DenoiserOutput.routing` (gates ``(B, L, N)`` per scale): for every
 task label the mean gate mass of each expert ("usage", averaged over tokens and scales) and how often each
 expert is among the chosen top K ("selected"), plus the mean per-token gate entropy ``-sum_n g_n log g_n``
 (0 when one expert takes everything, ``log K`` for K equal gates).

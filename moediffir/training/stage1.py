@@ -106,11 +106,12 @@ def diffusion_target(scheduler, z0: torch.Tensor, noise: torch.Tensor, t: torch.
 
 
 def stage1_loss(
-    model, unwrapped, vae, scheduler, batch: Mapping[str, Any], device, sharpen_gt: bool = False
+    model, vae, scheduler, batch: Mapping[str, Any], device, sharpen_gt: bool = False
 ) -> tuple[torch.Tensor, dict]:
-    """Eq. 2 (+ balance loss) on one micro-batch; ``model`` may be the DDP wrapper of ``unwrapped``.
+    """Eq. 2 (+ balance loss) on one micro-batch; ``model`` may be the DDP wrapper of the denoiser.
 
-    ``sharpen_gt``: unsharp-mask the GT before encoding it (``stage1.usm_gt``).
+    ``sharpen_gt``: unsharp-mask the GT before encoding it (``stage1.usm_gt``). The parts (detached): ``eps_loss``,
+    ``balance_loss`` and the ``routing`` record of the micro-batch (one dict per scale, as the denoiser returns it).
     """
     lq = batch["lq"].to(device, non_blocking=True)  # (B, 3, H, W) in [0, 1]
     gt = batch["gt"].to(device, non_blocking=True)  # (B, 3, H, W)
@@ -122,11 +123,11 @@ def stage1_loss(
     noise = torch.randn_like(z0)  # (B, 4, h, w)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (z0.shape[0],), device=z0.device)  # (B,)
     z_t = scheduler.add_noise(z0, noise, t)  # (B, 4, h, w)
-    pred = model(z_t, t, z_lq, lq_image=lq, task_labels=labels)  # (B, 4, h, w)
-    eps_loss = F.mse_loss(pred.float(), diffusion_target(scheduler, z0, noise, t).float())
-    balance = unwrapped.last_balance_loss
-    balance = balance.float() if balance is not None else eps_loss.new_zeros(())
-    return eps_loss + balance, {"eps_loss": eps_loss.detach(), "balance_loss": balance.detach()}
+    out = model(z_t, t, z_lq, lq_image=lq, task_labels=labels, return_aux=True)
+    eps_loss = F.mse_loss(out.sample.float(), diffusion_target(scheduler, z0, noise, t).float())
+    balance = out.balance_loss.float()  # ()
+    routing = [{k: (v.detach() if torch.is_tensor(v) else v) for k, v in r.items()} for r in out.routing]
+    return eps_loss + balance, {"eps_loss": eps_loss.detach(), "balance_loss": balance.detach(), "routing": routing}
 
 
 @torch.no_grad()
@@ -297,11 +298,11 @@ def train_stage1(cfg, resume: bool = False, progress: bool = True, overwrite: bo
             sync = micro == s1.grad_accum - 1
             with contextlib.nullcontext() if sync else accelerator.no_sync(model):
                 with accelerator.autocast():
-                    loss, parts = stage1_loss(model, denoiser, vae, scheduler, batch, device, s1.usm_gt)
+                    loss, parts = stage1_loss(model, vae, scheduler, batch, device, s1.usm_gt)
                 accelerator.backward(loss / s1.grad_accum)
             micro_losses.append(parts["eps_loss"])
             micro_bal.append(parts["balance_loss"])
-            stats.update(denoiser.last_routing, batch["label"])
+            stats.update(parts["routing"], batch["label"])
             epoch, batch_pos = sampler.next_position(int(batch["epoch"][0]), int(batch["batch"][0]))
         if s1.max_grad_norm > 0:
             accelerator.clip_grad_norm_(params, s1.max_grad_norm)
