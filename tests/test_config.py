@@ -189,7 +189,7 @@ def test_allowed_words_are_those_of_the_modules_that_read_them():
     from moediffir.metrics.suite import KNOWN_METRICS
     from moediffir.models.degradation_prior import DP_BACKENDS
     from moediffir.models.prompts import PROMPT_DESIGNS
-    from moediffir.models.visual2text import V2T_BACKENDS
+    from moediffir.models.visual2text import V2T_BACKENDS, V2T_FORMS
     from moediffir.pipelines.colorfix import COLOR_FIXES
     from moediffir.pipelines.sampling import SCHEDULERS
 
@@ -201,6 +201,7 @@ def test_allowed_words_are_those_of_the_modules_that_read_them():
     assert set(CHOICES["model.dp_backend"]) == set(DP_BACKENDS)
     assert set(CHOICES["model.prompt_design"]) == set(PROMPT_DESIGNS)
     assert set(CHOICES["model.v2t_backend"]) == set(V2T_BACKENDS)
+    assert set(CHOICES["model.v2t_form"]) == set(V2T_FORMS)
     assert set(CHOICES["sample.color_fix"]) == set(COLOR_FIXES)
     assert set(CHOICES["sample.scheduler"]) == set(SCHEDULERS)
     from moediffir.config import RECIPES

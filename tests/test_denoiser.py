@@ -252,3 +252,34 @@ def test_released_recipe_builds_the_released_model():
     b = out.sample
     assert a.shape == z_t.shape and not torch.equal(a, b)  # the released router is noisy in eval mode too
     assert (out.routing[0]["gates"].sum(-1) < 1).all()  # kept top-K softmax values
+
+
+def test_released_v2t_form_reads_the_latent_and_survives_save_and_load(tmp_path):
+    """model.v2t_form=released: the context comes from z_lq (decoded by the attached VAE), not from the image;
+    a saved denoiser reloads its V2T as the released class, and a pipeline hands it its VAE."""
+    from moediffir.models.backbone import build_scheduler, build_vae
+    from moediffir.models.visual2text_released import ReleasedVisual2Text
+    from moediffir.pipelines.moediffir_pipeline import MoEDiffIRPipeline
+
+    d = _build(**{"model.v2t_form": "released"})
+    assert isinstance(d.v2t, ReleasedVisual2Text)
+    z_t, t, z_lq, img = _batch()
+    with pytest.raises(RuntimeError, match="attach_decoder"):
+        d.prepare(z_lq, lq_image=img)
+    vae = build_vae("tiny")
+    d.attach_vae(vae)
+    with torch.no_grad():
+        cond = d.prepare(z_lq, lq_image=img)
+        assert torch.equal(cond.context, d.v2t(z_lq))
+        assert torch.equal(d.prepare(z_lq, lq_image=img.flip(-1)).context, cond.context)  # the image is not read
+        assert not torch.equal(d.prepare(z_lq.flip(-1), lq_image=img).context, cond.context)
+        out = d(z_t, t, z_lq, lq_image=img)
+    d.save_pretrained(tmp_path / "ckpt")
+    unet2 = build_unet("tiny")
+    unet2.load_state_dict(d.unet.state_dict())
+    d2 = MoEDiffIRDenoiser.from_pretrained(tmp_path / "ckpt", unet2, d.degradation_prior)
+    assert isinstance(d2.v2t, ReleasedVisual2Text)
+    pipe = MoEDiffIRPipeline.from_denoiser(d2, vae, build_scheduler())
+    assert pipe.denoiser.v2t._decoder == [vae]
+    with torch.no_grad():
+        assert torch.equal(d2(z_t, t, z_lq, lq_image=img), out)

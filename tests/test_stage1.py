@@ -209,3 +209,22 @@ def test_training_conditions_exactly_like_the_pipeline():
         z_lq, z0 = stage1.encode_pair(vae, lq, gt, generator=torch.Generator().manual_seed(0))
         torch.testing.assert_close(z_lq, encode_lq(vae, lq))
         assert z0.shape == z_lq.shape and not torch.allclose(z0, encode_lq(vae, gt))  # z_0 is a posterior sample
+
+
+def test_released_v2t_form_trains_its_conv_tokens_and_adapter():
+    """model.recipe=released (smoke sizes): the released V2T form gets the VAE from the stage-I builder, and one
+    loss step gives gradients to its grid conv, tokens and adapter only (its enhancer and CLIP stay frozen)."""
+    from moediffir.training.stage1 import _build_model, _check_frozen, stage1_loss
+
+    cfg = resolve_config("smoke", {"model.recipe": "released"})
+    denoiser, vae, scheduler = _build_model(cfg)
+    _check_frozen(denoiser, vae)
+    assert denoiser.v2t._decoder == [vae]
+    g = torch.Generator().manual_seed(0)
+    batch = {"lq": torch.rand(2, 3, 64, 64, generator=g), "gt": torch.rand(2, 3, 64, 64, generator=g),
+             "label": torch.tensor([0, 3])}
+    denoiser.train()
+    loss, _ = stage1_loss(denoiser, vae, scheduler, batch, torch.device("cpu"))
+    loss.backward()
+    with_grad = {n for n, p in denoiser.v2t.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert with_grad == {"grid_conv.weight", "grid_conv.bias", "learned_tokens", "adapter.0.weight", "adapter.2.weight"}

@@ -48,7 +48,7 @@ def _cmd_import_released(args: Namespace) -> int:
 
 
 def add_import_released_command(sub: SubParsers) -> None:
-    """``moediffir import-released``: the released stage-I (and stage-II) checkpoints into a model folder (V2T off)."""
+    """``moediffir import-released``: the released stage-I (and stage-II) checkpoints into a model folder (released V2T form)."""
     p = sub.add_parser("import-released", help="convert the released stage-I checkpoint into a model folder")
     p.add_argument("ckpt", help="the released Lightning checkpoint (e.g. MoE-DiffIR_DACLIP.ckpt)")
     p.add_argument("--decoder", default=None, help="the released stage-II checkpoint (e.g. Decoder_Finetuned.ckpt)")

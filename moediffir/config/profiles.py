@@ -130,8 +130,8 @@ PROFILE_FACTORIES: dict[str, Callable[[], Config]] = {"paper": _paper, "smoke": 
 RECIPES = ("paper", "released")
 # What ``model.recipe="released"`` sets: the released code's choice wherever it differs from the paper's text
 # (the defaults of :mod:`moediffir.config.sections`). Method switches apply in every profile; RECIPE_PAPER_SCALE (the released
-# configs' training numbers) only in the ``paper`` profile, where the numbers are the real run's. Explicit
-# overrides given with the recipe win over both.
+# configs' training numbers and network widths) only in the ``paper`` profile, where the numbers are the real
+# run's (the small profiles keep their small networks). Explicit overrides given with the recipe win over both.
 RECIPE_VALUES: dict[str, dict[str, Any]] = {
     "released": {
         "model.routing": "task",  # per-token Linear(256, 2N) gate chosen by the task label
@@ -142,6 +142,7 @@ RECIPE_VALUES: dict[str, dict[str, Any]] = {
         "model.renormalize_gates": False,  # kept top-K softmax values (+1e-5), not renormalised
         "model.prompt_init": "uniform",
         "model.vit_final_norm": True,
+        "model.v2t_form": "released",  # latent enhancer -> VAE decode -> RN50 -> conv + 49 tokens + bias-free MLP
         "data.preset": "official",
         "stage1.augment": False,  # use_hflip / use_rot: False
         "stage1.usm_gt": True,
@@ -157,6 +158,7 @@ RECIPE_VALUES: dict[str, dict[str, Any]] = {
 }
 RECIPE_PAPER_SCALE: dict[str, dict[str, Any]] = {
     "released": {
+        "model.enhancer_dim": 256,  # the released enhancer's width (its Restormer blocks at 256 channels)
         "stage1.lr": 1e-4,  # base_learning_rate, not scaled (main.py --scale_lr defaults to False)
         "stage1.max_steps": 800_000,
         "stage1.batch_size": 2,  # per GPU

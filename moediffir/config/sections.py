@@ -74,11 +74,12 @@ class ModelConfig:
     dp_backend: str = "daclip"  # "daclip", "clip" or "tiny"
     dp_weights: str = ""  # "" -> <data.root>/weights/daclip_ViT-B-32.pt (see models/weight_checks.py for clip)
     use_v2t: bool = True  # Visual2Text adapter + quality enhancer
+    v2t_form: str = "kit"  # "kit" (pixel enhancer, LayerNorm + Linear) or "released" (latent enhancer, conv + MLP)
     v2t_backend: str = "clip_rn50"  # "clip_rn50" or "tiny"
     v2t_weights: str = ""  # "" -> <data.root>/weights/RN50.pt
     v2t_num_tokens: int = 49  # learnable context tokens appended to the 49 CLIP grid tokens (released code: 49)
     enhancer_blocks: int = 4  # Restormer blocks of the V2T quality enhancer
-    enhancer_dim: int = 48  # channels of the quality enhancer (Restormer's base width)
+    enhancer_dim: int = 48  # channels of the quality enhancer (Restormer's base width); released: 256
     # recipe switches (paper defaults; the released code's value after "released:"; see RECIPE_VALUES)
     recipe: str = "paper"  # "paper" or "released": sets every key of RECIPE_VALUES["released"] at once
     spade_form: str = "residual"  # skip(x) + GN(h)(1+g)+b on the resnet branch (released too); "output": identity-init

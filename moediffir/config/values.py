@@ -31,6 +31,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.routing": ("blind", "task"),
     "model.dp_backend": ("daclip", "clip", "tiny"),
     "model.v2t_backend": ("clip_rn50", "tiny"),
+    "model.v2t_form": ("kit", "released"),
     "model.recipe": ("paper", "released"),
     "model.spade_form": ("residual", "output"),
     "model.router_input": ("residual", "attention"),

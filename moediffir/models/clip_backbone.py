@@ -14,6 +14,7 @@ RN50 run with its BatchNorms folded into the convolutions (:mod:`moediffir.model
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from moediffir.errors import MoEDiffIRError
+from moediffir.models.checkpoint_files import read_state_dict
 from moediffir.models.folded_resnet import FoldedResNet
 from moediffir.utils.layout import layout_diff
 
@@ -28,6 +30,23 @@ from moediffir.utils.layout import layout_diff
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 RESIZE_MODES = ("squash", "center_crop")
+# The Visual2Text encoder (both forms, model.v2t_backend): open_clip "RN50" -- layers (3, 4, 6, 3), width 64,
+# heads 32, embed 1024, 224 px -> layer4 grid 2048 x 7 x 7 -- or a small random ModifiedResNet.
+V2T_BACKENDS = ("clip_rn50", "tiny")
+RN50_KWARGS: dict[str, Any] = {
+    "clip_layers": (3, 4, 6, 3),
+    "clip_width": 64,
+    "clip_heads": 32,
+    "clip_output_dim": 1024,
+    "image_size": 224,
+}
+TINY_V2T_KWARGS: dict[str, Any] = {
+    "clip_layers": (1, 1, 1, 1),
+    "clip_width": 8,
+    "clip_heads": 2,
+    "clip_output_dim": 32,
+    "image_size": 64,
+}
 
 
 class WeightLayoutError(MoEDiffIRError, ValueError):
@@ -79,6 +98,26 @@ def compare_layout(
     diff = layout_diff(found, expected)
     if diff:
         raise WeightLayoutError("; ".join([f"{what} does not match the expected layout", *diff.problems()]))
+
+
+def load_clip_visual(clip_visual: nn.Module, path: str | Path, backend: str) -> None:
+    """Load a frozen RN50 ``clip_visual`` from a CLIP checkpoint (OpenAI TorchScript ``RN50.pt`` or an open_clip
+    state dict); its ``visual.*`` sub-tree must match exactly (BatchNorm ``num_batches_tracked`` may be absent)."""
+    if backend == "tiny":
+        raise ValueError("Visual2Text backend 'tiny' has no public weights; it is random by design")
+    path = Path(path)
+    state = read_state_dict(path)
+    sub = {k[len("visual.") :]: v for k, v in state.items() if k.startswith("visual.")}
+    own = clip_visual.state_dict()
+    for key in own:
+        if key.endswith("num_batches_tracked") and key not in sub:
+            sub[key] = own[key]
+    compare_layout(
+        {k: tuple(v.shape) for k, v in sub.items()},
+        {k: tuple(v.shape) for k, v in own.items()},
+        f"{path}: CLIP RN50 sub-tree 'visual.*'",
+    )
+    clip_visual.load_state_dict({k: v.to(own[k].dtype) for k, v in sub.items()}, strict=True)
 
 
 # -------------------------------------------------------------------------------------- speed only

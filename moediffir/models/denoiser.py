@@ -6,7 +6,8 @@ Eq. 2 with the stage-I conditioning:
 1. degradation prior (frozen, optional): ``dp_tokens = DP(lq_image)`` ``(B, L_dp, D_dp)``, read by routers;
 2. MoE-Prompt Module on the LQ latent -> prompted maps of every scale (Fig. 3c);
 3. SPADE modulations of the 13 (SD 2.1) UNet sites from those maps;
-4. text context: ``V2T(lq_image)`` ``(B, L_ctx, cross_attention_dim)`` when the adapter is on, else the given
+4. text context: ``V2T(lq_image)`` ``(B, L_ctx, cross_attention_dim)`` when the adapter is on (``V2T(z_lq)`` in
+   the released form, ``model.v2t_form=released``, which decodes the latent itself), else the given
    ``context``, else the null context: the text encoder's encoding of the empty prompt ``""``
    (``(1, 77, cross_attention_dim)``; :func:`build_denoiser` encodes it once, see
    :mod:`moediffir.models.empty_prompt`; a bare constructor holds a single zero token until
@@ -159,6 +160,12 @@ class MoEDiffIRDenoiser(nn.Module):
             )
         self.null_context = context.detach().to(self.null_context.device)
 
+    def attach_vae(self, vae: nn.Module) -> None:
+        """Hand the frozen VAE to a V2T adapter that decodes the LQ latent itself (the released form); the kit's
+        form reads the LQ image and needs none. Pipelines and stage-I training call this."""
+        if self.v2t is not None and hasattr(self.v2t, "attach_decoder"):
+            self.v2t.attach_decoder(vae)
+
     @contextlib.contextmanager
     def stock_unet(self) -> Iterator[nn.Module]:
         """``with denoiser.stock_unet() as unet:`` -- the UNet without SPADE hooks (re-attached on exit)."""
@@ -199,7 +206,9 @@ class MoEDiffIRDenoiser(nn.Module):
         out = pm(z_lq, timesteps=timesteps, dp_tokens=dp_tokens, task_labels=task_labels)
         modulations = self.spade.modulations(out.maps)
         if context is None:
-            if self.v2t is not None:
+            if self.v2t is not None and getattr(self.v2t, "reads_latent", False):
+                context = self.v2t(z_lq)  # released form: (B, L_ctx, cross_attention_dim) from the latent
+            elif self.v2t is not None:
                 if lq_image is None:
                     raise ValueError(
                         "MoEDiffIRDenoiser: the V2T adapter needs lq_image (B, 3, H, W) in [0, 1], or pass "
@@ -272,7 +281,8 @@ class MoEDiffIRDenoiser(nn.Module):
     ) -> MoEDiffIRDenoiser:
         """Rebuild from :meth:`save_pretrained` output around a frozen ``unet``; no argument repeated.
 
-        ``v2t``: an adapter whose class loads ``folder/v2t`` (default: ``Visual2TextAdapter``).
+        ``v2t``: an adapter whose class loads ``folder/v2t`` (default: the class its ``config.json`` names, the
+        kit's ``Visual2TextAdapter`` or the released form's ``ReleasedVisual2Text``).
         """
         folder = Path(folder)
         for name in ("prompt_module", "spade"):
@@ -285,14 +295,23 @@ class MoEDiffIRDenoiser(nn.Module):
         spade = SpadeInjector.from_pretrained(folder / SUBFOLDERS["spade"])
         loaded_v2t = None
         if (folder / SUBFOLDERS["v2t"]).is_dir():
-            if v2t is not None:
-                v2t_cls = type(v2t)
-            else:
-                from moediffir.models.visual2text import Visual2TextAdapter  # only when needed
-
-                v2t_cls = Visual2TextAdapter
+            v2t_cls = type(v2t) if v2t is not None else _v2t_class(folder / SUBFOLDERS["v2t"])
             loaded_v2t = v2t_cls.from_pretrained(folder / SUBFOLDERS["v2t"])
         return cls(unet, prompt_module, spade, degradation_prior=degradation_prior, v2t=loaded_v2t)
+
+
+def _v2t_class(folder: Path) -> type:
+    """The Visual2Text class of a saved ``v2t/`` folder, by the ``_class_name`` of its ``config.json``."""
+    import json
+
+    name = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("_class_name")
+    if name == "ReleasedVisual2Text":
+        from moediffir.models.visual2text_released import ReleasedVisual2Text  # only when needed
+
+        return ReleasedVisual2Text
+    from moediffir.models.visual2text import Visual2TextAdapter  # only when needed
+
+    return Visual2TextAdapter
 
 
 def build_prompt_module(cfg, in_channels: int = 4, dp_dim: int = 0) -> MoEPromptModule:
@@ -359,7 +378,8 @@ def build_denoiser(
     if cfg.model.use_v2t and v2t is None:
         from moediffir.models.visual2text import build_visual2text
 
-        v2t = build_visual2text(cfg, cross_attention_dim=unet.config.cross_attention_dim)
+        v2t = build_visual2text(cfg, cross_attention_dim=unet.config.cross_attention_dim,
+                                latent_channels=unet.config.in_channels)
     if not cfg.model.use_v2t:
         v2t = None
     prompt_module = build_prompt_module(cfg, in_channels=unet.config.in_channels, dp_dim=dp_dim)

@@ -3,7 +3,7 @@ docs/fidelity.md §3).
 
 The released ``MoE-DiffIR_DACLIP.ckpt`` holds ``ckpt["state_dict"]`` with one prefix per part
 (``moediffir/fixtures/released_moediffir_keys.json`` lists every key and shape). Each key is mapped by a prefix
-rule to a kit module built with ``model.recipe=released`` (paper sizes, Visual2Text off)::
+rule to a kit module built with ``model.recipe=released`` (paper sizes, ``model.v2t_form=released``)::
 
     structcond_stage_model.conv_first.0.*            -> prompt_module.conv_in.*
     structcond_stage_model.downsample{s}.op.*        -> prompt_module.downsamplers.{s-1}.*
@@ -18,13 +18,24 @@ rule to a kit module built with ``model.recipe=released`` (paper sizes, Visual2T
     model.diffusion_model.middle_block.0.spade.*     -> spade.layers.0.*
     model.diffusion_model.output_blocks.{K}.0.spade.* -> spade.layers.{K+1}.*
     structcond_stage_model.DACLIP_model.visual_control.* -> degradation_prior.visual_control.*
+    cond_stage_model.{conv1-3, bn1-3, layer1-4, attnpool}.* -> v2t.clip_visual.*   (same open_clip RN50 names)
+    cond_stage_model.conv.0.*                        -> v2t.grid_conv.*
+    cond_stage_model.prompt_model_semantic.prompt_param -> v2t.learned_tokens     (1, 49, 1024) in both
+    cond_stage_model.adapter1.fc.{0,2}.weight        -> v2t.adapter.{0,2}.weight
+    transformer_encoder.0.*                          -> v2t.latent_enhancer.conv_in.*
+    transformer_encoder.{1,2}.<leaf>                 -> v2t.latent_enhancer.blocks.{0,1}.<leaf>
+    transformer_decoder.{0,1}.<leaf>                 -> v2t.latent_enhancer.blocks.{2,3}.<leaf>
+                                                        (<leaf>: norm{1,2}.body.* -> norm{1,2}.norm.*)
+    transformer_decoder.2.*                          -> v2t.latent_enhancer.conv_out.*
 
 The frozen SD 2.1-base UNet (``model.diffusion_model.*`` without ``.spade.``) and VAE (``first_stage_model.*``)
 are checked by name and shape against SD 2.1-base in the original (LDM) layout and not copied: the folder reads
 them from ``model.sd_source``, as the released training kept them frozen. Keys the kit does not use are reported
-by name and group (:data:`UNUSED_GROUPS`); the Visual2Text adapter and the latent enhancer of the released code
-(``cond_stage_model.*``, ``transformer_encoder/decoder.*``) have another layout than the kit's V2T, so they are
-reported as not convertible and the folder is written with V2T off (said in ``model_info.json`` and the card).
+by name and group (:data:`UNUSED_GROUPS`). The Visual2Text adapter and its latent enhancer
+(``cond_stage_model.*`` except the stale ``adapter2.*``, ``transformer_encoder/decoder.*``) convert into the
+released V2T form (:mod:`moediffir.models.visual2text_released`), so the folder has V2T on; overrides that turn
+V2T off or pick the kit's form (``model.use_v2t=false``, ``model.v2t_form=kit``) leave them unconverted,
+reported by name, and the folder with V2T off (both said in ``model_info.json`` and the card).
 The stage-II decoder checkpoint (``Decoder_Finetuned.ckpt``, optional) converts into the compensator with
 ``stage2.fusion_block=rrdb``: ``decoder.fusion_layer_{1,2}.*`` -> ``fusion.{1,2}.*`` (same leaf names), its VAE
 (``encoder.*``, the rest of ``decoder.*``, ``quant_conv.*``, ``post_quant_conv.*``) -> the compensator's VAE copy
@@ -54,7 +65,9 @@ SCHEDULE_BUFFERS = ("betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alph
                     "posterior_mean_coef1", "posterior_mean_coef2")
 FUSION = "decoder.fusion_layer_"
 STAGE2_VAE = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")
-NOT_CONVERTIBLE = "not convertible: the kit's V2T differs"
+NOT_CONVERTIBLE = "not converted: needs model.use_v2t=true and model.v2t_form=released"
+V2T_ON = "on: the released form (model.v2t_form=released), converted from cond_stage_model.* and transformer_*coder.*"
+V2T_GROUPS = ("cond_stage_model.*", "transformer_encoder.* / transformer_decoder.*")  # unused only when not converted
 # (pattern, group name, what it is) for keys the kit does not use; first match wins.
 UNUSED_GROUPS: tuple[tuple[str, str, str], ...] = (
     (r"cond_stage_model\.adapter2\.", "cond_stage_model.adapter2.*",
@@ -63,9 +76,9 @@ UNUSED_GROUPS: tuple[tuple[str, str, str], ...] = (
      "not created by the released code (an earlier version); the task label picks one of the f_gate layers"),
     (r"structcond_stage_model\.conv_middle\.", "structcond_stage_model.conv_middle.*",
      "not created by the released code (an earlier version); dropped by its strict=False load"),
-    (r"cond_stage_model\.", "cond_stage_model.*",
+    (r"cond_stage_model\.", V2T_GROUPS[0],
      f"released Visual2Text (CLIP RN50, conv, semantic prompt, adapter1): {NOT_CONVERTIBLE}"),
-    (r"transformer_(en|de)coder\.", "transformer_encoder.* / transformer_decoder.*",
+    (r"transformer_(en|de)coder\.", V2T_GROUPS[1],
      f"released latent quality enhancer of the V2T input: {NOT_CONVERTIBLE}"),
     (r"structcond_stage_model\.DACLIP_model\.", "structcond_stage_model.DACLIP_model.{clip,visual,logit_scale}",
      "DA-CLIP towers the kit does not run (only visual_control feeds the router)"),
@@ -84,19 +97,24 @@ class ReleasedImport:
     prompt_module: dict[str, torch.Tensor] = field(default_factory=dict)
     spade: dict[str, torch.Tensor] = field(default_factory=dict)
     degradation_prior: dict[str, torch.Tensor] = field(default_factory=dict)
+    v2t: dict[str, torch.Tensor] = field(default_factory=dict)  # released V2T form (empty when not converted)
     checked_not_copied: dict[str, list[str]] = field(default_factory=dict)  # group -> keys (SD parts, schedule)
     unused: dict[str, list[str]] = field(default_factory=dict)  # group -> keys
 
     def report(self) -> dict[str, Any]:
         """JSON-ready: converted counts per kit part, and every other key by name with what it is."""
         what = {group: text for _, group, text in UNUSED_GROUPS}
+        converted = {"prompt_module": len(self.prompt_module), "spade": len(self.spade),
+                     "degradation_prior": len(self.degradation_prior)}
+        if self.v2t:
+            converted["v2t"] = len(self.v2t)
         return {
-            "converted": {"prompt_module": len(self.prompt_module), "spade": len(self.spade),
-                          "degradation_prior": len(self.degradation_prior)},
+            "converted": converted,
             "checked_not_copied": {g: {"what": _CHECKED_WHAT[g], "num_keys": len(k), "keys": k}
                                    for g, k in self.checked_not_copied.items()},
             "unused": {g: {"what": what[g], "num_keys": len(k), "keys": k} for g, k in self.unused.items()},
-            "v2t": "off: " + NOT_CONVERTIBLE if any(NOT_CONVERTIBLE in what[g] for g in self.unused) else "off",
+            "v2t": V2T_ON if self.v2t else ("off: " + NOT_CONVERTIBLE if any(g in self.unused for g in V2T_GROUPS)
+                                            else "off"),
         }
 
 
@@ -158,12 +176,44 @@ def _spade_key(rest: str) -> str | None:
     return None
 
 
-def _unused_group(key: str) -> str | None:
-    return next((group for pattern, group, _ in UNUSED_GROUPS if re.match(pattern, key)), None)
+RELEASED_ENCODER_BLOCKS = 2  # Restormer blocks in transformer_encoder (after its conv); as many in the decoder
 
 
-def map_released_stage1(state: Mapping[str, torch.Tensor], path: str | Path) -> ReleasedImport:
-    """Map every key of a stage-I state dict by the prefix rules; a key no rule knows raises, naming it."""
+def _v2t_key(key: str) -> str | None:
+    """Key of the released V2T form for a released ``cond_stage_model.*`` / ``transformer_*coder.*`` key; None when
+    no rule applies (``adapter2.*``, anything unknown)."""
+    if m := re.fullmatch(r"cond_stage_model\.((?:conv[123]|bn[123]|layer[1-4]|attnpool)\..+)", key):
+        return f"clip_visual.{m[1]}"  # CLIP's ModifiedResNet and open_clip's share every name
+    if m := re.fullmatch(r"cond_stage_model\.conv\.0\.(weight|bias)", key):
+        return f"grid_conv.{m[1]}"
+    if key == "cond_stage_model.prompt_model_semantic.prompt_param":
+        return "learned_tokens"
+    if m := re.fullmatch(r"cond_stage_model\.adapter1\.fc\.([02])\.weight", key):
+        return f"adapter.{m[1]}.weight"
+    if m := re.fullmatch(r"transformer_encoder\.0\.(weight|bias)", key):
+        return f"latent_enhancer.conv_in.{m[1]}"
+    if m := re.fullmatch(rf"transformer_decoder\.{RELEASED_ENCODER_BLOCKS}\.(weight|bias)", key):
+        return f"latent_enhancer.conv_out.{m[1]}"
+    m = (re.fullmatch(r"transformer_(en)coder\.([12])\.(.+)", key)
+         or re.fullmatch(r"transformer_(de)coder\.([01])\.(.+)", key))
+    if m:
+        block = int(m[2]) - 1 if m[1] == "en" else int(m[2]) + RELEASED_ENCODER_BLOCKS
+        leaf = re.sub(r"^(norm[12])\.body\.", r"\1.norm.", m[3])  # Restormer's LayerNorm wrapper: body -> norm
+        return f"latent_enhancer.blocks.{block}.{leaf}"
+    return None
+
+
+def _unused_group(key: str, v2t_converted: bool = False) -> str | None:
+    return next((group for pattern, group, _ in UNUSED_GROUPS
+                 if re.match(pattern, key) and not (v2t_converted and group in V2T_GROUPS)), None)
+
+
+def map_released_stage1(
+    state: Mapping[str, torch.Tensor], path: str | Path, convert_v2t: bool = True
+) -> ReleasedImport:
+    """Map every key of a stage-I state dict by the prefix rules; a key no rule knows raises, naming it.
+
+    ``convert_v2t``: map the Visual2Text keys into the released V2T form (else report them unused)."""
     if any(k.startswith(FUSION) for k in state):
         raise ReleasedCheckpointError(f"{path}: a stage-II decoder checkpoint ({FUSION}*); pass it as the decoder")
     out, unknown = ReleasedImport(), []
@@ -179,13 +229,16 @@ def map_released_stage1(state: Mapping[str, torch.Tensor], path: str | Path) -> 
             if (spade_key := _spade_key(key[len(SD_UNET):])) is not None:
                 out.spade[spade_key] = tensor
                 continue
-        elif key.startswith(SD_UNET) or key.startswith(SD_VAE):
+        elif key.startswith((SD_UNET, SD_VAE)):
             out.checked_not_copied.setdefault((SD_UNET if key.startswith(SD_UNET) else SD_VAE) + "*", []).append(key)
             continue
         elif key in SCHEDULE_BUFFERS:
             out.checked_not_copied.setdefault("schedule buffers", []).append(key)
             continue
-        if (group := _unused_group(key)) is not None:
+        if convert_v2t and (v2t_key := _v2t_key(key)) is not None:
+            out.v2t[v2t_key] = tensor
+            continue
+        if (group := _unused_group(key, convert_v2t)) is not None:
             out.unused.setdefault(group, []).append(key)
             continue
         unknown.append(f"{key} {tuple(tensor.shape)}")
@@ -196,10 +249,19 @@ def map_released_stage1(state: Mapping[str, torch.Tensor], path: str | Path) -> 
 
 
 def released_config(overrides: Mapping[str, Any] | None = None):
-    """The kit config the released stage-I model fits: paper sizes, ``model.recipe=released``, V2T off."""
-    from moediffir.config import resolve_config
+    """The kit config the released stage-I model fits: paper sizes, ``model.recipe=released`` (V2T on in the
+    released form); V2T is turned off when the overrides ask for the kit's form, which the keys do not fit."""
+    from moediffir.config import apply_overrides, resolve_config
 
-    return resolve_config("paper", {"model.recipe": "released", "model.use_v2t": False, **dict(overrides or {})})
+    cfg = resolve_config("paper", {"model.recipe": "released", **dict(overrides or {})})
+    if cfg.model.use_v2t and cfg.model.v2t_form != "released":
+        cfg = apply_overrides(cfg, {"model.use_v2t": False})
+    return cfg
+
+
+def _as_kit(tensor: torch.Tensor) -> torch.Tensor:
+    """Floating tensors in float32 (the kit's parts load in fp32); integer ones (BatchNorm counters) as they are."""
+    return tensor.to(torch.float32) if tensor.is_floating_point() else tensor
 
 
 def _check_part(path: Path, what: str, found: Mapping[str, torch.Tensor], module: torch.nn.Module) -> None:
@@ -253,16 +315,17 @@ def convert_released_stage2(path: str | Path):
     _check_sd_parts(path, {SD_VAE + k: v for k, v in vae.items()}, components=("vae",))
     compensator = DecoderCompensator(vae_config=config, fusion_block="rrdb")
     _check_part(path, f"fusion blocks ({FUSION}*)", fusion, compensator.fusion)
-    compensator.fusion.load_state_dict({k: v.to(torch.float32) for k, v in fusion.items()}, strict=True)
+    compensator.fusion.load_state_dict({k: _as_kit(v) for k, v in fusion.items()}, strict=True)
     diffusers_vae = convert_ldm_vae_checkpoint(vae, dict(config))
     _check_part(path, "VAE (encoder.*, decoder.*, quant_conv.*, post_quant_conv.*)", diffusers_vae, compensator.vae)
-    compensator.vae.load_state_dict({k: v.to(torch.float32) for k, v in diffusers_vae.items()}, strict=True)
+    compensator.vae.load_state_dict({k: _as_kit(v) for k, v in diffusers_vae.items()}, strict=True)
     return compensator, unused
 
 
 def build_kit_parts(cfg, mapped: ReleasedImport, path: str | Path):
-    """``(unet, prompt_module, spade, dp)``: the kit modules of ``cfg`` (UNet on the meta device: structure only)
-    with the mapped tensors loaded; every misfit raises :class:`ReleasedCheckpointError` first."""
+    """``(unet, prompt_module, spade, dp, v2t)``: the kit modules of ``cfg`` (UNet on the meta device: structure
+    only) with the mapped tensors loaded (``v2t`` None when V2T is off); every misfit raises
+    :class:`ReleasedCheckpointError` first."""
     from diffusers import UNet2DConditionModel
 
     from moediffir.models.checkpoint_files import sd21_single_file_configs
@@ -277,12 +340,20 @@ def build_kit_parts(cfg, mapped: ReleasedImport, path: str | Path):
     prompt_module = build_prompt_module(cfg, in_channels=unet.config.in_channels, dp_dim=int(dp.token_dim))
     spade = SpadeInjector.from_unet(unet, prompt_dim=cfg.model.prompt_dim, hidden_dim=cfg.model.spade_hidden,
                                     form=cfg.model.spade_form)
-    for what, found, module in (("MoE-Prompt module (structcond_stage_model.*)", mapped.prompt_module, prompt_module),
-                                ("SPADE layers (model.diffusion_model.*.spade.*)", mapped.spade, spade),
-                                (f"degradation prior ({DP_SUBTREE}*)", mapped.degradation_prior, dp)):
+    parts = [("MoE-Prompt module (structcond_stage_model.*)", mapped.prompt_module, prompt_module),
+             ("SPADE layers (model.diffusion_model.*.spade.*)", mapped.spade, spade),
+             (f"degradation prior ({DP_SUBTREE}*)", mapped.degradation_prior, dp)]
+    v2t = None
+    if cfg.model.use_v2t:
+        from moediffir.models.visual2text import build_visual2text
+
+        v2t = build_visual2text(cfg, unet.config.cross_attention_dim, load_weights=False,
+                                latent_channels=unet.config.in_channels)
+        parts.append(("Visual2Text, released form (cond_stage_model.*, transformer_encoder/decoder.*)", mapped.v2t, v2t))
+    for what, found, module in parts:
         _check_part(path, what, found, module)
-        module.load_state_dict({k: v.to(torch.float32) for k, v in found.items()}, strict=True)
-    return unet, prompt_module, spade, dp
+        module.load_state_dict({k: _as_kit(v) for k, v in found.items()}, strict=True)
+    return unet, prompt_module, spade, dp, v2t
 
 
 def import_released(
@@ -294,8 +365,9 @@ def import_released(
 ) -> dict[str, Any]:
     """Convert the released stage-I checkpoint ``ckpt`` into a model folder at ``out`` (written atomically).
 
-    ``null_context``: the V2T-off UNet context (the empty prompt's encoding); by default encoded from
-    ``model.sd_source``'s text encoder (:func:`~moediffir.models.empty_prompt.empty_prompt_context`).
+    ``null_context``: the V2T-off UNet context (the empty prompt's encoding); by default, and only when V2T is off
+    (``overrides``), encoded from ``model.sd_source``'s text encoder
+    (:func:`~moediffir.models.empty_prompt.empty_prompt_context`).
     ``decoder``: the released stage-II checkpoint, converted into the folder's compensator.
     Returns the report (also in ``out/model_info.json``, ``info.released_import``): converted parts, keys checked but not
     copied, and every unused key by group with what it is.
@@ -304,18 +376,19 @@ def import_released(
     from moediffir.pipelines.model_folder import save_model_folder
 
     ckpt = Path(ckpt)
+    cfg = released_config(overrides)
     state = read_released_state(ckpt)
-    mapped = map_released_stage1(state, ckpt)
+    mapped = map_released_stage1(state, ckpt, convert_v2t=cfg.model.use_v2t)
     _check_sd_parts(ckpt, state)
     compensator, stage2_unused = convert_released_stage2(decoder) if decoder is not None else (None, {})
-    cfg = released_config(overrides)
-    unet, prompt_module, spade, dp = build_kit_parts(cfg, mapped, ckpt)
-    denoiser = MoEDiffIRDenoiser(unet, prompt_module, spade, degradation_prior=dp, v2t=None)
-    if null_context is None:
+    unet, prompt_module, spade, dp, v2t = build_kit_parts(cfg, mapped, ckpt)
+    denoiser = MoEDiffIRDenoiser(unet, prompt_module, spade, degradation_prior=dp, v2t=v2t)
+    if null_context is None and v2t is None:  # with V2T on the UNet reads the V2T context: no text encoder needed
         from moediffir.models.empty_prompt import empty_prompt_context
 
         null_context = empty_prompt_context(cfg, unet.config.cross_attention_dim)
-    denoiser.set_null_context(null_context)
+    if null_context is not None:
+        denoiser.set_null_context(null_context)
     mapped.unused.update(stage2_unused)
     report = mapped.report()
     if compensator is not None:

@@ -29,6 +29,10 @@ Pipeline of :class:`Visual2TextAdapter` (choices the paper leaves open are marke
 Output: context ``(B, 49 + num_tokens, cross_attention_dim)``; ``cross_attention_dim`` is read from the UNet's
 config by :func:`build_visual2text` (1024 for SD 2.1). Backends: ``clip_rn50`` (weights from
 ``model.v2t_weights``) and ``tiny`` (a small random ModifiedResNet for the smoke profile; labelled random).
+
+This is ``model.v2t_form=kit`` (the default). ``model.v2t_form=released`` (set by ``model.recipe=released``)
+builds the released code's layout instead, enhancer on the latent and all:
+:mod:`moediffir.models.visual2text_released`.
 """
 
 from __future__ import annotations
@@ -37,109 +41,30 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from open_clip.modified_resnet import ModifiedResNet
 from torch import nn
 
 from moediffir.models import weight_checks
-from moediffir.models.checkpoint_files import read_state_dict
 from moediffir.models.clip_backbone import (
     CLIP_MEAN,
     CLIP_STD,
     RESIZE_MODES,
+    RN50_KWARGS,
+    TINY_V2T_KWARGS,
+    V2T_BACKENDS,
     FrozenResNetSpeed,
     check_image_batch,
     clip_normalize,
     clip_resize,
-    compare_layout,
+    load_clip_visual,
 )
+from moediffir.models.restormer import RestormerBlock
 
-V2T_BACKENDS = ("clip_rn50", "tiny")
-# open_clip "RN50": layers (3, 4, 6, 3), width 64, heads 32, embed 1024, 224 px -> layer4 grid 2048 x 7 x 7.
-RN50_KWARGS: dict[str, Any] = {
-    "clip_layers": (3, 4, 6, 3),
-    "clip_width": 64,
-    "clip_heads": 32,
-    "clip_output_dim": 1024,
-    "image_size": 224,
-}
-TINY_V2T_KWARGS: dict[str, Any] = {
-    "clip_layers": (1, 1, 1, 1),
-    "clip_width": 8,
-    "clip_heads": 2,
-    "clip_output_dim": 32,
-    "image_size": 64,
-}
+V2T_FORMS = ("kit", "released")  # model.v2t_form: this module's adapter, or the released layout (visual2text_released)
 
-
-# --------------------------------------------------------------------------------- Restormer blocks
-class ChannelLayerNorm(nn.Module):
-    """LayerNorm over the channels of a ``(B, C, H, W)`` map (Restormer's 'WithBias' LayerNorm)."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (B, C, H, W)
-
-
-class ChannelAttention(nn.Module):
-    """Restormer MDTA: attention across channels (C/h x C/h per head), linear in the number of pixels."""
-
-    def __init__(self, dim: int, heads: int) -> None:
-        super().__init__()
-        if dim % heads != 0:
-            raise ValueError(f"quality enhancer: dim={dim} is not divisible by heads={heads}")
-        self.heads = heads
-        self.temperature = nn.Parameter(torch.ones(heads, 1, 1))
-        self.qkv = nn.Conv2d(dim, 3 * dim, 1, bias=False)
-        self.qkv_dwconv = nn.Conv2d(3 * dim, 3 * dim, 3, padding=1, groups=3 * dim, bias=False)
-        self.project_out = nn.Conv2d(dim, dim, 1, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        qkv = self.qkv_dwconv(self.qkv(x))  # (B, 3C, H, W)
-        q, k, v = qkv.reshape(b, 3, self.heads, c // self.heads, h * w).unbind(1)  # 3 x (B, heads, C/h, HW)
-        q = F.normalize(q, dim=-1)
-        k = F.normalize(k, dim=-1)
-        attn = (q @ k.transpose(-2, -1)) * self.temperature  # (B, heads, C/h, C/h)
-        out = attn.softmax(dim=-1) @ v  # (B, heads, C/h, HW)
-        return self.project_out(out.reshape(b, c, h, w))  # (B, C, H, W)
-
-
-class GatedFeedForward(nn.Module):
-    """Restormer GDFN: ``project_out(gelu(x1) * x2)`` with ``x1, x2`` from a depth-wise 3x3 conv."""
-
-    def __init__(self, dim: int, expansion: float = 2.66) -> None:
-        super().__init__()
-        hidden = int(dim * expansion)
-        self.project_in = nn.Conv2d(dim, 2 * hidden, 1, bias=False)
-        self.dwconv = nn.Conv2d(2 * hidden, 2 * hidden, 3, padding=1, groups=2 * hidden, bias=False)
-        self.project_out = nn.Conv2d(hidden, dim, 1, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)  # 2 x (B, hidden, H, W)
-        return self.project_out(F.gelu(x1) * x2)  # (B, C, H, W)
-
-
-class RestormerBlock(nn.Module):
-    """``x + MDTA(LN(x))`` then ``x + GDFN(LN(x))`` on ``(B, C, H, W)``."""
-
-    def __init__(self, dim: int, heads: int, expansion: float = 2.66) -> None:
-        super().__init__()
-        self.norm1 = ChannelLayerNorm(dim)
-        self.attn = ChannelAttention(dim, heads)
-        self.norm2 = ChannelLayerNorm(dim)
-        self.ffn = GatedFeedForward(dim, expansion)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))  # (B, C, H, W)
-        return x + self.ffn(self.norm2(x))  # (B, C, H, W)
-
-
+# ------------------------------------------------------------------------------ pixel enhancer
 class QualityEnhancer(nn.Module):
     """Residual enhancer ``x + shuffle(conv_out(blocks(conv_in(unshuffle(x)))))``; ``conv_out`` is zero-initialised.
 
@@ -281,37 +206,26 @@ class Visual2TextAdapter(FrozenResNetSpeed, ModelMixin, ConfigMixin):
 
     # -- weights -----------------------------------------------------------------------------------
     def load_clip_weights(self, path: str | Path) -> Visual2TextAdapter:
-        """Load the frozen RN50 from a CLIP checkpoint (OpenAI TorchScript ``RN50.pt`` or an open_clip state dict);
-        its ``visual.*`` sub-tree must match ``clip_visual`` exactly (BatchNorm ``num_batches_tracked`` may be absent)."""
-        if self.config.backend == "tiny":
-            raise ValueError(
-                "Visual2TextAdapter(backend='tiny') has no public weights; it is random by design"
-            )
-        path = Path(path)
-        state = read_state_dict(path)
-        sub = {k[len("visual.") :]: v for k, v in state.items() if k.startswith("visual.")}
-        own = self.clip_visual.state_dict()
-        for key in own:
-            if key.endswith("num_batches_tracked") and key not in sub:
-                sub[key] = own[key]
-        compare_layout(
-            {k: tuple(v.shape) for k, v in sub.items()},
-            {k: tuple(v.shape) for k, v in own.items()},
-            f"{path}: CLIP RN50 sub-tree 'visual.*'",
-        )
-        self.clip_visual.load_state_dict({k: v.to(own[k].dtype) for k, v in sub.items()}, strict=True)
+        """Load the frozen RN50 from a CLIP checkpoint (:func:`~moediffir.models.clip_backbone.load_clip_visual`)."""
+        load_clip_visual(self.clip_visual, path, self.config.backend)
         return self
 
 
-def build_visual2text(cfg, cross_attention_dim: int, load_weights: bool | None = None) -> Visual2TextAdapter:
-    """The V2T adapter of a resolved config; ``cross_attention_dim`` comes from ``unet.config``.
+def build_visual2text(
+    cfg, cross_attention_dim: int, load_weights: bool | None = None, latent_channels: int = 4
+) -> nn.Module:
+    """The V2T adapter of a resolved config; ``cross_attention_dim`` (and ``latent_channels``) from ``unet.config``.
 
-    ``model.v2t_backend``, ``model.v2t_num_tokens``, ``model.enhancer_blocks``, ``model.enhancer_dim``.
-    ``load_weights=None`` loads the RN50 weights unless ``model.random_backbone`` (or backend ``tiny``).
+    ``model.v2t_form``: ``kit`` (:class:`Visual2TextAdapter`) or ``released``
+    (:class:`~moediffir.models.visual2text_released.ReleasedVisual2Text`); both read ``model.v2t_backend``,
+    ``model.v2t_num_tokens``, ``model.enhancer_blocks``, ``model.enhancer_dim``. ``load_weights=None`` loads the
+    RN50 weights unless ``model.random_backbone`` (or backend ``tiny``).
     """
     m = cfg.model
     if m.v2t_backend not in V2T_BACKENDS:
         raise ValueError(f"model.v2t_backend={m.v2t_backend!r}: choose one of {V2T_BACKENDS}")
+    if m.v2t_form not in V2T_FORMS:
+        raise ValueError(f"model.v2t_form={m.v2t_form!r}: choose one of {V2T_FORMS}")
     from moediffir.provenance import PRETRAINED, frozen_encoder_provenance
 
     if load_weights is None:
@@ -319,13 +233,15 @@ def build_visual2text(cfg, cross_attention_dim: int, load_weights: bool | None =
     load_weights = load_weights and m.v2t_backend != "tiny"
     if load_weights:
         weight_checks.raise_if_missing(weight_checks.v2t_weight_check(cfg))
-    model = Visual2TextAdapter.for_backend(
-        m.v2t_backend,
-        cross_attention_dim,
-        num_tokens=m.v2t_num_tokens,
-        enhancer_blocks=m.enhancer_blocks,
-        enhancer_dim=m.enhancer_dim,
-    )
+    sizes = {"num_tokens": m.v2t_num_tokens, "enhancer_blocks": m.enhancer_blocks, "enhancer_dim": m.enhancer_dim}
+    if m.v2t_form == "released":
+        from moediffir.models.visual2text_released import ReleasedVisual2Text
+
+        model = ReleasedVisual2Text.for_backend(
+            m.v2t_backend, cross_attention_dim, latent_channels=latent_channels, **sizes
+        )
+    else:
+        model = Visual2TextAdapter.for_backend(m.v2t_backend, cross_attention_dim, **sizes)
     if load_weights:
         model.load_clip_weights(weight_checks.v2t_weights_path(cfg))
     return model

@@ -125,6 +125,7 @@ class MoEDiffIRPipeline(DiffusionPipeline):
         if spade.attached:  # e.g. parts of an existing denoiser: move its hooks to the pipeline's denoiser
             spade.detach()
         self.denoiser = MoEDiffIRDenoiser(unet, prompt_module, spade, degradation_prior=degradation_prior, v2t=v2t)
+        self.denoiser.attach_vae(vae)  # the released V2T form decodes z_lq with the pipeline's VAE
         self.sample_defaults = SampleConfig()
         self.model_config = None  # the resolved moediffir Config when loaded from a model folder
 

@@ -172,6 +172,7 @@ def _build_model(cfg):
 
     unet, vae, scheduler = build_backbone(cfg)
     denoiser = build_denoiser(cfg, unet=unet)
+    denoiser.attach_vae(vae)  # the released V2T form decodes z_lq itself
     return denoiser, vae, scheduler
 
 
