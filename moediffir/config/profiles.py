@@ -105,11 +105,12 @@ def _mini() -> Config:
             checkpoint_every=100, log_every=10, num_workers=0, lr=5e-4,
         ),
         stage2=Stage2Config(
-            num_latents=64, batch_size=8, max_steps=150, crop_size=64, mixed_precision="no", checkpoint_every=50,
-            log_every=10, shard_size=32, gan_start_step=150, lr=5e-4, gradient_checkpointing=False, num_workers=0,
+            num_latents=64, batch_size=8, max_steps=300, crop_size=64, mixed_precision="no", checkpoint_every=50,
+            log_every=10, shard_size=32, gan_start_step=300, lr=5e-4, gradient_checkpointing=False, num_workers=0,
             disc_channels=16, disc_layers=2,
         ),
-        sample=SampleConfig(scheduler="dpmpp_2m", num_steps=20, tile_size=256, tile_overlap=32, batch_size=6),
+        sample=SampleConfig(scheduler="dpmpp_2m", num_steps=20, fusion_weight=1.0, tile_size=256, tile_overlap=32,
+                            batch_size=6),
         eval=EvalConfig(metrics=("psnr", "ssim", "lpips"), test_sets=("mini_test",), max_images=0, tasks=(),
                         yardsticks=True, sampler_study_steps=(10, 20, 50)),
         ablation=AblationConfig(

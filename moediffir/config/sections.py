@@ -240,7 +240,7 @@ class PriorConfig:
     latent_channels: int = 8  # 4 channels at factor 4 lose ~3.5 dB to JPEG QF 10 on 64-px crops; 8 do not
     vae_channels: tuple[int, ...] = (32, 64, 64)
     vae_layers_per_block: int = 1
-    vae_steps: int = 500
+    vae_steps: int = 2000  # held-out reconstruction here: ~16.5 dB after 250 steps, ~19.5 dB after 1000
     vae_batch_size: int = 4
     vae_lr: float = 1e-3
     vae_kl_weight: float = 1e-6
