@@ -124,7 +124,7 @@ def render_model_card(meta: Mapping[str, Any]) -> str:
         lines += ["> The diffusion prior was **trained here** (not SD 2.1-base): numbers are not the paper's.", ""]
     steps = ", ".join(f"{k}: {v}" for k, v in meta["steps"].items()) or "none recorded"
     intro = ("A universal compressed-image restoration model (MoE-DiffIR: task-customized diffusion priors) written "
-             "by the `moediffir` kit. Load it with `moediffir.pipelines.model_folder.load_pipeline(<folder>)` or "
+             "by the `moediffir` kit. Load it with `moediffir.pipelines.moediffir_pipeline.load_pipeline(<folder>)` or "
              "restore images with `moediffir restore INPUT... -o OUT --model <folder>`.")
     lines += [
         intro, "",
