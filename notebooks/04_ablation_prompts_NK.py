@@ -84,7 +84,8 @@ sweep_status(cfg, sweep).drop(columns=["folder"])
 #
 # Runs that are not finished train (or resume) and are evaluated; the tidy results of every variant are gathered
 # into `results/<profile>/ablations/prompts_nk.csv`, one row per variant x task x metric with the variant's
-# N and K as columns.
+# N and K as columns, and the score of every test image behind them into `prompts_nk_per_image.csv` (the input
+# of the intervals of Step 3).
 
 # %%
 report = run_sweep(cfg, sweep, progress=progress)
@@ -97,6 +98,14 @@ results[["variant", "num_prompts", "top_k", "set", "task", "metric", "value", "w
 # Each point is the mean over the seen tasks of PSNR (left axis) and LPIPS (right axis, lower is better).
 # The same numbers are written as a table (CSV, Markdown, LaTeX); the paper gives Fig. 6 as a plot only, so its
 # reading is quoted in the footnote instead of a paper column.
+#
+# **How sure is a difference?** The error bars and the `±` of the table are a 95 % bootstrap interval over the
+# test images (`moediffir.evaluation.spread`, docs/design.md §9): the images are drawn again with replacement
+# 1000 times and the point recomputed. The second table gives each variant's **paired** difference to N = 7,
+# K = 3 — the same draws for both models, so what the images share (an easy image is easy for every variant)
+# cancels. Read it this way: **a difference whose paired interval contains 0 is not distinguishable from noise
+# at this number of images** (the `mini` profile scores 6 test images per task); two bars that overlap can
+# still differ clearly when their paired interval excludes 0.
 
 # %%
 paths = rep.write_sweep_report(cfg, "prompts_nk")

@@ -92,8 +92,16 @@ pd.DataFrame([{"evaluation": e.name, "sets": ", ".join(e.sets), "kinds": ", ".jo
 # %% [markdown]
 # ## Step 2 — run the prompt-design sweep and draw Table 2
 #
-# Each cell reads `ours (paper; ours − paper)`. The paper's value appears only where our column is the paper's
-# (same test set and the same kind of unseen task).
+# Each cell reads `ours ± half (paper; ours − paper)`. The paper's value appears only where our column is the
+# paper's (same test set and the same kind of unseen task).
+#
+# **How sure is a difference?** `±` is half a 95 % bootstrap interval over the test images
+# (`moediffir.evaluation.spread`, docs/design.md §9): the images are drawn again with replacement 1000 times and
+# every cell recomputed (exact bounds: columns `ci_lo`, `ci_hi` of the CSV). The table printed under it gives
+# each design's **paired** difference to MoE-Prompt, `difference [lo, hi]`, from the same draws for both
+# models, so what the images share cancels. **A difference whose paired interval contains 0 is not
+# distinguishable from noise at this number of images** (the `mini` profile scores 6 test images per task).
+# FID is one number per set and task, with no per-image value: it has no interval.
 
 # %%
 report2 = run_sweep(cfg, designs, progress=progress)
@@ -104,6 +112,8 @@ display(Markdown(next(p for p in paths2 if p.suffix == ".md").read_text()))
 # ## Step 3 — run the V2T / DP sweep and draw Table 3
 #
 # The bare MoE-Prompt model is the one Table 2 trained (same train key): it is only evaluated on Table 3's sets.
+# The paired differences are taken to it, so each row says what adding V2T and / or DP changes, and whether
+# that change stands out from the noise of this many images (its interval excludes 0).
 
 # %%
 display(sweep_status(cfg, v2t_dp).drop(columns=["folder"]))

@@ -60,9 +60,11 @@ class FakeTrainer:
 class FakeEvaluator:
     """Stands in for evaluate_model: per-task rows whose value depends on the variant's N, K and design."""
 
-    def __init__(self, fail_on: int | None = None):
+    def __init__(self, fail_on: int | None = None, images: int = 0, stale: bool = False):
         self.calls: list[tuple[int, int, tuple[str, ...], tuple[str, ...]]] = []
         self.fail_on = fail_on
+        self.images = images  # > 0: also write the per-image rows (value -/+ 0.5 per image) where the evaluator does
+        self.stale = stale  # the per-image rows disagree with the returned means (a file left by another model)
 
     def __call__(self, model_dir, cfg, sets=None, tasks=None, out_dir=None) -> pd.DataFrame:
         self.calls.append((cfg.model.num_prompts, cfg.model.top_k, tuple(sets), tuple(tasks)))
@@ -82,7 +84,25 @@ class FakeEvaluator:
                                  "model_weights": "random weights: backbone", "note": ""})
                     # an aggregate row, which the sweep must not keep (the report averages exactly per spec)
                     rows.append({**rows[-1], "scope": "kind", "task": "all", "value": -1.0})
+        if self.images:
+            self._write_per_image(rows, Path(out_dir))
         return pd.DataFrame(rows)
+
+    def _write_per_image(self, rows: list[dict], out_dir: Path) -> None:
+        per_task = [r for r in rows if r["scope"] == "task"]
+        for r in per_task:
+            r["n_images"] = self.images
+        images = []
+        for (s, t) in dict.fromkeys((r["set"], r["task"]) for r in per_task):
+            for i in range(self.images):
+                rec = {"method": "moe-diffir (no compensator)", "set": s, "task": t, "stem": f"img{i}", "label": 3}
+                for r in per_task:
+                    if (r["set"], r["task"]) == (s, t):
+                        offset = (i - (self.images - 1) / 2) * (1.0 if r["metric"] == "psnr" else 0.01)
+                        rec[r["metric"]] = r["value"] + offset + (0.25 if self.stale else 0.0)
+                images.append(rec)
+        (out_dir / "metrics").mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(images).to_csv(out_dir / "metrics" / "per_image.csv", index=False)
 
 
 # ------------------------------------------------------------------------------------------ keys
@@ -142,6 +162,8 @@ def test_sweep_definitions_are_checked(bench, tmp_path):
         plan.Sweep("s", "t", (plan.Variant("a", {}), plan.Variant("a", {})), spec)
     with pytest.raises(plan.SweepError, match="lower-case"):
         plan.Sweep("_models", "t", (plan.Variant("a", {}),), spec)
+    with pytest.raises(plan.SweepError, match="reference 'b' is not one of its variants"):
+        plan.Sweep("s", "t", (plan.Variant("a", {}),), spec, reference="b")
     bad = plan.Sweep("s", "t", (plan.Variant("a", {"model.no_such_field": 1}),), spec)
     with pytest.raises(ConfigError, match="no_such_field"):
         sw.plan_sweep(smoke_cfg(bench, tmp_path), bad)
@@ -226,6 +248,58 @@ def test_table3_reuses_the_model_table2_trained(bench, tmp_path):
     assert len(evaluate2.calls) == 4  # but it is evaluated for Table 3's own columns
 
 
+def test_per_image_rows_are_kept_with_each_run_and_gathered(bench, tmp_path):
+    from moediffir.ablation.per_image import PER_IMAGE_CSV, load_per_image, per_image_path
+
+    cfg = smoke_cfg(bench, tmp_path, **{"ablation.n_values": [1, 7], "ablation.k_values": [3]})
+    sweep = build_sweep("prompts_nk", cfg)
+    assert sweep.reference == "K3"
+    report = sw.run_sweep(cfg, sweep, train_fn=FakeTrainer(), evaluate_fn=FakeEvaluator(images=3), log=lambda _: None)
+    runs = sw.plan_sweep(cfg, sweep)
+    tasks = ["jpeg_q10", "webp_q10"]  # the seen tasks of the smoke benchmark
+    for run in runs:
+        kept = pd.read_csv(run.folder / PER_IMAGE_CSV)
+        assert len(kept) == 3 * len(tasks) and set(kept["evaluation"]) == {"seen"}
+        info = json.loads((run.folder / sw.RESULT_JSON).read_text())
+        assert info["per_image_rows"] == len(kept)
+    gathered = load_per_image(cfg, "prompts_nk")
+    assert per_image_path(cfg, "prompts_nk").is_file()
+    assert list(gathered.columns[:3]) == ["sweep", "variant", "key"] and "label" in gathered.columns
+    assert list(dict.fromkeys(gathered["variant"])) == ["N1", "N7", "K3"]  # N7 and K3 share one run's rows
+    n7, k3 = (gathered[gathered["variant"] == v].reset_index(drop=True) for v in ("N7", "K3"))
+    assert n7["psnr"].tolist() == k3["psnr"].tolist()
+    means = gathered.groupby(["variant", "task"])["psnr"].mean()
+    res = report.results[report.results["metric"] == "psnr"].set_index(["variant", "task"])["value"]
+    assert means.to_dict() == pytest.approx(res.to_dict())  # the rows behind each table mean
+    meta = json.loads(sw.results_path(cfg, "prompts_nk").with_suffix(".json").read_text())
+    assert meta["reference"] == "K3"
+
+
+def test_a_stale_per_image_file_is_refused(bench, tmp_path):
+    cfg = smoke_cfg(bench, tmp_path, **{"ablation.n_values": [1], "ablation.k_values": [1]})
+    sweep = build_sweep("prompts_nk", cfg)
+    with pytest.raises(plan.SweepError, match="stale"):
+        sw.run_sweep(cfg, sweep, train_fn=FakeTrainer(), evaluate_fn=FakeEvaluator(images=2, stale=True),
+                     log=lambda _: None)
+    assert [r.state for r in sw.plan_sweep(cfg, sweep)] == ["trained", "pending"]  # not finished on bad rows
+
+
+def test_a_run_finished_without_per_image_rows_is_evaluated_again_not_retrained(bench, tmp_path):
+    cfg = smoke_cfg(bench, tmp_path, **{"ablation.n_values": [1], "ablation.k_values": [1]})
+    sweep = build_sweep("prompts_nk", cfg)
+    sw.run_sweep(cfg, sweep, train_fn=FakeTrainer(), evaluate_fn=FakeEvaluator(), log=lambda _: None)
+    run = sw.plan_sweep(cfg, sweep)[0]
+    info = json.loads((run.folder / sw.RESULT_JSON).read_text())
+    assert info["per_image_rows"] == 0 and run.done  # the evaluator wrote none: finished all the same
+    del info["per_image_rows"]  # as an older kit wrote it
+    (run.folder / sw.RESULT_JSON).write_text(json.dumps(info))
+    assert run.state == "trained"
+    train, evaluate = FakeTrainer(), FakeEvaluator(images=2)
+    report = sw.run_sweep(cfg, sweep, train_fn=train, evaluate_fn=evaluate, log=lambda _: None)
+    assert train.calls == [] and len(evaluate.calls) == 1 and report.ran == [run.key]
+    assert run.done and (run.folder / "per_image.csv").is_file()
+
+
 def test_cli_status_and_errors(bench, tmp_path, capsys):
     from moediffir.cli import main
 
@@ -279,3 +353,9 @@ def test_real_sweep_resumes_a_killed_training(bench, tmp_path):
     assert set(df["variant"]) == {"N1", "N7", "K3"}
     assert set(df["metric"]) == {"psnr", "ssim", "lpips"} and df["value"].notna().all()
     assert (runs[1].folder / sw.ROUTING_CSV).is_file()  # MoE routing kept with the run
+    from moediffir.ablation.per_image import load_per_image
+
+    images = load_per_image(cfg, "prompts_nk")  # the real evaluator's per-image rows, kept for the bootstrap
+    assert set(images["variant"]) == {"N1", "N7", "K3"} and images[["psnr", "ssim", "lpips"]].notna().all().all()
+    per_task = df[df["metric"] == "psnr"].groupby(["variant", "task"])["value"].first()
+    assert images.groupby(["variant", "task"])["psnr"].mean().to_dict() == pytest.approx(per_task.to_dict())

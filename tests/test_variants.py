@@ -96,6 +96,16 @@ def test_the_bare_moe_model_is_shared_by_fig6_table2_and_table3():
     assert result_relevant(variant_config(cfg, other, other.variant("moe_dp")), TRAIN_SECTIONS) != train["v2t_dp"]
 
 
+def test_each_sweep_is_compared_to_the_model_the_paper_keeps():
+    cfg = resolve_config("paper")
+    refs = {name: build_sweep(name, cfg).reference for name in SWEEPS}
+    assert refs == {"prompts_nk": "K3", "prompt_design": "moe", "v2t_dp": "moe"}
+    no_k3 = build_sweep("prompts_nk", resolve_config("paper", {"ablation.k_values": [1, 5]}))
+    assert no_k3.reference == "N7"  # the same model, on the N curve
+    neither = build_sweep("prompts_nk", resolve_config("paper", {"ablation.n_values": [1], "ablation.k_values": [1]}))
+    assert neither.reference == ""
+
+
 def test_user_overrides_reach_fig6_and_table2_but_not_table3_flags():
     cfg = resolve_config("smoke", {"ablation.use_dp": True, "stage1.lr": 3e-4})
     for name in ("prompts_nk", "prompt_design"):

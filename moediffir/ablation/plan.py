@@ -66,13 +66,18 @@ class Variant:
 
 @dataclass(frozen=True)
 class Sweep:
-    """Named variants evaluated the same way; ``overrides`` apply to every variant before its own."""
+    """Named variants evaluated the same way; ``overrides`` apply to every variant before its own.
+
+    ``reference`` names the variant the others are compared to (the paired bootstrap differences of the report,
+    :mod:`moediffir.evaluation.spread`); "" compares none.
+    """
 
     name: str
     title: str
     variants: tuple[Variant, ...]
     evaluations: tuple[EvalSpec, ...]
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    reference: str = ""
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -85,6 +90,8 @@ class Sweep:
             raise SweepError(f"sweep {self.name!r}: variant names {dup} appear twice")
         if not self.evaluations:
             raise SweepError(f"sweep {self.name!r} has no evaluation (EvalSpec)")
+        if self.reference and self.reference not in names:
+            raise SweepError(f"sweep {self.name!r}: its reference {self.reference!r} is not one of its variants {names}")
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:

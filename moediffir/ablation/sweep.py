@@ -13,9 +13,10 @@ list of evaluations (:class:`EvalSpec`: test sets x task kinds), all defined wit
    used) and the exact (sets, tasks) it is evaluated on. Variants with equal keys are one run (N = 7, K = 3 is
    a point of both Fig. 6 curves);
 2. a run lives in ``<runs_dir>/<profile>/sweeps/<sweep>/<key>/``: ``config.json`` and ``run.json`` (what it
-   is), ``routing.csv`` (expert usage per task, for MoE variants) and, written atomically and *last*,
-   ``result.csv`` (the evaluator's per-task rows) then ``result.json``. A run with a ``result.json`` of its
-   key is finished and reused as is;
+   is), ``routing.csv`` (expert usage per task, for MoE variants), ``per_image.csv`` (the evaluator's
+   per-image rows, :mod:`moediffir.ablation.per_image`) and, written atomically and *last*, ``result.csv``
+   (the evaluator's per-task rows) then ``result.json``. A run with a ``result.json`` of its key (and the
+   per-image rows it records) is finished and reused as is;
 3. the model is trained by :func:`moediffir.training.stage1.train_stage1` into
    ``<runs_dir>/<profile>/sweeps/_models/<train key>/<profile>/model``. The **train key** hashes only what
    training sees (seed, data, model, stage1 and the training images), so sweeps that evaluate one model
@@ -26,8 +27,8 @@ list of evaluations (:class:`EvalSpec`: test sets x task kinds), all defined wit
    a model evaluated by two sweeps restores each image once and an interrupted evaluation resumes;
 4. :func:`gather_sweep` collects the rows of every finished run into one tidy file
    ``<results_dir>/<profile>/ablations/<sweep>.csv`` with the variant's parameters as columns (plus
-   ``<sweep>.json``: the sweep, its variants, their keys and states), from which
-   :mod:`moediffir.report.ablations` draws the figures and tables.
+   ``<sweep>.json``: the sweep, its variants, their keys and states, and ``<sweep>_per_image.csv``), from
+   which :mod:`moediffir.report.ablations` draws the figures and tables.
 
 Every variant is a stage-I model decoded by the plain VAE decoder: the ablated parts (prompt design, N, K, V2T,
 DP) are all trained in stage I, and the decoder compensator of stage II would be the same for every variant
@@ -44,6 +45,7 @@ from typing import Any
 
 import pandas as pd
 
+from moediffir.ablation.per_image import PER_IMAGE_CSV, ROWS_FIELD, evaluator_rows, gather_per_image, is_kept
 from moediffir.ablation.plan import (
     PlannedEval,
     Sweep,
@@ -139,7 +141,8 @@ class RunPlan:
     @property
     def done(self) -> bool:
         info = read_record(self.folder / RESULT_JSON)
-        return bool(info and info.get("key") == self.key and (self.folder / RESULT_CSV).is_file())
+        return bool(info and info.get("key") == self.key and (self.folder / RESULT_CSV).is_file()
+                    and is_kept(self.folder, info))
 
     @property
     def model_dir(self) -> Path:
@@ -260,7 +263,7 @@ def _execute(run: RunPlan, sweep: Sweep, base: Config, train_fn: TrainFn, evalua
     })
     model_dir, trained_now = ensure_trained(run, base, train_fn, progress, log)
     t_train = time.perf_counter() - t0
-    frames, routing = [], []
+    frames, routing, per_image = [], [], []
     (run.folder / ROUTING_CSV).unlink(missing_ok=True)
     for p in run.evaluations:
         if not p.sets:
@@ -275,21 +278,30 @@ def _execute(run: RunPlan, sweep: Sweep, base: Config, train_fn: TrainFn, evalua
             routing.append(pd.read_csv(routing_csv, dtype={"level": str, "task": str}).assign(evaluation=name))
         if "scope" in df.columns:  # per-task rows only: the report averages exactly each spec's tasks
             df = df[df["scope"] == "task"]
+        parts = []
         for p in specs:
             part = df[df["set"].isin(p.sets) & df["task"].astype(str).isin(p.tasks)]
             if part.empty:
                 raise SweepError(f"{run.folder}: the evaluator returned no rows for {p.spec} "
                                  f"(sets {list(p.sets)}, tasks {list(p.tasks)})")
-            frames.append(part.assign(evaluation=p.spec))
+            parts.append(part.assign(evaluation=p.spec))
+        frames += parts
+        images = evaluator_rows(eval_dir, pd.concat(parts, ignore_index=True), specs)  # the bootstrap's input
+        per_image += [images] if images is not None and len(images) else []
     result = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    images = pd.concat(per_image, ignore_index=True) if per_image else pd.DataFrame()
     trained_info = read_record(run.model_root / TRAINED_JSON) or {}
     if routing:
         atomic_write_csv(run.folder / ROUTING_CSV, pd.concat(routing, ignore_index=True))
+    if len(images):
+        atomic_write_csv(run.folder / PER_IMAGE_CSV, images)
+    else:
+        (run.folder / PER_IMAGE_CSV).unlink(missing_ok=True)
     atomic_write_csv(run.folder / RESULT_CSV, result)
     atomic_write_json(run.folder / RESULT_JSON, {  # last: its presence means the run is finished
         "key": run.key, "train_key": run.train_key, "sweep": sweep.name,
         "variants": [v.name for v in run.variants], "model_dir": _relative(model_dir, run.model_root),
-        "rows": len(result),
+        "rows": len(result), ROWS_FIELD: len(images),
         "weights": weights_label(run.config), "device": run.config.device,
         "seconds": {"train": round(t_train, 2), "total": round(time.perf_counter() - t0, 2)},
         "eval_loss_start": trained_info.get("eval_loss_start"), "eval_loss_end": trained_info.get("eval_loss_end"),
@@ -359,7 +371,8 @@ def _get(cfg: Config, dotted: str) -> Any:
 
 
 def gather_sweep(cfg: Config, sweep: Sweep, runs: Sequence[RunPlan] | None = None) -> pd.DataFrame:
-    """Write ``<results_dir>/<profile>/ablations/<sweep>.csv`` (+ ``.json``) from every finished run.
+    """Write ``<results_dir>/<profile>/ablations/<sweep>.csv`` (+ ``.json``, ``_per_image.csv``) from every
+    finished run.
 
     Columns: ``sweep, variant, group, label, key, train_key, train_steps, <parameters>, evaluation,
     weights_label`` then the evaluator's columns. Unfinished variants are absent (their state is in the JSON).
@@ -399,9 +412,11 @@ def gather_sweep(cfg: Config, sweep: Sweep, runs: Sequence[RunPlan] | None = Non
         df = df.sort_values("variant", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
     path = results_path(cfg, sweep.name)
     atomic_write_csv(path, df)
+    gather_per_image(cfg, sweep, runs)
     states.sort(key=lambda s: order[s["variant"]])
     atomic_write_json(path.with_suffix(".json"), {
         "sweep": sweep.name, "title": sweep.title, "profile": cfg.profile, "params": list(cols.values()),
+        "reference": sweep.reference,
         "metrics": list(runs[0].config.eval.metrics) if runs else [],
         "evaluations": [{"name": e.name, "sets": list(e.sets), "kinds": list(e.kinds), "codecs": list(e.codecs)}
                         for e in sweep.evaluations],

@@ -19,6 +19,10 @@ Fig. 6 and Table 2 variants use ``ablation.use_v2t`` / ``ablation.use_dp`` (off 
 MoE-Prompt row repeats Table 3's bare "MoE-Prompt" row (LIVE1 29.02 dB, LPIPS 0.1179), so Table 2 was run
 without V2T and DP; the same bare model is the natural centre of Fig. 6, so Fig. 6's N = 7, K = 3 point, Table
 2's MoE row and Table 3's first row are one trained model (same train key).
+
+Each sweep names the variant its paired bootstrap differences are taken to (``Sweep.reference``,
+docs/design.md §9): that model (``K3`` / ``N7``) for Fig. 6, MoE-Prompt for Table 2, the bare MoE-Prompt for
+Table 3.
 """
 
 from __future__ import annotations
@@ -76,8 +80,11 @@ def prompts_nk(cfg: Config) -> Sweep:
         variants.append(Variant(f"K{k}", {"model.num_prompts": n_fixed, "model.top_k": k}, group="K",
                                 label=f"K = {k} (N = {n_fixed})"))
     overrides = {**_common(cfg, FIG6_METRICS), "model.use_v2t": a.use_v2t, "model.use_dp": a.use_dp}
+    # compared to the model the paper keeps (N = 7, K = 3), a point of both curves (one run, two names)
+    names = [v.name for v in variants]
+    reference = next((r for r in (f"K{min(a.nk_top_k, n_fixed)}", f"N{n_fixed}") if r in names), "")
     return Sweep("prompts_nk", "Fig. 6: number of prompts N and top-K", tuple(variants),
-                 (EvalSpec("seen", (a.test_set,), (SEEN,)),), overrides)
+                 (EvalSpec("seen", (a.test_set,), (SEEN,)),), overrides, reference)
 
 
 def prompt_design(cfg: Config) -> Sweep:
@@ -92,7 +99,7 @@ def prompt_design(cfg: Config) -> Sweep:
     )
     overrides = {**_common(cfg, tuple(a.metrics)), "model.use_v2t": a.use_v2t, "model.use_dp": a.use_dp}
     return Sweep("prompt_design", "Table 2: prompt designs on seen and unseen tasks", variants, evaluations,
-                 overrides)
+                 overrides, reference="moe")  # the other designs against MoE-Prompt
 
 
 def v2t_dp(cfg: Config) -> Sweep:
@@ -101,7 +108,8 @@ def v2t_dp(cfg: Config) -> Sweep:
     variants = tuple(Variant(name, {"model.use_v2t": v2t, "model.use_dp": dp}, group="v2t_dp", label=label)
                      for name, label, v2t, dp in V2T_DP_VARIANTS)
     return Sweep("v2t_dp", "Table 3: Visual2Text adapter (V2T) and degradation prior (DP)", variants,
-                 (EvalSpec("seen", tuple(a.v2t_dp_sets), (SEEN,)),), _common(cfg, tuple(a.metrics)))
+                 (EvalSpec("seen", tuple(a.v2t_dp_sets), (SEEN,)),), _common(cfg, tuple(a.metrics)),
+                 reference="moe")  # what V2T and DP add to the bare MoE-Prompt
 
 
 #: Every sweep by name (``moediffir sweep NAME``), in notebook order.

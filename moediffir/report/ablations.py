@@ -15,8 +15,10 @@ the plain VAE decoder). Writes under ``<results>/<profile>/``:
 * ``figures/ablation_routing/<sweep>_<variant>/expert_usage.*`` -- the routing of one variant (which prompt
   experts each task selects), the visual checkpoint of the notebooks.
 
-Table cells read ``ours (paper; ours - paper)``; the paper's value appears only where our test set and tasks are
-the paper's. Every output names the weights it was computed with; a random-weight backbone trained a few steps
+Table cells read ``ours ± half (paper; ours - paper)``; the paper's value appears only where our test set and
+tasks are the paper's. ``±`` is half the bootstrap interval over the test images (``<sweep>_per_image.csv``;
+:mod:`moediffir.report.ablation_spread`, docs/design.md §9), a second table gives each variant's paired difference
+to the sweep's reference with its interval, and Fig. 6 draws the interval as error bars. Every output names the weights it was computed with; a random-weight backbone trained a few steps
 says so in the figure title and the first footnote.
 """
 
@@ -32,8 +34,17 @@ import pandas as pd
 from moediffir.config import Config
 from moediffir.errors import MoEDiffIRError
 from moediffir.evaluation.protocol import METHOD_MOE, METHOD_NO_COMPENSATOR, sort_tasks
-from moediffir.report import figures
-from moediffir.report.table_doc import METRIC_LABEL, METRIC_ORDER, TIDY_COLUMNS, Cell, TableDoc, write_table
+from moediffir.report import ablation_spread, figures
+from moediffir.report.ablation_spread import CONFIDENCE_PCT
+from moediffir.report.table_doc import (
+    METRIC_LABEL,
+    METRIC_ORDER,
+    SPREAD_COLUMNS,
+    TIDY_COLUMNS,
+    Cell,
+    TableDoc,
+    write_table,
+)
 from moediffir.report.table_notes import PaperTable, load_paper
 
 TABLES_DIR = "tables"
@@ -96,15 +107,20 @@ def _variant_info(df: pd.DataFrame) -> pd.DataFrame:
     return df.drop_duplicates("variant")[cols]
 
 
-def fig6_numbers(df: pd.DataFrame) -> pd.DataFrame:
-    """The points of Fig. 6: one row per curve (``N`` / ``K``), variant, set and metric."""
+def fig6_numbers(df: pd.DataFrame, spread: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The points of Fig. 6: one row per curve (``N`` / ``K``), variant, set and metric; ``lo`` / ``hi``: the
+    bootstrap interval of the point from ``spread`` (indexed by its cell keys; NaN without one)."""
     cells = cell_means(df, "seen")
     info = _variant_info(df)[["variant", "group", "label", "num_prompts", "top_k", "weights_label"]]
     out = cells.merge(info, on="variant", how="left").rename(columns={"group": "curve"})
+    keys = list(ablation_spread.CELL_KEYS)
+    bounds = (spread[["lo", "hi"]].reset_index() if spread is not None and len(spread)
+              else pd.DataFrame(columns=[*keys, "lo", "hi"]))
+    out = out.merge(bounds.astype({"lo": float, "hi": float}), on=keys, how="left")
     out["x"] = np.where(out["curve"] == "N", out["num_prompts"], out["top_k"])
     out = out.sort_values(["curve", "x", "set", "metric"], key=lambda s: s.map({"N": 0, "K": 1}) if s.name == "curve"
                           else s, kind="stable").reset_index(drop=True)
-    return out[["curve", "variant", "label", "num_prompts", "top_k", "x", "set", "metric", "value", "n_tasks",
+    return out[["curve", "variant", "label", "num_prompts", "top_k", "x", "set", "metric", "value", "lo", "hi", "n_tasks",
                 "n_images", "tasks", "weights", "model_weights", "weights_label", "conventions"]]
 
 
@@ -131,64 +147,96 @@ def _slug(text: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------ Fig. 6
-def write_fig6(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
-    """Fig. 6 (PSNR and LPIPS against N and K) as PNG + PDF, and its numbers as a table (CSV, Markdown, LaTeX)."""
+def _draw_fig6(num: pd.DataFrame, metrics: list[str], set_name: str, title: str) -> object:
+    """The two panels of Fig. 6 on one figure; bars: the bootstrap interval of each point (where there is one)."""
+    n_fixed = int(num.loc[num["curve"] == "K", "num_prompts"].iloc[0]) if (num["curve"] == "K").any() else None
+    curves = [c for c in ("N", "K") if (num["curve"] == c).any()]
+    fig = figures.new_figure(3.2 * len(curves) + 0.4, 2.7)
+    axes = np.atleast_1d(fig.subplots(1, len(curves), squeeze=False)[0])
+    styles = {"psnr": ("o-", "tab:blue", "PSNR (dB) ↑"), "lpips": ("s--", "tab:red", "LPIPS ↓")}
+    for ax, curve, tag in zip(axes, curves, "ab"):
+        d = num[(num["curve"] == curve) & (num["set"] == set_name)]
+        handles = []
+        for i, m in enumerate(m for m in ("psnr", "lpips") if m in metrics):
+            fmt, color, label = styles[m]
+            axis = ax if i == 0 else ax.twinx()
+            p = d[d["metric"] == m].sort_values("x")
+            err = np.vstack([p["value"] - p["lo"], p["hi"] - p["value"]])  # (2, points): below / above the mean
+            if np.isfinite(err).all():
+                handles.append(axis.errorbar(p["x"], p["value"], yerr=err, fmt=fmt, color=color, capsize=2,
+                                             label=label))
+            else:
+                handles += axis.plot(p["x"], p["value"], fmt, color=color, label=label)
+            axis.set_ylabel(label, color=color)
+        ax.set_xticks(sorted(set(d["x"].astype(int))))
+        ax.set_xlabel("number of prompts N" if curve == "N" else f"top-K (N = {n_fixed})")
+        ax.set_title(f"({tag}) " + ("N, K = min(3, N)" if curve == "N" else f"K at N = {n_fixed}"))
+        if handles:
+            ax.legend(handles, [h.get_label() for h in handles], fontsize=6, loc="best")
+    fig.suptitle(title)
+    return fig
+
+
+def write_fig6(df: pd.DataFrame, out_dir: str | Path, per_image: pd.DataFrame | None = None,
+               meta: dict | None = None) -> list[Path]:
+    """Fig. 6 (PSNR and LPIPS against N and K) as PNG + PDF, and its numbers as a table (CSV, Markdown, LaTeX).
+
+    ``per_image``: the sweep's per-image rows, for the bootstrap intervals (error bars, ``±``, the paired
+    differences to ``meta["reference"]``); without them the figure and table show means only.
+    """
     out_dir = Path(out_dir)
-    num = fig6_numbers(df)
+    reference = (meta or {}).get("reference", "")
+    spread = _spread(df, per_image, reference)
+    num = fig6_numbers(df, spread)
     if num.empty:
         raise AblationReportError("prompts_nk: no seen-task rows to draw Fig. 6 from")
     label, random = model_label(df), is_random(df)
     metrics = [m for m in METRIC_ORDER if m in set(num["metric"])]
     sets = list(dict.fromkeys(num["set"]))
-    set_name = sets[0]
-    n_fixed = int(num.loc[num["curve"] == "K", "num_prompts"].iloc[0]) if (num["curve"] == "K").any() else None
-    curves = [c for c in ("N", "K") if (num["curve"] == c).any()]
-    paths: list[Path] = []
+    bars = f"\nbars: {CONFIDENCE_PCT} bootstrap interval over the test images" if num["lo"].notna().any() else ""
+    title = (f"Fig. 6: number of prompts N and top-K ({sets[0]}, mean of {int(num['n_tasks'].max())} seen "
+             f"task(s)){bars}")
+    title += (f"\n{label}" if label else "") + (f"\n({figures.RANDOM_TITLE})" if random and "says nothing"
+                                                not in label else "")
     with figures.figure_style():
-        fig = figures.new_figure(3.2 * len(curves) + 0.4, 2.7)
-        axes = np.atleast_1d(fig.subplots(1, len(curves), squeeze=False)[0])
-        for ax, curve, tag in zip(axes, curves, "ab"):
-            d = num[(num["curve"] == curve) & (num["set"] == set_name)]
-            lines = []
-            if "psnr" in metrics:
-                p = d[d["metric"] == "psnr"].sort_values("x")
-                lines += ax.plot(p["x"], p["value"], "o-", color="tab:blue", label="PSNR (dB) ↑")
-                ax.set_ylabel("PSNR (dB) ↑", color="tab:blue")
-            if "lpips" in metrics:
-                ax2 = ax.twinx()
-                p = d[d["metric"] == "lpips"].sort_values("x")
-                lines += ax2.plot(p["x"], p["value"], "s--", color="tab:red", label="LPIPS ↓")
-                ax2.set_ylabel("LPIPS ↓", color="tab:red")
-            xs = sorted(set(d["x"].astype(int)))
-            ax.set_xticks(xs)
-            ax.set_xlabel("number of prompts N" if curve == "N" else f"top-K (N = {n_fixed})")
-            ax.set_title(f"({tag}) " + ("N, K = min(3, N)" if curve == "N" else f"K at N = {n_fixed}"))
-            if lines:
-                ax.legend(lines, [ln.get_label() for ln in lines], fontsize=6, loc="best")
-        n_tasks = int(num["n_tasks"].max())
-        title = f"Fig. 6: number of prompts N and top-K ({set_name}, mean of {n_tasks} seen task(s))"
-        fig.suptitle(title + (f"\n{label}" if label else "") + (f"\n({figures.RANDOM_TITLE})" if random and
-                                                                  "says nothing" not in label else ""))
-        paths += figures.save_figure(fig, out_dir / FIGURES_DIR, FIG6)
+        paths = figures.save_figure(_draw_fig6(num, metrics, sets[0], title), out_dir / FIGURES_DIR, FIG6)
     # the numbers as a table
     groups = [(s, [METRIC_LABEL.get(m, m) for m in metrics]) for s in sets]
     doc = TableDoc(FIG6, "Fig. 6: number of prompts N and top-K (seen tasks)", ["Curve", "Variant"], groups)
-    tidy = []
+    tidy, paired = [], []
     lookup = num.set_index(["variant", "set", "metric"])
     for v in dict.fromkeys(num["variant"]):
         row = num[num["variant"] == v].iloc[0]
-        cells = []
+        index = [f"({'a' if row['curve'] == 'N' else 'b'}) {row['curve']}", str(row["label"])]
+        cells, pcells = [], []
         for s in sets:
             for m in metrics:
                 val = float(lookup.loc[(v, s, m), "value"]) if (v, s, m) in lookup.index else None
-                cells.append(Cell(m, val, None))
+                sp = ablation_spread.spread_of(spread, (v, "seen", s, m), reference)
+                cells.append(Cell(m, val, None, ablation_spread.half_width(sp)))
+                pcells.append(ablation_spread.paired_cell(m, sp, v == reference))
                 if val is not None:
-                    tidy.append(_tidy(FIG6, str(row["label"]), s, s, m, val, None, lookup.loc[(v, s, m)],
-                                      str(row["weights_label"])))
-        doc.rows.append(([f"({'a' if row['curve'] == 'N' else 'b'}) {row['curve']}", str(row["label"])], cells))
-    doc.footnotes = _footnotes(df, [("seen", num)]) + [FIG6_READING]
-    paths += write_table(doc, pd.DataFrame(tidy, columns=list(TIDY_COLUMNS)), out_dir / TABLES_DIR)
+                    tidy.append({**_tidy(FIG6, str(row["label"]), s, s, m, val, None, lookup.loc[(v, s, m)],
+                                         str(row["weights_label"])), **sp})
+        doc.rows.append((index, cells))
+        paired.append((index, pcells))
+    notes = _add_spread(doc, df, spread, per_image, paired, reference)
+    doc.footnotes = _footnotes(df, [("seen", num)]) + notes + [FIG6_READING]
+    paths += write_table(doc, pd.DataFrame(tidy, columns=[*TIDY_COLUMNS, *SPREAD_COLUMNS]), out_dir / TABLES_DIR)
     return paths
+
+
+def _spread(df: pd.DataFrame, per_image: pd.DataFrame | None, reference: str) -> pd.DataFrame:
+    """:func:`~moediffir.report.ablation_spread.cell_spread` of our method, indexed by its cell keys."""
+    method = str(ours(df)["method"].iloc[0])
+    return ablation_spread.cell_spread(per_image, method, reference).set_index(list(ablation_spread.CELL_KEYS))
+
+
+def _add_spread(doc: TableDoc, df: pd.DataFrame, spread: pd.DataFrame, per_image: pd.DataFrame | None,
+                paired: list, reference: str) -> list[str]:
+    labels = df.drop_duplicates("variant").set_index("variant")["label"]
+    has_rows = per_image is not None and len(per_image) > 0
+    return ablation_spread.attach(doc, spread, has_rows, paired, str(labels.get(reference, reference)))
 
 
 # ------------------------------------------------------------------------------------------ tables
@@ -248,7 +296,10 @@ def _design_table(
     paper: PaperTable,
     paper_value: Callable[[pd.Series, str, str, str], float | None],
     paper_scope: str,
+    per_image: pd.DataFrame | None = None,
 ) -> tuple[TableDoc, pd.DataFrame]:
+    reference = (meta or {}).get("reference", "")
+    spread = _spread(df, per_image, reference)
     cells = cell_means(df)
     metrics = [m for m in METRIC_ORDER if m in set(cells["metric"])]
     columns = _column_order(cells, meta)
@@ -257,36 +308,42 @@ def _design_table(
     doc = TableDoc(name, title, ["Method"], groups)
     info = _variant_info(df).set_index("variant")
     lookup = cells.set_index(["variant", "evaluation", "set", "metric"])
-    tidy, any_paper = [], False
+    tidy, paired, any_paper = [], [], False
     for v in info.index:
         vrow = info.loc[v]
-        row_cells = []
+        row_cells, pcells = [], []
         for (e, s), (glabel, _) in zip(columns, groups):
             for m in metrics:
                 key = (v, e, s, m)
                 val = float(lookup.loc[key, "value"]) if key in lookup.index else None
                 pv = paper_value(vrow, e, s, m)
                 any_paper |= pv is not None
-                row_cells.append(Cell(m, val, pv))
+                sp = ablation_spread.spread_of(spread, key, reference)
+                row_cells.append(Cell(m, val, pv, ablation_spread.half_width(sp)))
+                pcells.append(ablation_spread.paired_cell(m, sp, v == reference))
                 if val is not None:
-                    tidy.append(_tidy(name, str(vrow["label"]), glabel, s, m, val, pv, lookup.loc[key],
-                                      str(vrow.get("weights_label", ""))))
+                    tidy.append({**_tidy(name, str(vrow["label"]), glabel, s, m, val, pv, lookup.loc[key],
+                                         str(vrow.get("weights_label", ""))), **sp})
         doc.rows.append(([str(vrow["label"])], row_cells))
+        paired.append(([str(vrow["label"])], pcells))
     notes = _footnotes(df, [(e, cells[cells["evaluation"] == e]) for e in dict.fromkeys(cells["evaluation"])], meta)
-    notes.append("Cells: ours (paper; ours - paper); '–' = not measured here or not in the paper.")
+    notes += _add_spread(doc, df, spread, per_image, paired, reference)
+    pm = " ± half" if spread["lo"].notna().any() else ""
+    notes.append(f"Cells: ours{pm} (paper; ours - paper); '–' = not measured here or not in the paper.")
     notes.append(paper.note + ("" if any_paper else f" None shown: the paper reports {paper_scope}, "
                                                     "and none of our columns is one of those."))
     doc.footnotes = notes
-    return doc, pd.DataFrame(tidy, columns=list(TIDY_COLUMNS))
+    return doc, pd.DataFrame(tidy, columns=[*TIDY_COLUMNS, *SPREAD_COLUMNS])
 
 
 def _paper_df(paper: PaperTable) -> pd.DataFrame | None:
     return paper.df if paper.df is not None and len(paper.df) else None
 
 
-def write_table2(df: pd.DataFrame, meta: dict | None, out_dir: str | Path,
-                 paper_root: str | Path | None = None) -> list[Path]:
-    """Table 2 (prompt designs x seen / cross-degree / cross-type) as CSV, Markdown and LaTeX."""
+def write_table2(df: pd.DataFrame, meta: dict | None, out_dir: str | Path, paper_root: str | Path | None = None,
+                 per_image: pd.DataFrame | None = None) -> list[Path]:
+    """Table 2 (prompt designs x seen / cross-degree / cross-type) as CSV, Markdown and LaTeX; ``per_image``:
+    the sweep's per-image rows, for the bootstrap intervals (as in :func:`write_fig6`)."""
     paper = load_paper("table2", paper_root)
     pdf = _paper_df(paper)
 
@@ -303,13 +360,14 @@ def write_table2(df: pd.DataFrame, meta: dict | None, out_dir: str | Path,
 
     doc, tidy = _design_table(TABLE2, "Table 2: impact of the prompt design (seen and unseen tasks)", df, meta,
                               paper, value, "seen LIVE1 / BSDS500 / DIV2K_valid, cross-degree LIVE1 (VVC QP 32, 52) "
-                              "and cross-type ICB (AVC)")
+                              "and cross-type ICB (AVC)", per_image)
     return write_table(doc, tidy, Path(out_dir) / TABLES_DIR)
 
 
-def write_table3(df: pd.DataFrame, meta: dict | None, out_dir: str | Path,
-                 paper_root: str | Path | None = None) -> list[Path]:
-    """Table 3 (MoE-Prompt +- V2T adapter +- DP, seen tasks) as CSV, Markdown and LaTeX."""
+def write_table3(df: pd.DataFrame, meta: dict | None, out_dir: str | Path, paper_root: str | Path | None = None,
+                 per_image: pd.DataFrame | None = None) -> list[Path]:
+    """Table 3 (MoE-Prompt +- V2T adapter +- DP, seen tasks) as CSV, Markdown and LaTeX (``per_image``: as in
+    :func:`write_table2`)."""
     paper = load_paper("table3", paper_root)
     pdf = _paper_df(paper)
 
@@ -321,7 +379,7 @@ def write_table3(df: pd.DataFrame, meta: dict | None, out_dir: str | Path,
         return None if d.empty or pd.isna(d[metric].iloc[0]) else float(d[metric].iloc[0])
 
     doc, tidy = _design_table(TABLE3, "Table 3: impact of the Visual2Text adapter (V2T) and degradation prior (DP)",
-                              df, meta, paper, value, "seen LIVE1 / BSDS500 / ICB")
+                              df, meta, paper, value, "seen LIVE1 / BSDS500 / ICB", per_image)
     return write_table(doc, tidy, Path(out_dir) / TABLES_DIR)
 
 
@@ -359,18 +417,20 @@ WRITERS = {"prompts_nk": "fig6", "prompt_design": "table2", "v2t_dp": "table3"}
 def write_sweep_report(cfg: Config, sweep_name: str, out_dir: str | Path | None = None,
                        paper_root: str | Path | None = None) -> list[Path]:
     """The figure / table of one sweep from its saved tidy file (``out_dir`` default ``<results>/<profile>``)."""
+    from moediffir.ablation.per_image import load_per_image
     from moediffir.ablation.sweep import load_sweep_results
 
     if sweep_name not in WRITERS:
         raise AblationReportError(f"no report for sweep {sweep_name!r}; known: {sorted(WRITERS)}")
     df, meta = load_sweep_results(cfg, sweep_name)
+    per_image = load_per_image(cfg, sweep_name)
     out = Path(out_dir) if out_dir is not None else cfg.profile_results_dir
     kind = WRITERS[sweep_name]
     if kind == "fig6":
-        return write_fig6(df, out)
+        return write_fig6(df, out, per_image, meta)
     if kind == "table2":
-        return write_table2(df, meta, out, paper_root)
-    return write_table3(df, meta, out, paper_root)
+        return write_table2(df, meta, out, paper_root, per_image)
+    return write_table3(df, meta, out, paper_root, per_image)
 
 
 def write_ablation_report(cfg: Config, out_dir: str | Path | None = None,

@@ -1,6 +1,10 @@
 """A paper-style table as a document (grouped columns, cells of ours / paper / difference, footnotes) and its
 three renderings: a tidy CSV (one row per cell), Markdown and LaTeX (paper §4.2, appendix B; docs/design.md §7).
-The tables themselves are laid out in :mod:`moediffir.report.tables` and :mod:`moediffir.report.ablations`."""
+The tables themselves are laid out in :mod:`moediffir.report.tables` and :mod:`moediffir.report.ablations`.
+
+An ablation cell may carry the half-width of its bootstrap interval (``ours ± half``), and a table may carry
+tables rendered below it in the same file (the paired differences to a reference row, :class:`IntervalCell`;
+docs/design.md §9)."""
 
 from __future__ import annotations
 
@@ -19,6 +23,9 @@ METRIC_LABEL = {"psnr": "PSNR↑", "ssim": "SSIM↑", "lpips": "LPIPS↓", "fid"
 METRIC_ORDER = ("psnr", "ssim", "lpips", "fid", "clipiqa", "maniqa")
 TIDY_COLUMNS = ("table", "row", "column", "method", "set", "codec", "level", "metric", "ours", "paper", "diff",
                 "n_images", "n_tasks", "weights", "model_weights", "conventions")
+#: The ablation tables' extra tidy columns: the bootstrap interval of ``ours`` and the paired difference to the
+#: reference row with its interval (:mod:`moediffir.evaluation.spread`).
+SPREAD_COLUMNS = ("ci_lo", "ci_hi", "reference", "ref_diff", "ref_diff_lo", "ref_diff_hi")
 
 
 @dataclass
@@ -29,8 +36,21 @@ class TableDoc:
     title: str
     index_names: list[str]
     groups: list[tuple[str, list[str]]]  # (group label, sub-column labels)
-    rows: list[tuple[list[str], list[Cell]]] = field(default_factory=list)
+    rows: list[tuple[list[str], list[Cell | IntervalCell]]] = field(default_factory=list)
     footnotes: list[str] = field(default_factory=list)
+    below: list[TableDoc] = field(default_factory=list)  # rendered after the rows, before the footnotes
+
+
+def _missing(v: float | None) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _fmt(metric: str, v: float | None, sign: bool = False) -> str:
+    """``v`` at the metric's decimals (``+`` sign if asked); ``–`` when missing."""
+    if _missing(v):
+        return "–"
+    d = DECIMALS.get(metric, 3)
+    return f"{v:+.{d}f}" if sign else f"{v:.{d}f}"
 
 
 @dataclass
@@ -38,27 +58,54 @@ class Cell:
     metric: str
     ours: float | None
     paper: float | None
+    half: float | None = None  # half-width of the bootstrap interval of ``ours`` (None: not computed)
 
     @property
     def diff(self) -> float | None:
         return None if self.ours is None or self.paper is None else self.ours - self.paper
 
     def _fmt(self, v: float | None, sign: bool = False) -> str:
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            return "–"
-        d = DECIMALS.get(self.metric, 3)
-        return f"{v:+.{d}f}" if sign else f"{v:.{d}f}"
+        return _fmt(self.metric, v, sign)
+
+    def _ours(self) -> str:
+        spread = "" if _missing(self.half) or _missing(self.ours) else f" ± {self._fmt(self.half)}"
+        return self._fmt(self.ours) + spread
 
     def markdown(self) -> str:
         if self.paper is None:
-            return self._fmt(self.ours)
-        return f"{self._fmt(self.ours)} ({self._fmt(self.paper)}; {self._fmt(self.diff, True)})"
+            return self._ours()
+        return f"{self._ours()} ({self._fmt(self.paper)}; {self._fmt(self.diff, True)})"
 
     def latex(self) -> str:
+        ours = self._ours().replace("–", "--").replace(" ± ", " {\\scriptsize$\\pm$")
+        ours += "}" if "$\\pm$" in ours else ""
         if self.paper is None:
-            return self._fmt(self.ours).replace("–", "--")
+            return ours
         diff = self._fmt(self.diff, True).replace("-", "$-$").replace("–", "--")
-        return f"{self._fmt(self.ours).replace('–', '--')} {{\\scriptsize({self._fmt(self.paper)}; {diff})}}"
+        return f"{ours} {{\\scriptsize({self._fmt(self.paper)}; {diff})}}"
+
+
+@dataclass
+class IntervalCell:
+    """A value and its interval, ``+0.12 [-0.05, +0.30]`` (a paired difference); ``is_reference``: the row the
+    differences are taken to."""
+
+    metric: str
+    value: float | None
+    lo: float | None
+    hi: float | None
+    is_reference: bool = False
+
+    def markdown(self) -> str:
+        if self.is_reference:
+            return "reference"
+        if _missing(self.value):
+            return "–"
+        bounds = "" if _missing(self.lo) else f" [{_fmt(self.metric, self.lo, True)}, {_fmt(self.metric, self.hi, True)}]"
+        return _fmt(self.metric, self.value, True) + bounds
+
+    def latex(self) -> str:
+        return self.markdown().replace("-", "$-$").replace("–", "--")
 
 
 def _md_escape(text: str) -> str:
@@ -66,12 +113,15 @@ def _md_escape(text: str) -> str:
 
 
 def to_markdown(doc: TableDoc) -> str:
-    header = doc.index_names + [f"{g} {s}".strip() for g, subs in doc.groups for s in subs]
-    lines = [f"**{doc.title}**", "", "| " + " | ".join(_md_escape(h) for h in header) + " |",
-             "|" + "|".join(["---"] * len(doc.index_names) + ["---:"] * (len(header) - len(doc.index_names))) + "|"]
-    for index, cells in doc.rows:
-        lines.append("| " + " | ".join([_md_escape(i) for i in index] + [c.markdown() for c in cells]) + " |")
-    lines.append("")
+    lines = []
+    for part in [doc, *doc.below]:
+        header = part.index_names + [f"{g} {s}".strip() for g, subs in part.groups for s in subs]
+        n_idx = len(part.index_names)
+        lines += [f"**{part.title}**", "", "| " + " | ".join(_md_escape(h) for h in header) + " |",
+                  "|" + "|".join(["---"] * n_idx + ["---:"] * (len(header) - n_idx)) + "|"]
+        for index, cells in part.rows:
+            lines.append("| " + " | ".join([_md_escape(i) for i in index] + [c.markdown() for c in cells]) + " |")
+        lines.append("")
     lines += [f"{i}. {_md_escape(f)}" for i, f in enumerate(doc.footnotes, 1)]
     return "\n".join(lines) + "\n"
 
@@ -85,13 +135,9 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_SUBS.get(ch, ch) for ch in text)
 
 
-def to_latex(doc: TableDoc) -> str:
+def _latex_tabular(doc: TableDoc, out: io.StringIO) -> None:
     n_idx = len(doc.index_names)
     n_cols = sum(len(s) for _, s in doc.groups)
-    out = io.StringIO()
-    out.write("% generated by moediffir.report.tables from results.csv; regenerate with `moediffir report`\n")
-    out.write("\\begin{table}[t]\n\\centering\n")
-    out.write(f"\\caption{{{latex_escape(doc.title)}}}\n\\label{{tab:{doc.name}}}\n")
     out.write("\\resizebox{\\linewidth}{!}{%\n")
     out.write("\\begin{tabular}{" + "l" * n_idx + "r" * n_cols + "}\n\\toprule\n")
     if any(g for g, _ in doc.groups):
@@ -103,9 +149,20 @@ def to_latex(doc: TableDoc) -> str:
         out.write(" & ".join(parts) + " \\\\\n" + " ".join(rules) + "\n")
     out.write(" & ".join([latex_escape(i) for i in doc.index_names]
                          + [latex_escape(s) for _, subs in doc.groups for s in subs]) + " \\\\\n\\midrule\n")
-    for index, cells in doc.rows:
-        out.write(" & ".join([latex_escape(i) for i in index] + [c.latex() for c in cells]) + " \\\\\n")
+    out.writelines(" & ".join([latex_escape(i) for i in index] + [c.latex() for c in cells]) + " \\\\\n"
+                   for index, cells in doc.rows)
     out.write("\\bottomrule\n\\end{tabular}}\n")
+
+
+def to_latex(doc: TableDoc) -> str:
+    out = io.StringIO()
+    out.write("% generated by moediffir.report.tables from results.csv; regenerate with `moediffir report`\n")
+    out.write("\\begin{table}[t]\n\\centering\n")
+    out.write(f"\\caption{{{latex_escape(doc.title)}}}\n\\label{{tab:{doc.name}}}\n")
+    _latex_tabular(doc, out)
+    for part in doc.below:
+        out.write(f"\\par\\medskip{{\\small {latex_escape(part.title)}}}\\par\\smallskip\n")
+        _latex_tabular(part, out)
     if doc.footnotes:
         out.write("\\par\\smallskip\\footnotesize\n")
         out.write(" \\\\\n".join(f"{i}. {latex_escape(f)}" for i, f in enumerate(doc.footnotes, 1)) + "\n")
@@ -114,10 +171,12 @@ def to_latex(doc: TableDoc) -> str:
 
 
 def write_table(doc: TableDoc, tidy: pd.DataFrame, out_dir: str | Path) -> list[Path]:
-    """Write ``<name>.csv`` (tidy cells), ``<name>.md`` and ``<name>.tex`` atomically; return the paths."""
+    """Write ``<name>.csv`` (tidy cells: :data:`TIDY_COLUMNS`, then those of :data:`SPREAD_COLUMNS` that ``tidy``
+    has), ``<name>.md`` and ``<name>.tex`` atomically; return the paths."""
     out_dir = Path(out_dir)
+    columns = list(TIDY_COLUMNS) + [c for c in SPREAD_COLUMNS if c in tidy.columns]
     return [
-        atomic_write_csv(out_dir / f"{doc.name}.csv", tidy.loc[:, list(TIDY_COLUMNS)]),
+        atomic_write_csv(out_dir / f"{doc.name}.csv", tidy.loc[:, columns]),
         atomic_write_text(out_dir / f"{doc.name}.md", to_markdown(doc)),
         atomic_write_text(out_dir / f"{doc.name}.tex", to_latex(doc)),
     ]
