@@ -359,3 +359,13 @@ def test_real_sweep_resumes_a_killed_training(bench, tmp_path):
     assert set(images["variant"]) == {"N1", "N7", "K3"} and images[["psnr", "ssim", "lpips"]].notna().all().all()
     per_task = df[df["metric"] == "psnr"].groupby(["variant", "task"])["value"].first()
     assert images.groupby(["variant", "task"])["psnr"].mean().to_dict() == pytest.approx(per_task.to_dict())
+
+
+def test_training_config_keeps_the_profiles_stage0_prior(tmp_path):
+    """A variant trained under sweeps/_models/<key> loads the prior stage 0 trained for the profile's run."""
+    base = resolve_config("mini", overrides={"runs_dir": str(tmp_path / "runs")})
+    moved = sw.training_config(base, base, "abc123")
+    assert moved.run_dir != base.run_dir
+    assert moved.prior_dir == base.prior_dir
+    smoke = resolve_config("smoke", overrides={"runs_dir": str(tmp_path / "runs")})
+    assert sw.training_config(smoke, smoke, "abc123").prior.out_dir == ""  # no stage 0: nothing pinned

@@ -91,8 +91,15 @@ def model_root(cfg: Config, tkey: str) -> Path:
 
 
 def training_config(vcfg: Config, base: Config, tkey: str) -> Config:
-    """The variant's config with ``runs_dir`` pointing at its model root (stage-I run dir, model folder)."""
-    return apply_overrides(vcfg, {"runs_dir": str(model_root(base, tkey)), "stage1.out_dir": ""})
+    """The variant's config with ``runs_dir`` pointing at its model root (stage-I run dir, model folder).
+
+    Every variant shares the profile's stage-0 prior (where it is trained here): ``prior.out_dir`` is pinned to
+    the base run's stage-0 folder, so moving ``runs_dir`` does not move the prior the variants load.
+    """
+    overrides: dict = {"runs_dir": str(model_root(base, tkey)), "stage1.out_dir": ""}
+    if base.prior.enabled:
+        overrides["prior.out_dir"] = str(base.prior_dir.parent)
+    return apply_overrides(vcfg, overrides)
 
 
 def results_path(cfg: Config, sweep_name: str) -> Path:
