@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from open_clip.modified_resnet import ModifiedResNet
 from torch import nn
 
 from moediffir.errors import MoEDiffIRError
@@ -47,6 +48,30 @@ TINY_V2T_KWARGS: dict[str, Any] = {
     "clip_output_dim": 32,
     "image_size": 64,
 }
+
+
+def v2t_encoder_kwargs(backend: str, who: str) -> dict[str, Any]:
+    """The standard encoder arguments of a Visual2Text ``backend`` (RN50 for ``clip_rn50``, else the tiny one)."""
+    if backend not in V2T_BACKENDS:
+        raise ValueError(f"{who}: backend={backend!r} (model.v2t_backend); choose one of {V2T_BACKENDS}")
+    return dict(TINY_V2T_KWARGS if backend == "tiny" else RN50_KWARGS)
+
+
+def frozen_v2t_encoder(who: str, backend: str, clip_layers: tuple[int, int, int, int], clip_width: int,
+                       clip_heads: int, clip_output_dim: int, image_size: int, num_tokens: int) -> ModifiedResNet:
+    """Check the arguments both Visual2Text forms share and build their frozen ``ModifiedResNet`` (eval mode).
+
+    ``who`` names the module in the errors; the encoder's ``layer4`` grid has ``clip_width * 32`` channels.
+    """
+    v2t_encoder_kwargs(backend, who)
+    if image_size % 32 != 0:
+        raise ValueError(f"{who}: image_size={image_size} must be a multiple of 32 (ResNet stride)")
+    if num_tokens < 0:
+        raise ValueError(f"{who}: num_tokens={num_tokens} (model.v2t_num_tokens) must be >= 0")
+    encoder = ModifiedResNet(layers=list(clip_layers), output_dim=clip_output_dim, heads=clip_heads,
+                             image_size=image_size, width=clip_width)
+    encoder.requires_grad_(False)
+    return encoder.eval()
 
 
 class WeightLayoutError(MoEDiffIRError, ValueError):

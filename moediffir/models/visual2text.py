@@ -43,7 +43,6 @@ from typing import Any
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
-from open_clip.modified_resnet import ModifiedResNet
 from torch import nn
 
 from moediffir.models import weight_checks
@@ -51,14 +50,14 @@ from moediffir.models.clip_backbone import (
     CLIP_MEAN,
     CLIP_STD,
     RESIZE_MODES,
-    RN50_KWARGS,
-    TINY_V2T_KWARGS,
     V2T_BACKENDS,
     FrozenResNetSpeed,
     check_image_batch,
     clip_normalize,
     clip_resize,
+    frozen_v2t_encoder,
     load_clip_visual,
+    v2t_encoder_kwargs,
 )
 from moediffir.models.restormer import RestormerBlock
 
@@ -122,30 +121,13 @@ class Visual2TextAdapter(FrozenResNetSpeed, ModelMixin, ConfigMixin):
         image_std: tuple[float, float, float] = CLIP_STD,
     ) -> None:
         super().__init__()
-        if backend not in V2T_BACKENDS:
-            raise ValueError(
-                f"Visual2TextAdapter: backend={backend!r} (model.v2t_backend); choose one of {V2T_BACKENDS}"
-            )
         if resize_mode not in RESIZE_MODES:
             raise ValueError(f"Visual2TextAdapter: resize_mode={resize_mode!r}; choose one of {RESIZE_MODES}")
-        if image_size % 32 != 0:
-            raise ValueError(
-                f"Visual2TextAdapter: image_size={image_size} must be a multiple of 32 (ResNet stride)"
-            )
-        if num_tokens < 0:
-            raise ValueError(
-                f"Visual2TextAdapter: num_tokens={num_tokens} (model.v2t_num_tokens) must be >= 0"
-            )
         self.enhancer = QualityEnhancer(
             enhancer_blocks, enhancer_dim, enhancer_heads, enhancer_expansion, enhancer_downscale
         )
-        self.clip_visual = ModifiedResNet(
-            layers=list(clip_layers),
-            output_dim=clip_output_dim,
-            heads=clip_heads,
-            image_size=image_size,
-            width=clip_width,
-        )
+        self.clip_visual = frozen_v2t_encoder("Visual2TextAdapter", backend, clip_layers, clip_width, clip_heads,
+                                              clip_output_dim, image_size, num_tokens)
         grid_dim = clip_width * 32  # channels of layer4 (2048 for RN50)
         self.proj_norm = nn.LayerNorm(grid_dim)
         self.proj = nn.Linear(grid_dim, cross_attention_dim)
@@ -157,8 +139,6 @@ class Visual2TextAdapter(FrozenResNetSpeed, ModelMixin, ConfigMixin):
         self.out_norm = nn.LayerNorm(cross_attention_dim)
         self.register_buffer("clip_mean", torch.tensor(image_mean, dtype=torch.float32), persistent=False)
         self.register_buffer("clip_std", torch.tensor(image_std, dtype=torch.float32), persistent=False)
-        self.clip_visual.requires_grad_(False)
-        self.clip_visual.eval()
         self.cross_attention_dim = cross_attention_dim
         self.num_grid_tokens = (image_size // 32) ** 2
         self.context_length = self.num_grid_tokens + num_tokens  # L_ctx
@@ -167,11 +147,7 @@ class Visual2TextAdapter(FrozenResNetSpeed, ModelMixin, ConfigMixin):
     @classmethod
     def for_backend(cls, backend: str, cross_attention_dim: int, **overrides: Any) -> Visual2TextAdapter:
         """The standard architecture of ``backend`` (RN50 for ``clip_rn50``), random weights."""
-        if backend not in V2T_BACKENDS:
-            raise ValueError(
-                f"Visual2TextAdapter: backend={backend!r} (model.v2t_backend); choose one of {V2T_BACKENDS}"
-            )
-        kwargs = dict(TINY_V2T_KWARGS if backend == "tiny" else RN50_KWARGS)
+        kwargs = v2t_encoder_kwargs(backend, "Visual2TextAdapter")
         kwargs.update(overrides)
         return cls(backend=backend, cross_attention_dim=cross_attention_dim, **kwargs)
 

@@ -36,15 +36,13 @@ import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
-from open_clip.modified_resnet import ModifiedResNet
 from torch import nn
 
 from moediffir.models.clip_backbone import (
-    RN50_KWARGS,
-    TINY_V2T_KWARGS,
-    V2T_BACKENDS,
     FrozenResNetSpeed,
+    frozen_v2t_encoder,
     load_clip_visual,
+    v2t_encoder_kwargs,
 )
 from moediffir.models.restormer import RestormerBlock
 
@@ -111,25 +109,18 @@ class ReleasedVisual2Text(FrozenResNetSpeed, ModelMixin, ConfigMixin):
         adapter_reduction: int = 4,
     ) -> None:
         super().__init__()
-        if backend not in V2T_BACKENDS:
-            raise ValueError(f"ReleasedVisual2Text: backend={backend!r} (model.v2t_backend); choose one of {V2T_BACKENDS}")
-        if image_size % 32 != 0:
-            raise ValueError(f"ReleasedVisual2Text: image_size={image_size} must be a multiple of 32 (ResNet stride)")
-        if num_tokens < 0:
-            raise ValueError(f"ReleasedVisual2Text: num_tokens={num_tokens} (model.v2t_num_tokens) must be >= 0")
         self.latent_enhancer = LatentEnhancer(latent_channels, enhancer_dim, enhancer_blocks, enhancer_heads,
                                               enhancer_expansion)
-        self.clip_visual = ModifiedResNet(layers=list(clip_layers), output_dim=clip_output_dim, heads=clip_heads,
-                                          image_size=image_size, width=clip_width)
+        self.clip_visual = frozen_v2t_encoder("ReleasedVisual2Text", backend, clip_layers, clip_width, clip_heads,
+                                              clip_output_dim, image_size, num_tokens)
         grid_dim = clip_width * 32  # channels of layer4 (2048 for RN50)
         self.grid_conv = nn.Conv2d(grid_dim, cross_attention_dim, 3, padding=1)
         self.learned_tokens = nn.Parameter(torch.zeros(1, num_tokens, cross_attention_dim))
         hidden = max(1, cross_attention_dim // adapter_reduction)
         self.adapter = nn.Sequential(nn.Linear(cross_attention_dim, hidden, bias=False), nn.ReLU(),
                                      nn.Linear(hidden, cross_attention_dim, bias=False), nn.ReLU())
-        for frozen in (self.latent_enhancer, self.clip_visual):
-            frozen.requires_grad_(False)
-            frozen.eval()
+        self.latent_enhancer.requires_grad_(False)
+        self.latent_enhancer.eval()
         self.cross_attention_dim = cross_attention_dim
         self.num_grid_tokens = (image_size // 32) ** 2
         self.context_length = self.num_grid_tokens + num_tokens  # L_ctx
@@ -139,9 +130,7 @@ class ReleasedVisual2Text(FrozenResNetSpeed, ModelMixin, ConfigMixin):
     @classmethod
     def for_backend(cls, backend: str, cross_attention_dim: int, **overrides: Any) -> ReleasedVisual2Text:
         """The standard architecture of ``backend`` (RN50 for ``clip_rn50``), random weights."""
-        if backend not in V2T_BACKENDS:
-            raise ValueError(f"ReleasedVisual2Text: backend={backend!r} (model.v2t_backend); choose one of {V2T_BACKENDS}")
-        kwargs = dict(TINY_V2T_KWARGS if backend == "tiny" else RN50_KWARGS)
+        kwargs = v2t_encoder_kwargs(backend, "ReleasedVisual2Text")
         kwargs.update(overrides)
         return cls(backend=backend, cross_attention_dim=cross_attention_dim, **kwargs)
 
