@@ -144,6 +144,38 @@ def test_check_writable_dir_names_the_folder_and_leaves_no_trace(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # the check made nothing that stays
 
 
+def test_check_writable_dir_survives_a_second_process_checking_the_same_new_folder(tmp_path, monkeypatch):
+    """Two ranks check one new output folder at once: whichever removes it first, neither check fails."""
+    import shutil
+    import tempfile
+
+    from moediffir.utils import io
+
+    target = tmp_path / "runs" / "smoke"
+    real_mkstemp = tempfile.mkstemp
+    calls = {"n": 0}
+
+    def other_rank_removes_it_first(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:  # the other rank's check finished and removed the folder between mkdir and probe
+            shutil.rmtree(tmp_path / "runs")
+        return real_mkstemp(*args, **kwargs)
+
+    monkeypatch.setattr(io.tempfile, "mkstemp", other_rank_removes_it_first)
+    assert io.check_writable_dir(target) == target
+    assert calls["n"] == 2  # made the folder again and probed it
+
+    real_rmdir = io.Path.rmdir
+
+    def already_gone(self):
+        real_rmdir(self)
+        raise FileNotFoundError(2, "No such file or directory", str(self))
+
+    monkeypatch.setattr(io.tempfile, "mkstemp", real_mkstemp)
+    monkeypatch.setattr(io.Path, "rmdir", already_gone)
+    assert io.check_writable_dir(tmp_path / "other" / "smoke") == tmp_path / "other" / "smoke"
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_read_only_folder_is_refused_before_work(tmp_path):
     from moediffir.utils.io import OutputNotWritableError, check_writable_dir

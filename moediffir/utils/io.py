@@ -202,18 +202,26 @@ def check_writable_dir(folder: PathLike, what: str = "output folder") -> Path:
     if existing.exists() and not existing.is_dir():
         raise OutputNotWritableError(f"{what} {folder}: {existing} is a file, not a folder")
     created = not folder.exists()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write_check.", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise OutputNotWritableError(f"{what} {folder}: cannot write there ({exc.strerror or exc})") from exc
+    for attempt in range(3):  # another process running the same check may remove the new folder meanwhile
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".write_check.", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+            break
+        except FileNotFoundError as exc:
+            if attempt == 2:
+                raise OutputNotWritableError(f"{what} {folder}: cannot write there ({exc.strerror or exc})") from exc
+        except OSError as exc:
+            raise OutputNotWritableError(f"{what} {folder}: cannot write there ({exc.strerror or exc})") from exc
     if created:  # leave no trace of the check: the work makes the folders it needs
         made = folder
-        while made != existing and not any(made.iterdir()):
-            made.rmdir()
-            made = made.parent
+        try:
+            while made != existing and not any(made.iterdir()):
+                made.rmdir()
+                made = made.parent
+        except OSError:  # another process (a second rank, say) is using or has removed it: leave it to them
+            pass
     return folder
 
 
