@@ -2,7 +2,9 @@
 
 Everything after the prior is decoded by its VAE, so ``PSNR(D(E(x)), x)`` on the clean held-out photos is an
 upper bound for any latent restorer built on it (the decoder compensator of stage II, Eq. 4, is the paper's way
-around that bound). :func:`vae_ceiling` measures it per image; :func:`sample_prior` draws the prior's own
+around that bound). :func:`vae_ceiling` measures it per image, with :func:`colour_shift` beside it: a VAE
+trained for minutes on small crops often misses an image's overall colour (its mean per channel), and a shift
+of ``d`` levels alone caps PSNR at ``20 log10(255 / d)``. :func:`sample_prior` draws the prior's own
 unconditional samples (zero context, the scheduler's ``prediction_type``) with any sampler of
 :mod:`moediffir.pipelines.sampling`.
 """
@@ -52,15 +54,23 @@ def reconstruct(vae, img01: torch.Tensor) -> torch.Tensor:
     return ((rec + 1.0) / 2.0).clamp(0, 1).cpu()
 
 
+def colour_shift(out: np.ndarray, ref: np.ndarray) -> float:
+    """Largest shift of a channel's mean between two ``(H, W, 3)`` images, in levels of 0-255."""
+    diff = out.astype(np.float64).mean(axis=(0, 1)) - ref.astype(np.float64).mean(axis=(0, 1))  # (3,)
+    return float(np.abs(diff).max())
+
+
 def vae_ceiling(vae, images: dict[str, np.ndarray]) -> pd.DataFrame:
-    """Per image: PSNR/SSIM (RGB, 0-255) of the VAE's reconstruction against the image itself."""
+    """Per image: PSNR/SSIM (RGB, 0-255) of the VAE's reconstruction against the image itself, and its
+    :func:`colour_shift`."""
     rows = []
     for name, img in images.items():
         x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255.0  # (1, 3, H, W)
         rec = reconstruct(vae, x)[0].permute(1, 2, 0).numpy()  # (h, w, 3)
         ref = img[: rec.shape[0], : rec.shape[1]]
         out = np.round(rec * 255.0).astype(np.uint8)
-        rows.append({"image": name, "vae_psnr": psnr(out, ref), "vae_ssim": ssim(out, ref)})
+        rows.append({"image": name, "vae_psnr": psnr(out, ref), "vae_ssim": ssim(out, ref),
+                     "vae_colour_shift": colour_shift(out, ref)})
     return pd.DataFrame(rows)
 
 
