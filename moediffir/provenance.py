@@ -32,6 +32,8 @@ V2T_CLIP = "v2t_clip_encoder"
 PROMPT_MODULE, SPADE, V2T_ADAPTER = "prompt_module", "spade", "v2t_adapter"
 COMPENSATOR = "compensator"
 BACKBONE_PARTS = (UNET, VAE)
+# the model_weights label of rows from a model whose diffusion prior the kit trained (stage 0), and figure titles
+PRIOR_TRAINED_LABEL = "diffusion prior and MoE-DiffIR parts trained here"
 
 
 def uses_degradation_prior(cfg: Any) -> bool:
@@ -112,3 +114,12 @@ def provenance_label(prov: dict[str, str]) -> str:
     for part, value in prov.items():
         groups.setdefault(value, []).append(part)
     return "; ".join(f"{', '.join(parts)}: {value}" for value, parts in groups.items())
+
+
+def figure_note(cfg: Any) -> bool | str:
+    """What a figure's title says about the weights behind it (``random`` of :mod:`moediffir.report.figures`):
+    ``True`` where a part is random, ``"<PRIOR_TRAINED_LABEL> (<profile> profile)"`` where the prior itself was
+    trained here, else ``""`` (the paper's setting: a pretrained prior)."""
+    if cfg.model.random_weights:
+        return True
+    return f"{PRIOR_TRAINED_LABEL} ({cfg.profile} profile)" if _prior_trained_here(cfg) else ""

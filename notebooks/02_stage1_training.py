@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -58,6 +60,7 @@ import torch
 from IPython.display import Image, display
 
 from moediffir.data.tasks import label_names
+from moediffir.provenance import figure_note
 from moediffir.report.figures import figure_style, new_figure, routing_checkpoint, save_figure
 from moediffir.report.training import loss_curves, read_log, training_expert_usage
 from moediffir.training.datasets import PairedCropDataset, SampleKey, training_pairs
@@ -66,7 +69,7 @@ from moediffir.training.stage1 import encode_pair, train_stage1
 from moediffir.utils.io import atomic_write_json
 
 s1 = cfg.stage1
-print(f"profile {cfg.profile}: backbone {cfg.model.backbone!r} ({'random' if random_weights else 'pretrained'} weights), "
+print(f"profile {cfg.profile}: backbone {cfg.model.backbone!r} ({'random' if random_weights else 'trained here' if cfg.prior.enabled else 'pretrained'} weights), "
       f"prompt design {cfg.model.prompt_design!r}, N={cfg.model.num_prompts} experts, top-K={cfg.model.top_k}")
 print(f"stage I: {s1.max_steps} steps, batch {s1.batch_size} x accum {s1.grad_accum}, lr {s1.lr:g} "
       f"(Adam {tuple(s1.betas)}), {s1.crop_size} px crops, mixed precision {s1.mixed_precision!r} (CUDA only)")
@@ -165,10 +168,10 @@ print(f"fixed-batch L_SD: {summary['eval_loss_start']:.4f} before -> {summary['e
 # %%
 records = read_log(stage_dir(cfg, "stage1"))
 loss_curves(records, figures_dir, "stage1_loss", "Stage I: L_SD (Eq. 2)", extra=("loss", "gate_entropy"),
-            random=random_weights)
+            random=figure_note(cfg))
 display(Image(str(figures_dir / "stage1_loss.png")))
 if cfg.model.prompt_design in ("moe", "multi"):
-    training_expert_usage(records, names, figures_dir, random=random_weights)
+    training_expert_usage(records, names, figures_dir, random=figure_note(cfg))
     display(Image(str(figures_dir / "stage1_expert_usage.png")))
 
 # %% [markdown]
@@ -190,7 +193,7 @@ out = pipe(lq, num_inference_steps=cfg.sample.num_steps, generator=torch.Generat
 restored = out.images[0] if isinstance(out.images, list) else out.images  # (1, 3, c, c)
 scales = out.routing[0]["scales"] if out.routing else []
 routing_checkpoint([("LQ", lq[0]), ("stage I (plain VAE decode)", restored[0]), ("GT", gt[0])], scales, figures_dir,
-                   "stage1_visual", "Stage I model", random=random_weights)
+                   "stage1_visual", "Stage I model", random=figure_note(cfg))
 display(Image(str(figures_dir / "stage1_visual.png")))
 
 # %% [markdown]

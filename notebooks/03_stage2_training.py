@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -54,6 +56,7 @@ import pandas as pd
 import torch
 from IPython.display import Image, display
 
+from moediffir.provenance import figure_note
 from moediffir.report.figures import figure_style, new_figure, save_figure
 from moediffir.report.training import decoder_comparison, loss_curves, read_log
 from moediffir.training.runtime import model_dir, stage_dir
@@ -108,9 +111,9 @@ display(comparison)
 # %%
 records = read_log(stage_dir(cfg, "stage2"))
 loss_curves(records, figures_dir, "stage2_loss", "Stage II: LPIPS + L1 (+ GAN)",
-            extra=("l1", "lpips", "g_adv", "d_loss"), random=random_weights)
+            extra=("l1", "lpips", "g_adv", "d_loss"), random=figure_note(cfg))
 display(Image(str(figures_dir / "stage2_loss.png")))
-decoder_comparison(summary, figures_dir, random=random_weights)
+decoder_comparison(summary, figures_dir, random=figure_note(cfg))
 display(Image(str(figures_dir / "stage2_decoder.png")))
 
 # %% [markdown]

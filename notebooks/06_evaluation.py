@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -70,6 +72,7 @@ from moediffir.evaluation import protocol
 from moediffir.evaluation.evaluator import load_model, require_model_dir, run_evaluation
 from moediffir.metrics import MetricConventions
 from moediffir.metrics.fidelity import psnr
+from moediffir.provenance import figure_note
 from moediffir.report.figures import routing_checkpoint
 from moediffir.utils.io import read_image_rgb
 
@@ -117,7 +120,7 @@ out = pipe([lq], num_inference_steps=cfg.sample.num_steps, generator=[torch.Gene
 restored, scales = out.images[0], out.routing[0]["scales"]
 routing_checkpoint([(f"LQ {first.task}\n{psnr(lq, gt):.2f} dB", lq), (f"restored\n{psnr(restored, gt):.2f} dB", restored),
                     ("GT", gt)], scales, figures_dir, "evaluation_checkpoint",
-                   f"{first.set}/{first.stem}, {side}x{side} crop", random=random_weights)
+                   f"{first.set}/{first.stem}, {side}x{side} crop", random=figure_note(cfg))
 display(Image(str(figures_dir / "evaluation_checkpoint.png")))
 del pipe
 

@@ -117,6 +117,18 @@ def test_random_weights_are_named_in_the_titles(tmp_path):
         assert figures.RANDOM_TITLE in fig.get_suptitle()
 
 
+def test_a_weights_note_is_its_own_title_line_and_changes_the_figure(tmp_path):
+    note = "diffusion prior and MoE-DiffIR parts trained here (mini profile)"
+    with figures.figure_style():
+        fig = figures.new_figure(3, 2)
+        figures._suptitle(fig, "x", note)
+        assert fig.get_suptitle() == f"x\n({note})"
+    figures.prompt_similarity(_similarity(), tmp_path / "noted", random=note)
+    figures.prompt_similarity(_similarity(), tmp_path / "plain", random=False)
+    assert (tmp_path / "noted" / "fig8_prompt_similarity.png").read_bytes() != \
+        (tmp_path / "plain" / "fig8_prompt_similarity.png").read_bytes()
+
+
 def _routing_scale(h: int, w: int, n: int, k: int, seed: int) -> dict:
     """One scale of ``pipe(...).routing[i]["scales"]``: dense top-K gates (1, L, N) and chosen experts (1, L, K)."""
     import torch

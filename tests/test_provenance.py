@@ -10,9 +10,11 @@ from moediffir.models.weight_checks import check_paper_weights, dp_weight_check,
 from moediffir.pipelines.model_folder import dp_is_random
 from moediffir.provenance import (
     PRETRAINED,
+    PRIOR_TRAINED_LABEL,
     RANDOM,
     TRAINED,
     backbone_provenance,
+    figure_note,
     frozen_parts_random,
     provenance,
     provenance_label,
@@ -82,3 +84,20 @@ def test_a_prior_trained_here_is_labelled_so():
     WithPrior.prior = prior
     assert backbone_provenance(WithPrior) == TRAINED
     assert provenance(WithPrior)["vae"] == TRAINED
+
+
+def test_figure_titles_name_random_weights_and_a_prior_trained_here():
+    """smoke: random (the title says the numbers mean nothing); mini: the prior trained here; paper: nothing."""
+    import pandas as pd
+
+    from moediffir.report.figures import RANDOM_TITLE, weights_note
+    from moediffir.report.table_notes import trained_here_note
+
+    assert figure_note(resolve_config("smoke")) is True
+    assert figure_note(resolve_config("mini")) == f"{PRIOR_TRAINED_LABEL} (mini profile)"
+    assert figure_note(resolve_config("paper")) == ""
+    assert weights_note(True) == RANDOM_TITLE and weights_note("") == "" and weights_note(False) == ""
+    assert weights_note(figure_note(resolve_config("mini"))).startswith(PRIOR_TRAINED_LABEL)
+    rows = pd.DataFrame({"model_weights": ["n/a (the compressed input)", f"{PRIOR_TRAINED_LABEL} (mini profile)"]})
+    assert trained_here_note(rows) == f"{PRIOR_TRAINED_LABEL} (mini profile)"
+    assert trained_here_note(rows.iloc[:1]) == ""

@@ -71,13 +71,14 @@ def require_model_dir(model_dir: str | Path | None, cfg: Config) -> Path:
 def model_weights_label(model_dir: str | Path) -> str:
     """``model_weights`` of our rows: which parts of the model have random weights (model_info.json)."""
     from moediffir.pipelines.model_folder import read_model_info
+    from moediffir.provenance import PRIOR_TRAINED_LABEL
 
     info = read_model_info(model_dir)
     random_parts = info.get("random_weights") or []
     if random_parts:
         return "random weights: " + ", ".join(random_parts)
     if (info.get("provenance") or {}).get("unet") == "trained here":
-        return f"diffusion prior and MoE-DiffIR parts trained here ({info.get('profile', 'unknown')} profile)"
+        return f"{PRIOR_TRAINED_LABEL} ({info.get('profile', 'unknown')} profile)"
     return f"pretrained backbone + trained MoE-DiffIR parts ({info.get('profile', 'unknown')} profile)"
 
 

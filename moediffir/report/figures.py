@@ -76,12 +76,21 @@ def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
     return paths
 
 
-def _suptitle(fig, title: str, random: bool) -> None:
-    fig.suptitle(title + (f"\n({RANDOM_TITLE})" if random else ""))
+def weights_note(random: bool | str) -> str:
+    """The line a figure's title gets about its weights: ``True`` -> :data:`RANDOM_TITLE`; a string (e.g.
+    ``"networks trained here from scratch (mini profile)"``) -> that string; ``False`` / ``""`` -> none."""
+    if random is True:
+        return RANDOM_TITLE
+    return random or ""
+
+
+def _suptitle(fig, title: str, random: bool | str) -> None:
+    note = weights_note(random)
+    fig.suptitle(title + (f"\n({note})" if note else ""))
 
 
 # ---------------------------------------------------------------------------------- visual grid
-def visual_grid(index: dict, crops_dir: str | Path, out_dir: str | Path, random: bool = False) -> list[Path]:
+def visual_grid(index: dict, crops_dir: str | Path, out_dir: str | Path, random: bool | str = False) -> list[Path]:
     """Fig. 4 style grids from ``visual.json`` (``index``) and its crops under ``crops_dir``; one per codec."""
     crops_dir, out_dir = Path(crops_dir), Path(out_dir)
     by_codec: dict[str, list[dict]] = {}
@@ -129,7 +138,7 @@ def bpp_quality_numbers(per_image: pd.DataFrame, metrics: Sequence[str] = ("psnr
     return out
 
 
-def bpp_quality(per_image: pd.DataFrame, out_dir: str | Path, random: bool = False) -> list[Path]:
+def bpp_quality(per_image: pd.DataFrame, out_dir: str | Path, random: bool | str = False) -> list[Path]:
     """Bits per pixel of the compressed input against quality, for the input and every restoration method."""
     out_dir = Path(out_dir)
     import seaborn as sns
@@ -163,7 +172,7 @@ def bpp_quality(per_image: pd.DataFrame, out_dir: str | Path, random: bool = Fal
 
 
 # ---------------------------------------------------------------------------------- Fig. 8
-def prompt_similarity(sim: pd.DataFrame, out_dir: str | Path, random: bool = False) -> list[Path]:
+def prompt_similarity(sim: pd.DataFrame, out_dir: str | Path, random: bool | str = False) -> list[Path]:
     """Fig. 8: one heatmap per scale of the pairwise cosine similarity of the prompt matrices."""
     out_dir = Path(out_dir)
     import seaborn as sns
@@ -204,7 +213,7 @@ def expert_usage_numbers(routing: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def expert_usage(routing: pd.DataFrame, out_dir: str | Path, random: bool = False,
+def expert_usage(routing: pd.DataFrame, out_dir: str | Path, random: bool | str = False,
                  method: str | None = None) -> list[Path]:
     """Heatmaps (task x expert) of the share of tokens routed to each expert, one per prompt scale."""
     out_dir = Path(out_dir)
@@ -253,7 +262,7 @@ def _as_hwc(img) -> np.ndarray:
 
 
 def routing_checkpoint(panels: Sequence[tuple[str, object]], scales: Sequence[dict], out_dir: str | Path,
-                       name: str, title: str, random: bool = False, image: int = 0) -> list[Path]:
+                       name: str, title: str, random: bool | str = False, image: int = 0) -> list[Path]:
     """One restoration at a glance: the image ``panels`` (``(label, image)``, e.g. LQ / restored / GT), then per
     routed scale of ``scales`` (``pipe(...).routing[i]["scales"]``) the expert with the largest gate at each token
     and the top-K counts; writes ``<name>.png/.pdf`` and the counts as ``<name>.csv``."""

@@ -23,7 +23,7 @@ import pandas as pd
 from moediffir.config import Config
 from moediffir.errors import MoEDiffIRError
 from moediffir.report import figures, tables
-from moediffir.report.table_notes import is_random
+from moediffir.report.table_notes import is_random, trained_here_note
 
 METRICS_DIR = "metrics"
 TABLES_DIR = "tables"
@@ -56,7 +56,7 @@ def regenerate_report(cfg: Config, results_dir: str | Path | None = None, paper_
         raise ReportError(f"{res_path}: no saved results; run `moediffir evaluate --profile {cfg.profile}` "
                           "(or notebook 06) first")
     results = _read_csv(res_path)
-    random = is_random(results)
+    random = is_random(results) or trained_here_note(results)  # figure titles: random, or trained here
     sets = [s for s in cfg.eval.test_sets if s in set(results["set"])] or None
     written: list[Path] = []
     written += tables.write_all_tables(results, out / TABLES_DIR, sets, paper_root)

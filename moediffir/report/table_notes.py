@@ -119,6 +119,15 @@ def is_random(results: pd.DataFrame) -> bool:
     return bool(w or m)
 
 
+def trained_here_note(results: pd.DataFrame) -> str:
+    """The ``model_weights`` label of rows whose diffusion prior was trained here (stage 0), or ``""``."""
+    from moediffir.provenance import PRIOR_TRAINED_LABEL
+
+    labels = results["model_weights"].fillna("").astype(str)
+    hits = sorted(set(labels[labels.str.startswith(PRIOR_TRAINED_LABEL)]))
+    return hits[0] if hits else ""
+
+
 def fid_note(results: pd.DataFrame) -> list[str]:
     notes = results.loc[(results["metric"] == "fid") & results["note"].fillna("").astype(bool), "note"]
     if len(notes):

@@ -21,13 +21,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from moediffir.report.figures import RANDOM_TITLE, figure_style, new_figure, save_figure
+from moediffir.report.figures import figure_style, new_figure, save_figure, weights_note
 from moediffir.training.logs import read_jsonl, usage_matrix
 from moediffir.utils.io import atomic_write_csv
 
 
-def _title(fig, text: str, random: bool) -> None:
-    fig.suptitle(text + (f"\n({RANDOM_TITLE})" if random else ""))
+def _title(fig, text: str, random: bool | str) -> None:
+    note = weights_note(random)
+    fig.suptitle(text + (f"\n({note})" if note else ""))
 
 
 def read_log(stage_folder: str | Path) -> list[dict]:
@@ -46,7 +47,7 @@ def loss_numbers(records: Sequence[Mapping]) -> pd.DataFrame:
 
 
 def loss_curves(records: Sequence[Mapping], out_dir: str | Path, name: str, title: str,
-                extra: Sequence[str] = (), random: bool = False) -> list[Path]:
+                extra: Sequence[str] = (), random: bool | str = False) -> list[Path]:
     """Per-step loss with a moving mean (left) and the logged ``extra`` columns per log event (right)."""
     out_dir = Path(out_dir)
     per_step = loss_numbers(records)
@@ -93,7 +94,7 @@ def expert_usage_numbers(records: Sequence[Mapping], label_names: Mapping[int, s
 
 
 def training_expert_usage(records: Sequence[Mapping], label_names: Mapping[int, str], out_dir: str | Path,
-                          name: str = "stage1_expert_usage", random: bool = False) -> list[Path]:
+                          name: str = "stage1_expert_usage", random: bool | str = False) -> list[Path]:
     """Task x expert heatmaps of the mean gate and of the share of tokens that chose the expert (top K)."""
     import seaborn as sns
 
@@ -119,7 +120,7 @@ def training_expert_usage(records: Sequence[Mapping], label_names: Mapping[int, 
 
 
 def decoder_comparison(summary: Mapping, out_dir: str | Path, name: str = "stage2_decoder",
-                       random: bool = False) -> list[Path]:
+                       random: bool | str = False) -> list[Path]:
     """Bars of L1 and LPIPS to the GT: plain VAE decoder vs compensated (each ``w``), before/after stage II."""
     out_dir = Path(out_dir)
     rows = []
