@@ -113,7 +113,7 @@ def test_random_weights_are_named_in_the_titles(tmp_path):
     assert big != small
     with figures.figure_style():
         fig = figures.new_figure(3, 2)
-        figures._suptitle(fig, "x", True)
+        figures.suptitle(fig, "x", True)
         assert figures.RANDOM_TITLE in fig.get_suptitle()
 
 
@@ -121,7 +121,7 @@ def test_a_weights_note_is_its_own_title_line_and_changes_the_figure(tmp_path):
     note = "diffusion prior and MoE-DiffIR parts trained here (mini profile)"
     with figures.figure_style():
         fig = figures.new_figure(3, 2)
-        figures._suptitle(fig, "x", note)
+        figures.suptitle(fig, "x", note)
         assert fig.get_suptitle() == f"x\n({note})"
     figures.prompt_similarity(_similarity(), tmp_path / "noted", random=note)
     figures.prompt_similarity(_similarity(), tmp_path / "plain", random=False)

@@ -84,7 +84,8 @@ def weights_note(random: bool | str) -> str:
     return random or ""
 
 
-def _suptitle(fig, title: str, random: bool | str) -> None:
+def suptitle(fig, title: str, random: bool | str) -> None:
+    """Set ``fig``'s title, with the :func:`weights_note` of ``random`` as a line of its own."""
     note = weights_note(random)
     fig.suptitle(title + (f"\n({note})" if note else ""))
 
@@ -123,7 +124,7 @@ def visual_grid(index: dict, crops_dir: str | Path, out_dir: str | Path, random:
                         unseen = "" if e["kind"] == "seen" else "\n(unseen)"
                         ax.set_ylabel(f"{level_label(codec, e['level'])}{unseen}", fontsize=7)
             e0 = entries[0]
-            _suptitle(fig, f"{CODEC_DISPLAY.get(codec, codec)}: {e0['set']}/{e0['stem']}, crop "
+            suptitle(fig, f"{CODEC_DISPLAY.get(codec, codec)}: {e0['set']}/{e0['stem']}, crop "
                            f"{e0['box'][2]}x{e0['box'][3]} at ({e0['box'][0]}, {e0['box'][1]})", random)
             paths += save_figure(fig, out_dir, f"fig4_visual_{codec}")
     return paths
@@ -166,7 +167,7 @@ def bpp_quality(per_image: pd.DataFrame, out_dir: str | Path, random: bool | str
                 ax.set_title(s)
         if axes[0, -1].get_legend() is not None:
             sns.move_legend(axes[0, -1], "upper left", bbox_to_anchor=(1.02, 1.0), fontsize=6, title_fontsize=6)
-        _suptitle(fig, "Rate against quality: compressed input and restored images", random)
+        suptitle(fig, "Rate against quality: compressed input and restored images", random)
         paths += save_figure(fig, out_dir, "bpp_quality")
     return paths
 
@@ -196,7 +197,7 @@ def prompt_similarity(sim: pd.DataFrame, out_dir: str | Path, random: bool | str
             ax.set_ylabel("prompt")
         fig.colorbar(axes[0].collections[0], ax=list(axes), shrink=0.8, label="cosine similarity")
         design = str(sim["design"].iloc[0]) if "design" in sim and len(sim) else "moe"
-        _suptitle(fig, f"Fig. 8: cosine similarity of the {n} prompt matrices P_k ({design} prompts)", random)
+        suptitle(fig, f"Fig. 8: cosine similarity of the {n} prompt matrices P_k ({design} prompts)", random)
         paths += save_figure(fig, out_dir, "fig8_prompt_similarity")
     return paths
 
@@ -246,7 +247,7 @@ def expert_usage(routing: pd.DataFrame, out_dir: str | Path, random: bool | str 
             ax.set_xlabel("prompt expert")
             ax.set_ylabel("")
         what = "share of tokens routed to each expert (top-K)" if value == "usage" else "mean gate"
-        _suptitle(fig, f"Expert usage per task ({method}; {what}; * = unseen task)", random)
+        suptitle(fig, f"Expert usage per task ({method}; {what}; * = unseen task)", random)
         paths += save_figure(fig, out_dir, "expert_usage")
     return paths
 
@@ -295,7 +296,7 @@ def routing_checkpoint(panels: Sequence[tuple[str, object]], scales: Sequence[di
         else:
             axes[-1].text(0.5, 0.5, "no router:\nthis prompt design\nhas no experts", ha="center", va="center")
             axes[-1].axis("off")
-        _suptitle(fig, title, random)
+        suptitle(fig, title, random)
         paths = save_figure(fig, out_dir, name)
     if rows:
         paths.append(atomic_write_csv(Path(out_dir) / f"{name}.csv", pd.DataFrame(rows)))

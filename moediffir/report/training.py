@@ -21,14 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from moediffir.report.figures import figure_style, new_figure, save_figure, weights_note
+from moediffir.report.figures import figure_style, new_figure, save_figure, suptitle
 from moediffir.training.logs import read_jsonl, usage_matrix
 from moediffir.utils.io import atomic_write_csv
-
-
-def _title(fig, text: str, random: bool | str) -> None:
-    note = weights_note(random)
-    fig.suptitle(text + (f"\n({note})" if note else ""))
 
 
 def read_log(stage_folder: str | Path) -> list[dict]:
@@ -74,7 +69,7 @@ def loss_curves(records: Sequence[Mapping], out_dir: str | Path, name: str, titl
                 axes[1].plot(logged["step"], logged[c], marker="o", ms=2.5, lw=1.0, label=c)
             axes[1].set_xlabel("step")
             axes[1].legend(frameon=False)
-        _title(fig, title, random)
+        suptitle(fig, title, random)
         paths += save_figure(fig, out_dir, name)
     return paths
 
@@ -114,7 +109,7 @@ def training_expert_usage(records: Sequence[Mapping], label_names: Mapping[int, 
             ax.set_title(text)
             ax.set_xlabel("prompt expert")
             ax.set_ylabel("")
-        _title(fig, "Stage I routing: expert usage per task (training batches)", random)
+        suptitle(fig, "Stage I routing: expert usage per task (training batches)", random)
         paths += save_figure(fig, out_dir, name)
     return paths
 
@@ -143,6 +138,6 @@ def decoder_comparison(summary: Mapping, out_dir: str | Path, name: str = "stage
             ax.set_ylabel(metric)
             ax.tick_params(axis="x", labelsize=6)
             ax.legend(frameon=False, fontsize=6, loc="lower left")
-        _title(fig, f"Stage II on its training batch (LPIPS {summary.get('lpips_net', '')})", random)
+        suptitle(fig, f"Stage II on its training batch (LPIPS {summary.get('lpips_net', '')})", random)
         paths += save_figure(fig, out_dir, name)
     return paths
