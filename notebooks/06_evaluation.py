@@ -73,7 +73,7 @@ from moediffir.evaluation.evaluator import load_model, require_model_dir, run_ev
 from moediffir.metrics import MetricConventions
 from moediffir.metrics.fidelity import psnr
 from moediffir.provenance import figure_note
-from moediffir.report.figures import routing_checkpoint
+from moediffir.report.figures import routing_checkpoint, weights_note
 from moediffir.utils.io import read_image_rgb
 
 conventions = MetricConventions.from_config(cfg)
@@ -171,7 +171,7 @@ if cfg.eval.yardsticks:
     from moediffir.report import write_table
 
     table = yardstick_table(results)
-    label = "random weights" if random_weights else f"networks trained here from scratch ({cfg.profile} profile)"
+    label = weights_note(figure_note(cfg))
     write_table(flat_table(table), tables_dir / "yardsticks_seen", "Seen tasks: input, VAE ceiling, stage I, full, CNN",
                 notes=[label], digits={c: 4 for c in flat_table(table).columns if c.startswith(("ssim", "lpips"))})
     display(table.round(3))

@@ -77,8 +77,8 @@ def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
 
 
 def weights_note(random: bool | str) -> str:
-    """The line a figure's title gets about its weights: ``True`` -> :data:`RANDOM_TITLE`; a string (e.g.
-    ``"networks trained here from scratch (mini profile)"``) -> that string; ``False`` / ``""`` -> none."""
+    """The line a figure's title gets about its weights: ``True`` -> :data:`RANDOM_TITLE`; a string (e.g. the
+    :func:`moediffir.provenance.figure_note` of a prior trained here) -> that string; ``False`` / ``""`` -> none."""
     if random is True:
         return RANDOM_TITLE
     return random or ""
@@ -125,7 +125,7 @@ def visual_grid(index: dict, crops_dir: str | Path, out_dir: str | Path, random:
                         ax.set_ylabel(f"{level_label(codec, e['level'])}{unseen}", fontsize=7)
             e0 = entries[0]
             suptitle(fig, f"{CODEC_DISPLAY.get(codec, codec)}: {e0['set']}/{e0['stem']}, crop "
-                           f"{e0['box'][2]}x{e0['box'][3]} at ({e0['box'][0]}, {e0['box'][1]})", random)
+                          f"{e0['box'][2]}x{e0['box'][3]} at ({e0['box'][0]}, {e0['box'][1]})", random)
             paths += save_figure(fig, out_dir, f"fig4_visual_{codec}")
     return paths
 
