@@ -21,14 +21,17 @@
 # it, so everything the method restores comes from what the prior already knows about natural images. Without a
 # GPU and the SD weights, a random prior knows nothing, and every restored image would be noise. The `mini`
 # profile therefore starts one stage earlier: it trains a **small prior from scratch on the bundled clean
-# training photos** — an `AutoencoderKL` and a `UNet2DConditionModel`, the classes SD uses — and saves it in
-# the diffusers layout. Stage I then loads it exactly as it loads SD 2.1-base. In `paper` this stage does not
+# training photos** — an autoencoder that gives the latent space (§3.1) and a `UNet2DConditionModel`, SD's
+# class — and saves it in the diffusers layout. Stage I then loads it exactly as it loads SD 2.1-base. In `paper` this stage does not
 # exist; `moediffir reproduce` runs this notebook only for profiles that train their prior.
 #
 # Two numbers decide what the later stages can reach:
 # - the **VAE ceiling**: PSNR of `D(E(x))` on the clean held-out photos. Every latent restorer decodes through
-#   this VAE; only the decoder compensator of stage II (Eq. 4) can see past it. With 4 latent channels at
-#   factor 4 the ceiling fell *below* the JPEG-QF-10 input on 64-px crops; the `mini` VAE has 8.
+#   this autoencoder; only the decoder compensator of stage II (Eq. 4) can see past it. A deep `AutoencoderKL`
+#   trained from scratch for minutes stays near 20 dB, 5 dB *under* the JPEG-QF-10 input, so `mini` uses a
+#   `PatchAutoencoder` (`prior.vae_kind="patch"`): the principal components of 4x4 RGB patches, fitted in closed
+#   form, whitened per channel (8 latent channels at factor 4), plus small convolutional refinements that start
+#   at zero and train briefly. It starts at the answer instead of searching for it (docs/design.md §10).
 # - the **prior's own samples**: unconditional draws from pure noise with the prior's `prediction_type`
 #   (`v_prediction` here; SD 2.1-base predicts ε). They show what kind of images the prior believes in.
 #
@@ -75,8 +78,9 @@ else:
 # %% [markdown]
 # ## Train (or resume) the prior
 #
-# Phase 1 trains the VAE (L1 + a small KL term) and sets its `scaling_factor` to 1/std of the training latents
-# (SD's 0.18215 was chosen the same way). Phase 2 trains the UNet with Eq. 2 on those latents, with the all-zero
+# Phase 1 fits the autoencoder's linear core (PCA of every 4x4 patch of the training photos), then trains its
+# refinements with an L1 reconstruction loss, and sets its `scaling_factor` to 1/std of the training latents (SD's
+# 0.18215 was chosen the same way; whitened latents give about 1). Phase 2 trains the UNet with Eq. 2 on those latents, with the all-zero
 # context the MoE-DiffIR denoiser uses when there is no text. Both phases checkpoint atomically and resume.
 
 # %%
@@ -131,3 +135,24 @@ if enabled:
             ax.axis("off")
         fig.suptitle(f"unconditional samples of the prior (trained here from scratch on {info['photos']} photos)")
         display(Image(str(save_figure(fig, figures_dir, "prior_samples")[0])))
+
+# %% [markdown]
+# ## Does the decoder draw the patch grid?
+#
+# The linear core decodes each latent cell into its own 4x4 patch, so any error in a latent (and a diffusion model
+# makes them) would show as 4x4 block edges, the very artefact a compressed-image restorer has to remove. The
+# refinement's 3x3 kernels straddle the patch borders. Below, `blockiness` is the mean step across the 4-pixel
+# grid over the mean step inside its cells (1 = no grid) for the prior's own samples: decoded by the full decoder,
+# and by the linear core alone.
+
+# %%
+if enabled:
+    from moediffir.evaluation.prior_quality import decoded_blockiness, sample_prior_latents
+
+    z = sample_prior_latents(unet, vae, scheduler, n=8, size=(p.crop_size, p.crop_size), steps=50, sampler="ddim",
+                             seed=cfg.seed)
+    blocking = decoded_blockiness(vae, z)
+    atomic_write_csv(tables_dir / "prior_blockiness.csv", blocking)
+    display(blocking.round(3))
+    print("mean blockiness of the prior's samples (trained here from scratch): "
+          + ", ".join(f"{c.removesuffix('_blockiness')} {blocking[c].mean():.3f}" for c in blocking.columns[1:]))

@@ -89,7 +89,7 @@ def _tiny_cfg(tmp_path: Path, **over):
     photos = tmp_path / "photos" / "mini_train"
     if not photos.is_dir():
         photos.mkdir(parents=True)
-        for name in ("kodim01.png", "kodim03.png", "skimage_coffee.png"):
+        for name in ("kodim01_0.png", "kodim03_1.png", "skimage_coffee_0.png"):
             shutil.copy(REPO / "data" / "mini" / "mini_train" / name, photos / name)
     o = {
         "runs_dir": str(tmp_path / "runs"), "data.datasets_dir": str(tmp_path / "photos"), "device": "cpu",

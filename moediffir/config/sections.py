@@ -227,23 +227,28 @@ class AblationConfig:
 class PriorConfig:
     """Stage 0: the diffusion prior itself, trained here (``mini`` only; in ``paper`` SD 2.1-base is the prior).
 
-    A small ``AutoencoderKL`` and ``UNet2DConditionModel`` (the classes SD uses) are trained from scratch on the
-    clean training photos and saved in the diffusers layout (``vae/``, ``unet/``, ``scheduler/``) in ``out_dir``,
-    which ``model.sd_source`` then points at: stage I loads it exactly as it loads SD 2.1-base.
+    A small autoencoder (``PatchAutoencoder``, or SD's ``AutoencoderKL`` class with ``vae_kind="kl"``) and a
+    ``UNet2DConditionModel`` (SD's class) are trained from scratch on the clean training photos and saved in the
+    diffusers layout (``vae/``, ``unet/``, ``scheduler/``) in ``out_dir``, which ``model.sd_source`` then points
+    at: stage I loads it exactly as it loads SD 2.1-base.
     """
 
     enabled: bool = False  # paper/smoke: no stage 0
     out_dir: str = ""  # "" -> <run_dir>/prior; the prior itself is <out_dir>/diffusers (model.sd_source "")
     crop_size: int = 64  # training crops of the clean photos (pixels)
     augment: bool = True  # random flips and 90-degree rotations of the crops
-    # VAE (paper §3.1: the latent space of the prior); factor = 2**(len(vae_channels) - 1)
+    # The autoencoder (paper §3.1: the latent space of the prior); factor = 2**(len(vae_channels) - 1).
+    # "patch": PatchAutoencoder, PCA of f x f patches fitted in closed form + zero-initialised conv refinements
+    # (held-out native crops: 32.5 dB before training, ~33.5 dB after 300 steps); "kl": an AutoencoderKL trained
+    # from scratch (~20 dB after 2000 steps at (32, 64, 64); docs/design.md §10)
+    vae_kind: str = "patch"
     latent_channels: int = 8  # 4 channels at factor 4 lose ~3.5 dB to JPEG QF 10 on 64-px crops; 8 do not
-    vae_channels: tuple[int, ...] = (32, 64, 64)
-    vae_layers_per_block: int = 1
-    vae_steps: int = 2000  # held-out reconstruction here: ~16.5 dB after 250 steps, ~19.5 dB after 1000
-    vae_batch_size: int = 4
+    vae_channels: tuple[int, ...] = (16, 32, 64)  # per level: the refinement branches ("patch") or the blocks ("kl")
+    vae_layers_per_block: int = 1  # "kl" only
+    vae_steps: int = 300
+    vae_batch_size: int = 8
     vae_lr: float = 1e-3
-    vae_kl_weight: float = 1e-6
+    vae_kl_weight: float = 1e-6  # "kl" only (the patch code is deterministic)
     # UNet (Eq. 1-2); the noise schedule is SD's (scaled_linear 0.00085 -> 0.012, 1000 steps)
     prediction_type: str = "v_prediction"  # "epsilon" (SD 2.1-base), "v_prediction" or "sample"
     unet_channels: tuple[int, ...] = (32, 64, 64)

@@ -23,9 +23,10 @@ from moediffir.pipelines.sampling import initial_noise, make_scheduler, sample_l
 
 def load_prior(folder: str | Path, device: torch.device | str = "cpu"):
     """``(unet, vae, scheduler)`` of a diffusers-layout prior folder, frozen, in eval mode."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from diffusers import DDPMScheduler, UNet2DConditionModel
 
     from moediffir.errors import MissingInputsError
+    from moediffir.models.loading import autoencoder_class_in
     from moediffir.utils.memory import own_aligned_storage
 
     folder = Path(folder)
@@ -34,7 +35,7 @@ def load_prior(folder: str | Path, device: torch.device | str = "cpu"):
             f"{folder}: no prior here (unet/config.json missing); run moediffir train prior", [folder / "unet"]
         )
     unet = own_aligned_storage(UNet2DConditionModel.from_pretrained(folder / "unet"))
-    vae = own_aligned_storage(AutoencoderKL.from_pretrained(folder / "vae"))
+    vae = own_aligned_storage(autoencoder_class_in(folder).from_pretrained(folder / "vae"))
     unet = unet.to(device).requires_grad_(False).eval()
     vae = vae.to(device).requires_grad_(False).eval()
     return unet, vae, DDPMScheduler.from_pretrained(folder / "scheduler")
@@ -60,6 +61,22 @@ def colour_shift(out: np.ndarray, ref: np.ndarray) -> float:
     return float(np.abs(diff).max())
 
 
+def blockiness(img: np.ndarray, period: int) -> float:
+    """Mean absolute step between neighbouring pixels across the borders of a ``period``-pixel grid, over the
+    mean step inside its cells (rows and columns, ``(H, W, 3)`` or ``(H, W)`` image): 1 for an image without
+    grid structure, above 1 when ``period x period`` blocks show (a patch decoder's 4x4 edges, JPEG's 8x8)."""
+    x = img.astype(np.float64)
+    steps = []
+    for axis in (0, 1):
+        d = np.abs(np.diff(x, axis=axis))  # step between index i and i + 1 along axis
+        idx = np.arange(d.shape[axis])
+        border = (idx + 1) % period == 0
+        steps.append((np.take(d, idx[border], axis=axis).mean(), np.take(d, idx[~border], axis=axis).mean()))
+    across = np.mean([a for a, _ in steps])
+    inside = np.mean([b for _, b in steps])
+    return float(across / max(inside, 1e-12))
+
+
 def vae_ceiling(vae, images: dict[str, np.ndarray]) -> pd.DataFrame:
     """Per image: PSNR/SSIM (RGB, 0-255) of the VAE's reconstruction against the image itself, and its
     :func:`colour_shift`."""
@@ -75,9 +92,10 @@ def vae_ceiling(vae, images: dict[str, np.ndarray]) -> pd.DataFrame:
 
 
 @torch.no_grad()
-def sample_prior(unet, vae, scheduler, n: int = 4, size: tuple[int, int] = (64, 64), steps: int = 50,
-                 sampler: str = "ddim", seed: int = 0) -> torch.Tensor:
-    """``n`` unconditional samples ``(n, 3, H, W)`` in [0, 1] of the prior (zero context, as it was trained)."""
+def sample_prior_latents(unet, vae, scheduler, n: int = 4, size: tuple[int, int] = (64, 64), steps: int = 50,
+                         sampler: str = "ddim", seed: int = 0) -> torch.Tensor:
+    """``n`` unconditional samples of the prior (zero context, as it was trained) as the latents the VAE decoder
+    takes, ``(n, C_lat, H/f, W/f)`` (unscaled)."""
     f = _factor(vae)
     sch = make_scheduler(sampler, scheduler.config)
     sch.set_timesteps(steps, device=unet.device)
@@ -90,5 +108,31 @@ def sample_prior(unet, vae, scheduler, n: int = 4, size: tuple[int, int] = (64, 
 
     z0 = sample_loop(eps_fn, sch, latents, generator=torch.Generator().manual_seed(seed + 1))
     shift = getattr(vae.config, "shift_factor", None) or 0.0
-    img = vae.decode(z0 / vae.config.scaling_factor + shift).sample  # (n, 3, H, W)
+    return z0 / vae.config.scaling_factor + shift
+
+
+@torch.no_grad()
+def sample_prior(unet, vae, scheduler, n: int = 4, size: tuple[int, int] = (64, 64), steps: int = 50,
+                 sampler: str = "ddim", seed: int = 0) -> torch.Tensor:
+    """``n`` unconditional samples ``(n, 3, H, W)`` in [0, 1] of the prior (zero context, as it was trained)."""
+    z = sample_prior_latents(unet, vae, scheduler, n, size, steps, sampler, seed)
+    img = vae.decode(z).sample  # (n, 3, H, W)
     return ((img + 1.0) / 2.0).clamp(0, 1).cpu()
+
+
+@torch.no_grad()
+def decoded_blockiness(vae, latents: torch.Tensor) -> pd.DataFrame:
+    """Per latent ``(C_lat, h, w)`` of ``latents``: :func:`blockiness` at the VAE's factor of its decoding, and,
+    for a ``PatchAutoencoder``, of its linear decoding alone (what the trained refinement removes)."""
+    from moediffir.models.patch_autoencoder import PatchAutoencoder
+
+    f = _factor(vae)
+    decoders = {"decoder": lambda z: vae.decode(z).sample}
+    if isinstance(vae, PatchAutoencoder):
+        decoders["linear_decoder"] = vae.pca_decode
+    rows = [{"sample": i} for i in range(latents.shape[0])]
+    for name, decode in decoders.items():
+        img = ((decode(latents) + 1.0) * 127.5).round().clamp(0, 255).permute(0, 2, 3, 1).cpu().numpy()
+        for row, im in zip(rows, img):
+            row[f"{name}_blockiness"] = blockiness(im, f)
+    return pd.DataFrame(rows)

@@ -21,6 +21,10 @@ docs/design.md §4:
   ``up_blocks[n-1-i]``, resolution ``H / 2**i``, ``block_out_channels[i]`` channels on both sides), derived
   from the VAE config, not typed in: the two levels just above the latent resolution, i.e. (1, 2) for SD's
   4-level VAE = 256 ch at H/2 and 512 ch at H/4, exactly where StableSR/the released code fuse.
+- The ``mini`` prior's :class:`~moediffir.models.patch_autoencoder.PatchAutoencoder` declares the same levels
+  (its refinement branches run at ``H / 2**i`` with ``block_out_channels[i]`` channels): the fusion reads its
+  encoder branch's features and rewrites its decoder branch's through
+  :meth:`~moediffir.models.patch_autoencoder.PatchAutoencoder.decode_with` (``vae_class`` in the config).
 - ``sft``: the last conv of ``scale`` and of ``shift`` is zero-initialised, so at initialisation the output
   equals the plain decoder for any ``w``. In both forms ``w == 0`` skips fusion (and the LQ encoding), so it
   always equals ``vae.decode`` exactly.
@@ -40,6 +44,8 @@ from diffusers import AutoencoderKL
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
+
+from moediffir.models.patch_autoencoder import PatchAutoencoder, autoencoder_class
 
 
 class FusionResBlock(nn.Module):
@@ -155,7 +161,8 @@ def _weight_tensor(w: float | torch.Tensor, like: torch.Tensor) -> float | torch
 
 
 class DecoderCompensator(ModelMixin, ConfigMixin):
-    """A frozen copy of an ``AutoencoderKL`` (``vae``) plus trainable CFW fusion blocks (``fusion``).
+    """A frozen copy of an autoencoder (``vae``: an ``AutoencoderKL``, or the ``mini`` prior's
+    ``PatchAutoencoder``, named by ``vae_class``) plus trainable CFW fusion blocks (``fusion``).
 
     Build it from the pipeline's VAE with :meth:`from_vae`; ``save_pretrained``/``from_pretrained`` keep the
     VAE architecture in the config (``vae_config``) and all weights in the file.
@@ -165,7 +172,11 @@ class DecoderCompensator(ModelMixin, ConfigMixin):
 
     @register_to_config
     def __init__(
-        self, vae_config: dict[str, Any], fusion_levels: tuple[int, ...] | None = None, fusion_block: str = "sft"
+        self,
+        vae_config: dict[str, Any],
+        fusion_levels: tuple[int, ...] | None = None,
+        fusion_block: str = "sft",
+        vae_class: str = "AutoencoderKL",
     ) -> None:
         super().__init__()
         if fusion_block not in FUSION_BLOCKS:
@@ -174,7 +185,7 @@ class DecoderCompensator(ModelMixin, ConfigMixin):
                 "(stage2.fusion_block)"
             )
         vae_kwargs = {k: v for k, v in dict(vae_config).items() if not k.startswith("_")}
-        self.vae = AutoencoderKL.from_config(vae_kwargs)
+        self.vae = autoencoder_class(vae_class).from_config(vae_kwargs)
         channels = list(self.vae.config.block_out_channels)
         n = len(channels)
         levels = tuple(sorted(set(default_fusion_levels(n) if fusion_levels is None else fusion_levels)))
@@ -198,7 +209,8 @@ class DecoderCompensator(ModelMixin, ConfigMixin):
         cls, vae: AutoencoderKL, fusion_levels: tuple[int, ...] | None = None, fusion_block: str = "sft"
     ) -> DecoderCompensator:
         """Compensator around a copy of ``vae`` (channels and levels from ``vae.config``), fresh fusion blocks."""
-        model = cls(vae_config=dict(vae.config), fusion_levels=fusion_levels, fusion_block=fusion_block)
+        model = cls(vae_config=dict(vae.config), fusion_levels=fusion_levels, fusion_block=fusion_block,
+                    vae_class=type(vae).__name__)
         model.vae.load_state_dict(vae.state_dict())
         model.to(vae.device)
         if vae.dtype != model.dtype:
@@ -238,6 +250,9 @@ class DecoderCompensator(ModelMixin, ConfigMixin):
         """VAE-encoder feature maps of the LQ image ``(B, 3, H, W)`` in [-1, 1] at :attr:`fusion_levels`
         (in that order; level ``i`` is ``(B, block_out_channels[i], H / 2**i, W / 2**i)``)."""
         self._check_pixels(lq_image, "encode_features")
+        if isinstance(self.vae, PatchAutoencoder):
+            feats_all = self.vae.encoder_features(lq_image.to(self.vae.dtype))  # level i: (B, Ci, H/2^i, W/2^i)
+            return tuple(feats_all[lv] for lv in self.fusion_levels)
         enc = self.vae.encoder
         h = enc.conv_in(lq_image.to(self.vae.dtype))  # (B, C0, H, W)
         feats: dict[int, torch.Tensor] = {}
@@ -295,6 +310,13 @@ class DecoderCompensator(ModelMixin, ConfigMixin):
 
         vae = self.vae
         z = latents.to(vae.dtype)
+        if isinstance(vae, PatchAutoencoder):
+            def fuse(level: int, h: torch.Tensor) -> torch.Tensor:
+                if level not in feats_by_level:
+                    return h
+                return self._run(self.fusion[str(level)], feats_by_level[level].to(h.dtype), h, w)
+
+            return vae.decode_with(z, fuse)  # (B, 3, H, W)
         if vae.post_quant_conv is not None:
             z = vae.post_quant_conv(z)  # (B, 4, h, w)
         dec = vae.decoder

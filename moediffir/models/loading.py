@@ -30,6 +30,7 @@ required then. The checks live in :mod:`moediffir.models.weight_checks`, the fil
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from moediffir.models.checkpoint_files import (
@@ -85,7 +86,8 @@ def load_sd_components(cfg, torch_dtype: torch.dtype | None = None, allow_downlo
         unet = UNet2DConditionModel.from_pretrained(
             source.location, subfolder="unet", **kwargs, **torch_dtype_kwargs(torch_dtype)
         )
-        vae = AutoencoderKL.from_pretrained(
+        vae_class = autoencoder_class_in(source.location) if source.kind == "local_dir" else AutoencoderKL
+        vae = vae_class.from_pretrained(
             source.location, subfolder="vae", **kwargs, **torch_dtype_kwargs(torch_dtype)
         )
         scheduler = DDPMScheduler.from_pretrained(source.location, subfolder="scheduler", **kwargs)
@@ -98,6 +100,16 @@ def load_sd_components(cfg, torch_dtype: torch.dtype | None = None, allow_downlo
 
 
 load_sd_backbone = load_sd_components  # the name moediffir.models.backbone calls
+
+
+def autoencoder_class_in(folder: str | Path, subfolder: str = "vae") -> type:
+    """The class of the autoencoder saved in ``folder/subfolder`` (``_class_name`` of its ``config.json``):
+    ``AutoencoderKL`` for SD's VAE, ``PatchAutoencoder`` for the ``mini`` prior's (AutoencoderKL when unnamed)."""
+    from moediffir.models.patch_autoencoder import autoencoder_class
+
+    config = Path(folder) / subfolder / "config.json"
+    name = json.loads(config.read_text()).get("_class_name", "AutoencoderKL") if config.is_file() else "AutoencoderKL"
+    return autoencoder_class(name)
 
 
 def load_sd_text_encoder(

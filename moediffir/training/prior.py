@@ -11,9 +11,12 @@ small prior on the clean training photos, in the classes SD uses, and saves it i
         summary.json                                      steps, wall time, reconstruction PSNR, scaling factor
         diffusers/{vae,unet,scheduler}                    the prior; ``model.sd_source`` "" points here
 
-Phase 1 trains an ``AutoencoderKL`` (``prior.latent_channels`` channels at factor ``2**(len(vae_channels)-1)``)
-with an L1 reconstruction loss plus a small KL term; its ``scaling_factor`` is then set to ``1 / std`` of the
-training latents, as SD's 0.18215 was. Phase 2 trains an unconditional ``UNet2DConditionModel`` on the scaled
+Phase 1 makes the autoencoder (``prior.latent_channels`` channels at factor ``2**(len(vae_channels)-1)``). With
+``prior.vae_kind="patch"`` (the default) it is a :class:`~moediffir.models.patch_autoencoder.PatchAutoencoder`:
+the PCA of every ``f x f`` patch of the training photos, fitted in closed form, then its zero-initialised
+refinements trained with an L1 reconstruction loss; with ``"kl"`` an ``AutoencoderKL`` trained from scratch with
+L1 plus a small KL term (docs/design.md §10 compares them). Its ``scaling_factor`` is then set to ``1 / std`` of
+the training latents, as SD's 0.18215 was. Phase 2 trains an unconditional ``UNet2DConditionModel`` on the scaled
 latents of the same photos with Eq. 2 under SD's noise schedule and the ``prior.prediction_type`` target, with
 the all-zero context that :class:`~moediffir.models.denoiser.MoEDiffIRDenoiser` uses without V2T. Stage I then
 loads the folder exactly as it loads SD 2.1-base: frozen VAE and UNet, only the MoE-DiffIR parts train.
@@ -36,6 +39,8 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from torch.utils.data import DataLoader, Dataset
 
+from moediffir.models.loading import autoencoder_class_in
+from moediffir.models.patch_autoencoder import PatchAutoencoder
 from moediffir.training.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -64,9 +69,12 @@ _MAY_CHANGE = {"vae_steps", "unet_steps", "checkpoint_every", "log_every", "keep
 
 # --------------------------------------------------------------------------------------------- configs
 def prior_vae_config(cfg) -> dict[str, Any]:
-    """``AutoencoderKL`` config of stage 0 (diffusers keys)."""
+    """Config of the stage-0 autoencoder (diffusers keys of ``PatchAutoencoder`` or ``AutoencoderKL``)."""
     p = cfg.prior
     n = len(p.vae_channels)
+    if p.vae_kind == "patch":
+        return {"latent_channels": p.latent_channels, "block_out_channels": list(p.vae_channels),
+                "norm_num_groups": 8, "scaling_factor": 1.0}
     return {
         "in_channels": 3, "out_channels": 3, "latent_channels": p.latent_channels,
         "block_out_channels": list(p.vae_channels), "layers_per_block": p.vae_layers_per_block,
@@ -138,10 +146,13 @@ def training_photos(cfg) -> list[np.ndarray]:
 
 
 # ----------------------------------------------------------------------------------------------- losses
-def vae_loss(vae: AutoencoderKL, x01: torch.Tensor, kl_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
+def vae_loss(vae, x01: torch.Tensor, kl_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
     """L1 reconstruction of a posterior sample plus ``kl_weight`` x KL to N(0, I) (the LDM autoencoder loss
-    without its perceptual and GAN terms)."""
+    without its perceptual and GAN terms); L1 alone for the deterministic ``PatchAutoencoder``."""
     x = x01 * 2.0 - 1.0  # (B, 3, H, W) in [-1, 1]
+    if isinstance(vae, PatchAutoencoder):
+        l1 = (vae(x) - x).abs().mean()
+        return l1, {"l1": float(l1.detach())}
     dist = vae.encode(x).latent_dist
     rec = vae.decode(dist.sample()).sample  # (B, 3, H, W)
     l1 = (rec - x).abs().mean()
@@ -252,10 +263,30 @@ def _run_phase(cfg, phase: str, model: torch.nn.Module, loss_fn, steps: int, bat
     return {"steps": step, "wall_s": round(wall0 + time.perf_counter() - t0, 2), "last_log": last}
 
 
-def _train_vae(cfg, photos, out: Path, device, resume: bool, progress: bool) -> tuple[AutoencoderKL, dict]:
+@torch.no_grad()
+def fit_patch_pca(vae: PatchAutoencoder, images: list[np.ndarray]) -> int:
+    """Fit ``vae``'s linear core to every non-overlapping patch of the whole photos; returns the patch count."""
+    f = vae.factor
+    patches = []
+    for im in images:
+        h, w = im.shape[0] // f * f, im.shape[1] // f * f
+        x = to_tensor01(np.ascontiguousarray(im[:h, :w]))[None] * 2.0 - 1.0  # (1, 3, h, w) in [-1, 1]
+        patches.append(vae.image_patches(x))  # (h w / f², 3 f²)
+    patches = torch.cat(patches)
+    vae.fit_pca(patches)
+    return int(patches.shape[0])
+
+
+def _train_vae(cfg, photos, out: Path, device, resume: bool, progress: bool) -> tuple[Any, dict]:
     p = cfg.prior
     torch.manual_seed(cfg.seed)
-    vae = AutoencoderKL.from_config(prior_vae_config(cfg)).to(device)
+    pca = {}
+    if p.vae_kind == "patch":
+        vae = PatchAutoencoder.from_config(prior_vae_config(cfg))
+        pca = {"pca_patches": fit_patch_pca(vae, photos)}
+        vae = vae.to(device)
+    else:
+        vae = AutoencoderKL.from_config(prior_vae_config(cfg)).to(device)
     info = _run_phase(cfg, "vae", vae, lambda m, x: vae_loss(m, x, p.vae_kl_weight), p.vae_steps,
                       p.vae_batch_size, p.vae_lr, photos, out, resume, progress)
     std = latent_std(vae, photos, device)
@@ -263,8 +294,8 @@ def _train_vae(cfg, photos, out: Path, device, resume: bool, progress: bool) -> 
     vae.requires_grad_(False)
     with atomic_directory(out / "vae_trained") as tmp:
         vae.save_pretrained(tmp)
-        atomic_write_json(tmp / "phase.json", {**info, "latent_std": std})
-    return vae, {**info, "latent_std": std, "scaling_factor": float(vae.config.scaling_factor)}
+        atomic_write_json(tmp / "phase.json", {**info, **pca, "latent_std": std})
+    return vae, {**info, **pca, "latent_std": std, "scaling_factor": float(vae.config.scaling_factor)}
 
 
 def _clear_previous_run(out: Path, keep: str) -> None:
@@ -302,7 +333,7 @@ def train_prior(cfg, resume: bool = False, progress: bool = True, overwrite: boo
     out.mkdir(parents=True, exist_ok=True)
     vae_dir = out / "vae_trained"
     if resume and vae_dir.is_dir() and (vae_dir / "phase.json").is_file():
-        vae = AutoencoderKL.from_pretrained(vae_dir).to(device).requires_grad_(False)
+        vae = autoencoder_class_in(out, vae_dir.name).from_pretrained(vae_dir).to(device).requires_grad_(False)
         vae_info = json.loads((vae_dir / "phase.json").read_text())
         vae_info["scaling_factor"] = float(vae.config.scaling_factor)
     else:
