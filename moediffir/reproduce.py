@@ -5,7 +5,8 @@ executed, to ``results/<profile>/notebooks/``. A notebook whose source, paramete
 notebooks are unchanged since its last successful run is skipped. The first failure stops the run and names the
 notebook and the cell. A run manifest (git revision, package versions, seed, device, wall time per notebook) is
 written to ``results/<profile>/run_manifest.json``. Profiles that train their own prior (``prior.enabled``:
-``mini``) run notebook ``00_prior`` (stage 0) first; the others skip it.
+``mini``) run notebook ``00_prior`` (stage 0) first; the others skip it. One run per profile at a time: a run holds
+the lock of ``results/<profile>/notebooks/`` (:func:`~moediffir.utils.locks.folder_lock`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from moediffir.config import config_to_dict, resolve_config
 from moediffir.errors import MoEDiffIRError
 from moediffir.utils.digests import json_digest, read_record, tree_digest
 from moediffir.utils.io import atomic_write_json
+from moediffir.utils.locks import folder_lock
 
 PACKAGES = (
     "moediffir", "torch", "torchvision", "diffusers", "transformers", "accelerate", "compressai", "lpips",
@@ -163,6 +165,9 @@ def reproduce(
         notebooks: optional subset of notebook names (``"01_data_generation"``) to run.
         force: rerun even when nothing changed.
         device: ``cpu``/``cuda``; ``None`` keeps the profile's ``device``.
+
+    Raises :class:`~moediffir.utils.locks.FolderLockedError` (nothing run) while another reproduce of the same
+    profile runs; the message names it.
     """
     root = Path(root).resolve()
     overrides = dict(overrides or {})
@@ -177,6 +182,15 @@ def reproduce(
             raise ReproduceError(f"unknown notebook(s) {sorted(unknown)}; have {[p.stem for p in selected]}")
         selected = [p for p in selected if p.stem in wanted]
     out_dir = root / cfg.results_dir / profile / "notebooks"
+    with folder_lock(out_dir, what="notebooks folder"):  # one reproduce per profile; the notebooks lock their own
+        return _run_notebooks(root, cfg, selected, out_dir, overrides, force, executor, log)
+
+
+def _run_notebooks(root: Path, cfg, selected: list[Path], out_dir: Path, overrides: dict[str, Any], force: bool,
+                   executor: Callable[[Path, Path, dict[str, Any], Path], None] | None,
+                   log: Callable[[str], None]) -> ReproduceReport:
+    """Run ``selected`` in order into ``out_dir`` (inside its lock); skip unchanged ones; stop at the first failure."""
+    profile = cfg.profile
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path = out_dir / "reproduce_state.json"
     state: dict[str, Any] = read_record(state_path) or {}

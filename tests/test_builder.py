@@ -299,3 +299,105 @@ def test_building_one_split_keeps_the_other_in_the_manifest(tmp_path, repo_root)
     df = read_manifest(cfg.benchmark_dir)
     assert rep.n_built == 3 * 3 and len(df) == 2 * 3 + 3 * 3
     assert set(df.split) == {"train", "test"} and verify_manifest(cfg.benchmark_dir, strict=True) == []
+
+
+# a `moediffir data build` that, once it holds the folder's lock, waits for the test's go before it builds
+_HELD_BUILD = """
+import sys
+import time
+from pathlib import Path
+
+import moediffir.data.builder as builder
+from moediffir.cli import main
+
+go, run_units = Path(sys.argv[1]), builder._run_units
+
+
+def after_go(*args, **kwargs):
+    while not go.exists():
+        time.sleep(0.02)
+    return run_units(*args, **kwargs)
+
+
+builder._run_units = after_go
+sys.exit(main(sys.argv[2:]))
+"""
+_SMALL_BUILD = ["data", "build", "--profile", "smoke", "--out", "bench", "--split", "train", "--workers", "1",
+                "--no-progress", "--set", "data.codecs=[\"jpeg\"]", "--set", "data.max_train_images=2",
+                "--set", "data.unseen=false"]
+
+
+def _cli_env() -> dict[str, str]:
+    return dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+
+
+def _one_line_refusal(proc: subprocess.CompletedProcess, holder_pid: int) -> str:
+    import socket
+
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("moediffir:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert f"benchmark folder in use by another run (PID {holder_pid} on {socket.gethostname()}, since " in errors[0]
+    return errors[0]
+
+
+def _build_outputs(root: Path) -> dict[str, object]:
+    """Every file of a build, as bytes; the JSON files that hold timings without their timings."""
+    timings = {"codec_s", "wall_s", "worker_s", "items_per_s", "outside_codec_share"}
+    out: dict[str, object] = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            rel = p.relative_to(root).as_posix()
+            if p.suffix == ".json" and rel != "config.json":
+                out[rel] = {k: v for k, v in json.loads(p.read_text()).items() if k not in timings}
+            else:
+                out[rel] = p.read_bytes()
+    return out
+
+
+def test_a_build_into_a_locked_folder_is_refused_at_once(tmp_path, repo_root):
+    from moediffir.utils.locks import folder_lock
+
+    argv = [*_SMALL_BUILD, "--set", f"data.datasets_dir={repo_root / 'data' / 'smoke'}"]
+    with folder_lock(tmp_path / "bench"):  # as a first build holds it
+        proc = subprocess.run([sys.executable, "-m", "moediffir.cli", *argv], cwd=tmp_path, env=_cli_env(),
+                              capture_output=True, text=True, timeout=600, check=False)
+        assert [p.name for p in (tmp_path / "bench").iterdir()] == [".moediffir.lock"]  # nothing written
+    _one_line_refusal(proc, os.getpid())
+
+
+def test_two_builds_started_together_give_one_build_and_one_refusal(tmp_path, repo_root, monkeypatch):
+    from moediffir.utils.locks import read_holder
+
+    argv = [*_SMALL_BUILD, "--set", f"data.datasets_dir={repo_root / 'data' / 'smoke'}"]
+    race = tmp_path / "race"
+    race.mkdir()
+    script, go = tmp_path / "held_build.py", tmp_path / "go"
+    script.write_text(_HELD_BUILD)
+    first = subprocess.Popen([sys.executable, str(script), str(go), *argv], cwd=race, env=_cli_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while read_holder(race / "bench") is None:  # the first build has taken the folder's lock
+            if first.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("the first build never took the lock: " + first.communicate()[1][-3000:])
+            time.sleep(0.05)
+        second = subprocess.run([sys.executable, "-m", "moediffir.cli", *argv], cwd=race, env=_cli_env(),
+                                capture_output=True, text=True, timeout=600, check=False)
+        go.touch()
+        out, err = first.communicate(timeout=600)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    _one_line_refusal(second, first.pid)
+    assert first.returncode == 0, out[-2000:] + err[-2000:]
+    assert "6 built" in out
+
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    monkeypatch.chdir(lone)  # the same relative --out, so that config.json is the same too
+    cfg = resolve_config("smoke", {"data.datasets_dir": str(repo_root / "data" / "smoke"), "data.out_dir": "bench",
+                                   "data.codecs": ["jpeg"], "data.max_train_images": 2, "data.unseen": False,
+                                   "data.workers": 1})
+    build_benchmark(cfg, splits=("train",), progress=False)
+    assert _build_outputs(race / "bench") == _build_outputs(lone / "bench")  # the lock file is gone as well

@@ -65,3 +65,67 @@ def test_a_failed_start_deletes_nothing_and_overwrite_replaces_only_after_the_bu
     stage1.train_stage1(cfg, overwrite=True, progress=False)
     steps = sorted(p.name for p in (folder / "checkpoints").iterdir())
     assert steps == ["step_000001"]  # the earlier run's step_000010..30 were replaced by this run's
+
+
+def test_a_second_stage1_run_into_the_same_folder_is_refused_at_once(bench, tmp_path):
+    """The stage folder's lock is held here (as a first run holds it); ``moediffir train stage1`` into the same
+    runs folder stops before any work with one line naming this process."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from moediffir.utils.locks import folder_lock
+
+    runs = tmp_path / "runs"
+    folder = runs / "smoke" / "stage1"
+    argv = [sys.executable, "-m", "moediffir.cli", "train", "stage1", "--profile", "smoke", "--device", "cpu",
+            "--no-progress", "--set", f"data.out_dir={bench}", "--set", f"runs_dir={runs}"]
+    env = dict(os.environ, HF_HOME=str(tmp_path / "hf"), OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    with folder_lock(folder):
+        proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
+        assert [p.name for p in folder.iterdir()] == [".moediffir.lock"]  # nothing was written
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("moediffir:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert f"{folder}: stage folder in use by another run (PID {os.getpid()} on {socket.gethostname()}" in errors[0]
+    assert not (runs / "smoke" / "model").exists()
+
+
+def test_a_run_holds_its_stage_folder_lock_and_leaves_nothing_when_it_stops(bench, tmp_path, monkeypatch):
+    import os
+
+    from moediffir.training import stage1
+    from moediffir.utils.locks import read_holder
+
+    cfg = resolve_config("smoke", {"data.out_dir": str(bench), "runs_dir": str(tmp_path / "runs"), "device": "cpu"})
+    folder = cfg.run_dir / "stage1"
+    seen = []
+
+    def pairs_then_stop(cfg):  # the first step of a run: the lock is already held
+        seen.append(read_holder(folder))
+        raise RuntimeError("stopped")
+
+    monkeypatch.setattr(stage1, "training_pairs", pairs_then_stop)
+    with pytest.raises(RuntimeError, match="stopped"):
+        stage1.train_stage1(cfg, progress=False)
+    assert seen[0] is not None and seen[0].pid == os.getpid()
+    assert not (tmp_path / "runs").exists()  # released, and the folders it made for the lock are gone
+
+
+def test_a_fresh_start_clears_the_stage_folder_but_keeps_its_lock(tmp_path):
+    from moediffir.training.runtime import stage_lock, start_stage_dir
+    from moediffir.utils.locks import read_holder
+
+    class OneProcess:  # what start_stage_dir uses of an Accelerator
+        is_main_process = True
+
+        def wait_for_everyone(self) -> None: ...
+
+    folder = tmp_path / "stage1"
+    _fake_run(folder)
+    (folder / "log.jsonl").write_text("{}\n")
+    with stage_lock(folder) as lock:
+        start_stage_dir(OneProcess(), resolve_config("smoke"), folder, resuming=False)
+        assert sorted(p.name for p in folder.iterdir()) == [".moediffir.lock", "config.json"]
+        assert read_holder(folder) is not None and lock.exists()

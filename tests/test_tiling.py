@@ -126,3 +126,48 @@ def test_pad_to_multiple_repeats_edges_and_crops_back():
     assert torch.equal(padded[..., :5, 7], x[..., :, 6])
     same, _ = pad_to_multiple(x[..., :4, :4], 4)
     assert same.shape == (2, 3, 4, 4)
+
+
+def _identity_map(x: torch.Tensor, tile_batch: int, progress: bool) -> torch.Tensor:
+    return tiled_map(lambda c, k, i: c[0] * 2.0, [(x, 1)], tuple(x.shape[-2:]), 1, tile=4, overlap=1,
+                     tile_batch=tile_batch, progress=progress, desc="decode")
+
+
+def test_tiled_map_shows_a_bar_over_the_tiles_when_asked_and_there_are_several_calls(capsys):
+    x = torch.rand(1, 3, 10, 13, generator=torch.Generator().manual_seed(2))
+    n = len(tile_grid(10, 13, 4, 1))
+    quiet = _identity_map(x, tile_batch=2, progress=False)
+    assert capsys.readouterr().err == ""
+    shown = _identity_map(x, tile_batch=2, progress=True)
+    err = capsys.readouterr().err
+    assert "decode" in err and f"/{n} " in err and "tile" in err  # e.g. "decode:   0%|    | 0/12 [00:00<?, ?tile/s]"
+    assert torch.equal(shown, quiet)  # the bar changes nothing
+    _identity_map(x, tile_batch=n, progress=True)  # one call: nothing to follow
+    assert capsys.readouterr().err == ""
+
+
+@pytest.fixture(scope="module")
+def smoke_pipe(tmp_path_factory):
+    from moediffir.config import resolve_config
+    from moediffir.pipelines.model_folder import build_fresh_model_folder
+    from moediffir.pipelines.moediffir_pipeline import load_pipeline
+
+    return load_pipeline(build_fresh_model_folder(tmp_path_factory.mktemp("tiles") / "model",
+                                                  resolve_config("smoke")), device="cpu")
+
+
+def test_a_tiled_restore_shows_its_tiles_unless_the_pipeline_progress_is_off(smoke_pipe, capsys):
+    image = torch.rand(1, 3, 100, 150, generator=torch.Generator().manual_seed(3))  # smoke tiles: 64 px
+
+    def restore() -> torch.Tensor:
+        return smoke_pipe(image, num_inference_steps=2, generator=torch.Generator().manual_seed(0),
+                          output_type="pt", batch_size=2).images
+
+    smoke_pipe.set_progress_bar_config(disable=True)
+    quiet = restore()
+    assert capsys.readouterr().err == ""
+    smoke_pipe.set_progress_bar_config(disable=False)
+    shown = restore()
+    err = capsys.readouterr().err
+    assert all(bar in err for bar in ("encode:", "denoise t=", "decode:")), err  # one bar per tiled pass
+    assert torch.equal(shown, quiet)

@@ -19,6 +19,9 @@ the records at the end, so a manifest on disk always describes a finished build.
 Work is split into units of one image x one codec (all its levels; :mod:`moediffir.data.plan`), sent to a process
 pool whose workers build their codecs once in an initializer (:mod:`moediffir.data.work`); the time spent inside
 codec calls is measured in the workers. A sharded build writes its part instead (:mod:`moediffir.data.shards`).
+
+One build per folder: a build holds the folder's lock (:func:`~moediffir.utils.locks.folder_lock`; a shard holds
+the lock of its shard, so the shards of one build run side by side) and a second build into it stops at once.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from moediffir.data.tasks import CODEC_DISPLAY
 from moediffir.data.work import WorkerState, init_worker, run_unit
 from moediffir.shards import Shard
 from moediffir.utils.io import atomic_write_json
+from moediffir.utils.locks import folder_lock
 
 
 @dataclass
@@ -163,7 +167,16 @@ def build_benchmark(
         BuildError: no task selected, or every selected codec is unavailable, or a codec is unavailable
             while ``data.allow_missing_codecs`` is false.
         moediffir.data.sources.DatasetMissingError: a configured dataset folder is missing.
+        moediffir.utils.locks.FolderLockedError: another build writes the same benchmark folder (or the same
+            shard of it); the message names it, and nothing was changed.
     """
+    with folder_lock(cfg.benchmark_dir, name=shard.name if shard is not None else "", what="benchmark folder"):
+        return _build_locked(cfg, workers, splits, progress, shard)
+
+
+def _build_locked(cfg: Config, workers: int | None, splits: Iterable[str], progress: bool,
+                  shard: Shard | None) -> BuildReport:
+    """The build of :func:`build_benchmark`, inside the lock of its benchmark folder (or of its shard)."""
     t_start = time.perf_counter()
     plan = plan_benchmark(cfg, splits)
     if shard is not None:

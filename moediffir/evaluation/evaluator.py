@@ -15,7 +15,8 @@
 
 :func:`evaluate_model` is the reusable core for the ablation sweeps: one model folder, its restorations and
 scores in a folder of its own, the tidy results returned. :func:`evaluate_launched` is one process of
-``moediffir evaluate`` under ``accelerate launch`` (its rank's shard, then the merge).
+``moediffir evaluate`` under ``accelerate launch`` (its rank's shard, then the merge). One evaluation per results
+folder (or per shard of it) at a time: each holds the folder's lock (:func:`~moediffir.utils.locks.folder_lock`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from moediffir.evaluation.results import (
     write_evaluation,
 )
 from moediffir.shards import Shard
+from moediffir.utils.locks import folder_lock
 
 LQ_WEIGHTS = "n/a (the compressed input)"
 EXTERNAL_WEIGHTS = "external method (run by the user)"
@@ -168,9 +170,25 @@ def run_evaluation(
         write_report: draw the tables and figures at the end. include_lq: also score ``no restoration``.
         shard: evaluate only this shard's items and write its part (:mod:`moediffir.evaluation.shards`;
             ``moediffir evaluate --merge`` or ``moediffir report`` assembles the results).
+
+    Raises :class:`~moediffir.utils.locks.FolderLockedError` (nothing changed) when another evaluation writes the
+    same results folder (the same shard of it, for a shard); the message names it.
     """
     t0 = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else cfg.profile_results_dir
+    with folder_lock(out, name=shard.name if shard is not None else "", what="results folder"):
+        return _evaluate_locked(cfg, out, t0, model_dir, externals, use_model=use_model, sets=sets, tasks=tasks,
+                                device=device, log=log, on_batch=on_batch, write_report=write_report,
+                                include_lq=include_lq, shard=shard)
+
+
+def _evaluate_locked(
+    cfg: Config, out: Path, t0: float, model_dir: str | Path | None, externals: Mapping[str, str | Path] | None, *,
+    use_model: bool, sets: Sequence[str] | None, tasks: Sequence[str] | None, device: str | None,
+    log: Callable[[str], None] | None, on_batch: Callable[[int], None] | None, write_report: bool, include_lq: bool,
+    shard: Shard | None,
+) -> EvaluationResult:
+    """The evaluation of :func:`run_evaluation` into ``out``, inside the lock of that folder (or of its shard)."""
     merge_if_sharded(cfg)  # a benchmark built in shards gets its manifest first
     folder = require_model_dir(model_dir, cfg) if use_model else None
     request = {"sets": list(sets or cfg.eval.test_sets), "tasks": list(tasks or cfg.eval.tasks) or None,
@@ -247,6 +265,9 @@ def evaluate_launched(cfg: Config, shard: Shard, model_dir: str | Path | None, e
     run_evaluation(cfg, model_dir, externals, use_model=use_model, device=device or str(state.device), shard=shard)
     print(f"[evaluate] shard {shard} done", flush=True)
     state.wait_for_everyone()
-    res = shards.merge_evaluation(cfg, count=shard.count) if state.is_main_process else None
+    res = None
+    if state.is_main_process:
+        with folder_lock(cfg.profile_results_dir, what="results folder"):
+            res = shards.merge_evaluation(cfg, count=shard.count)
     state.wait_for_everyone()
     return res

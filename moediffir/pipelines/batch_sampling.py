@@ -78,7 +78,9 @@ def sample_batch(
     b = lq.shape[0]
 
     # 4. encode the LQ image -> z_lq
-    z_lq = vae_steps.encode(pipe.vae, lq_pad, f, tiled, tile, overlap, tile_blend, batch_size)  # (B, 4, gh, gw)
+    show_tiles = pipe.progress_enabled  # a bar over the tiles of each tiled pass (several calls only)
+    z_lq = vae_steps.encode(pipe.vae, lq_pad, f, tiled, tile, overlap, tile_blend, batch_size,
+                            progress=show_tiles)  # (B, 4, gh, gw)
 
     # 5. prompt conditions, once per image (tiled: once per tile batch); per step if they read t
     per_step = bool(pipe.prompt_module.config.timestep_input)
@@ -126,6 +128,7 @@ def sample_batch(
                 crops[0].to(dtype), t.reshape(1).expand(len(items)).to(device), conds[k]
             ),
             [(z_t, 1)], grid, 1, tile, overlap, tile_blend, batch_size,
+            progress=show_tiles, desc=f"denoise t={int(t)}",
         )
 
     step_cb = None

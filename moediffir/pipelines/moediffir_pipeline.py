@@ -218,6 +218,12 @@ class MoEDiffIRPipeline(DiffusionPipeline):
         m = self.pixel_multiple
         return max(math.ceil(int(x) / m) * m for x in size) > tile_size
 
+    @property
+    def progress_enabled(self) -> bool:
+        """Whether this pipeline shows progress bars (``set_progress_bar_config(disable=...)``): the bar over the
+        denoising steps and, on the tiled path, the bars over the tiles of each pass."""
+        return not getattr(self, "_progress_bar_config", {}).get("disable", False)
+
     @contextmanager
     def _eval_mode(self) -> Iterator[None]:
         """Inference: the denoiser and the compensator (with the VAE it holds) in eval mode, so no gate noise even
@@ -335,7 +341,7 @@ class MoEDiffIRPipeline(DiffusionPipeline):
             # 8. decode (compensator at w, or the plain VAE decoder)
             out = vae_steps.decode(self.vae, self.compensator, z0.to(device), lq_pad, a["fusion_weight"], f, tiled,
                                    a["tile_size"] // f, a["tile_overlap"] // f, a["tile_blend"],
-                                   a["batch_size"])  # (B, 3, H', W')
+                                   a["batch_size"], progress=self.progress_enabled)  # (B, 3, H', W')
         # 9. crop back, colour fix against the LQ input
         out = apply_color_fix(out[..., :h, :w], x, a["color_fix"])  # (B, 3, H, W)
         if output_type == "pt":

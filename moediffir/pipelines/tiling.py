@@ -12,7 +12,8 @@ VAE encoding of the LQ image, the noise prediction at each denoising step, and t
   i.e. ``sigma = 0.1 * tile``); ``linear`` ramps up over the overlap at each side and is 1 in the interior.
   Blended values are ``sum_t w_t x_t / sum_t w_t`` in float32; a single tile covering everything gets weight 1,
   so it reproduces the untiled computation exactly.
-- :func:`tiled_map`: run ``fn`` over (batches of) tiles of several aligned inputs and blend its outputs.
+- :func:`tiled_map`: run ``fn`` over (batches of) tiles of several aligned inputs and blend its outputs, with a
+  progress bar over the tiles (:func:`tile_progress`) when asked and the image needs more than one call.
 
 StableSR blends the noise predictions of overlapping latent tiles at every step (MultiDiffusion style) rather
 than stitching finished tiles; :class:`~moediffir.pipelines.moediffir_pipeline.MoEDiffIRPipeline` does the same.
@@ -110,6 +111,8 @@ def tiled_map(
     overlap: int,
     blend: str = "gaussian",
     tile_batch: int = 4,
+    progress: bool = False,
+    desc: str = "tiles",
 ) -> torch.Tensor:
     """Apply ``fn`` tile by tile and blend the results into one tensor.
 
@@ -121,9 +124,13 @@ def tiled_map(
         inputs: ``(tensor (B, C_i, gh * f_i, gw * f_i), f_i)`` pairs aligned to the grid.
         grid: ``(gh, gw)`` in cells. ``tile``/``overlap``: in cells.
         out_factor: pixels per cell of the output. ``tile_batch``: rows per ``fn`` call.
+        progress: show a progress bar over the tiles (``desc``: its label) when there is more than one call.
 
     Returns:
         ``(B, C_out, gh * out_factor, gw * out_factor)`` float32, on the device of the first input.
+
+    Memory: besides the inputs, one output-sized accumulator and one ``(H, W)`` weight sum (blended in place);
+    the crops of one call at a time.
     """
     if not inputs:
         raise ValueError("tiled_map: no inputs")
@@ -145,22 +152,33 @@ def tiled_map(
     for t in tiles:
         rows, cols = t.region(out_factor)
         wsum[rows, cols] += weight
-    for k, chunk in enumerate(tile_batches(grid, tile, overlap, batch, tile_batch)):
-        crops = []
-        for x, f in inputs:
-            crops.append(torch.cat([x[b : b + 1, :, t.region(f)[0], t.region(f)[1]] for b, t in chunk]))  # (N, C, th*f, tw*f)
-        out = fn(crops, k, chunk)
-        expected = (len(chunk), th * out_factor, tw * out_factor)
-        if out.shape[0] != expected[0] or tuple(out.shape[-2:]) != expected[1:]:
-            raise ValueError(f"tiled_map: fn returned {tuple(out.shape)}, expected (N, C, th, tw) = {expected}")
-        if acc is None:
-            acc = torch.zeros(batch, out.shape[1], gh * out_factor, gw * out_factor, device=device)  # (B, C, H, W)
-        out = out.to(device=device, dtype=torch.float32)
-        for n, (b, t) in enumerate(chunk):
-            rows, cols = t.region(out_factor)
-            acc[b, :, rows, cols] += out[n] * weight
+    calls = tile_batches(grid, tile, overlap, batch, tile_batch)
+    with tile_progress(progress and len(calls) > 1, sum(map(len, calls)), desc) as bar:
+        for k, chunk in enumerate(calls):
+            crops = [  # one (N, C_i, th*f_i, tw*f_i) batch per input
+                torch.cat([x[b : b + 1, :, t.region(f)[0], t.region(f)[1]] for b, t in chunk]) for x, f in inputs
+            ]
+            out = fn(crops, k, chunk)
+            expected = (len(chunk), th * out_factor, tw * out_factor)
+            if out.shape[0] != expected[0] or tuple(out.shape[-2:]) != expected[1:]:
+                raise ValueError(f"tiled_map: fn returned {tuple(out.shape)}, expected (N, C, th, tw) = {expected}")
+            if acc is None:
+                acc = torch.zeros(batch, out.shape[1], gh * out_factor, gw * out_factor, device=device)  # (B, C, H, W)
+            out = out.to(device=device, dtype=torch.float32)
+            for n, (b, t) in enumerate(chunk):
+                rows, cols = t.region(out_factor)
+                acc[b, :, rows, cols] += out[n] * weight
+            bar.update(len(chunk))
     assert acc is not None
-    return acc / wsum  # (B, C, H, W)
+    return acc.div_(wsum)  # (B, C, H, W), in place: no second image-sized tensor
+
+
+def tile_progress(enabled: bool, total: int, desc: str = "tiles"):
+    """A tqdm bar over ``total`` tiles on stderr that disappears when done (a disabled one, whose methods do
+    nothing, unless ``enabled``)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="tile", leave=False, disable=not enabled, dynamic_ncols=True)
 
 
 def num_tiles(height: int, width: int, tile: int, overlap: int) -> int:

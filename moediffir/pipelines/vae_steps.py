@@ -31,22 +31,25 @@ def latents_for_decoder(vae: Any, latents: torch.Tensor) -> torch.Tensor:
 
 
 def encode(
-    vae: Any, lq: torch.Tensor, f: int, tiled: bool, tile: int, overlap: int, blend: str, tile_batch: int
+    vae: Any, lq: torch.Tensor, f: int, tiled: bool, tile: int, overlap: int, blend: str, tile_batch: int,
+    progress: bool = False,
 ) -> torch.Tensor:
     """``z_lq`` ``(B, 4, h, w)`` of padded LQ images ``(B, 3, f*h, f*w)`` in [0, 1] (``f``: pixels per latent
-    cell; tile/overlap in latent cells)."""
+    cell; tile/overlap in latent cells; ``progress``: a bar over the tiles)."""
     if not tiled:
         return encode_lq(vae, lq)
     grid = (lq.shape[-2] // f, lq.shape[-1] // f)
-    return tiled_map(lambda crops, k, items: encode_lq(vae, crops[0]), [(lq, f)], grid, 1, tile, overlap, blend, tile_batch)
+    return tiled_map(lambda crops, k, items: encode_lq(vae, crops[0]), [(lq, f)], grid, 1, tile, overlap, blend,
+                     tile_batch, progress=progress, desc="encode")
 
 
 def decode(
     vae: Any, compensator: Any, z0: torch.Tensor, lq: torch.Tensor, fusion_weight: float | None, f: int,
-    tiled: bool, tile: int, overlap: int, blend: str, tile_batch: int,
+    tiled: bool, tile: int, overlap: int, blend: str, tile_batch: int, progress: bool = False,
 ) -> torch.Tensor:
     """Images ``(B, 3, H, W)`` in [0, 1] from latents ``z0`` ``(B, 4, h, w)``: the compensator at
-    ``fusion_weight`` (``lq`` in [0, 1] feeds it), or the plain VAE decoder when there is none or ``w`` is None."""
+    ``fusion_weight`` (``lq`` in [0, 1] feeds it), or the plain VAE decoder when there is none or ``w`` is None
+    (``progress``: a bar over the tiles)."""
     use_comp = compensator is not None and fusion_weight is not None
 
     def run(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -61,5 +64,5 @@ def decode(
         return run(z0, lq)
     return tiled_map(
         lambda crops, k, items: run(crops[0], crops[1]), [(z0, 1), (lq, f)], tuple(z0.shape[-2:]), f,
-        tile, overlap, blend, tile_batch,
-    ).clamp(0.0, 1.0)
+        tile, overlap, blend, tile_batch, progress=progress, desc="decode",
+    ).clamp_(0.0, 1.0)  # in place: the blend is a new tensor

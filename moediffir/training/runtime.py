@@ -9,7 +9,9 @@ Nothing here implements an equation; it keeps the two stages' plumbing identical
 - :func:`check_resume_config`: a checkpoint only resumes under the settings that produced it (steps, logging
   and checkpoint cadence may change);
 - :func:`check_fresh_start` / :func:`start_stage_dir`: a run without ``--resume`` never deletes an earlier run's
-  checkpoints unless asked to (``--overwrite``), and only once every input has been read and every network built.
+  checkpoints unless asked to (``--overwrite``), and only once every input has been read and every network built;
+- :func:`stage_lock`: one run per stage folder (:func:`~moediffir.utils.locks.folder_lock`); the ranks of one
+  ``accelerate launch`` share it, only the main process takes the lock.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ import torch
 from moediffir.config import config_to_dict, save_config
 from moediffir.errors import MoEDiffIRError
 from moediffir.training.checkpoint import load_checkpoint, read_checkpoint_info
+from moediffir.utils.locks import folder_lock, is_lock_file
 
 
 class TrainingConfigError(MoEDiffIRError, ValueError):
@@ -40,6 +44,13 @@ def stage_dir(cfg, stage: str) -> Path:
 def model_dir(cfg) -> Path:
     """The trained model folder (``save_model_folder`` / ``load_pipeline``): ``<run_dir>/model``."""
     return cfg.run_dir / "model"
+
+
+def stage_lock(folder: Path) -> AbstractContextManager[Path | None]:
+    """The lock of a stage folder for the whole run (:func:`~moediffir.utils.locks.folder_lock`): a second run
+    into it stops at once naming the first. Under ``accelerate launch`` only the main process (``RANK`` 0) takes
+    it; its other ranks share the folder (a second launch is stopped by its own main process)."""
+    return folder_lock(folder, what="stage folder", main_process_only=True)
 
 
 def is_distributed_launch() -> bool:
@@ -96,11 +107,12 @@ def check_fresh_start(folder: Path, resume: bool, overwrite: bool) -> None:
 def start_stage_dir(accelerator, cfg, folder: Path, resuming: bool, config_name: str = "config.json",
                     keep: Iterable[str] = ()) -> None:
     """Prepare the stage folder once everything is built: a fresh run first removes the earlier run's checkpoints
-    and logs (allowed by :func:`check_fresh_start`), then the config is saved; every process waits for it."""
+    and logs (allowed by :func:`check_fresh_start`; ``keep`` and the folder's lock stay), then the config is saved;
+    every process waits for it."""
     if accelerator.is_main_process and not resuming and folder.is_dir():
         keep = set(keep)
         for p in folder.iterdir():
-            if p.name in keep:
+            if p.name in keep or is_lock_file(p.name):
                 continue
             if p.is_dir():
                 shutil.rmtree(p)

@@ -53,6 +53,7 @@ from moediffir.training.runtime import (
     progress_bar,
     resume_from,
     stage_dir,
+    stage_lock,
     start_stage_dir,
 )
 from moediffir.training.usm import usm_sharpen
@@ -185,7 +186,6 @@ def _check_frozen(denoiser, vae) -> None:
         raise RuntimeError("stage I: the model has no trainable parameters")
 
 
-# long function: set-up, resume and the training loop of paper §4.1 read in one place (accelerate state)
 def train_stage1(cfg, resume: bool = False, progress: bool = True, overwrite: bool = False) -> Path:
     """Train stage I for ``cfg.stage1.max_steps`` optimiser steps; return the model folder ``<run_dir>/model``.
 
@@ -200,7 +200,15 @@ def train_stage1(cfg, resume: bool = False, progress: bool = True, overwrite: bo
     Raises:
         BenchmarkMissingError: no benchmark (the message names ``moediffir data build --profile ...``).
         TrainingConfigError: resuming with settings that differ from the checkpoint's.
+        FolderLockedError: another run is writing the stage folder (the message names it); nothing was changed.
     """
+    with stage_lock(stage_dir(cfg, STAGE)):  # one run per stage folder; the ranks of one launch share it
+        return _train_stage1(cfg, resume, progress, overwrite)
+
+
+# long function: set-up, resume and the training loop of paper §4.1 read in one place (accelerate state)
+def _train_stage1(cfg, resume: bool, progress: bool, overwrite: bool) -> Path:
+    """The run of :func:`train_stage1`, inside the lock of its stage folder."""
     s1 = cfg.stage1
     if s1.grad_accum < 1 or s1.batch_size < 1 or s1.max_steps < 0:
         raise ValueError(f"stage1: batch_size={s1.batch_size}, grad_accum={s1.grad_accum}, max_steps={s1.max_steps}")

@@ -43,6 +43,7 @@ from moediffir.training.runtime import (
     progress_bar,
     resume_from,
     stage_dir,
+    stage_lock,
     start_stage_dir,
 )
 from moediffir.training.stage2_data import (
@@ -111,7 +112,6 @@ def _build_lpips(cfg, device):
 
 
 # ------------------------------------------------------------------------------------------- training
-# long function: set-up, resume and the training loop of paper §3.4 read in one place (accelerate state)
 def train_stage2(cfg, resume: bool = False, progress: bool = True, overwrite: bool = False) -> Path:
     """Train the decoder compensator for ``stage2.max_steps`` steps; add it to ``<run_dir>/model``; return it.
 
@@ -120,7 +120,17 @@ def train_stage2(cfg, resume: bool = False, progress: bool = True, overwrite: bo
         resume: continue from the newest checkpoint in ``<stage2 dir>/checkpoints`` (fresh if none).
         overwrite: start afresh over an earlier run's checkpoints (removed once everything is built).
         progress: progress bar on the main process.
+
+    Raises:
+        FolderLockedError: another run is writing the stage folder (the message names it); nothing was changed.
     """
+    with stage_lock(stage_dir(cfg, STAGE)):  # one run per stage folder; the ranks of one launch share it
+        return _train_stage2(cfg, resume, progress, overwrite)
+
+
+# long function: set-up, resume and the training loop of paper §3.4 read in one place (accelerate state)
+def _train_stage2(cfg, resume: bool, progress: bool, overwrite: bool) -> Path:
+    """The run of :func:`train_stage2`, inside the lock of its stage folder."""
     from accelerate.utils import set_seed
 
     from moediffir.models.compensator import build_compensator
