@@ -6,6 +6,8 @@ OUTDIR. Rules:
 
 - an existing output is never overwritten without ``--overwrite``: the command stops before any work and names
   the file(s); two inputs with the same stem are refused the same way;
+- an output folder that is an input folder, or holds an input file, is refused (with or without
+  ``--overwrite``) before any work, naming both: the originals are never replaced by their restorations;
 - an unreadable input is skipped with a warning naming it, the others go on; the exit code is 1 when any
   image failed (a summary lists them), 0 otherwise;
 - each image is sampled with its own generator seeded by ``--seed``, so its result does not depend on which
@@ -75,6 +77,20 @@ def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False) -> lis
     return unique
 
 
+def check_not_in_place(inputs: Sequence[str | Path], files: Sequence[Path], out_dir: str | Path) -> None:
+    """Refuse an output folder that is an input folder or holds an input file (even in a sub-folder), whatever
+    ``--overwrite`` says: one line naming both, before any work."""
+    out = Path(out_dir).resolve()
+    for item in inputs:
+        if Path(item).is_dir() and Path(item).resolve() == out:
+            raise RestoreError(f"output folder {out_dir} is the input folder {item}: the restorations would replace "
+                               "the originals; choose another -o")
+    for f in files:
+        if out in f.resolve().parents:
+            raise RestoreError(f"input {f} lies inside the output folder {out_dir}: its restoration could replace "
+                               "it; choose another -o")
+
+
 def plan_outputs(files: Sequence[Path], out_dir: Path, overwrite: bool) -> list[Path]:
     """``<out_dir>/<stem>.png`` per input; refuse name clashes, and existing files unless ``overwrite``."""
     outputs = [out_dir / f"{f.stem}.png" for f in files]
@@ -110,7 +126,8 @@ def restore_images(
 ) -> RestoreReport:
     """Restore every image of ``inputs`` with ``pipe`` into ``out_dir`` (rules in the module docstring).
 
-    Raises :class:`RestoreError` before any work for missing inputs, name clashes and existing outputs.
+    Raises :class:`RestoreError` before any work for missing inputs, an output folder holding inputs, name clashes
+    and existing outputs.
     """
     import torch
     from tqdm.auto import tqdm
@@ -122,6 +139,7 @@ def restore_images(
     files = collect_inputs(inputs, recursive=recursive)
     if not files:
         raise RestoreError("no images found in: " + ", ".join(map(str, inputs)))
+    check_not_in_place(inputs, files, out_dir)
     outputs = plan_outputs(files, out_dir, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     pipe.set_progress_bar_config(disable=True)
@@ -202,11 +220,13 @@ def run_restore(
     files = collect_inputs(inputs, recursive=recursive)
     if not files:
         raise RestoreError("no images found in: " + ", ".join(map(str, inputs)))
+    check_not_in_place(inputs, files, out_dir)
     plan_outputs(files, Path(out_dir), overwrite)  # fail before loading the model
     check_writable_dir(out_dir, what="output folder (-o)")
-    from moediffir.utils.devices import check_device  # imports torch: after the checks that need none
+    from moediffir.utils.devices import check_device, check_dtype  # torch: after the checks that need none
 
     check_device(device)
+    check_dtype(dtype, device)
     pipe = prepare_pipeline(model, device=device, dtype=dtype, scheduler=scheduler, steps=steps,
                             fusion_weight=fusion_weight, tile_size=tile_size, color_fix=color_fix)
     from moediffir.pipelines.model_folder import read_model_info  # loaded with the pipeline: no new import

@@ -77,6 +77,47 @@ def test_save_load_restores_weights_optimizer_and_rng(tmp_path):
     assert torch.equal(fresh.head.weight, after_two)
 
 
+def test_checkpoint_files_hold_only_tensors_and_plain_values(tmp_path):
+    """Every file reads back with ``weights_only=True`` and nothing allowed beyond it (RNG and scheduler too)."""
+    model = _Toy()
+    opt = torch.optim.Adam(model.head.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    _toy_run(model, opt, 1)
+    sched.step()
+    folder = save_checkpoint(tmp_path, 1, modules={"toy": model}, optimizers={"adam": opt}, schedulers={"lr": sched})
+    files = sorted(p.name for p in folder.glob("*.pt"))
+    assert files == ["optimizers.pt", "rng_rank0.pt", "schedulers.pt", "trainable.pt"]
+    for name in files:
+        assert torch.serialization.get_unsafe_globals_in_checkpoint(folder / name) == [], name
+        torch.load(folder / name, map_location="cpu", weights_only=True)
+
+
+def test_rng_file_of_an_earlier_checkpoint_still_resumes(tmp_path):
+    """Checkpoints written before the RNG states became tensors hold NumPy's state as an array: allowed for
+    that file's read only, they resume as before."""
+    folder = save_checkpoint(tmp_path, 1, modules={"toy": _Toy()})
+    np.random.seed(7)
+    random.seed(7)
+    torch.save({"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
+               folder / "rng_rank0.pt")
+    expect = (np.random.rand(3), random.random())
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(folder / "rng_rank0.pt") != []
+    np.random.seed(99)
+    load_checkpoint(folder, modules={"toy": _Toy()})
+    got = (np.random.rand(3), random.random())
+    assert np.array_equal(got[0], expect[0]) and got[1] == expect[1]
+    with pytest.raises(Exception, match="Weights only"):  # the allowance does not outlive that read
+        torch.load(folder / "rng_rank0.pt", map_location="cpu", weights_only=True)
+
+
+def test_unreadable_checkpoint_file_is_named_in_one_line(tmp_path):
+    folder = save_checkpoint(tmp_path, 1, modules={"toy": _Toy()})
+    (folder / "trainable.pt").write_bytes(b"\x80\x02 not a torch file")
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(folder, modules={"toy": _Toy()})
+    assert "trainable.pt" in str(err.value) and "\n" not in str(err.value)
+
+
 def test_kill_during_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
     model = _Toy()
     save_checkpoint(tmp_path, 10, modules={"toy": model})

@@ -68,7 +68,38 @@ def ws(tmp_path_factory) -> Path:
     shutil.copy(src, dup / "x.png")
     Image.open(src).convert("RGB").save(dup / "x.jpg")
     (root / "afile").write_text("not a folder\n")
+    _arm_weight_files(root, model)
     return root
+
+
+class _Armed:
+    """Unpickled in full, this object creates the workspace's MARKER file: any code a pickle may run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _arm_weight_files(root: Path, model: Path) -> None:
+    """Armed pickles where the kit reads weights (the released checkpoint, the HiFiC checkpoints, a model folder
+    part saved as ``.bin``), and a released checkpoint with the right keys and every shape wrong."""
+    from importlib import resources
+
+    import torch
+
+    armed = {"state_dict": {"w": torch.zeros(2)}, "args": _Armed(root / "MARKER")}
+    (root / "armed" / "hific").mkdir(parents=True)
+    torch.save(armed, root / "armed" / "released.ckpt")
+    for name in ("hific_low.pt", "hific_med.pt", "hific_hi.pt"):
+        torch.save(armed, root / "armed" / "hific" / name)
+    shutil.copytree(model, root / "model_bin")
+    (root / "model_bin" / "backbone" / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    torch.save(armed, root / "model_bin" / "backbone" / "unet" / "diffusion_pytorch_model.bin")
+    fixture = json.loads(resources.files("moediffir").joinpath("fixtures", "released_moediffir_keys.json").read_text())
+    keys = fixture["checkpoints"]["stage1"]["keys"]
+    torch.save({"state_dict": {k: torch.zeros(1) for k in keys}}, root / "misshapen.ckpt")
 
 
 def _smoke(ws: Path) -> list[str]:
@@ -122,7 +153,35 @@ CASES = [
     ("restore-existing-output", lambda w: ["restore", str(w / "in" / "good.png"), "-o", str(w / "in"),
                                            "--model", str(w / "model"), "--steps", "1"], 2, "good.png"),
     ("verify-no-benchmark", lambda w: ["data", "verify", "--out", str(w / "no_bench")], 2, "no_bench"),
+    # every bad value is one line, before any work
+    ("train-lr-infinity", lambda w: ["train", "stage1", "--set", "stage1.lr=Infinity", *_smoke(w)], 2, "stage1.lr"),
+    ("train-fusion-weight-nan", lambda w: ["train", "stage2", "--set", "stage2.train_fusion_weight=NaN",
+                                           *_smoke(w)], 2, "stage2.train_fusion_weight"),
+    ("train-seed-negative", lambda w: ["train", "stage1", "--set", "seed=-1", *_smoke(w)], 2, "'seed'"),
+    ("train-batch-no-machine-holds", lambda w: ["train", "stage1", "--set", "stage1.batch_size=100000",
+                                                *_smoke(w)], 2, "stage1.batch_size"),
+    ("train-prior-no-stage-0", lambda w: ["train", "prior", "--profile", "smoke", *_smoke(w)], 2, "no stage 0"),
+    ("train-prior-range", lambda w: ["train", "prior", "--profile", "mini", "--set", "prior.checkpoint_every=0",
+                                     *_smoke(w)], 2, "prior.checkpoint_every"),
+    ("restore-fp16-on-cpu", lambda w: ["restore", str(w / "in" / "good.png"), "-o", str(w / "out"), "--model",
+                                       str(w / "model"), "--dtype", "fp16", "--device", "cpu"], 2, "fp16"),
+    ("import-released-misshapen", lambda w: ["import-released", str(w / "misshapen.ckpt"), "-o",
+                                             str(w / "imported")], 2, "attn.qkv"),
+    # nothing of the user's is replaced
+    ("restore-in-place", lambda w: ["restore", str(w / "in"), "-o", str(w / "in"), "--model", str(w / "model"),
+                                    "--overwrite"], 2, "output folder {w}/in is the input folder {w}/in"),
+    ("restore-input-inside-output", lambda w: ["restore", str(w / "in" / "good.png"), "-o", str(w), "--model",
+                                               str(w / "model"), "--overwrite"], 2, "in/good.png lies inside"),
+    # no code runs from a weight file
+    ("import-released-pickle", lambda w: ["import-released", str(w / "armed" / "released.ckpt"), "-o",
+                                          str(w / "imported")], 2, "released.ckpt"),
+    ("restore-model-part-bin", lambda w: ["restore", str(w / "in" / "good.png"), "-o", str(w / "out"), "--model",
+                                          str(w / "model_bin"), "--steps", "1"], 2, "backbone/unet"),
 ]
+#: Cases whose error is the whole message: nothing follows the ``moediffir: error:`` line.
+ONE_LINE = {"train-lr-infinity", "train-fusion-weight-nan", "train-seed-negative", "train-batch-no-machine-holds",
+            "train-prior-no-stage-0", "train-prior-range", "restore-fp16-on-cpu", "import-released-misshapen",
+            "restore-in-place", "restore-input-inside-output", "import-released-pickle", "restore-model-part-bin"}
 
 
 @pytest.mark.parametrize(("case", "argv", "code", "names"), CASES, ids=[c[0] for c in CASES])
@@ -133,8 +192,135 @@ def test_bad_input_is_one_line_and_changes_nothing(ws, case, argv, code, names):
     assert res.returncode == code, f"{case}: exit {res.returncode}\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}"
     assert "Traceback" not in res.stderr, res.stderr[-3000:]
     assert len(errors) == 1, res.stderr[-3000:]
-    assert names in errors[0], errors[0]
+    assert names.format(w=ws) in errors[0], errors[0]
+    if case in ONE_LINE:
+        assert res.stderr.strip().splitlines()[-1] == errors[0], res.stderr[-3000:]
     assert _snapshot(ws) == before, "a refused command changed or removed a file that existed before"
+    assert not (ws / "MARKER").exists(), "a weight file ran code while it was read"
+    assert not (ws / "runs" / "smoke" / "prior").exists() and not (ws / "runs" / "mini").exists()
+
+
+def test_hific_pickles_are_refused_with_the_conversion_command_before_any_coding(ws, tmp_path):
+    """Only the public pickles in the HiFiC folder: the build stops naming the file and ``convert-hific``, and
+    never unpickles them (the output folder is a new one: the builder prepares it before it meets the codec)."""
+    res = _cli("data", "build", "--workers", "1", "--no-progress", "--set", f"data.datasets_dir={SMOKE}",
+               "--set", 'data.codecs=["hific"]', "--set", "data.learned_weights=pretrained", "--set",
+               f"data.hific_dir={ws / 'armed' / 'hific'}", "--set", "data.unseen=false", "--set",
+               "data.max_train_images=1", "--set", "data.max_test_images=1", "--out", str(tmp_path / "bench"),
+               cwd=tmp_path)
+    errors = [line for line in res.stderr.splitlines() if line.startswith("moediffir: error:")]
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-3000:]
+    assert len(errors) == 1 and res.stderr.strip().splitlines()[-1] == errors[0], res.stderr[-3000:]
+    assert "hific_low.pt" in errors[0] and "moediffir convert-hific" in errors[0], errors[0]
+    assert not (ws / "MARKER").exists()
+    assert not list((tmp_path / "bench").rglob("*.png"))
+
+
+def test_a_full_disk_during_data_build_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
+    """ENOSPC while a PNG of the benchmark is written (simulated): one line naming it, exit 1, no traceback."""
+    import errno
+
+    from moediffir.cli import main
+
+    real_fsync = os.fsync
+
+    def full_disk(fd: int) -> None:
+        if ".png." in os.readlink(f"/proc/self/fd/{fd}"):  # the temporary file of an atomic PNG write
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("needs /proc to tell the files apart")
+    monkeypatch.setattr(os, "fsync", full_disk)
+    code = main(["data", "build", "--workers", "1", "--no-progress", "--set", f"data.datasets_dir={SMOKE}",
+                 "--set", 'data.codecs=["jpeg"]', "--set", "data.unseen=false", "--set", "data.max_train_images=1",
+                 "--set", "data.max_test_images=1", "--out", str(tmp_path / "bench")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert len(err) == 1 and err[0].startswith("moediffir: error: no space left on device writing "), err
+    assert ".png" in err[0] and str(tmp_path / "bench") in err[0]
+    assert not list((tmp_path / "bench").rglob("*.tmp"))  # no partial file left behind
+
+
+def test_a_full_disk_outside_the_atomic_writes_is_one_line_too(monkeypatch, capsys):
+    import errno
+
+    from moediffir.cli import doctor, main
+
+    def full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", "runs/smoke/stage1/log.jsonl")
+
+    monkeypatch.setattr(doctor, "_cmd_doctor", full)
+    assert main(["doctor"]) == 1
+    expected = ("moediffir: error: no space left on device writing runs/smoke/stage1/log.jsonl; free some space "
+                "and rerun the same command (finished files are kept)")
+    assert capsys.readouterr().err.strip().splitlines() == [expected]
+
+
+def test_a_failed_training_run_leaves_no_empty_stage_folder(tmp_path, monkeypatch, capsys):
+    """A run that stops before writing any file leaves no empty ``runs/<profile>/prior`` (nor its parents); a
+    stage folder that held files before is left as it was."""
+    import moediffir.doctor
+    from moediffir.cli import main
+    from moediffir.training import prior
+    from moediffir.training.runtime import TrainingConfigError
+
+    def failing(cfg, **kwargs):
+        (prior.prior_stage_dir(cfg) / "vae" / "checkpoints").mkdir(parents=True)
+        raise TrainingConfigError("stopped before the first checkpoint")
+
+    monkeypatch.setattr(moediffir.doctor, "require", lambda cfg, needs: None)  # no datasets needed here
+    monkeypatch.setattr(prior, "train_prior", failing)
+    argv = ["train", "prior", "--profile", "mini", "--no-progress", "--set", f"runs_dir={tmp_path / 'runs'}"]
+    assert main(argv) == 2
+    assert "stopped before the first checkpoint" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+    earlier = tmp_path / "runs" / "mini" / "prior" / "log.jsonl"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_text("{}\n")
+    assert main(argv) == 2
+    assert earlier.read_text() == "{}\n" and (earlier.parent / "vae" / "checkpoints").is_dir()
+
+
+# ------------------------------------------------------------------------------------------- make targets
+def _make(target: str, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "-s", "-f", str(REPO / "Makefile"), target, *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.fixture
+def outputs(tmp_path) -> Path:
+    for folder in ("results/smoke", "results/mini", "runs/smoke", "runs/mini"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "kept.txt").write_text(folder)
+    return tmp_path
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_clean_results_removes_that_profiles_results_only(outputs):
+    res = _make("clean-results", outputs, "PROFILE=smoke")
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.relative_to(outputs).as_posix() for p in outputs.glob("*/*")) == [
+        "results/mini", "runs/mini", "runs/smoke"]  # checkpoints stay
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_clean_runs_is_its_own_target_and_says_so(outputs):
+    res = _make("clean-runs", outputs, "PROFILE=smoke")
+    assert res.returncode == 0, res.stderr
+    assert "runs/smoke" in res.stdout and "checkpoint" in res.stdout
+    assert sorted(p.relative_to(outputs).as_posix() for p in outputs.glob("*/*")) == [
+        "results/mini", "results/smoke", "runs/mini"]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+@pytest.mark.parametrize("target", ["clean-results", "clean-runs"])
+@pytest.mark.parametrize("profile", ["", ".", "..", "smoke/..", "a b"])
+def test_make_clean_refuses_a_profile_that_is_not_one(outputs, target, profile):
+    before = _snapshot(outputs)
+    res = _make(target, outputs, f"PROFILE={profile}")
+    assert res.returncode != 0 and "not a profile name" in res.stderr, res.stderr
+    assert _snapshot(outputs) == before
 
 
 def test_a_partial_import_exits_1_naming_the_truncated_file(tmp_path):

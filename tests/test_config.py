@@ -167,6 +167,64 @@ def test_values_outside_what_is_allowed_are_one_line_naming_key_value_and_choice
     assert repr(value[-1] if isinstance(value, list) else value) in msg
 
 
+@pytest.mark.parametrize(("key", "value"), [
+    ("stage1.lr", float("inf")), ("stage1.lr", float("nan")), ("sample.fusion_weight", float("nan")),
+    ("stage2.train_fusion_weight", float("nan")), ("stage1.betas", [0.9, float("inf")]),
+    ("prior.vae_lr", float("nan")),
+])
+def test_non_finite_floats_are_refused_in_one_line(key, value):
+    """NaN passes every range check (each comparison with it is false): non-finite floats are refused first."""
+    with pytest.raises(ConfigError) as err:
+        resolve_config("mini", {key: value})
+    msg = str(err.value)
+    assert "\n" not in msg and key in msg and "finite" in msg
+
+
+def test_json_infinity_and_nan_from_the_command_line_are_refused():
+    for text in ("stage1.lr=Infinity", "stage1.lr=NaN", "stage1.lr=-Infinity"):
+        key, value = parse_override(text)
+        with pytest.raises(ConfigError, match=r"stage1\.lr.*finite"):
+            resolve_config("smoke", {key: value})
+
+
+@pytest.mark.parametrize(("key", "value", "allowed"), [
+    ("seed", -1, "between 0 and 4294967295"),
+    ("stage1.batch_size", 100_000, "between 1 and 4096"),
+    ("stage2.batch_size", 4097, "between 1 and 4096"),
+    ("sample.batch_size", 0, "between 1 and 4096"),
+    ("prior.vae_batch_size", 5000, "between 1 and 4096"),
+    ("prior.unet_batch_size", 0, "between 1 and 4096"),
+    ("prior.checkpoint_every", 0, ">= 1"),
+    ("prior.vae_steps", 0, ">= 1"),
+    ("prior.unet_steps", -3, ">= 1"),
+    ("prior.log_every", 0, ">= 1"),
+    ("prior.keep_checkpoints", 0, ">= 1"),
+    ("prior.crop_size", 4, ">= 8"),
+    ("prior.crop_size", 66, "multiple of 4"),
+    ("prior.vae_lr", 0.0, "> 0"),
+    ("prior.unet_lr", -1e-3, "> 0"),
+    ("prior.vae_kl_weight", -1.0, ">= 0.0"),
+    ("prior.latent_channels", 0, ">= 1"),
+    ("prior.vae_channels", [16, 0, 64], ">= 1"),
+    ("prior.unet_channels", [0], ">= 1"),
+    ("prior.vae_layers_per_block", 0, ">= 1"),
+    ("prior.unet_layers_per_block", 0, ">= 1"),
+    ("prior.cross_attention_dim", 0, ">= 1"),
+    ("prior.attention_head_dim", 0, ">= 1"),
+    ("prior.prediction_type", "x0", "epsilon, v_prediction, sample"),
+])
+def test_seed_batch_sizes_and_prior_keys_have_ranges(key, value, allowed):
+    with pytest.raises(ConfigError) as err:
+        resolve_config("mini", {key: value})
+    msg = str(err.value)
+    assert "\n" not in msg and key in msg and allowed in msg
+
+
+def test_the_largest_allowed_batch_and_seed_resolve():
+    cfg = resolve_config("smoke", {"stage1.batch_size": 4096, "seed": 2**32 - 1, "prior.crop_size": 72})
+    assert cfg.stage1.batch_size == 4096 and cfg.seed == 2**32 - 1
+
+
 def test_every_profile_is_valid_and_saved_configs_are_checked(tmp_path):
     from moediffir.config import PROFILES, validate_config
 
@@ -217,6 +275,9 @@ def test_allowed_words_are_those_of_the_modules_that_read_them():
     assert set(CHOICES["model.prompt_init"]) == set(PROMPT_INITS)
     assert set(CHOICES["stage1.optimizer"]) == set(OPTIMIZERS)
     assert set(CHOICES["stage2.fusion_block"]) == set(FUSION_BLOCKS)
+    from moediffir.training.prior import PREDICTION_TYPES
+
+    assert set(CHOICES["prior.prediction_type"]) == set(PREDICTION_TYPES)
 
 
 def test_every_key_with_allowed_values_is_a_config_key():
@@ -224,5 +285,5 @@ def test_every_key_with_allowed_values_is_a_config_key():
 
     d = config_to_dict(resolve_config("paper"))
     for key in (*CHOICES, *RANGES):
-        section, name = key.split(".")
-        assert name in d[section], key
+        section, _, name = key.rpartition(".")
+        assert name in (d[section] if section else d), key

@@ -14,6 +14,7 @@ import torch
 from moediffir.codecs.base import CodecError, CodecUnavailableError
 from moediffir.codecs.hific import (
     CHECKPOINT_FILES,
+    CONVERTED_FILES,
     LEVEL_ARCH,
     LEVELS,
     HiFiCCheckpointError,
@@ -189,24 +190,40 @@ def test_bad_level_and_weights(random_codec, smoke_image):
 
 def test_missing_checkpoint_names_file_and_folder(tmp_path, smoke_image):
     codec = HiFiCCodec(weights_dir=tmp_path, weights="pretrained")
-    assert codec.missing_checkpoints() == [tmp_path / "hific_low.pt", tmp_path / "hific_med.pt",
-                                           tmp_path / "hific_hi.pt"]
+    assert codec.missing_checkpoints() == [tmp_path / "hific_low.safetensors", tmp_path / "hific_med.safetensors",
+                                           tmp_path / "hific_hi.safetensors"]
     with pytest.raises(CodecUnavailableError) as err:
         codec(smoke_image, "high")
     msg = str(err.value)
-    assert "'hific_hi.pt'" in msg and str(tmp_path) in msg and "Zenodo record 4026003" in msg
+    assert "'hific_hi.safetensors'" in msg and str(tmp_path) in msg and "Zenodo record 4026003" in msg
+    assert f"moediffir convert-hific {tmp_path / 'hific_hi.pt'}" in msg
 
 
-def test_mismatching_checkpoint_file_is_rejected(tmp_path, smoke_image):
+def test_mismatching_checkpoint_file_is_rejected_by_the_conversion(tmp_path):
+    from moediffir.codecs.hific import convert_checkpoint
+
     torch.save({"model_state_dict": {"foo.weight": torch.zeros(3)}, "args": {}}, tmp_path / "hific_low.pt")
     with pytest.raises(HiFiCCheckpointError) as err:
-        HiFiCCodec(tmp_path)(smoke_image, "low")
+        convert_checkpoint(tmp_path / "hific_low.pt")
     msg = str(err.value)
     assert "hific_low.pt" in msg and "missing keys (148)" in msg and "unexpected keys (1): [foo.weight]" in msg
+    assert not (tmp_path / "hific_low.safetensors").exists()
 
 
-def test_loads_state_dict_with_public_layout(tmp_path, fixture, smoke_image):
-    """A file laid out like the public hific_med.pt (random values) loads through the codec and codes."""
+class _PublicArgs:
+    """Like the public files' ``args`` (an object, not a plain dict): only full unpickling builds it."""
+
+    def __init__(self, **kwargs) -> None:
+        self.__dict__.update(kwargs)
+
+
+def test_public_pickle_converts_once_then_loads_from_safetensors(tmp_path, fixture, smoke_image, capsys):
+    """A file laid out like the public hific_med.pt (random values, ``args`` an object) is refused until
+    ``moediffir convert-hific`` converts it (saying what it trusts); then the codec reads the converted file."""
+    from moediffir.cli import main
+    from moediffir.codecs.hific import read_converted
+    from moediffir.utils.io import UnsafeWeightsError, load_weights_only
+
     g = torch.Generator().manual_seed(0)
     sd = {k: torch.randn(s, generator=g) * 0.02 for k, s in _fixture_shapes(fixture)}
     disc = {k[len("Discriminator."):]: v for k, v in sd.items() if k.startswith("Discriminator.")}
@@ -214,20 +231,32 @@ def test_loads_state_dict_with_public_layout(tmp_path, fixture, smoke_image):
     args = {k: spec[k] for k in ("latent_channels", "n_residual_blocks", "likelihood_type", "normalize_input_image")}
     args.update(use_channel_norm=True, use_latent_mixture_model=False, sample_noise=False, regime="med",
                 model_type="compression_gan", image_dims=[3, 256, 256])
-    torch.save({"model_state_dict": sd, "args": args, "epoch": 1, "steps": 2,
+    public = tmp_path / "hific_med.pt"
+    torch.save({"model_state_dict": sd, "args": _PublicArgs(**args), "epoch": 1, "steps": 2,
                 "compression_optimizer_state_dict": {}, "hyperprior_optimizer_state_dict": {},
-                "discriminator_state_dict": disc, "discriminator_optimizer_state_dict": {}},
-               tmp_path / "hific_med.pt")
+                "discriminator_state_dict": disc, "discriminator_optimizer_state_dict": {}}, public)
     probe = "Generator.resblock_8.conv2.weight"
     expected_probe = sd[probe].clone()
     del sd, disc
+    with pytest.raises(UnsafeWeightsError):
+        load_weights_only(public)  # a full pickle, as the public files are
+    with pytest.raises(CodecUnavailableError, match="convert-hific"):
+        HiFiCCodec(weights_dir=tmp_path, weights="pretrained")
+
+    assert main(["convert-hific", str(public)]) == 0
+    out = capsys.readouterr().out
+    assert f"trusting {public}" in out and "sha256" in out and "hific_med.safetensors" in out
+    state, arch = read_converted(tmp_path / "hific_med.safetensors")
+    assert (arch.likelihood_type, arch.latent_channels) == (spec["likelihood_type"], spec["latent_channels"])
+    assert not any(k.startswith("Discriminator.") for k in state)
+    del state
 
     codec = HiFiCCodec(weights_dir=tmp_path, weights="pretrained")
-    assert codec.missing_checkpoints() == [tmp_path / "hific_low.pt", tmp_path / "hific_hi.pt"]
+    assert codec.missing_checkpoints() == [tmp_path / "hific_low.safetensors", tmp_path / "hific_hi.safetensors"]
     crop = np.ascontiguousarray(smoke_image[:128, :128])
     res = codec(crop, "med")
     assert res.decoded.shape == crop.shape and res.num_bits > 0
-    assert res.info["weights"] == "pretrained" and res.info["checkpoint"] == "hific_med.pt"
+    assert res.info["weights"] == "pretrained" and res.info["checkpoint"] == "hific_med.safetensors"
     model = codec._level("med").model
     assert not hasattr(model, "Discriminator")
     assert torch.equal(model.state_dict()[probe], expected_probe)
@@ -236,13 +265,14 @@ def test_loads_state_dict_with_public_layout(tmp_path, fixture, smoke_image):
 
 # ----------------------------------------------------------------------------------------- real weights
 def _real_dir() -> Path | None:
-    d = os.environ.get("MOEDIFFIR_HIFIC_DIR", "")
-    if not d or not all((Path(d) / f).is_file() for f in CHECKPOINT_FILES.values()):
+    d = os.environ.get("MOEDIFFIR_HIFIC_DIR", "")  # the public files, converted by `moediffir convert-hific`
+    if not d or not all((Path(d) / f).is_file() for f in CONVERTED_FILES.values()):
         return None
     return Path(d)
 
 
-@pytest.mark.skipif(_real_dir() is None, reason="set MOEDIFFIR_HIFIC_DIR to a folder with the public checkpoints")
+@pytest.mark.skipif(_real_dir() is None,
+                    reason="set MOEDIFFIR_HIFIC_DIR to a folder with the public checkpoints, converted")
 def test_bpp_ordering_with_public_checkpoints(smoke_image):
     codec = HiFiCCodec(weights_dir=_real_dir(), weights="pretrained", max_cached_levels=1)
     bpp = {}

@@ -134,6 +134,53 @@ def test_atomic_files_get_the_mode_a_plain_open_gives(tmp_path, umask):
     assert (tmp_path / "model").stat().st_mode & 0o777 == (tmp_path / "plain_dir").stat().st_mode & 0o777
 
 
+def _modes(folder) -> dict[str, int]:
+    return {p.relative_to(folder).as_posix(): p.stat().st_mode & 0o777 for p in folder.rglob("*")}
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_safetensors_written_in_an_atomic_directory_get_the_umask_mode(tmp_path, umask):
+    """safetensors' ``save_file`` (and so diffusers' ``save_pretrained``) writes owner-only files whatever the
+    umask; written through :func:`atomic_directory`, every file and folder gets the mode the umask gives."""
+    import torch
+    from diffusers import AutoencoderKL
+    from safetensors.torch import save_file
+
+    from moediffir.utils.io import atomic_directory
+
+    vae = AutoencoderKL(block_out_channels=(8,), down_block_types=("DownEncoderBlock2D",),
+                        up_block_types=("UpDecoderBlock2D",), norm_num_groups=8, latent_channels=2)
+    old = os.umask(umask)
+    try:
+        save_file({"x": torch.zeros(2)}, str(tmp_path / "bare.safetensors"))
+        with atomic_directory(tmp_path / "model") as tmp:
+            save_file({"x": torch.zeros(2)}, str(tmp / "null_context.safetensors"))
+            vae.save_pretrained(tmp / "backbone" / "vae")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "bare.safetensors").stat().st_mode & 0o777 == 0o600  # what the writer alone gives
+    modes = _modes(tmp_path / "model")
+    assert {"null_context.safetensors", "backbone/vae/diffusion_pytorch_model.safetensors"} <= set(modes)
+    for name, mode in modes.items():
+        expected = 0o777 & ~umask if (tmp_path / "model" / name).is_dir() else 0o666 & ~umask
+        assert mode == expected, f"{name}: {oct(mode)}"
+
+
+def test_every_file_of_a_model_folder_gets_the_umask_mode(tmp_path):
+    from moediffir.config import resolve_config
+    from moediffir.pipelines.model_folder import build_fresh_model_folder
+
+    old = os.umask(0o022)
+    try:
+        folder = build_fresh_model_folder(tmp_path / "model", resolve_config("smoke"))
+    finally:
+        os.umask(old)
+    modes = _modes(folder)
+    weights = [n for n in modes if n.endswith(".safetensors")]
+    assert len(weights) >= 5, weights  # null context, denoiser parts, compensator, backbone, ...
+    assert {n: m for n, m in modes.items() if (folder / n).is_file() and m != 0o644} == {}
+
+
 def test_check_writable_dir_names_the_folder_and_leaves_no_trace(tmp_path):
     from moediffir.utils.io import OutputNotWritableError, check_writable_dir
 

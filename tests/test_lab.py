@@ -1,4 +1,5 @@
-"""A real JupyterLab server on the repository (``make lab``): the notebooks are listed, the paired ``.py`` files
+"""A real JupyterLab server on the repository, started by ``make lab`` (as root too: ``--allow-root``): it
+listens on 127.0.0.1 and refuses requests without its token, the notebooks are listed, the paired ``.py`` files
 open as notebooks (jupytext), a kernel starts with ``moediffir`` importable and runs notebook 01's first cells,
 and the server stops. With headless Chromium on the machine, a notebook opened in the lab UI is screenshotted.
 """
@@ -90,9 +91,9 @@ def lab(tmp_path_factory):
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(home / "config"), JUPYTER_RUNTIME_DIR=str(home / "runtime"),
                JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"), JUPYTERLAB_SETTINGS_DIR=str(home / "settings"),
                PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
-           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={REPO}", "--ServerApp.port_retries=0", "--allow-root",
-           "--LabApp.extension_manager=readonly"]  # no extension catalogue to query
+    lab_args = (f"--no-browser --port={port} --IdentityProvider.token={token} --ServerApp.port_retries=0 "
+                "--LabApp.extension_manager=readonly")  # no extension catalogue to query
+    cmd = ["make", "-s", "-C", str(REPO), "lab", f"BIN={Path(sys.executable).parent}", f"LAB_ARGS={lab_args}"]
     log = open(home / "server.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     server = Lab(port, token, proc)
@@ -120,11 +121,34 @@ def lab(tmp_path_factory):
     assert proc.returncode is not None  # the server is gone
 
 
+def _make_lab_command(*args: str) -> str:
+    res = subprocess.run(["make", "-n", "-s", "-C", str(REPO), "lab", *args], capture_output=True, text=True,
+                         timeout=60, check=True)
+    return " ".join(res.stdout.split())
+
+
+def test_make_lab_allows_root_only_as_root_and_listens_on_localhost():
+    as_root, as_user = _make_lab_command("LAB_UID=0"), _make_lab_command("LAB_UID=1000")
+    assert "--allow-root" in as_root and "--allow-root" not in as_user
+    here = _make_lab_command()  # this machine's own user id
+    assert ("--allow-root" in here) == (os.getuid() == 0)
+    for cmd in (as_root, as_user):
+        assert "jupyter lab" in cmd and "--ServerApp.ip=127.0.0.1" in cmd
+        assert "token=" not in cmd and "0.0.0.0" not in cmd  # the server's own token stays on
+
+
+def test_the_server_refuses_requests_without_its_token(lab):
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"{lab.base}/api/contents", timeout=60)
+    assert err.value.code == 403
+    assert lab.api("/api/status")  # with the token it answers
+
+
 def test_lab_lists_the_notebooks_and_opens_paired_scripts(lab):
-    listing = lab.api("/api/contents/notebooks")
+    listing = lab.api("/api/contents")  # `make lab` serves notebooks/ as the lab's root
     by_name = {item["name"]: item["type"] for item in listing["content"]}
     assert [n for n in NOTEBOOKS if by_name.get(n) == "notebook"] == NOTEBOOKS and len(NOTEBOOKS) >= 6
-    paired = lab.api("/api/contents/notebooks/01_data_generation.py?type=notebook&content=1")
+    paired = lab.api("/api/contents/01_data_generation.py?type=notebook&content=1")
     assert paired["type"] == "notebook"  # jupytext: the .py script opens as a notebook
     cells = paired["content"]["cells"]
     assert any("parameters" in c["metadata"].get("tags", []) for c in cells)
@@ -135,7 +159,7 @@ def test_lab_lists_the_notebooks_and_opens_paired_scripts(lab):
 
 
 def test_a_kernel_runs_notebook_01s_first_cells(lab):
-    session = lab.api("/api/sessions", "POST", {"path": "notebooks/01_data_generation.ipynb", "type": "notebook",
+    session = lab.api("/api/sessions", "POST", {"path": "01_data_generation.ipynb", "type": "notebook",
                                                 "name": "01_data_generation.ipynb", "kernel": {"name": "python3"}})
     kernel = session["kernel"]["id"]
     try:
@@ -159,7 +183,7 @@ def test_a_kernel_runs_notebook_01s_first_cells(lab):
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (apt-get install chromium)")
 def test_lab_ui_shows_a_notebook(lab, tmp_path):
     shot = tmp_path / "lab.png"
-    url = f"{lab.base}/lab/tree/notebooks/01_data_generation.ipynb?token={lab.token}&reset"
+    url = f"{lab.base}/lab/tree/01_data_generation.ipynb?token={lab.token}&reset"
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
            f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,900", "--virtual-time-budget=20000",

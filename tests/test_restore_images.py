@@ -104,3 +104,49 @@ def test_fusion_weight_none_and_collect_inputs(model, inputs, tmp_path):
     assert _run("restore", str(sub / "c.png"), "-o", str(out), "--model", str(model), "--steps", "1",
                 "--fusion-weight", "none", "--tile-size", "128") == 0
     assert (out / "c.png").is_file()
+
+
+def _digests(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_an_output_folder_holding_the_inputs_is_refused_and_the_originals_kept(model, inputs, capsys, overwrite):
+    """``restore inplace -o inplace --overwrite`` replaced the photos with their restorations: an output folder
+    that is an input folder, or that holds an input file (even in a sub-folder), is refused, naming both."""
+    (inputs / "broken.png").unlink()
+    sub = inputs / "sub"
+    sub.mkdir()
+    shutil.copy(inputs / "b.png", sub / "c.png")
+    before = _digests(inputs)
+    flag = ["--overwrite"] if overwrite else []
+    argv = ["--model", str(model), "--steps", "1", "--device", "cpu", *flag]
+    assert _run("restore", str(inputs), "-o", str(inputs), *argv) == 2
+    assert f"output folder {inputs} is the input folder {inputs}" in capsys.readouterr().err
+    assert _run("restore", str(inputs / "b.png"), "-o", str(inputs), *argv) == 2
+    assert f"input {inputs / 'b.png'} lies inside the output folder {inputs}" in capsys.readouterr().err
+    assert _run("restore", str(sub), "-o", str(inputs), *argv) == 2  # the output folder holds the input folder
+    assert f"input {sub / 'c.png'} lies inside the output folder {inputs}" in capsys.readouterr().err
+    assert _digests(inputs) == before
+
+
+def test_restore_images_refuses_in_place_before_touching_the_pipeline(inputs):
+    from moediffir.restore_images import RestoreError, restore_images
+
+    with pytest.raises(RestoreError, match="is the input folder"):
+        restore_images([inputs], inputs, pipe=None, overwrite=True)  # pipe=None: it never gets that far
+
+
+def test_half_precision_on_the_cpu_is_one_line_before_the_model_loads(model, inputs, tmp_path, capsys):
+    out = tmp_path / "out"
+    for dtype in ("fp16", "bf16"):
+        assert _run("restore", str(inputs / "b.png"), "-o", str(out), "--model", str(model), "--device", "cpu",
+                    "--dtype", dtype) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"--dtype {dtype} needs a CUDA device" in err[0], err
+    from moediffir.errors import DeviceError
+    from moediffir.pipelines.model_folder import load_model_parts
+
+    with pytest.raises(DeviceError, match="needs a CUDA device"):  # the loader says so too, as the kit's error
+        load_model_parts(model, device="cpu", dtype="fp16")
+    assert not out.exists()

@@ -16,6 +16,7 @@
     moediffir reproduce   --profile P [--only NB ...] [--force]
     moediffir restore INPUT... -o OUTDIR --model DIR [--steps N] [--overwrite]
     moediffir import-released CKPT [--decoder DEC] -o DIR [--overwrite]   released checkpoints -> a model folder
+    moediffir convert-hific SRC [SRC ...] [--out DIR]       public HiFiC pickles -> safetensors (trusted once)
 
 Every command takes ``--profile`` and repeated ``--set KEY=VALUE`` overrides (dotted config keys, values read
 as JSON when they parse: ``--set data.codecs='["jpeg","webp"]'``); commands that run networks take
@@ -24,7 +25,8 @@ with ``accelerate launch --multi_gpu --num_processes 4 -m moediffir.cli train st
 
 Errors: every error of the package derives from :class:`moediffir.errors.MoEDiffIRError`; the command line
 prints its message as one line (``moediffir: error: ...``, no traceback; a list of missing files follows it) and exits with its ``exit_code``
-(2: refused before any work; 1: a run that stopped part way, e.g. some images failed). Heavy imports happen
+(2: refused before any work; 1: a run that stopped part way, e.g. some images failed or the disk filled up:
+``moediffir: error: no space left on device writing PATH``). Heavy imports happen
 inside the command functions, so ``moediffir --help`` imports neither torch nor pandas.
 
 Each command group has its module (:mod:`moediffir.cli.data`, ``.train``, ``.evaluate``, ``.sweep``,
@@ -46,8 +48,13 @@ from moediffir.cli.reproduce import add_reproduce_commands
 from moediffir.cli.restore import add_restore_commands
 from moediffir.cli.sweep import add_sweep_commands
 from moediffir.cli.train import add_train_commands
-from moediffir.cli.weights import add_import_released_command, add_lpips_weights_command
+from moediffir.cli.weights import (
+    add_convert_hific_command,
+    add_import_released_command,
+    add_lpips_weights_command,
+)
 from moediffir.errors import MoEDiffIRError
+from moediffir.utils.io import DISK_FULL_ERRNOS, no_space_message
 
 #: Command groups, in help order.
 COMMAND_GROUPS: dict[str, Callable[[SubParsers], None]] = {
@@ -60,6 +67,7 @@ COMMAND_GROUPS: dict[str, Callable[[SubParsers], None]] = {
     "reproduce": add_reproduce_commands,
     "restore": add_restore_commands,
     "import-released": add_import_released_command,
+    "convert-hific": add_convert_hific_command,
 }
 
 
@@ -86,6 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in details:
             print(f"  {line}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a full disk met outside the kit's atomic writes (those raise NoSpaceError)
+        if exc.errno not in DISK_FULL_ERRNOS:
+            raise
+        print(f"moediffir: error: {no_space_message(exc.filename)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         again = "rerun with --resume" if args.group == "train" else "rerun the same command"
         print(f"moediffir: interrupted; {again} to continue where it stopped", file=sys.stderr)

@@ -44,10 +44,14 @@ def config_from_args(args: Namespace, extra: dict[str, Any] | None = None) -> Co
     return resolve_config(args.profile, overrides_from_args(args, extra))
 
 
-def command_config(args: Namespace, extra: dict[str, Any] | None = None) -> Config:
-    """:func:`config_from_args`, then the checks every command makes before any work: its device (one check
-    for every command that runs networks) and its preflight (``args.needs``: what it reads from disk)."""
+def command_config(args: Namespace, extra: dict[str, Any] | None = None,
+                   check: Callable[[Config], None] | None = None) -> Config:
+    """:func:`config_from_args`, then the checks every command makes before any work: the command's own ``check``
+    of the config, its device (one check for every command that runs networks) and its preflight
+    (``args.needs``: what it reads from disk)."""
     cfg = config_from_args(args, extra)
+    if check is not None:
+        check(cfg)
     if "device" in getattr(args, "checks", ()):
         from moediffir.utils.devices import check_device
 

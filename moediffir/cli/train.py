@@ -4,17 +4,29 @@
 from __future__ import annotations
 
 from moediffir.cli.common import Namespace, SubParsers, add_config_args, command_config, set_command
+from moediffir.config import Config, ConfigError
+
+
+def _has_stage0(cfg: Config) -> None:
+    """Refuse ``train prior`` for a profile without stage 0 (its prior is pretrained), before any work."""
+    if not cfg.prior.enabled:
+        raise ConfigError(f"profile {cfg.profile!r} has no stage 0 (prior.enabled=false): its prior is "
+                          f"{cfg.model.sd_source or cfg.model.backbone}; stage 0 trains with --profile mini")
 
 
 def _cmd_train(args: Namespace) -> int:
-    cfg = command_config(args)
+    cfg = command_config(args, check=_has_stage0 if args.stage == "prior" else None)
+    from moediffir.training.runtime import stage_dir
+    from moediffir.utils.io import no_empty_folder_on_failure
+
     if args.stage == "prior":
         from moediffir.training.prior import train_prior as train
     elif args.stage == "stage1":
         from moediffir.training.stage1 import train_stage1 as train
     else:
         from moediffir.training.stage2 import train_stage2 as train
-    folder = train(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    with no_empty_folder_on_failure(stage_dir(cfg, args.stage)):  # a failed run leaves no empty stage folder
+        folder = train(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     what = {"prior": "stage 0 prior (diffusers layout)", "stage1": "stage I model"}.get(
         args.stage, "model with the stage II decoder compensator")
     print(f"{what}: {folder}")

@@ -14,6 +14,11 @@ checkpoints' exact state-dict layout; this module loads them and runs one image 
    (``info["bits_source"] == "bitstream"``; ``info["likelihood_bits"]`` gives -sum log2 p for comparison),
 4. G(y_hat), cropped back to H x W and rounded to uint8.
 
+The public ``.pt`` files are full pickles, which normal runs never unpickle: each is converted once with
+``moediffir convert-hific SRC`` into ``hific_<level>.safetensors`` beside it, and the codec reads only those; a
+folder holding only the pickle is refused with one line naming the file and the command
+(:mod:`moediffir.codecs.hific_checkpoint`: the checkpoints' layout, conversion and reading).
+
 Differences from the released ``compress.py``: it reflect-pads the image to a multiple of 16 and then the
 latents to a multiple of 4, we edge-pad the image once (same latent size); its rANS coder writes 32-bit words,
 ours is compressai's byte-oriented coder. Profiles: ``paper`` loads the checkpoints from ``weights_dir``;
@@ -25,9 +30,7 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
 from collections import OrderedDict
-from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -37,7 +40,6 @@ import numpy as np
 import torch
 
 from moediffir.codecs.base import (
-    HIFIC_CHECKPOINT_FILES,
     CodecError,
     CodecResult,
     CodecUnavailableError,
@@ -45,38 +47,46 @@ from moediffir.codecs.base import (
     pad_to_multiple,
     torch_threads,
 )
+from moediffir.codecs.hific_checkpoint import (  # re-exported: the checkpoints' layout, conversion and reading
+    CHECKPOINT_FILES,
+    CONVERT_COMMAND,
+    CONVERTED_FILES,
+    LEVEL_ARCH,
+    LEVELS,
+    PUBLISHED_AT,
+    HiFiCCheckpointError,
+    arch_from_args,
+    check_state_dict,
+    convert_checkpoint,
+    convert_hint,
+    converted_path,
+    expected_state_dict_shapes,
+    level_of,
+    load_hific_model,
+    read_checkpoint,
+    read_converted,
+)
 from moediffir.codecs.hific_nets import (
     LIKELIHOOD_EPS,
     FactorizedDensity,
-    HiFiCArch,
     HiFiCModel,
     latent_likelihood,
     standardized_cdf,
     standardized_quantile,
 )
-from moediffir.utils.layout import layout_diff
 
-LEVELS: tuple[str, ...] = ("low", "med", "high")
-CHECKPOINT_FILES: dict[str, str] = HIFIC_CHECKPOINT_FILES  # public file names, one per level
-#: Per-level architecture from the README's training commands; a checkpoint's own ``args`` take precedence.
-LEVEL_ARCH: dict[str, HiFiCArch] = {
-    "low": HiFiCArch(likelihood_type="gaussian", normalize_input_image=True),
-    "med": HiFiCArch(likelihood_type="logistic", normalize_input_image=False),
-    "high": HiFiCArch(likelihood_type="gaussian", normalize_input_image=True),
-}
-PUBLISHED_AT = (
-    "Zenodo record 4026003 (files hific_low.pt, hific_med.pt, hific_hi.pt; also linked from the README of the "
-    "GitHub repository Justin-Tan/high-fidelity-generative-compression)"
-)
+__all__ = [
+    "CHECKPOINT_FILES", "CONVERTED_FILES", "CONVERT_COMMAND", "LEVELS", "LEVEL_ARCH", "PUBLISHED_AT",
+    "CdfTables", "HiFiCCheckpointError", "HiFiCCodec", "arch_from_args", "check_state_dict", "conditional_tables",
+    "convert_checkpoint", "convert_hint", "converted_path", "expected_state_dict_shapes", "factorized_tables",
+    "level_of", "load_hific_model", "padded_size", "random_hific_model", "rans_decode", "rans_encode",
+    "read_checkpoint", "read_converted", "scale_indexes", "scale_table",
+]
 
 # Entropy-coding constants of the released code (src/compression/*.py).
 TAIL_MASS = 2.0**-8
 SCALES_MIN, SCALES_MAX, SCALES_LEVELS = 0.11, 256.0, 64
 MAX_HYPER_PMF_LENGTH = 4096  # cap of a hyper-latent table; values outside are escape-coded
-
-
-class HiFiCCheckpointError(CodecError):
-    """A HiFiC checkpoint does not have the public layout (missing/unexpected keys, wrong shapes or args)."""
 
 
 # ----------------------------------------------------------------------------------- entropy tables
@@ -192,102 +202,6 @@ def rans_decode(data: bytes, indexes: torch.Tensor, tables: CdfTables) -> torch.
     return torch.tensor(out, dtype=torch.int32).reshape(indexes.shape)
 
 
-# ------------------------------------------------------------------------------------ checkpoints
-def _arg(args: Any, name: str, default: Any) -> Any:
-    if isinstance(args, Mapping):
-        return args.get(name, default)
-    return getattr(args, name, default)
-
-
-def arch_from_args(args: Any, level: str, source: str = "<checkpoint>") -> HiFiCArch:
-    """The architecture of a checkpoint from its recorded ``args`` (dict or object), level defaults otherwise."""
-    base = LEVEL_ARCH[level]
-    if _arg(args, "use_latent_mixture_model", False):
-        raise HiFiCCheckpointError(f"{source}: args.use_latent_mixture_model=True (DLMM prior) is not supported; "
-                                   "use the public hific_low/med/hi checkpoints")
-    if _arg(args, "sample_noise", False):
-        raise HiFiCCheckpointError(f"{source}: args.sample_noise=True (noise-conditioned generator) is not supported")
-    if not _arg(args, "use_channel_norm", True):
-        raise HiFiCCheckpointError(f"{source}: args.use_channel_norm=False (instance norm) is not supported")
-    try:
-        return HiFiCArch(
-            latent_channels=int(_arg(args, "latent_channels", base.latent_channels)),
-            hyper_channels=base.hyper_channels,
-            n_residual_blocks=int(_arg(args, "n_residual_blocks", base.n_residual_blocks)),
-            likelihood_type=str(_arg(args, "likelihood_type", base.likelihood_type)),
-            normalize_input_image=bool(_arg(args, "normalize_input_image", base.normalize_input_image)),
-        )
-    except (TypeError, ValueError) as exc:
-        raise HiFiCCheckpointError(f"{source}: unusable args ({exc})") from exc
-
-
-def expected_state_dict_shapes(arch: HiFiCArch, with_discriminator: bool = True) -> dict[str, tuple[int, ...]]:
-    """Keys and shapes of the public ``model_state_dict`` for ``arch`` (built on the meta device: no memory)."""
-    with torch.device("meta"):
-        model = HiFiCModel(arch, with_discriminator=with_discriminator)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
-def check_state_dict(state_dict: Mapping[str, Any], arch: HiFiCArch, source: str = "<state dict>") -> None:
-    """Raise :class:`HiFiCCheckpointError` unless ``state_dict`` has the public layout for ``arch``.
-
-    The ``Discriminator.*`` keys are optional (all present, as in the public files, or all absent).
-    """
-    expected = expected_state_dict_shapes(arch, with_discriminator=True)
-    disc = {k for k in expected if k.startswith("Discriminator.")}
-    required = set(expected) - disc if not any(k in state_dict for k in disc) else set(expected)
-    diff = layout_diff(state_dict, {k: v for k, v in expected.items() if k in required})
-    if not diff:
-        return
-    parts = [f"{source}: not a HiFiC state dict with the public layout for {arch}.", *diff.problems(12)]
-    parts.append(f"Use the checkpoints published at {PUBLISHED_AT}.")
-    raise HiFiCCheckpointError("\n".join(parts))
-
-
-def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], Any]:
-    """``(model_state_dict, args)`` of a HiFiC ``.pt`` file (the public dict layout, or a bare state dict)."""
-    path = Path(path)
-    attempts = ({"weights_only": True, "mmap": True}, {"weights_only": True}, {"weights_only": False})
-    obj, errors = None, []
-    for kw in attempts:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)
-                obj = torch.load(path, map_location="cpu", **kw)
-            if not kw["weights_only"]:
-                warnings.warn(f"{path}: loaded with weights_only=False (full unpickling); the file holds objects "
-                              "beyond tensors and plain types", stacklevel=2)
-            break
-        except Exception as exc:  # noqa: BLE001 -- try the next, more permissive loader; all errors are reported
-            errors.append(f"{kw}: {type(exc).__name__}: {exc}")
-    if obj is None:
-        raise HiFiCCheckpointError(f"{path}: cannot read the checkpoint:\n" + "\n".join(errors))
-    if isinstance(obj, Mapping) and "model_state_dict" in obj:
-        state, args = obj["model_state_dict"], obj.get("args", {})
-    elif isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        state, args = obj, {}
-    else:
-        keys = list(obj)[:10] if isinstance(obj, Mapping) else type(obj).__name__
-        raise HiFiCCheckpointError(f"{path}: expected a dict with 'model_state_dict' and 'args' (public HiFiC layout), "
-                                   f"got {keys}")
-    state = dict(state)
-    if state and all(k.startswith("module.") for k in state):  # saved from a DataParallel wrapper
-        state = {k[len("module."):]: v for k, v in state.items()}
-    return state, args
-
-
-def load_hific_model(path: str | Path, level: str, device: str = "cpu") -> HiFiCModel:
-    """Build the coding part (Encoder, Generator, Hyperprior) of a checkpoint, in eval mode, float32."""
-    state, args = read_checkpoint(path)
-    arch = arch_from_args(args, level, source=str(path))
-    check_state_dict(state, arch, source=str(path))
-    with torch.device("meta"):
-        model = HiFiCModel(arch, with_discriminator=False)
-    coding = {k: v for k, v in state.items() if not k.startswith("Discriminator.")}
-    model.load_state_dict(coding, strict=True, assign=True)
-    return model.to(device=device, dtype=torch.float32).eval().requires_grad_(False)
-
-
 def random_hific_model(level: str, seed: int = 0, device: str = "cpu") -> HiFiCModel:
     """Full-size networks of ``level`` with seeded random weights (smoke profile; the global RNG is untouched)."""
     with torch.random.fork_rng(devices=[]):
@@ -315,7 +229,9 @@ class HiFiCCodec:
     """HiFiC at the operating points ``low``, ``med``, ``high`` (networks cached per level).
 
     Args:
-        weights_dir: folder holding ``hific_low.pt``, ``hific_med.pt``, ``hific_hi.pt`` (``paper`` profile).
+        weights_dir: folder holding ``hific_low.safetensors``, ``hific_med.safetensors``, ``hific_hi.safetensors``,
+            converted from the public ``.pt`` files by ``moediffir convert-hific`` (``paper`` profile); a level
+            whose ``.pt`` is there without its conversion is refused here, naming the file and the command.
         weights: ``"pretrained"`` (the public checkpoints) or ``"random"`` (seeded random weights, smoke).
         device: torch device of the networks; entropy coding runs on the CPU.
         seed: seed of the random weights.
@@ -337,16 +253,32 @@ class HiFiCCodec:
         # torch threads during a call (restored after): one fixed count gives the same bits in every process
         self.threads = threads
         self._cache: OrderedDict[str, _Level] = OrderedDict()
+        if weights == "pretrained":
+            self._refuse_unconverted()
 
     # -- weights ------------------------------------------------------------------------------------
     def checkpoint_path(self, level: str) -> Path:
+        """The converted file of ``level`` that the codec reads (``hific_<level>.safetensors``)."""
+        return self.weights_dir / CONVERTED_FILES[self._check_level(level)]
+
+    def pickle_path(self, level: str) -> Path:
+        """The public ``.pt`` file of ``level`` (never read here: ``moediffir convert-hific`` converts it)."""
         return self.weights_dir / CHECKPOINT_FILES[self._check_level(level)]
 
     def missing_checkpoints(self) -> list[Path]:
-        """Checkpoint files this codec would need but cannot find (always empty for random weights)."""
+        """Converted files this codec would need but cannot find (always empty for random weights)."""
         if self.weights == "random":
             return []
         return [self.checkpoint_path(lv) for lv in LEVELS if not self.checkpoint_path(lv).is_file()]
+
+    def _refuse_unconverted(self) -> None:
+        """Raise, naming the file and the command, when a public pickle lies here without its conversion."""
+        for level in LEVELS:
+            if not self.checkpoint_path(level).is_file() and self.pickle_path(level).is_file():
+                raise CodecUnavailableError(
+                    f"hific: {self.pickle_path(level)} is a full pickle, which normal runs never unpickle (it may "
+                    f"run code); {convert_hint(self.pickle_path(level))}"
+                )
 
     @staticmethod
     def _check_level(level: Any) -> str:
@@ -364,9 +296,11 @@ class HiFiCCodec:
         else:
             path = self.checkpoint_path(level)
             if not path.is_file():
+                self._refuse_unconverted()
                 raise CodecUnavailableError(
                     f"hific: checkpoint {path.name!r} for level {level!r} not found in folder {self.weights_dir} "
-                    f"(expected file {path}). Download it from {PUBLISHED_AT} into that folder, or set "
+                    f"(expected file {path}). Download {self.pickle_path(level).name!r} from {PUBLISHED_AT} into "
+                    f"that folder and convert it once with `{CONVERT_COMMAND} {self.pickle_path(level)}`, or set "
                     "data.hific_dir; for a run without it use data.learned_weights=random (smoke, labelled)."
                 )
             model, ckpt = load_hific_model(path, level, self.device), path.name

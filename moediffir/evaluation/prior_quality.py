@@ -34,8 +34,8 @@ def load_prior(folder: str | Path, device: torch.device | str = "cpu"):
         raise MissingInputsError(
             f"{folder}: no prior here (unet/config.json missing); run moediffir train prior", [folder / "unet"]
         )
-    unet = own_aligned_storage(UNet2DConditionModel.from_pretrained(folder / "unet"))
-    vae = own_aligned_storage(autoencoder_class_in(folder).from_pretrained(folder / "vae"))
+    unet = own_aligned_storage(UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True))
+    vae = own_aligned_storage(autoencoder_class_in(folder).from_pretrained(folder / "vae", use_safetensors=True))
     unet = unet.to(device).requires_grad_(False).eval()
     vae = vae.to(device).requires_grad_(False).eval()
     return unet, vae, DDPMScheduler.from_pretrained(folder / "scheduler")

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from moediffir.errors import MoEDiffIRError
-from moediffir.utils.io import atomic_write_bytes, atomic_write_json, sha256_file
+from moediffir.utils.io import atomic_write_bytes, atomic_write_json, load_weights_only, sha256_file
 
 if TYPE_CHECKING:
     import torch
@@ -245,13 +245,13 @@ def converted_problem(folder: str | Path, net: str) -> str | None:
 
 
 def load_converted(folder: str | Path, net: str) -> dict[str, torch.Tensor]:
-    """The converted tensors of ``net`` after the manifest / hash check; raise LpipsWeightsError if unusable."""
-    import torch
-
+    """The converted tensors of ``net`` after the manifest / hash check, read with ``weights_only=True`` (a file
+    holding anything beyond tensors is refused unread: :class:`~moediffir.utils.io.UnsafeWeightsError`); raise
+    LpipsWeightsError if unusable."""
     problem = converted_problem(folder, net)
     if problem is not None:
         raise LpipsWeightsError(problem)
-    return torch.load(converted_file(folder, net), map_location="cpu", weights_only=True)
+    return load_weights_only(converted_file(folder, net), fix="delete the folder and run `moediffir lpips-weights`")
 
 
 # ---------------------------------------------------------------------------------------- converting

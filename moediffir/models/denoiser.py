@@ -291,12 +291,12 @@ class MoEDiffIRDenoiser(nn.Module):
                     f"{folder / SUBFOLDERS[name]}: missing; expected a MoEDiffIRDenoiser.save_pretrained "
                     f"folder"
                 )
-        prompt_module = MoEPromptModule.from_pretrained(folder / SUBFOLDERS["prompt_module"])
-        spade = SpadeInjector.from_pretrained(folder / SUBFOLDERS["spade"])
+        prompt_module = MoEPromptModule.from_pretrained(folder / SUBFOLDERS["prompt_module"], use_safetensors=True)
+        spade = SpadeInjector.from_pretrained(folder / SUBFOLDERS["spade"], use_safetensors=True)
         loaded_v2t = None
         if (folder / SUBFOLDERS["v2t"]).is_dir():
             v2t_cls = type(v2t) if v2t is not None else _v2t_class(folder / SUBFOLDERS["v2t"])
-            loaded_v2t = v2t_cls.from_pretrained(folder / SUBFOLDERS["v2t"])
+            loaded_v2t = v2t_cls.from_pretrained(folder / SUBFOLDERS["v2t"], use_safetensors=True)
         return cls(unet, prompt_module, spade, degradation_prior=degradation_prior, v2t=loaded_v2t)
 
 

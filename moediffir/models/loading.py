@@ -84,11 +84,11 @@ def load_sd_components(cfg, torch_dtype: torch.dtype | None = None, allow_downlo
         if source.kind == "hub":
             kwargs["cache_dir"] = str(hf_cache_dir())
         unet = UNet2DConditionModel.from_pretrained(
-            source.location, subfolder="unet", **kwargs, **torch_dtype_kwargs(torch_dtype)
+            source.location, subfolder="unet", use_safetensors=True, **kwargs, **torch_dtype_kwargs(torch_dtype)
         )
         vae_class = autoencoder_class_in(source.location) if source.kind == "local_dir" else AutoencoderKL
         vae = vae_class.from_pretrained(
-            source.location, subfolder="vae", **kwargs, **torch_dtype_kwargs(torch_dtype)
+            source.location, subfolder="vae", use_safetensors=True, **kwargs, **torch_dtype_kwargs(torch_dtype)
         )
         scheduler = DDPMScheduler.from_pretrained(source.location, subfolder="scheduler", **kwargs)
         from moediffir.utils.memory import own_aligned_storage
@@ -133,6 +133,7 @@ def load_sd_text_encoder(
         kwargs = {"local_files_only": not download, "cache_dir": str(hf_cache_dir())}
     tokenizer = CLIPTokenizer.from_pretrained(source.location, subfolder="tokenizer", **kwargs)
     dtype = {"dtype": torch_dtype} if torch_dtype is not None else {}
-    text_encoder = CLIPTextModel.from_pretrained(source.location, subfolder="text_encoder", **kwargs, **dtype)
+    text_encoder = CLIPTextModel.from_pretrained(source.location, subfolder="text_encoder", use_safetensors=True,
+                                                 **kwargs, **dtype)
     text_encoder.eval()
     return tokenizer, text_encoder

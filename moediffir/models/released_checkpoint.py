@@ -126,14 +126,20 @@ _CHECKED_WHAT = {
 
 
 def read_released_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """``ckpt["state_dict"]`` of a Lightning checkpoint, read with ``weights_only=True``."""
+    """``ckpt["state_dict"]`` of a Lightning checkpoint, read with ``weights_only=True`` (a file that needs more is
+    refused unread: :class:`~moediffir.utils.io.UnsafeWeightsError`)."""
+    from moediffir.utils.io import UnsafeWeightsError, load_weights_only
+
     path = Path(path)
     if not path.is_file():
         raise ReleasedCheckpointError(f"{path}: no such checkpoint file")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = load_weights_only(path)
+    except UnsafeWeightsError:
+        raise
     except Exception as exc:  # pickle / zip errors of every kind: name the file
-        raise ReleasedCheckpointError(f"{path}: cannot read as a torch checkpoint ({type(exc).__name__}: {exc})") from exc
+        reason = (str(exc).strip().splitlines() or [""])[0]
+        raise ReleasedCheckpointError(f"{path}: cannot read as a torch checkpoint ({type(exc).__name__}: {reason})") from exc
     state = ckpt.get(STATE_KEY, ckpt) if isinstance(ckpt, Mapping) else None
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ReleasedCheckpointError(f"{path}: expected a Lightning checkpoint with a '{STATE_KEY}' of tensors")
@@ -151,6 +157,9 @@ def _prompt_key(rest: str, tensor: torch.Tensor) -> dict[str, torch.Tensor] | No
     if m := re.fullmatch(r"blocks(\d+)\.(\d+)\.(.+)", rest):
         head, leaf = f"blocks.{int(m[1]) - 1}.{m[2]}", m[3]
         if q := re.fullmatch(r"attn\.qkv\.(weight|bias)", leaf):
+            if tensor.dim() == 0 or tensor.shape[0] % 3:
+                raise ReleasedCheckpointError(f"{PROMPT}{rest} has shape {tuple(tensor.shape)}; expected (3C, ...): "
+                                              "q, k and v stacked")
             q_, k_, v_ = tensor.chunk(3, dim=0)  # (3C, ...) -> q, k, v rows (heads contiguous in each)
             return {f"{head}.attn.to_q.{q[1]}": q_, f"{head}.attn.to_k.{q[1]}": k_, f"{head}.attn.to_v.{q[1]}": v_}
         if p := re.fullmatch(r"attn\.proj\.(weight|bias)", leaf):
@@ -165,6 +174,14 @@ def _prompt_key(rest: str, tensor: torch.Tensor) -> dict[str, torch.Tensor] | No
         if leaf.startswith("attn."):
             return {f"{head}.{leaf}": tensor}
     return None
+
+
+def _prompt_key_of(path: str | Path, key: str, tensor: torch.Tensor) -> dict[str, torch.Tensor] | None:
+    """:func:`_prompt_key` of a full ``structcond_stage_model.*`` key; a misshapen tensor is named with the file."""
+    try:
+        return _prompt_key(key[len(PROMPT):], tensor)
+    except ReleasedCheckpointError as exc:
+        raise ReleasedCheckpointError(f"{path}: {exc}") from exc
 
 
 def _spade_key(rest: str) -> str | None:
@@ -222,7 +239,7 @@ def map_released_stage1(
         if key.startswith(DP_SUBTREE):
             out.degradation_prior["visual_control." + key[len(DP_SUBTREE):]] = tensor
             continue
-        if key.startswith(PROMPT) and (mapped := _prompt_key(key[len(PROMPT):], tensor)) is not None:
+        if key.startswith(PROMPT) and (mapped := _prompt_key_of(path, key, tensor)) is not None:
             out.prompt_module.update(mapped)
             continue
         if key.startswith(SD_UNET) and ".spade." in key:

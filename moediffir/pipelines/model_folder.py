@@ -20,7 +20,8 @@ compensator); read by :func:`~moediffir.pipelines.moediffir_pipeline.load_pipeli
 
 Pretrained frozen parts (SD 2.1-base, DA-CLIP) are not copied; their sources are in ``config.json`` and can be
 redirected at load time (``overrides={"model.sd_source": ...}``). Writes are atomic: the folder is built
-beside its place and renamed in.
+beside its place and renamed in. Weights are read from ``.safetensors`` files only (``use_safetensors=True``):
+a part saved as a pickled ``.bin`` is refused, naming it, and never unpickled.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import Any
 import torch
 
 from moediffir.config import Config, ConfigError, apply_overrides, load_config, save_config
-from moediffir.errors import MoEDiffIRError
+from moediffir.errors import DeviceError, MoEDiffIRError
 from moediffir.pipelines import model_card
 from moediffir.provenance import (
     DEGRADATION_PRIOR,
@@ -228,7 +229,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device, default
     if dtype not in DTYPES.values():
         raise ValueError(f"dtype {dtype}: choose one of torch.float32, torch.float16, torch.bfloat16")
     if dtype != torch.float32 and device.type != "cuda":
-        raise ValueError(f"dtype {dtype} needs a CUDA device (got {device}); use fp32 on {device.type}")
+        raise DeviceError(f"dtype {dtype} needs a CUDA device (got {device}); use fp32 on {device.type}")
     return dtype
 
 
@@ -237,8 +238,9 @@ def _load_part(folder: Path, what: str, loader):
         part = loader()
     except ModelFolderError:
         raise
-    except Exception as exc:  # corrupt or mismatched weights: name the part
-        raise ModelFolderError(f"{folder / what}: cannot load ({type(exc).__name__}: {exc})") from exc
+    except Exception as exc:  # corrupt or mismatched weights, a pickled .bin without safetensors: name the part
+        reason = (str(exc).strip().splitlines() or [""])[0]
+        raise ModelFolderError(f"{folder / what}: cannot load ({type(exc).__name__}: {reason})") from exc
     return own_aligned_storage(part) if isinstance(part, torch.nn.Module) else part
 
 
@@ -285,8 +287,10 @@ def load_model_parts(
 
     if backbone_provenance(cfg) == RANDOM:
         bb = folder / BACKBONE_DIR
-        unet = _load_part(folder, f"{BACKBONE_DIR}/unet", lambda: UNet2DConditionModel.from_pretrained(bb / "unet"))
-        vae = _load_part(folder, f"{BACKBONE_DIR}/vae", lambda: AutoencoderKL.from_pretrained(bb / "vae"))
+        unet = _load_part(folder, f"{BACKBONE_DIR}/unet",
+                          lambda: UNet2DConditionModel.from_pretrained(bb / "unet", use_safetensors=True))
+        vae = _load_part(folder, f"{BACKBONE_DIR}/vae",
+                         lambda: AutoencoderKL.from_pretrained(bb / "vae", use_safetensors=True))
         base_scheduler = _load_part(
             folder, f"{BACKBONE_DIR}/scheduler", lambda: DDPMScheduler.from_pretrained(bb / "scheduler")
         )
@@ -302,7 +306,8 @@ def load_model_parts(
         if dp_is_random(cfg) or DP_DIR in read_model_info(folder).get("parts", []):
             from moediffir.models.degradation_prior import DegradationPrior
 
-            dp = _load_part(folder, DP_DIR, lambda: DegradationPrior.from_pretrained(folder / DP_DIR))
+            dp = _load_part(folder, DP_DIR,
+                            lambda: DegradationPrior.from_pretrained(folder / DP_DIR, use_safetensors=True))
         else:
             from moediffir.models.degradation_prior import build_degradation_prior
 
@@ -315,7 +320,10 @@ def load_model_parts(
         denoiser.set_null_context(null)
     compensator = None
     if (folder / COMPENSATOR_DIR).is_dir():
-        compensator = _load_part(folder, COMPENSATOR_DIR, lambda: DecoderCompensator.from_pretrained(folder / COMPENSATOR_DIR))
+        compensator = _load_part(
+            folder, COMPENSATOR_DIR,
+            lambda: DecoderCompensator.from_pretrained(folder / COMPENSATOR_DIR, use_safetensors=True),
+        )
 
     scheduler = make_scheduler(cfg.sample.scheduler, base_scheduler.config)
     for module in (unet, vae, denoiser, compensator):

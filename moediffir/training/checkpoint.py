@@ -8,6 +8,10 @@ A checkpoint is the folder ``<stage dir>/checkpoints/step_XXXXXX`` holding
 - ``rng_rank<r>.pt``: the Python, NumPy, torch CPU and CUDA RNG states of every process;
 - ``checkpoint.json``: step, data-sampler position and anything else the trainer needs, written last.
 
+Every ``.pt`` file holds tensors, containers and plain values only (the NumPy RNG state is stored as a tensor),
+and is read with ``torch.load(weights_only=True)``: reading a checkpoint never runs code it carries. The one
+other type allowed, for that read only, is the NumPy array of the RNG files of checkpoints written before.
+
 The folder is assembled as ``.step_XXXXXX.tmp`` beside the others and renamed into place only when complete
 (every file fsynced), so a kill during the write leaves the previous checkpoint untouched and usable; stale
 ``.tmp`` folders are ignored and cleaned up by the next save. With several processes, every rank writes its
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import re
 import shutil
@@ -31,6 +36,7 @@ import torch
 from torch import nn
 
 from moediffir.errors import MoEDiffIRError
+from moediffir.utils.io import UnsafeWeightsError, load_weights_only
 
 PREFIX = "step_"
 MARKER = "checkpoint.json"
@@ -66,17 +72,28 @@ def latest_checkpoint(root: str | Path) -> Path | None:
 
 # ------------------------------------------------------------------------------------------- RNG states
 def capture_rng_state() -> dict[str, Any]:
-    """Python, NumPy, torch CPU and (if present) CUDA RNG states of this process."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Python, NumPy, torch CPU and (if present) CUDA RNG states of this process, as tensors and plain values."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                   "has_gauss": int(has_gauss), "gauss": float(gauss)}
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
+def _numpy_state(saved: Any) -> tuple:
+    """The ``np.random.set_state`` tuple of a saved NumPy state (the dict of tensors, or an older tuple)."""
+    if isinstance(saved, Mapping):
+        keys = saved["keys"].numpy().astype(np.uint32)
+        return saved["kind"], keys, saved["pos"], saved["has_gauss"], saved["gauss"]
+    return tuple(saved)
+
+
 def restore_rng_state(state: Mapping[str, Any]) -> None:
-    """Inverse of :func:`capture_rng_state`."""
+    """Inverse of :func:`capture_rng_state` (also reads the NumPy tuples of checkpoints written before)."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    np.random.set_state(_numpy_state(state["numpy"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -211,6 +228,28 @@ def read_checkpoint_info(folder: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a complete checkpoint ({exc})") from exc
 
 
+def _legacy_rng_types() -> list[Any]:
+    """The NumPy types of the RNG files of checkpoints written before their states became tensors."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # NumPy 1.x
+        from numpy.core.multiarray import _reconstruct
+    return [(_reconstruct, "numpy.core.multiarray._reconstruct"),
+            (_reconstruct, "numpy._core.multiarray._reconstruct"), np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def _read(path: Path, allow: list[Any] | None = None) -> Any:
+    """One file of a checkpoint, read with ``weights_only=True`` (only ``allow`` besides tensors and plain values)."""
+    fix = "the kit's checkpoints hold only tensors and plain values; start afresh with --overwrite"
+    try:
+        return load_weights_only(path, allow=allow or (), fix=fix)
+    except UnsafeWeightsError:
+        raise
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        reason = (str(exc).strip().splitlines() or [""])[0]
+        raise CheckpointError(f"{path}: cannot read ({type(exc).__name__}: {reason})") from exc
+
+
 def load_checkpoint(
     folder: str | Path,
     *,
@@ -225,6 +264,7 @@ def load_checkpoint(
 
     Raises:
         CheckpointError: incomplete folder, a different process count, or a model that does not fit.
+        UnsafeWeightsError: a file holds objects beyond tensors and plain values (it is not unpickled).
     """
     folder = Path(folder)
     info = read_checkpoint_info(folder)
@@ -233,7 +273,7 @@ def load_checkpoint(
             f"{folder}: written by {info.get('world_size')} process(es), resumed with {world_size}; resume with "
             f"the same number of processes (the data order and RNG streams are per process)"
         )
-    trainable = torch.load(folder / "trainable.pt", map_location="cpu", weights_only=False)
+    trainable = _read(folder / "trainable.pt")
     for name, module in modules.items():
         if name not in trainable:
             raise CheckpointError(f"{folder}: no state for {name!r} (has {sorted(trainable)})")
@@ -241,7 +281,7 @@ def load_checkpoint(
     for fname, objs in (("optimizers.pt", optimizers), ("schedulers.pt", schedulers)):
         if not objs:
             continue
-        states = torch.load(folder / fname, map_location="cpu", weights_only=False)
+        states = _read(folder / fname)
         for name, obj in objs.items():
             if name not in states:
                 raise CheckpointError(f"{folder}/{fname}: no state for {name!r}")
@@ -250,5 +290,5 @@ def load_checkpoint(
         rng_path = folder / f"rng_rank{rank}.pt"
         if not rng_path.is_file():
             raise CheckpointError(f"{rng_path}: missing; the checkpoint was written by fewer processes")
-        restore_rng_state(torch.load(rng_path, map_location="cpu", weights_only=False))
+        restore_rng_state(_read(rng_path, allow=_legacy_rng_types()))
     return info

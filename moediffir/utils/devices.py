@@ -36,3 +36,18 @@ def check_device(device: str | None) -> None:
     if index and int(index) >= torch.cuda.device_count():
         raise DeviceError(f"device={text!r}: this machine has {torch.cuda.device_count()} CUDA device(s) "
                           f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+
+
+def check_dtype(dtype: str | None, device: str | None) -> None:
+    """Refuse a half dtype (``fp16``, ``bf16``) on a device that is not CUDA, before any work: one line naming both.
+
+    None (the model's ``sample.dtype``, checked when the model is loaded) and ``fp32`` always pass.
+    """
+    from moediffir.errors import DeviceError
+
+    if dtype is None or dtype == "fp32":
+        return
+    resolved = resolve_device(device)
+    if resolved.type != "cuda":
+        raise DeviceError(f"--dtype {dtype} needs a CUDA device, but the device is {resolved} (--device "
+                          f"{device or 'auto'}); use --dtype fp32 on {resolved.type}")

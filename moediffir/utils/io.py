@@ -1,19 +1,22 @@
-"""Atomic file writes and robust image reading shared by every stage of the kit.
+"""Atomic file writes, robust image reading and safe weight reading shared by every stage of the kit.
 
 Nothing here implements a paper equation; it enforces the kit's rules: a write either lands whole or not at
-all (temp file in the same folder, fsync, ``os.replace``), and a bad input names its file and the problem.
+all (temp file in the same folder, fsync, ``os.replace``) and gets the mode the umask gives, a bad input names
+its file and the problem, and no weight or checkpoint file runs code when it is read (:func:`load_weights_only`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +37,28 @@ class OutputNotWritableError(MoEDiffIRError, PermissionError):
     """An output folder cannot be created or written; the message names it and the reason."""
 
 
+class NoSpaceError(MoEDiffIRError, OSError):
+    """The disk (or the user's quota) filled up while the kit wrote a file; the message names the file. Files
+    written before it are complete (every write is atomic), so the same command continues once there is space."""
+
+    exit_code = 1
+
+
+#: ``errno`` values of a full disk or quota.
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def no_space_message(path: PathLike | None) -> str:
+    """One line for a write that found the disk full."""
+    where = f" writing {path}" if path else ""
+    return f"no space left on device{where}; free some space and rerun the same command (finished files are kept)"
+
+
+class UnsafeWeightsError(MoEDiffIRError, ValueError):
+    """A weight or checkpoint file holds Python objects that only full unpickling could build (and unpickling
+    can run any code the file carries): it is refused unread; the message names the file and the fix."""
+
+
 def _umask() -> int:
     """The process's umask (read by setting it and putting it back: there is no read-only call)."""
     mask = os.umask(0o022)
@@ -45,7 +70,8 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` so that readers see either the old file or the complete new one.
 
     The file gets the mode a plain ``open(path, "w")`` would give (``0o666`` less the umask), not the
-    owner-only mode of the temporary file it is written through.
+    owner-only mode of the temporary file it is written through. A full disk raises :class:`NoSpaceError`
+    naming ``path`` (the old file, if any, is kept).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -57,11 +83,13 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+            raise NoSpaceError(no_space_message(path)) from exc
         raise
     return path
 
@@ -178,6 +206,39 @@ def read_image_rgb(path: PathLike) -> np.ndarray:
         raise ImageReadError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from exc
 
 
+_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+
+
+def unsafe_weights_message(path: PathLike, exc: BaseException, fix: str = "") -> str:
+    """One line for a file that ``torch.load(weights_only=True)`` refused: the file, the object it would have
+    built, and ``fix`` (e.g. the command that converts it) when given."""
+    found = _UNSUPPORTED_GLOBAL.search(str(exc))
+    what = f" ({found.group(1)})" if found else ""
+    return (f"{path}: holds Python objects beyond tensors and plain values{what}, which only full unpickling "
+            "builds and which may run code; the kit never unpickles weight files"
+            + (f"; {fix}" if fix else ""))
+
+
+def load_weights_only(path: PathLike, *, allow: Sequence[Any] = (), fix: str = "", mmap: bool = False) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU: tensors, containers and plain values only.
+
+    ``allow``: the few other types this file may hold, allowed for this call only (``torch.serialization.
+    safe_globals``; nothing global changes). A file that needs anything else raises :class:`UnsafeWeightsError`
+    (one line naming it and ``fix``), and no object of it is built; other read errors propagate unchanged.
+    """
+    import pickle
+
+    import torch
+
+    try:
+        with torch.serialization.safe_globals(list(allow)):
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as exc:
+        if "safe_globals" not in str(exc):  # a corrupt file, not a refused object: the caller names it
+            raise
+        raise UnsafeWeightsError(unsafe_weights_message(path, exc, fix)) from exc
+
+
 def torch_hub_dir() -> Path:
     """torch's hub folder (``torch.hub.get_dir()``: ``$TORCH_HOME/hub``, default ``~/.cache/torch/hub``), read
     without importing torch when it is not loaded yet (a loaded torch may have been given another one)."""
@@ -225,12 +286,53 @@ def check_writable_dir(folder: PathLike, what: str = "output folder") -> Path:
     return folder
 
 
+def apply_umask_modes(folder: PathLike) -> None:
+    """Give every file under ``folder`` the mode a plain ``open(path, "w")`` gives (``0o666`` less the umask) and
+    every folder a plain ``mkdir``'s (``0o777`` less the umask): writers such as safetensors' ``save_file`` (and
+    so diffusers' ``save_pretrained``) create owner-only ``0o600`` files whatever the umask."""
+    mask = _umask()
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o777 & ~mask)
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o666 & ~mask)
+
+
+def existing_ancestor(folder: PathLike) -> Path:
+    """``folder`` itself when it exists, else its nearest existing parent."""
+    existing = Path(folder)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return existing
+
+
+@contextlib.contextmanager
+def no_empty_folder_on_failure(folder: PathLike) -> Iterator[Path]:
+    """Run a block that may create ``folder``; when the block fails, remove ``folder`` again if it was made by
+    the block and holds no file (with the empty parents made with it), so a failed run leaves no empty folder."""
+    folder = Path(folder)
+    existing = existing_ancestor(folder)
+    try:
+        yield folder
+    except BaseException:
+        if existing != folder and folder.is_dir() and not any(p.is_file() for p in folder.rglob("*")):
+            shutil.rmtree(folder, ignore_errors=True)
+            made = folder.parent
+            while made != existing and made.is_dir() and not any(made.iterdir()):
+                made.rmdir()
+                made = made.parent
+        raise
+
+
 @contextlib.contextmanager
 def atomic_directory(folder: PathLike) -> Iterator[Path]:
     """Build a folder beside its final place and swap it in whole when the block succeeds.
 
-    Yields a temporary sibling folder to fill. On success the old ``folder`` (if any) is moved aside, the new one
-    renamed in, and the old one removed; on any error the temporary folder is deleted and ``folder`` is untouched.
+    Yields a temporary sibling folder to fill. On success its files get the umask's modes
+    (:func:`apply_umask_modes`), the old ``folder`` (if any) is moved aside, the new one renamed in, and the old
+    one removed; on any error the temporary folder is deleted and ``folder`` is untouched.
     """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -238,6 +340,7 @@ def atomic_directory(folder: PathLike) -> Iterator[Path]:
     try:
         os.chmod(tmp, 0o777 & ~_umask())  # the mode of a plain mkdir, not mkdtemp's owner-only one
         yield tmp
+        apply_umask_modes(tmp)
         old = None
         if folder.exists():
             old = folder.with_name(f".{folder.name}.old")
