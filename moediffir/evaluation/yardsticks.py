@@ -73,12 +73,20 @@ def yardstick_table(results: pd.DataFrame, kind: str = "seen", metrics=("psnr", 
 
 
 def target_check(table: pd.DataFrame) -> dict[str, float]:
-    """The full method against the input: mean PSNR gain and on how many tasks LPIPS fell."""
+    """The full method and stage I against the input and the CNN, from a :func:`yardstick_table`: the full
+    method's mean PSNR gain over the input, on how many tasks its LPIPS (and stage I's) is below the input's, and
+    its mean LPIPS minus the same-time CNN's (negative: the method is better)."""
     tasks = table.drop(index="mean")
     out = {"psnr_gain_db": float(table.loc["mean", ("psnr", METHOD_MOE)] - table.loc["mean", ("psnr", METHOD_LQ)])}
     if ("lpips", METHOD_MOE) in table.columns:
         out["lpips_better_tasks"] = int((tasks[("lpips", METHOD_MOE)] < tasks[("lpips", METHOD_LQ)]).sum())
         out["tasks"] = len(tasks)
+        if ("lpips", METHOD_NO_COMPENSATOR) in table.columns:
+            stage1 = tasks[("lpips", METHOD_NO_COMPENSATOR)] < tasks[("lpips", METHOD_LQ)]
+            out["stage1_lpips_better_tasks"] = int(stage1.sum())
+        if ("lpips", CNN_BASELINE) in table.columns:
+            cnn = table.loc["mean", ("lpips", CNN_BASELINE)]
+            out["lpips_minus_cnn"] = float(table.loc["mean", ("lpips", METHOD_MOE)] - cnn)
     return out
 
 

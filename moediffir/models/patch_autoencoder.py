@@ -28,6 +28,7 @@ deterministic), ``decode(z).sample``, ``config.latent_channels``, ``config.scali
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -88,12 +89,12 @@ class PatchAutoencoder(ModelMixin, ConfigMixin):
         # encoder refinement: levels 0..n-1, downsampling by strided convs, zero-initialised output
         self.enc_in = nn.Conv2d(in_channels, chans[0], 3, padding=1)
         self.enc_levels = nn.ModuleList(_conv_pair(c, c) for c in chans)
-        self.enc_down = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(chans, chans[1:]))
+        self.enc_down = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in pairwise(chans))
         self.enc_out = nn.Conv2d(chans[-1], latent_channels, 3, padding=1)
         # decoder refinement: from z at level n-1 up to level 0, where the linear image joins; zero-initialised out
         self.dec_in = nn.Conv2d(latent_channels, chans[-1], 3, padding=1)
         self.dec_levels = nn.ModuleList(_conv_pair(c, c) for c in chans)
-        self.dec_up = nn.ModuleList(nn.Conv2d(b, a, 3, padding=1) for a, b in zip(chans, chans[1:]))
+        self.dec_up = nn.ModuleList(nn.Conv2d(b, a, 3, padding=1) for a, b in pairwise(chans))
         self.dec_image = nn.Conv2d(out_channels, chans[0], 3, padding=1)
         self.dec_out = nn.Conv2d(chans[0], out_channels, 3, padding=1)
         for last in (self.enc_out, self.dec_out):

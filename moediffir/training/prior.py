@@ -55,10 +55,17 @@ from moediffir.training.datasets import (
     pad_to,
     to_tensor01,
 )
-from moediffir.training.runtime import TrainingConfigError, check_fresh_start, json_safe, progress_bar
+from moediffir.training.runtime import (
+    TrainingConfigError,
+    check_fresh_start,
+    json_safe,
+    progress_bar,
+    stage_lock,
+)
 from moediffir.training.stage1 import diffusion_target
 from moediffir.utils.devices import resolve_device
 from moediffir.utils.io import atomic_directory, atomic_write_json, atomic_write_text, read_image_rgb
+from moediffir.utils.locks import is_lock_file
 
 STAGE = "prior"
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
@@ -146,13 +153,23 @@ def training_photos(cfg) -> list[np.ndarray]:
 
 
 # ----------------------------------------------------------------------------------------------- losses
-def vae_loss(vae, x01: torch.Tensor, kl_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
+def vae_loss(vae, x01: torch.Tensor, kl_weight: float, latent_noise: float = 0.0,
+             ) -> tuple[torch.Tensor, dict[str, float]]:
     """L1 reconstruction of a posterior sample plus ``kl_weight`` x KL to N(0, I) (the LDM autoencoder loss
-    without its perceptual and GAN terms); L1 alone for the deterministic ``PatchAutoencoder``."""
+    without its perceptual and GAN terms).
+
+    For the deterministic ``PatchAutoencoder``: L1 of ``D(E(x))``, plus, when ``latent_noise`` > 0, L1 of
+    ``D(E(x) + latent_noise * n)`` with ``n ~ N(0, I)`` in the whitened latent space: the decoder also learns to
+    turn slightly wrong latents (what a diffusion model outputs) into the photo rather than into 4x4 blocks.
+    """
     x = x01 * 2.0 - 1.0  # (B, 3, H, W) in [-1, 1]
     if isinstance(vae, PatchAutoencoder):
-        l1 = (vae(x) - x).abs().mean()
-        return l1, {"l1": float(l1.detach())}
+        z = vae.encode(x).latent_dist.mode()  # (B, C, h, w)
+        l1 = (vae.decode(z).sample - x).abs().mean()
+        if latent_noise <= 0:
+            return l1, {"l1": float(l1.detach())}
+        noisy = (vae.decode(z + latent_noise * torch.randn_like(z)).sample - x).abs().mean()
+        return l1 + noisy, {"l1": float(l1.detach()), "l1_noisy": float(noisy.detach())}
     dist = vae.encode(x).latent_dist
     rec = vae.decode(dist.sample()).sample  # (B, 3, H, W)
     l1 = (rec - x).abs().mean()
@@ -287,8 +304,8 @@ def _train_vae(cfg, photos, out: Path, device, resume: bool, progress: bool) -> 
         vae = vae.to(device)
     else:
         vae = AutoencoderKL.from_config(prior_vae_config(cfg)).to(device)
-    info = _run_phase(cfg, "vae", vae, lambda m, x: vae_loss(m, x, p.vae_kl_weight), p.vae_steps,
-                      p.vae_batch_size, p.vae_lr, photos, out, resume, progress)
+    info = _run_phase(cfg, "vae", vae, lambda m, x: vae_loss(m, x, p.vae_kl_weight, p.vae_latent_noise),
+                      p.vae_steps, p.vae_batch_size, p.vae_lr, photos, out, resume, progress)
     std = latent_std(vae, photos, device)
     vae.register_to_config(scaling_factor=1.0 / max(std, 1e-6))
     vae.requires_grad_(False)
@@ -301,7 +318,7 @@ def _train_vae(cfg, photos, out: Path, device, resume: bool, progress: bool) -> 
 def _clear_previous_run(out: Path, keep: str) -> None:
     """Remove an earlier run's checkpoints and logs from ``out``; the prior ``keep`` stays until replaced."""
     for path in out.iterdir() if out.is_dir() else []:
-        if path.name == keep:
+        if path.name == keep or is_lock_file(path.name):
             continue
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
@@ -328,6 +345,13 @@ def train_prior(cfg, resume: bool = False, progress: bool = True, overwrite: boo
         check_fresh_start(out / phase, resume, overwrite)  # refused: nothing is changed
     photos = training_photos(cfg)  # fails early when the photos are missing
     device = resolve_device(cfg.device)
+    with stage_lock(out):  # a second run into this folder stops here, naming this one
+        return _train_prior(cfg, photos, device, resume, progress)
+
+
+def _train_prior(cfg, photos: list[np.ndarray], device: torch.device, resume: bool, progress: bool) -> Path:
+    """Both phases of :func:`train_prior`, its checks done and its stage folder locked."""
+    p, out = cfg.prior, prior_stage_dir(cfg)
     if not resume:
         _clear_previous_run(out, keep=cfg.prior_dir.name)
     out.mkdir(parents=True, exist_ok=True)
