@@ -204,6 +204,7 @@ def test_json_infinity_and_nan_from_the_command_line_are_refused():
     ("prior.vae_lr", 0.0, "> 0"),
     ("prior.unet_lr", -1e-3, "> 0"),
     ("prior.vae_kl_weight", -1.0, ">= 0.0"),
+    ("prior.vae_latent_noise", -0.1, ">= 0.0"),
     ("prior.latent_channels", 0, ">= 1"),
     ("prior.vae_channels", [16, 0, 64], ">= 1"),
     ("prior.unet_channels", [0], ">= 1"),
@@ -218,6 +219,14 @@ def test_seed_batch_sizes_and_prior_keys_have_ranges(key, value, allowed):
         resolve_config("mini", {key: value})
     msg = str(err.value)
     assert "\n" not in msg and key in msg and allowed in msg
+
+
+def test_every_numeric_prior_key_has_a_range():
+    from moediffir.config import RANGES, PriorConfig
+
+    numeric = [f.name for f in dataclasses.fields(PriorConfig)
+               if f.type in ("int", "float", "tuple[int, ...]") and f.name != "enabled"]
+    assert len(numeric) >= 18 and [n for n in numeric if f"prior.{n}" not in RANGES] == []
 
 
 def test_the_largest_allowed_batch_and_seed_resolve():
