@@ -14,7 +14,8 @@ What a command needs is named by the keys of :data:`CHECKS`:
   are checked too;
 - ``model_weights``: SD 2.1-base, DA-CLIP ViT-B/32 and CLIP RN50 (none for random or tiny networks);
 - ``metric_weights``: the LPIPS, FID, CLIP-IQA+ and MANIQA files of ``eval.metrics`` (none for random ones);
-- ``codec_weights``: the compressai zoo and HiFiC checkpoints of ``data.codecs`` (none for random ones).
+- ``codec_weights``: the compressai zoo checkpoints and the converted HiFiC files (``hific_<level>.safetensors``,
+  written by ``moediffir convert-hific``) of ``data.codecs`` (none for random ones).
 """
 
 from __future__ import annotations
@@ -124,13 +125,30 @@ def check_codec_weights(cfg: Config) -> list[Missing]:
                                        f"compressai.zoo.cheng2020_attn(quality={quality}, metric="
                                        f"'{METRICS[name]}', pretrained=True) once on a machine with network"))
     if "hific" in cfg.data.codecs:
-        from moediffir.codecs import HIFIC_CHECKPOINT_FILES, hific_weights_dir
+        out += _hific_weights(cfg)
+    return out
 
-        folder = hific_weights_dir(cfg.data)
-        for level, name in HIFIC_CHECKPOINT_FILES.items():
-            if not (folder / name).is_file():
-                out.append(Missing(f"HiFiC {level} checkpoint", str(folder / name),
-                                   "the public HiFiC checkpoints (see data/README.md), or set data.hific_dir"))
+
+def _hific_weights(cfg: Config) -> list[Missing]:
+    """The converted HiFiC files the codec reads (``hific_<level>.safetensors``); a public ``.pt`` lying there
+    unconverted is named with the command that converts it (the codec never unpickles it)."""
+    from moediffir.codecs import hific_weights_dir
+    from moediffir.codecs.base import HIFIC_CHECKPOINT_FILES, HIFIC_CONVERTED_FILES
+
+    folder = hific_weights_dir(cfg.data)
+    out = []
+    for level, converted in HIFIC_CONVERTED_FILES.items():
+        public = folder / HIFIC_CHECKPOINT_FILES[level]
+        if (folder / converted).is_file():
+            continue
+        if public.is_file():  # the codec never unpickles it: the one-time conversion is what is missing
+            name = f"HiFiC {level} weights ({public.name} not converted yet: `moediffir convert-hific`)"
+            how = f"{public} is there, unconverted: run `moediffir convert-hific {public}` once"
+        else:
+            name = f"HiFiC {level} weights (converted)"
+            how = (f"the public {public.name} (see data/README.md) saved as {public}, then `moediffir convert-hific "
+                   f"{public}`; or set data.hific_dir")
+        out.append(Missing(name, str(folder / converted), how))
     return out
 
 

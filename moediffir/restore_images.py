@@ -142,7 +142,7 @@ def restore_images(
     check_not_in_place(inputs, files, out_dir)
     outputs = plan_outputs(files, out_dir, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
-    pipe.set_progress_bar_config(disable=True)
+    pipe.set_progress_bar_config(disable=not progress, leave=False)  # per-image bars: steps, tiles of big photos
     report = RestoreReport()
     kwargs = {"num_inference_steps": num_inference_steps, "fusion_weight": fusion_weight, "tile_size": tile_size,
               "color_fix": color_fix}  # None (fusion_weight: ...) means the model's default

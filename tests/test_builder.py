@@ -169,12 +169,29 @@ def test_unavailable_codec_is_reported_not_fatal(tmp_path, repo_root):
     only_missing = _cfg(tmp_path, repo_root, **over, **{"data.codecs": ["hevc"]})
     with pytest.raises(BuildError, match="not available"):  # asked only for the missing codec
         build_benchmark(only_missing, progress=False)
-    with pytest.raises(BuildError, match="not available"):  # the same when the workers find out
+    with pytest.raises(BuildError, match="not available"):  # the same with a pool of workers
         build_benchmark(only_missing, workers=2, progress=False)
-    assert not (only_missing.benchmark_dir / "manifest.csv").exists()
+    assert read_manifest(only_missing.benchmark_dir).equals(df)  # refused before the folder was touched
     strict = _cfg(tmp_path, repo_root, **over, **{"data.codecs": ["jpeg", "hevc"], "data.allow_missing_codecs": False})
     with pytest.raises(BuildError, match="allow_missing_codecs"):
         build_benchmark(strict, progress=False)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_refused_build_leaves_an_existing_benchmark_byte_identical(tmp_path, repo_root, workers):
+    """Every codec unavailable is known before the folder is touched: the manifest, config.json and every other
+    file of the benchmark already there stay as they were (one process or a pool)."""
+    over = {"data.test_sets": [], "data.max_train_images": 1, "data.hevc_backend": "hm",
+            "data.hm_encoder": str(tmp_path / "no" / "TAppEncoderStatic")}
+    build_benchmark(_cfg(tmp_path, repo_root, **over, **{"data.codecs": ["jpeg"]}), progress=False)
+    root = tmp_path / "bench"
+    before = {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    assert "manifest.csv" in before and "config.json" in before
+    refused = _cfg(tmp_path, repo_root, **over, **{"data.codecs": ["hevc"], "data.workers": workers})
+    with pytest.raises(BuildError, match="not available"):
+        build_benchmark(refused, progress=False)
+    after = {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    assert after == before
 
 
 def test_training_tiles(tmp_path, repo_root):

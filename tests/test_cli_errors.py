@@ -201,8 +201,9 @@ def test_bad_input_is_one_line_and_changes_nothing(ws, case, argv, code, names):
 
 
 def test_hific_pickles_are_refused_with_the_conversion_command_before_any_coding(ws, tmp_path):
-    """Only the public pickles in the HiFiC folder: the build stops naming the file and ``convert-hific``, and
-    never unpickles them (the output folder is a new one: the builder prepares it before it meets the codec)."""
+    """Only the public pickles in the HiFiC folder: the build's preflight stops it naming the file and
+    ``convert-hific`` (the list of what is missing follows that line), before the output folder exists, and
+    nothing unpickles them."""
     res = _cli("data", "build", "--workers", "1", "--no-progress", "--set", f"data.datasets_dir={SMOKE}",
                "--set", 'data.codecs=["hific"]', "--set", "data.learned_weights=pretrained", "--set",
                f"data.hific_dir={ws / 'armed' / 'hific'}", "--set", "data.unseen=false", "--set",
@@ -210,10 +211,11 @@ def test_hific_pickles_are_refused_with_the_conversion_command_before_any_coding
                cwd=tmp_path)
     errors = [line for line in res.stderr.splitlines() if line.startswith("moediffir: error:")]
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-3000:]
-    assert len(errors) == 1 and res.stderr.strip().splitlines()[-1] == errors[0], res.stderr[-3000:]
+    lines = res.stderr.strip().splitlines()
+    assert len(errors) == 1 and all(line.startswith("  ") for line in lines[lines.index(errors[0]) + 1:]), lines
     assert "hific_low.pt" in errors[0] and "moediffir convert-hific" in errors[0], errors[0]
     assert not (ws / "MARKER").exists()
-    assert not list((tmp_path / "bench").rglob("*.png"))
+    assert not (tmp_path / "bench").exists()
 
 
 def test_a_full_disk_during_data_build_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):

@@ -80,3 +80,20 @@ def test_doctor_command_reads_no_network_libraries(tmp_path):
     assert res.returncode == 2, res.stderr[-2000:]  # something is missing
     assert "HEAVY []" in res.stdout, res.stdout[-500:]
     assert "dataset DF2K" in res.stdout and "hific_low.pt" in res.stdout
+
+
+def test_hific_is_checked_as_the_converted_files_the_codec_reads(tmp_path):
+    """The codec reads ``hific_<level>.safetensors``; a public ``.pt`` alone is named with the command that
+    converts it, and a converted file counts as present whatever else lies there."""
+    cfg = resolve_config("smoke", {"data.root": str(tmp_path / "data"), "data.codecs": ["hific"],
+                                   "data.learned_weights": "pretrained"})
+    folder = tmp_path / "data" / "weights" / "hific"
+    folder.mkdir(parents=True)
+    (folder / "hific_low.pt").write_bytes(b"pickle")
+    (folder / "hific_med.safetensors").write_bytes(b"converted")
+    missing = {m.path: m for m in preflight(cfg, ("codec_weights",)).missing}
+    assert set(missing) == {str(folder / "hific_low.safetensors"), str(folder / "hific_hi.safetensors")}
+    low = missing[str(folder / "hific_low.safetensors")].source
+    assert f"moediffir convert-hific {folder / 'hific_low.pt'}" in low and "unconverted" in low
+    high = missing[str(folder / "hific_hi.safetensors")].source
+    assert "hific_hi.pt" in high and f"moediffir convert-hific {folder / 'hific_hi.pt'}" in high

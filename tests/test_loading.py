@@ -113,11 +113,24 @@ def test_local_folder_lists_only_what_is_absent(tmp_path, offline_env):
     missing = check_paper_weights(_paper(tmp_path, **{"model.sd_source": str(folder), "model.use_dp": False}))
     paths = [m.path for m in missing]
     assert str(folder / "unet" / "config.json") not in " ".join(paths)
-    assert (
-        paths[0]
-        == f"{folder / 'unet' / 'diffusion_pytorch_model.safetensors'} (or diffusion_pytorch_model.bin)"
-    )
+    assert paths[0] == str(folder / "unet" / "diffusion_pytorch_model.safetensors")
     assert str(folder / "scheduler" / "scheduler_config.json") in paths
+
+
+def test_a_pickled_bin_does_not_stand_in_for_the_safetensors_the_loader_reads(tmp_path, offline_env):
+    """The loader reads diffusers folders with use_safetensors=True: a .bin alone is missing, and named."""
+    folder = tmp_path / "sd21"
+    for sub, name in (("unet", "diffusion_pytorch_model"), ("vae", "diffusion_pytorch_model"),
+                      ("text_encoder", "pytorch_model")):
+        (folder / sub).mkdir(parents=True)
+        (folder / sub / "config.json").write_text("{}")
+        (folder / sub / f"{name}.bin").write_bytes(b"x")
+    cfg = _paper(tmp_path, **{"model.sd_source": str(folder), "model.use_dp": False, "model.use_v2t": False})
+    missing = {m.path: m.source for m in check_paper_weights(cfg)}
+    for sub, name in (("unet", "diffusion_pytorch_model"), ("vae", "diffusion_pytorch_model"),
+                      ("text_encoder", "model")):
+        source = missing[str(folder / sub / f"{name}.safetensors")]
+        assert str(folder / sub) in source and ".bin" in source and "never reads" in source
 
 
 def test_single_file_missing_names_the_checkpoint(tmp_path, offline_env):
@@ -362,7 +375,7 @@ class _Opaque:
     pass
 
 
-def test_read_state_dict_formats(tmp_path, monkeypatch):
+def test_read_state_dict_formats(tmp_path):
     from safetensors.torch import save_file
 
     a, b = torch.randn(3), torch.randn(2, 2)
@@ -374,8 +387,7 @@ def test_read_state_dict_formats(tmp_path, monkeypatch):
     save_file({"a": a}, str(tmp_path / "w.safetensors"))
     assert torch.equal(read_state_dict(tmp_path / "w.safetensors")["a"], a)
     torch.save({"a": a, "obj": _Opaque()}, tmp_path / "unsafe.pt")
-    monkeypatch.delenv(checkpoint_files.TRUST_PICKLE_ENV, raising=False)
-    with pytest.raises(ValueError, match=checkpoint_files.TRUST_PICKLE_ENV):
+    with pytest.raises(ValueError, match="unsafe.pt: holds Python objects beyond tensors"):
         read_state_dict(tmp_path / "unsafe.pt")
     with pytest.raises(FileNotFoundError, match="not found"):
         read_state_dict(tmp_path / "absent.pt")

@@ -131,3 +131,48 @@ def test_only_the_main_rank_of_a_launch_locks(tmp_path, monkeypatch):
         monkeypatch.setenv("RANK", "0")
         with pytest.raises(FolderLockedError), folder_lock(tmp_path, main_process_only=True):
             pytest.fail("rank 0 took a held lock")
+
+
+# ------------------------------------------------------------------------------ the commands that lock
+_CLI_CASES = [  # (command line, folder it locks, what the refusal calls it)
+    (["stage2-data", "--device", "cpu"], "runs/smoke/stage2", "stage folder"),
+    (["data", "merge"], "bench", "benchmark folder"),
+    (["evaluate", "--merge"], "results/smoke", "results folder"),
+    (["report"], "results/smoke", "results folder"),
+    (["sweep", "prompts_nk", "--device", "cpu"], "results/smoke", "results folder"),
+]
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (its lock files aside) with its bytes."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and not locks.is_lock_file(p.name)}
+
+
+@pytest.mark.parametrize(("argv", "folder", "what"), _CLI_CASES, ids=[" ".join(c[0][:2]) for c in _CLI_CASES])
+def test_a_command_into_a_locked_folder_is_refused_in_one_line_and_writes_nothing(tmp_path, argv, folder, what):
+    """``stage2-data``, ``data merge``, ``evaluate --merge``, ``report`` and ``sweep`` stop at once while another
+    process (here: this test) holds the lock of the folder they write, naming it, and change no file."""
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "manifest.csv").write_text("split,set\n")  # what the preflight looks for
+    before = _tree(tmp_path)
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    cmd = [sys.executable, "-m", "moediffir.cli", *argv, "--profile", "smoke", "--set", "data.out_dir=bench",
+           "--set", "runs_dir=runs", "--set", "results_dir=results"]
+    with folder_lock(tmp_path / folder):
+        proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("moediffir:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert f"{folder}: {what} in use by another run (PID {os.getpid()} on {socket.gethostname()}, " in errors[0]
+    assert _tree(tmp_path) == before and not any(tmp_path.glob("runs/smoke/stage2/*"))
+
+
+def test_stage2_data_elsewhere_locks_that_folder_too(tmp_path):
+    from moediffir.config import resolve_config
+    from moediffir.training.stage2_data import generate_stage2_data
+
+    cfg = resolve_config("smoke", {"runs_dir": str(tmp_path / "runs"), "stage2.data_dir": str(tmp_path / "latents")})
+    with held_elsewhere(tmp_path / "latents"), pytest.raises(FolderLockedError, match="stage-II data folder in use"):
+        generate_stage2_data(cfg, progress=False)
+    assert not (tmp_path / "runs").exists()  # the stage folder's lock, let go, left nothing behind

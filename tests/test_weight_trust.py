@@ -122,7 +122,60 @@ def test_compressai_zoo_file_is_read_weights_only(tmp_path, marker, monkeypatch)
     arm(codec.checkpoint_path(1), marker)
     with pytest.raises(CodecError) as err:
         codec.model(1)
-    assert str(codec.checkpoint_path(1)) in str(err.value)
+    assert str(codec.checkpoint_path(1)) in _one_line(err.value) and "fetch it again" in str(err.value)
+    codec.checkpoint_path(2).write_bytes(b"PK\x03\x04 a truncated download")
+    with pytest.raises(CodecError) as err:
+        codec.model(2)
+    assert str(codec.checkpoint_path(2)) in _one_line(err.value) and "fetch it again" in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------- metric files
+def test_the_lpips_backbone_and_the_clipiqa_prompts_are_read_weights_only(tmp_path, marker):
+    from moediffir.metrics.perceptual import build_lpips, read_weight_file
+    from moediffir.metrics.weight_files import weight_files
+
+    backbone = arm(weight_files(tmp_path / "hub")["lpips_alex_backbone"], marker)
+    with pytest.raises(UnsafeWeightsError) as err:
+        build_lpips("alex", weights="pretrained", weights_dir=tmp_path / "hub", lpips_dir=tmp_path / "none")
+    assert str(backbone) in _one_line(err.value)
+    prompts = arm(weight_files(tmp_path / "hub")["clipiqa_prompts"], marker)
+    with pytest.raises(UnsafeWeightsError) as err:
+        read_weight_file(prompts, "CLIP-IQA+ prompts")
+    assert str(prompts) in _one_line(err.value)
+    prompts.write_bytes(b"not a torch file")
+    with pytest.raises(MoEDiffIRError) as err:
+        read_weight_file(prompts, "CLIP-IQA+ prompts")
+    assert str(prompts) in _one_line(err.value) and "CLIP-IQA+ prompts" in str(err.value)
+
+
+# ---------------------------------------------------------------------------------- published checkpoints
+def test_read_state_dict_has_no_switch_to_unpickle(tmp_path, marker, monkeypatch):
+    """Published checkpoints (SD's single file, DP/V2T encoders) are read weights-only, whatever the environment
+    says (an old switch, ``MOEDIFFIR_TRUST_PICKLE=1``, once turned that off)."""
+    from moediffir.models.checkpoint_files import read_state_dict
+
+    monkeypatch.setenv("MOEDIFFIR_TRUST_PICKLE", "1")
+    path = arm(tmp_path / "v2-1_512-ema-pruned.ckpt", marker)
+    with pytest.raises(UnsafeWeightsError) as err:
+        read_state_dict(path)
+    assert str(path) in _one_line(err.value) and "safetensors" in str(err.value)
+    bad = tmp_path / "truncated.pt"
+    bad.write_bytes(b"PK\x03\x04 a truncated download")
+    with pytest.raises(ValueError) as err:
+        read_state_dict(bad)
+    assert str(bad) in _one_line(err.value)
+
+
+# ------------------------------------------------------------------------------------- stage-II latents
+def test_stage2_shards_are_read_weights_only(tmp_path, marker):
+    from moediffir.training.stage2_data import META_NAME, LatentShardDataset, shard_name
+
+    (tmp_path / META_NAME).write_text(json.dumps({"complete": True, "source": {"num_latents": 2, "shard_size": 2}}))
+    shard = arm(tmp_path / shard_name(0), marker)
+    with pytest.raises(UnsafeWeightsError) as err:
+        LatentShardDataset(tmp_path)[0]
+    msg = _one_line(err.value)
+    assert str(shard) in msg and "moediffir stage2-data" in msg
 
 
 # -------------------------------------------------------------------------------------- import-released

@@ -32,7 +32,8 @@ list of evaluations (:class:`EvalSpec`: test sets x task kinds), all defined wit
 
 Every variant is a stage-I model decoded by the plain VAE decoder: the ablated parts (prompt design, N, K, V2T,
 DP) are all trained in stage I, and the decoder compensator of stage II would be the same for every variant
-(Table 4 studies it separately). One sweep runs at a time per run folder (no locking).
+(Table 4 studies it separately). A sweep holds the lock of ``<results_dir>/<profile>`` throughout
+(:func:`~moediffir.utils.locks.folder_lock`), as ``evaluate`` and ``report`` do.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ from moediffir.ablation.plan import (
 from moediffir.config import Config, apply_overrides, save_config
 from moediffir.utils.digests import read_record
 from moediffir.utils.io import atomic_write_csv, atomic_write_json
+from moediffir.utils.locks import folder_lock
 
 SWEEPS_DIR = "sweeps"
 MODELS_DIR = "_models"
@@ -330,7 +332,7 @@ def run_sweep(
 
     Finished runs (``result.json``) are reused; a run interrupted after training only evaluates; a run
     interrupted during training resumes from its newest checkpoint. An exception stops the sweep (rerun the same
-    call to continue where it stopped).
+    call to continue where it stopped). Another run writing the results folder refuses it (``FolderLockedError``).
 
     Args:
         cfg: resolved config of the profile (with the caller's overrides).
@@ -338,28 +340,29 @@ def run_sweep(
         train_fn / evaluate_fn: default :func:`~moediffir.training.stage1.train_stage1` and
             :func:`~moediffir.evaluation.evaluator.evaluate_model` (tests inject counters here).
     """
-    t0 = time.perf_counter()
-    train_fn = train_fn or _default_train
-    evaluate_fn = evaluate_fn or _default_evaluate
-    report = SweepReport(sweep.name)
-    runs = plan_sweep(cfg, sweep)
-    log(f"[sweep] {sweep.name}: {len(sweep.variants)} variant(s), {len(runs)} unique run(s) under "
-        f"{sweeps_root(cfg) / sweep.name}")
-    for i, run in enumerate(runs, 1):
-        names = ", ".join(v.name for v in run.variants)
-        if run.done:
-            log(f"[sweep] ({i}/{len(runs)}) {names}: finished earlier ({run.key}), reused")
-            report.reused.append(run.key)
-            continue
-        log(f"[sweep] ({i}/{len(runs)}) {names}: running ({run.key})")
-        if _execute(run, sweep, cfg, train_fn, evaluate_fn, progress, log):
-            report.trained.append(run.train_key)
-        report.ran.append(run.key)
-    report.results = gather_sweep(cfg, sweep, runs)
-    report.path = results_path(cfg, sweep.name)
-    report.seconds = time.perf_counter() - t0
-    log(f"[sweep] {report.summary()}")
-    return report
+    with folder_lock(cfg.profile_results_dir, what="results folder"):  # evaluate and report write there too
+        t0 = time.perf_counter()
+        train_fn = train_fn or _default_train
+        evaluate_fn = evaluate_fn or _default_evaluate
+        report = SweepReport(sweep.name)
+        runs = plan_sweep(cfg, sweep)
+        log(f"[sweep] {sweep.name}: {len(sweep.variants)} variant(s), {len(runs)} unique run(s) under "
+            f"{sweeps_root(cfg) / sweep.name}")
+        for i, run in enumerate(runs, 1):
+            names = ", ".join(v.name for v in run.variants)
+            if run.done:
+                log(f"[sweep] ({i}/{len(runs)}) {names}: finished earlier ({run.key}), reused")
+                report.reused.append(run.key)
+                continue
+            log(f"[sweep] ({i}/{len(runs)}) {names}: running ({run.key})")
+            if _execute(run, sweep, cfg, train_fn, evaluate_fn, progress, log):
+                report.trained.append(run.train_key)
+            report.ran.append(run.key)
+        report.results = gather_sweep(cfg, sweep, runs)
+        report.path = results_path(cfg, sweep.name)
+        report.seconds = time.perf_counter() - t0
+        log(f"[sweep] {report.summary()}")
+        return report
 
 
 # ------------------------------------------------------------------------------------------ gathering

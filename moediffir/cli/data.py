@@ -25,8 +25,13 @@ def _cmd_data_build(args: Namespace) -> int:
 
 def _cmd_data_merge(args: Namespace) -> int:
     from moediffir.data.shards import merge_benchmark
+    from moediffir.utils.locks import folder_lock
 
-    print(f"wrote {merge_benchmark(command_config(args, {'data.out_dir': args.out}), args.shards)}")
+    cfg = command_config(args, {"data.out_dir": args.out})
+    # the lock of the whole benchmark: no unsharded build may write its manifest meanwhile (the shards' builds
+    # hold only their own parts' locks; an evaluation that merges a sharded benchmark holds the results folder's)
+    with folder_lock(cfg.benchmark_dir, what="benchmark folder"):
+        print(f"wrote {merge_benchmark(cfg, args.shards)}")
     return 0
 
 

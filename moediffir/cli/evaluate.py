@@ -36,12 +36,15 @@ def _cmd_evaluate(args: Namespace) -> int:
 def _cmd_report(args: Namespace) -> int:
     from moediffir.evaluation.shards import merge_if_newer
     from moediffir.report.regenerate import regenerate_report
+    from moediffir.utils.locks import folder_lock
 
     cfg = command_config(args)
-    if merge_if_newer(cfg, args.results or cfg.profile_results_dir):  # a sharded evaluation's parts first
-        print("merged the evaluation's parts into metrics/results.csv")
-    for p in regenerate_report(cfg, args.results):
-        print(p)
+    out = args.results or cfg.profile_results_dir
+    with folder_lock(out, what="results folder"):  # refused at once while an evaluation writes there
+        if merge_if_newer(cfg, out):  # a sharded evaluation's parts first
+            print("merged the evaluation's parts into metrics/results.csv")
+        for p in regenerate_report(cfg, out):
+            print(p)
     return 0
 
 

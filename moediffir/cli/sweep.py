@@ -11,18 +11,22 @@ def _cmd_sweep(args: Namespace) -> int:
 
     cfg = command_config(args)
     names = list(SWEEPS) if args.name == "all" else [args.name]
-    for name in names:
-        sweep = build_sweep(name, cfg)
-        if args.status:
+    if args.status:
+        for name in names:
+            sweep = build_sweep(name, cfg)
             print(f"{sweep.title} ({name}):")
             print(sweep_status(cfg, sweep).drop(columns=["folder"]).to_string(index=False))
-            continue
-        run_sweep(cfg, sweep, progress=not args.no_progress)
-        if not args.no_report:
-            from moediffir.report.ablations import write_sweep_report
+        return 0
+    from moediffir.utils.locks import folder_lock
 
-            for path in write_sweep_report(cfg, name):
-                print(f"wrote {path}")
+    with folder_lock(cfg.profile_results_dir, what="results folder"):  # the sweeps and their reports: one writer
+        for name in names:
+            run_sweep(cfg, build_sweep(name, cfg), progress=not args.no_progress)
+            if not args.no_report:
+                from moediffir.report.ablations import write_sweep_report
+
+                for path in write_sweep_report(cfg, name):
+                    print(f"wrote {path}")
     return 0
 
 

@@ -19,6 +19,10 @@ from moediffir.errors import MoEDiffIRError
 #: HiFiC's public checkpoint file per level (Zenodo record 4026003; Google Drive links in its README); in this
 #: light module so the preflight names them without importing torch.
 HIFIC_CHECKPOINT_FILES: dict[str, str] = {"low": "hific_low.pt", "med": "hific_med.pt", "high": "hific_hi.pt"}
+#: What the codec reads: each public file converted once by ``moediffir convert-hific`` (``hific_<level>.safetensors``
+#: beside it; :mod:`moediffir.codecs.hific_checkpoint`).
+HIFIC_CONVERTED_FILES: dict[str, str] = {lv: name.removesuffix(".pt") + ".safetensors"
+                                         for lv, name in HIFIC_CHECKPOINT_FILES.items()}
 
 
 @contextlib.contextmanager

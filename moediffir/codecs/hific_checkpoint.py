@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from moediffir.codecs.base import HIFIC_CHECKPOINT_FILES, CodecError
+from moediffir.codecs.base import HIFIC_CHECKPOINT_FILES, HIFIC_CONVERTED_FILES, CodecError
 from moediffir.codecs.hific_nets import HiFiCArch, HiFiCModel
 from moediffir.utils.io import UnsafeWeightsError, atomic_write_bytes, load_weights_only, sha256_file
 from moediffir.utils.layout import layout_diff
@@ -27,8 +27,7 @@ from moediffir.utils.layout import layout_diff
 LEVELS: tuple[str, ...] = ("low", "med", "high")
 CHECKPOINT_FILES: dict[str, str] = HIFIC_CHECKPOINT_FILES  # public file names (full pickles), one per level
 #: The files the codec reads: each public pickle converted once by ``moediffir convert-hific`` (safetensors).
-CONVERTED_FILES: dict[str, str] = {lv: Path(name).with_suffix(".safetensors").name
-                                   for lv, name in CHECKPOINT_FILES.items()}
+CONVERTED_FILES: dict[str, str] = HIFIC_CONVERTED_FILES
 CONVERT_COMMAND = "moediffir convert-hific"
 #: Per-level architecture from the README's training commands; a checkpoint's own ``args`` take precedence.
 LEVEL_ARCH: dict[str, HiFiCArch] = {

@@ -42,7 +42,7 @@ from moediffir.codecs.base import (
     pad_to_multiple,
     torch_threads,
 )
-from moediffir.utils.io import torch_hub_dir
+from moediffir.utils.io import UnsafeWeightsError, first_line, load_weights_only, torch_hub_dir
 
 ARCHITECTURE = "cheng2020-attn"  # compressai zoo name
 METRICS = {"c_psnr": "mse", "c_ssim": "ms-ssim"}
@@ -253,11 +253,13 @@ class CompressAICodec:
                     "machine with network access and copy it there, or set data.learned_weights='random' to use "
                     "untrained networks (labelled as such)."
                 )
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
+            try:  # tensors and plain values only: a file holding more is refused unread
+                state = load_weights_only(path, fix="delete it and fetch it again with compressai")
+            except UnsafeWeightsError as exc:
+                raise CodecError(f"{self.name}: {exc}") from exc
             except Exception as exc:
                 raise CodecError(
-                    f"{self.name}: cannot read checkpoint {path}: {exc}; delete it and fetch it again"
+                    f"{self.name}: cannot read checkpoint {path} ({first_line(exc)}); delete it and fetch it again"
                 ) from exc
             if isinstance(state, dict) and "state_dict" in state:
                 state = state["state_dict"]

@@ -183,6 +183,10 @@ def _build_locked(cfg: Config, workers: int | None, splits: Iterable[str], progr
         plan = shard_plan(plan, shard)
     if not plan.n_outputs and not plan.failures and shard is None:
         raise BuildError("no task selected: check data.codecs, data.tasks and data.unseen")
+    # pre-flight, before the folder is touched: the codecs are made here once (a one-process build codes with
+    # them), so a build that every codec would fail (or any, without data.allow_missing_codecs) changes nothing
+    state = WorkerState(cfg, plan.codecs)
+    _check_usable(state.unavailable, plan, cfg)
     root = plan.benchmark_dir
     root.mkdir(parents=True, exist_ok=True)
     (root / MANIFEST_NAME).unlink(missing_ok=True)  # a manifest on disk always means a finished build
@@ -194,7 +198,7 @@ def _build_locked(cfg: Config, workers: int | None, splits: Iterable[str], progr
     # slow units first (largest images, slowest codecs), GT conversions interleaved by their own cost
     units = sorted(plan.units, key=lambda u: -(u.cost or 0.05) * _pixels_hint(u))
     n_workers = max(1, min(n_workers, len(units)))
-    results, unavailable = _run_units(cfg, plan, units, n_workers, progress)
+    results, unavailable = _run_units(cfg, plan, units, n_workers, progress, state)
 
     failures = list(plan.failures)
     records: list[dict] = _finished_records_of_other_splits(cfg, plan, shard)
@@ -230,7 +234,7 @@ def _build_locked(cfg: Config, workers: int | None, splits: Iterable[str], progr
     failures.sort(key=lambda f: (f["split"], f["set"], f["image"], f["task"]))
     if shard is None:
         write_failures(failures, root / FAILURES_NAME)
-    _check_usable(unavailable, plan, cfg)  # with a pool this is known only now; no manifest is written then
+    _check_usable(unavailable, plan, cfg)  # a worker may still find a codec unusable; no manifest is written then
     manifest_path = None if shard is not None else write_manifest(rows, root / MANIFEST_NAME)
     report = BuildReport(
         benchmark_dir=root, manifest_path=manifest_path, n_outputs=plan.n_outputs, n_built=n_built,
@@ -245,19 +249,15 @@ def _build_locked(cfg: Config, workers: int | None, splits: Iterable[str], progr
     return report
 
 
-def _run_units(cfg: Config, plan: Plan, units: list[Unit], n_workers: int,
-               progress: bool) -> tuple[list[dict], dict[str, str]]:
-    """Run every unit (in this process when ``n_workers == 1``, else in a pool of spawned workers); the units'
-    results and the codecs found unavailable. Every codec unavailable (or any, without
-    ``data.allow_missing_codecs``) stops a one-process build before any work."""
-    unavailable: dict[str, str] = {}
+def _run_units(cfg: Config, plan: Plan, units: list[Unit], n_workers: int, progress: bool,
+               state: WorkerState) -> tuple[list[dict], dict[str, str]]:
+    """Run every unit (in this process with ``state``'s codecs when ``n_workers == 1``, else in a pool of spawned
+    workers, each making its own); the units' results and the codecs found unavailable."""
+    unavailable: dict[str, str] = dict(state.unavailable)
     results: list[dict] = []
     bar = _progress(progress, total=sum(_n_items(u) for u in units), desc=f"benchmark, {n_workers} worker(s)")
     try:
         if n_workers == 1:
-            state = WorkerState(cfg, plan.codecs)  # the codecs, made once
-            unavailable.update(state.unavailable)
-            _check_usable(unavailable, plan, cfg)  # fail fast, before any work
             for u in units:
                 results.append(run_unit(u, state))
                 bar.update(_n_items(u))

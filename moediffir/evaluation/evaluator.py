@@ -267,7 +267,6 @@ def evaluate_launched(cfg: Config, shard: Shard, model_dir: str | Path | None, e
     state.wait_for_everyone()
     res = None
     if state.is_main_process:
-        with folder_lock(cfg.profile_results_dir, what="results folder"):
-            res = shards.merge_evaluation(cfg, count=shard.count)
+        res = shards.merge_evaluation(cfg, count=shard.count)  # under the results folder's lock
     state.wait_for_everyone()
     return res

@@ -50,6 +50,7 @@ from moediffir.shards import (
     resolve_count,
 )
 from moediffir.utils.io import atomic_directory, atomic_write_json, sha256_file
+from moediffir.utils.locks import folder_lock
 
 PARTS_DIR = "parts"
 FEATURES_FILE = "features.npz"
@@ -147,12 +148,22 @@ def merge_evaluation(
 ) -> EvaluationResult:
     """Assemble the results of a sharded evaluation (see the module docstring); idempotent.
 
-    Raises :class:`~moediffir.shards.ShardError` naming every missing or stale part (nothing is written then).
+    Holds the lock of the results folder while it works (:func:`~moediffir.utils.locks.folder_lock`).
+
+    Raises :class:`~moediffir.shards.ShardError` naming every missing or stale part (nothing is written then), and
+    :class:`~moediffir.utils.locks.FolderLockedError` when another run writes the results folder (nothing changed).
     """
+    out = Path(out_dir) if out_dir is not None else cfg.profile_results_dir
+    with folder_lock(out, what="results folder"):
+        return _merge_locked(cfg, out, count, write_report=write_report, log=log)
+
+
+def _merge_locked(cfg: Config, out: Path, count: int | None, *, write_report: bool,
+                  log: Callable[[str], None] | None) -> EvaluationResult:
+    """The merge of :func:`merge_evaluation` into ``out``, inside the lock of that folder."""
     from moediffir.metrics import MetricSuite
 
     t0 = time.perf_counter()
-    out = Path(out_dir) if out_dir is not None else cfg.profile_results_dir
     root = parts_root(out)
     count = resolve_count(root, count, "evaluation")
     rec = next((r for k in range(1, count + 1) if (r := read_part(part_folder(out, Shard(k, count))))), None)

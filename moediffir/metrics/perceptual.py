@@ -50,6 +50,7 @@ from moediffir.metrics.weight_files import (  # noqa: F401 - the file names are 
     weight_files,
     weight_source,
 )
+from moediffir.utils.io import first_line
 
 # OpenAI CLIP RN50 hyper-parameters (embed, resolution, layers, width, patch, context, vocab, text width/heads/layers)
 _CLIP_RN50_ARGS = (1024, 224, (3, 4, 6, 3), 64, None, 77, 49408, 512, 8, 12)
@@ -164,7 +165,7 @@ def build_lpips(
         )
     model.weights_label, model.weights_source = f"random(seed={seed})", "random init"
     if source is not None:
-        state = torch.load(source, map_location="cpu", weights_only=True)
+        state = read_weight_file(source, f"LPIPS-{net} backbone")
         _load_lpips_backbone(model, state, source)
         for i in range(5) if "lin0.model.1.weight" in state else ():  # a converted file's (verified) heads
             getattr(model, f"lin{i}").model[1].weight.data.copy_(state[f"lin{i}.model.1.weight"])
@@ -172,8 +173,24 @@ def build_lpips(
     return model.eval().requires_grad_(False)
 
 
+def read_weight_file(path: Path, what: str) -> Any:
+    """The tensors of a metric's weight file, read with ``weights_only=True``: a file holding anything more is
+    refused unread (:class:`~moediffir.utils.io.UnsafeWeightsError`) and an unreadable one raises
+    :class:`MissingWeightsError`, each one line naming the file."""
+    import pickle
+
+    from moediffir.utils.io import load_weights_only
+
+    try:
+        return load_weights_only(path, fix=f"replace it with the published {what} file")
+    except (pickle.UnpicklingError, EOFError, RuntimeError, OSError) as exc:  # corrupt, truncated, not torch
+        raise MissingWeightsError(f"{path}: the {what} file cannot be read ({first_line(exc)}); replace it") from exc
+
+
 def _load_lpips_backbone(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
     """Copy the ``features.*`` tensors of a torchvision AlexNet / VGG16 state dict into LPIPS's slices."""
+    if not isinstance(state, dict):
+        raise MissingWeightsError(f"{path}: holds a {type(state).__name__}, not a state dict; replace it")
     # lpips keeps the backbone's feature layers in slices whose children are named by their index in ``features``
     for k in range(1, model.net.N_slices + 1):
         for idx, layer in getattr(model.net, f"slice{k}").named_children():
@@ -347,10 +364,10 @@ def build_clipiqa(
             model = clipiqa_arch.CLIPIQA(
                 model_type="clipiqa+", backbone=str(files["clipiqa_clip_rn50"]), pretrained=False
             )
-            ctx = torch.load(files["clipiqa_prompts"], map_location="cpu", weights_only=True)
-        if tuple(ctx.shape) != tuple(model.prompt_learner.ctx.shape):
+            ctx = read_weight_file(files["clipiqa_prompts"], "CLIP-IQA+ prompts")
+        if not isinstance(ctx, torch.Tensor) or tuple(ctx.shape) != tuple(model.prompt_learner.ctx.shape):
             raise MissingWeightsError(
-                f"{files['clipiqa_prompts']}: prompt tensor of shape {tuple(ctx.shape)}, expected "
+                f"{files['clipiqa_prompts']}: prompt tensor of shape {tuple(getattr(ctx, 'shape', ()))}, expected "
                 f"{tuple(model.prompt_learner.ctx.shape)}; replace the file with pyiqa's {CLIPIQA_PLUS_FILE}"
             )
         model.prompt_learner.ctx.data = ctx.float()

@@ -10,7 +10,6 @@ misshapen tensor (the layout is written out in :mod:`moediffir.models.ldm_layout
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import tempfile
 import zipfile
@@ -18,13 +17,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from moediffir.utils.io import first_line
 from moediffir.utils.layout import layout_diff
 
 if TYPE_CHECKING:  # torch is imported where tensors are read
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-TRUST_PICKLE_ENV = "MOEDIFFIR_TRUST_PICKLE"
+#: What to do with a pickle that holds more than tensors (the kit never unpickles one in full).
+_SAFE_COPY_HINT = "use a .safetensors copy of these weights (most hubs publish one)"
 # Architecture configs shipped with the package for single-file loading (written with backbone.py).
 SHIPPED_CONFIGS = {
     "unet": "sd21_base_unet.json",
@@ -63,10 +64,14 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint file, as published: ``.safetensors``, torch pickles (``{"state_dict": ...}``
     wrappers and DDP ``module.`` prefixes removed) or TorchScript archives (their ``state_dict()``).
 
-    Pickles are read with ``weights_only=True``; a file that needs arbitrary code to unpickle is refused unless
-    ``$MOEDIFFIR_TRUST_PICKLE=1``.
+    Pickles are read only with ``weights_only=True`` (:func:`~moediffir.utils.io.load_weights_only`), with no
+    switch to do otherwise: a file that needs more than tensors and plain values is refused unread with
+    :class:`~moediffir.utils.io.UnsafeWeightsError`, and an unreadable one with ``ValueError``, each one line
+    naming the file.
     """
     import torch
+
+    from moediffir.utils.io import load_weights_only
 
     path = Path(path)
     if not path.is_file():
@@ -78,16 +83,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     elif is_torchscript_archive(path):
         state = torch.jit.load(str(path), map_location="cpu").state_dict()
     else:
-        trust = os.environ.get(TRUST_PICKLE_ENV, "").strip().lower() in ("1", "true", "yes")
         try:
-            state = torch.load(
-                path, map_location="cpu", weights_only=not trust, mmap=zipfile.is_zipfile(path)
-            )
-        except pickle.UnpicklingError as exc:
-            raise ValueError(
-                f"{path}: holds objects other than tensors and cannot be read safely ({exc}); if you trust the "
-                f"file, set {TRUST_PICKLE_ENV}=1"
-            ) from exc
+            state = load_weights_only(path, mmap=zipfile.is_zipfile(path), fix=_SAFE_COPY_HINT)
+        except (pickle.UnpicklingError, EOFError, RuntimeError, OSError) as exc:  # corrupt or not a torch file
+            raise ValueError(f"{path}: not a readable torch checkpoint ({first_line(exc)})") from exc
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -25,26 +25,22 @@ DACLIP_FILENAME = "daclip_ViT-B-32.pt"
 CLIP_VITB32_FILENAME = "open_clip_ViT-B-32_laion2b_s34b_b79k.bin"
 CLIP_RN50_FILENAME = "RN50.pt"
 
-# Files read from a diffusers-layout source; each entry is (what, subfolder, accepted file names).
+# Files read from a diffusers-layout source; each entry is (what, subfolder, accepted file names). Weights are
+# loaded with use_safetensors=True (a pickle can run code when read), so only their .safetensors file counts.
 SD_FILES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("SD 2.1-base UNet config", "unet", ("config.json",)),
-    (
-        "SD 2.1-base UNet weights",
-        "unet",
-        ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"),
-    ),
+    ("SD 2.1-base UNet weights", "unet", ("diffusion_pytorch_model.safetensors",)),
     ("SD 2.1-base VAE config", "vae", ("config.json",)),
-    (
-        "SD 2.1-base VAE weights",
-        "vae",
-        ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"),
-    ),
+    ("SD 2.1-base VAE weights", "vae", ("diffusion_pytorch_model.safetensors",)),
     ("SD 2.1-base scheduler config", "scheduler", ("scheduler_config.json",)),
 )
+# The pickled twin of a weight file: never read, named when it is all there is.
+PICKLED_TWINS: dict[str, str] = {"diffusion_pytorch_model.safetensors": "diffusion_pytorch_model.bin",
+                                 "model.safetensors": "pytorch_model.bin"}
 # Only needed without the V2T adapter (the UNet then reads the empty prompt's text embedding).
 SD_TEXT_FILES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("SD 2.1-base text encoder config", "text_encoder", ("config.json",)),
-    ("SD 2.1-base text encoder weights", "text_encoder", ("model.safetensors", "pytorch_model.bin")),
+    ("SD 2.1-base text encoder weights", "text_encoder", ("model.safetensors",)),
     ("SD 2.1-base tokenizer vocab", "tokenizer", ("vocab.json",)),
     ("SD 2.1-base tokenizer merges", "tokenizer", ("merges.txt",)),
     ("SD 2.1-base tokenizer config", "tokenizer", ("tokenizer_config.json",)),
@@ -169,15 +165,14 @@ def diffusers_files_check(source: SDSource, files, subfolders_hint: list[str]) -
             folder = Path(source.location)
             if any((folder / sub / n).is_file() for n in names):
                 continue
-            alt = f" (or {' / '.join(names[1:])})" if len(names) > 1 else ""
-            missing.append(
-                MissingWeight(
-                    f"{what} ({sub}/{names[0]})",
-                    f"{folder / sub / names[0]}{alt}",
-                    f"copy the '{sub}' folder of a diffusers-layout SD 2.1-base (e.g. the hub repo "
-                    f"{DEFAULT_SD_HUB_ID}) into {folder}",
-                )
-            )
+            how = (f"copy the '{sub}' folder of a diffusers-layout SD 2.1-base (e.g. the hub repo "
+                   f"{DEFAULT_SD_HUB_ID}) into {folder}")
+            twin = folder / sub / PICKLED_TWINS.get(names[0], names[0])
+            if twin.name != names[0] and twin.is_file():
+                how = (f"{twin} is there, but only {names[0]} is loaded (a pickled .bin can run code when read, "
+                       f"so the kit never reads one): put the {sub}/{names[0]} of the hub repo {DEFAULT_SD_HUB_ID} "
+                       "beside it")
+            missing.append(MissingWeight(f"{what} ({sub}/{names[0]})", str(folder / sub / names[0]), how))
     return missing
 
 

@@ -46,6 +46,7 @@ from moediffir.report.table_doc import (
     write_table,
 )
 from moediffir.report.table_notes import PaperTable, load_paper
+from moediffir.utils.locks import folder_lock
 
 TABLES_DIR = "tables"
 FIGURES_DIR = "figures"
@@ -426,11 +427,12 @@ def write_sweep_report(cfg: Config, sweep_name: str, out_dir: str | Path | None 
     per_image = load_per_image(cfg, sweep_name)
     out = Path(out_dir) if out_dir is not None else cfg.profile_results_dir
     kind = WRITERS[sweep_name]
-    if kind == "fig6":
-        return write_fig6(df, out, per_image, meta)
-    if kind == "table2":
-        return write_table2(df, meta, out, paper_root, per_image)
-    return write_table3(df, meta, out, paper_root, per_image)
+    with folder_lock(out, what="results folder"):  # one writer at a time (evaluate, report and sweeps write here)
+        if kind == "fig6":
+            return write_fig6(df, out, per_image, meta)
+        if kind == "table2":
+            return write_table2(df, meta, out, paper_root, per_image)
+        return write_table3(df, meta, out, paper_root, per_image)
 
 
 def write_ablation_report(cfg: Config, out_dir: str | Path | None = None,

@@ -10,7 +10,9 @@ restored images -- and writes
   expert usage per task -- PNG, PDF and the plotted numbers as CSV (:mod:`moediffir.report.figures`).
 
 The same saved numbers always give byte-identical files. Files of these kinds left from an earlier evaluation
-that this one does not produce (e.g. the table of a codec no longer evaluated) are removed.
+that this one does not produce (e.g. the table of a codec no longer evaluated) are removed. It holds the lock of
+the results folder while it writes (:func:`~moediffir.utils.locks.folder_lock`; an evaluation that draws its
+report already holds it), so it never redraws under a running evaluation or sweep.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from moediffir.config import Config
 from moediffir.errors import MoEDiffIRError
 from moediffir.report import figures, tables
 from moediffir.report.table_notes import is_random, trained_here_note
+from moediffir.utils.locks import folder_lock
 
 METRICS_DIR = "metrics"
 TABLES_DIR = "tables"
@@ -48,8 +51,15 @@ def regenerate_report(cfg: Config, results_dir: str | Path | None = None, paper_
 
     Raises:
         ReportError: ``metrics/results.csv`` is missing (run ``moediffir evaluate`` or notebook 06 first).
+        FolderLockedError: another run writes the results folder (the message names it); nothing was changed.
     """
     out = Path(results_dir) if results_dir is not None else cfg.profile_results_dir
+    with folder_lock(out, what="results folder"):
+        return _regenerate_locked(cfg, out, paper_root)
+
+
+def _regenerate_locked(cfg: Config, out: Path, paper_root: str | Path | None) -> list[Path]:
+    """The report of :func:`regenerate_report` from ``out``, inside the lock of that folder."""
     mdir = out / METRICS_DIR
     res_path = mdir / "results.csv"
     if not res_path.is_file():

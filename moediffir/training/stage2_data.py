@@ -8,10 +8,20 @@ shards of ``stage2.shard_size`` (``shard_XXXXX.pt``, each atomic, with its own s
 finished shards and reproduces the same data; several processes split the shards. ``meta.json`` records what the
 data was made from; data of an older stage-I model is regenerated. :class:`LatentShardDataset` reads them back
 for :func:`moediffir.training.stage2.train_stage2`.
+
+A shard holds tensors only (uint8 crops, float latents, int64 labels and indices), so it is read back with
+``torch.load(weights_only=True)`` (:func:`~moediffir.utils.io.load_weights_only`): a file that holds anything
+else is refused in one line naming it, and rerunning ``moediffir stage2-data`` rewrites it (shards of every
+earlier version of the kit hold the same tensors and stay readable).
+
+One run per stage folder: :func:`generate_stage2_data` holds the lock of the stage-II folder (and of the data
+folder, when ``stage2.data_dir`` puts it elsewhere) while it works, as ``train stage2`` does, so a second
+``stage2-data`` or a ``train stage2`` reading the shards meanwhile stops at once naming the first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -23,9 +33,10 @@ from torch.utils.data import Dataset
 
 from moediffir.errors import MoEDiffIRError
 from moediffir.training.datasets import PairedCropDataset, SampleKey, item_seed, training_pairs
-from moediffir.training.runtime import TrainingConfigError, model_dir, progress_bar, stage_dir
+from moediffir.training.runtime import TrainingConfigError, model_dir, progress_bar, stage_dir, stage_lock
 from moediffir.utils.digests import model_fingerprint
-from moediffir.utils.io import atomic_write_json
+from moediffir.utils.io import atomic_write_json, load_weights_only
+from moediffir.utils.locks import folder_lock
 
 STAGE = "stage2"
 META_NAME = "meta.json"
@@ -95,11 +106,29 @@ def _data_meta(cfg, folder: Path, n_pairs: int, steps: int) -> dict[str, Any]:
 def generate_stage2_data(cfg, progress: bool = True) -> Path:
     """Sample the stage-II latents (see the module docstring); return the data folder.
 
-    Runs on one process or under ``accelerate launch`` (shard ``k`` goes to process ``k % N``).
+    Runs on one process or under ``accelerate launch`` (shard ``k`` goes to process ``k % N``), inside the lock of
+    the stage-II folder (and of the data folder when it lies elsewhere); the ranks of one launch share them.
 
     Raises:
         Stage2DataError: no stage-I model. BenchmarkMissingError: no benchmark.
+        FolderLockedError: another run writes the stage folder (the message names it); nothing was changed.
     """
+    folder, out = stage_dir(cfg, STAGE), stage2_data_dir(cfg)
+    with contextlib.ExitStack() as locks:
+        locks.enter_context(stage_lock(folder))  # a second run (or train stage2) into this folder stops here
+        if not _inside(out, folder):
+            locks.enter_context(folder_lock(out, what="stage-II data folder", main_process_only=True))
+        return _generate(cfg, progress)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it."""
+    path, folder = Path(os.path.abspath(path)), Path(os.path.abspath(folder))
+    return path == folder or folder in path.parents
+
+
+def _generate(cfg, progress: bool) -> Path:
+    """The run of :func:`generate_stage2_data`, inside the lock of its stage folder."""
     from accelerate import PartialState
 
     s2 = cfg.stage2
@@ -201,7 +230,8 @@ class LatentShardDataset(Dataset):
             path = self.dir / shard_name(k)
             if not path.is_file():
                 raise Stage2DataError(f"{path}: missing; rerun `moediffir stage2-data`")
-            self._shards[k] = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+            self._shards[k] = load_weights_only(  # tensors only: anything else is refused, naming the file
+                path, mmap=True, fix="delete it and rerun `moediffir stage2-data` (it rewrites the missing shards)")
         return self._shards[k]
 
     def __getitem__(self, key: SampleKey | int) -> dict[str, Any]:

@@ -209,6 +209,13 @@ def read_image_rgb(path: PathLike) -> np.ndarray:
 _UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
 
 
+def first_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` of an exception, for a one-line error that names a file (torch's read
+    errors span several lines)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
 def unsafe_weights_message(path: PathLike, exc: BaseException, fix: str = "") -> str:
     """One line for a file that ``torch.load(weights_only=True)`` refused: the file, the object it would have
     built, and ``fix`` (e.g. the command that converts it) when given."""
