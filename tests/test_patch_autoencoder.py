@@ -39,7 +39,7 @@ def test_pca_fit_reconstructs_images_of_its_rank_exactly_and_whitens_each_channe
     assert float((rec - x).abs().max()) < 1e-4  # rank 6 in, 6 components kept: lossless
     std = z.permute(1, 0, 2, 3).reshape(6, -1).std(dim=1)
     torch.testing.assert_close(std, torch.ones(6), atol=2e-3, rtol=0)  # per-channel whitening
-    assert float(ae.component_std[0] / ae.component_std[-1]) > 5  # the raw components really differ in scale
+    assert float(ae.component_scale[0] / ae.component_scale[-1]) > 5  # the raw components really differ in scale
 
 
 def test_keeping_fewer_components_than_the_rank_loses_detail():

@@ -41,7 +41,8 @@ class DataConfig:
     vvc_encoder: str = ""  # path to vvencapp / EncoderApp; "" -> $MOEDIFFIR_VVC_ENCODER
     yuv_matrix: str = "bt601"  # RGB<->YUV matrix used by every video codec
     yuv_range: str = "limited"  # "limited" (16-235) or "full"
-    hific_dir: str = ""  # folder with hific_low.pt / hific_med.pt / hific_hi.pt; "" -> <root>/weights/hific
+    hific_dir: str = ""  # folder with hific_low/med/hi.safetensors (converted once from the public .pt by
+    # moediffir convert-hific); "" -> <root>/weights/hific
     # builder (moediffir.data.builder):
     tasks: tuple[str, ...] = ()  # build only these task ids (e.g. ["jpeg_q10", "hevc_qp37"]); () = all
     allow_missing_codecs: bool = True  # a codec that is not available is reported and skipped, not fatal
@@ -249,6 +250,7 @@ class PriorConfig:
     vae_batch_size: int = 8
     vae_lr: float = 1e-3
     vae_kl_weight: float = 1e-6  # "kl" only (the patch code is deterministic)
+    vae_whiten: float = 1.0  # "patch": latent c = PCA coefficient / std_c ** vae_whiten (1: unit variance each)
     vae_latent_noise: float = 0.1  # "patch": also decode E(x) + this x N(0, I) to x (robust to wrong latents;
     # on the prior's samples it cuts the 4x4 grid's blockiness from 2.1 to 1.5 for 0.5 dB of ceiling, docs §10)
     # UNet (Eq. 1-2); the noise schedule is SD's (scaled_linear 0.00085 -> 0.012, 1000 steps)

@@ -89,7 +89,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
                                          "attention_head_dim", "unet_steps", "checkpoint_every", "log_every",
                                          "keep_checkpoints")},
     "prior.vae_lr": (0.0, None), "prior.unet_lr": (0.0, None), "prior.vae_kl_weight": (0.0, None),
-    "prior.vae_latent_noise": (0.0, None),
+    "prior.vae_latent_noise": (0.0, None), "prior.vae_whiten": (0.0, 1.0),
 }
 _STRICTLY_POSITIVE = ("stage1.lr", "stage2.lr", "model.mlp_ratio", "prior.vae_lr", "prior.unet_lr")
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")

@@ -85,7 +85,7 @@ class PatchAutoencoder(ModelMixin, ConfigMixin):
         # the linear core (filled by fit_pca): mean patch, orthonormal components (rows), their std
         self.register_buffer("patch_mean", torch.zeros(patch_dim))  # (P,)
         self.register_buffer("components", torch.eye(patch_dim)[:latent_channels].clone())  # (C, P)
-        self.register_buffer("component_std", torch.ones(latent_channels))  # (C,)
+        self.register_buffer("component_scale", torch.ones(latent_channels))  # (C,)
         # encoder refinement: levels 0..n-1, downsampling by strided convs, zero-initialised output
         self.enc_in = nn.Conv2d(in_channels, chans[0], 3, padding=1)
         self.enc_levels = nn.ModuleList(_conv_pair(c, c) for c in chans)
@@ -103,11 +103,14 @@ class PatchAutoencoder(ModelMixin, ConfigMixin):
 
     # -- the linear core ---------------------------------------------------------------------------------
     @torch.no_grad()
-    def fit_pca(self, patches: torch.Tensor) -> None:
+    def fit_pca(self, patches: torch.Tensor, whiten: float = 1.0) -> None:
         """Fit the linear core to ``(N, 3 f²)`` patch vectors (``pixel_unshuffle`` order, values in [-1, 1]).
 
         Components are the top eigenvectors of the patch covariance, each signed so its largest entry is
-        positive (a deterministic result); ``component_std`` is the square root of their eigenvalues.
+        positive (a deterministic result). Each latent is its component's coefficient divided by
+        ``component_scale = std ** whiten`` (``std``: the square root of its eigenvalue): ``whiten=1`` gives
+        every channel unit variance, ``whiten=0`` keeps the coefficients as they are (the latent space is then an
+        orthonormal transform of the patches: latent MSE is pixel MSE).
         """
         p = patches.double()
         if p.ndim != 2 or p.shape[1] != self.patch_mean.numel() or p.shape[0] < p.shape[1]:
@@ -122,7 +125,8 @@ class PatchAutoencoder(ModelMixin, ConfigMixin):
         top = top * torch.sign(top[torch.arange(c), idx])[:, None]
         self.patch_mean.copy_(mean.to(self.patch_mean))
         self.components.copy_(top.to(self.components))
-        self.component_std.copy_(evals.flip(0)[:c].clamp_min(1e-12).sqrt().to(self.component_std))
+        std = evals.flip(0)[:c].clamp_min(1e-12).sqrt()  # (C,)
+        self.component_scale.copy_((std ** float(whiten)).to(self.component_scale))
 
     def image_patches(self, x: torch.Tensor) -> torch.Tensor:
         """``(B * h * w, 3 f²)`` patch vectors of images ``(B, 3, f h, f w)`` (what :meth:`fit_pca` takes)."""
@@ -133,12 +137,12 @@ class PatchAutoencoder(ModelMixin, ConfigMixin):
         """Whitened principal components ``(B, C, h, w)`` of ``(B, 3, f h, f w)`` images."""
         self._check(x, self.config.in_channels, self.factor, "encode")
         u = F.pixel_unshuffle(x, self.factor) - self.patch_mean.view(1, -1, 1, 1)  # (B, P, h, w)
-        weight = (self.components / self.component_std[:, None])[:, :, None, None]  # (C, P, 1, 1)
+        weight = (self.components / self.component_scale[:, None])[:, :, None, None]  # (C, P, 1, 1)
         return F.conv2d(u, weight.to(u.dtype))  # (B, C, h, w)
 
     def pca_decode(self, z: torch.Tensor) -> torch.Tensor:
         """Images ``(B, 3, f h, f w)`` from whitened components ``(B, C, h, w)`` (the linear inverse)."""
-        weight = (self.components * self.component_std[:, None]).T[:, :, None, None]  # (P, C, 1, 1)
+        weight = (self.components * self.component_scale[:, None]).T[:, :, None, None]  # (P, C, 1, 1)
         u = F.conv2d(z, weight.to(z.dtype)) + self.patch_mean.view(1, -1, 1, 1).to(z.dtype)  # (B, P, h, w)
         return F.pixel_shuffle(u, self.factor)  # (B, 3, f h, f w)
 

@@ -281,8 +281,9 @@ def _run_phase(cfg, phase: str, model: torch.nn.Module, loss_fn, steps: int, bat
 
 
 @torch.no_grad()
-def fit_patch_pca(vae: PatchAutoencoder, images: list[np.ndarray]) -> int:
-    """Fit ``vae``'s linear core to every non-overlapping patch of the whole photos; returns the patch count."""
+def fit_patch_pca(vae: PatchAutoencoder, images: list[np.ndarray], whiten: float = 1.0) -> int:
+    """Fit ``vae``'s linear core to every non-overlapping patch of the whole photos (``whiten``: see
+    :meth:`~moediffir.models.patch_autoencoder.PatchAutoencoder.fit_pca`); returns the patch count."""
     f = vae.factor
     patches = []
     for im in images:
@@ -290,7 +291,7 @@ def fit_patch_pca(vae: PatchAutoencoder, images: list[np.ndarray]) -> int:
         x = to_tensor01(np.ascontiguousarray(im[:h, :w]))[None] * 2.0 - 1.0  # (1, 3, h, w) in [-1, 1]
         patches.append(vae.image_patches(x))  # (h w / f², 3 f²)
     patches = torch.cat(patches)
-    vae.fit_pca(patches)
+    vae.fit_pca(patches, whiten)
     return int(patches.shape[0])
 
 
@@ -300,7 +301,7 @@ def _train_vae(cfg, photos, out: Path, device, resume: bool, progress: bool) -> 
     pca = {}
     if p.vae_kind == "patch":
         vae = PatchAutoencoder.from_config(prior_vae_config(cfg))
-        pca = {"pca_patches": fit_patch_pca(vae, photos)}
+        pca = {"pca_patches": fit_patch_pca(vae, photos, p.vae_whiten)}
         vae = vae.to(device)
     else:
         vae = AutoencoderKL.from_config(prior_vae_config(cfg)).to(device)
@@ -357,7 +358,8 @@ def _train_prior(cfg, photos: list[np.ndarray], device: torch.device, resume: bo
     out.mkdir(parents=True, exist_ok=True)
     vae_dir = out / "vae_trained"
     if resume and vae_dir.is_dir() and (vae_dir / "phase.json").is_file():
-        vae = autoencoder_class_in(out, vae_dir.name).from_pretrained(vae_dir).to(device).requires_grad_(False)
+        vae_class = autoencoder_class_in(out, vae_dir.name)
+        vae = vae_class.from_pretrained(vae_dir, use_safetensors=True).to(device).requires_grad_(False)
         vae_info = json.loads((vae_dir / "phase.json").read_text())
         vae_info["scaling_factor"] = float(vae.config.scaling_factor)
     else:
