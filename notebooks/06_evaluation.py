@@ -215,6 +215,33 @@ if cfg.eval.sampler_study_steps:
         display(Image(str(save_figure(fig, figures_dir, "sampler_study")[0])))
 
 # %% [markdown]
+# ## Where the denoiser stands, noise level by noise level (Eq. 2)
+#
+# Every prediction of the prompted UNet implies a one-step estimate of the clean latent, `ẑ_0(z_t, t, z_lq)`. Below,
+# the ground truth's latent is noised to `t` and the estimate decoded and scored (PSNR, the sampler-study images):
+# near `t = 999` it is what the model infers from the LQ condition alone (a model that uses `z_lq` well reaches
+# at least `D(z_lq)`, the LQ latent decoded without diffusion); at small `t` it is the denoiser's own precision,
+# bounded by the VAE ceiling. When the full sampler falls short of the input, this says which end is to blame.
+
+# %%
+if cfg.eval.yardsticks:
+    from moediffir.evaluation.denoiser_probe import z0_estimates
+    from moediffir.utils.io import atomic_write_csv
+
+    probe_items = items[items["task"] == cfg.eval.sampler_study_task].head(cfg.eval.sampler_study_images)
+    pairs = [(read_image_rgb(cfg.benchmark_dir / r.path), read_image_rgb(cfg.benchmark_dir / r.gt_path))
+             for r in probe_items.itertuples(index=False)]
+    probe_pipe = load_model(folder, cfg)
+    m = probe_pipe.pixel_multiple  # whole latent grid of every prompt scale
+    pairs = [(lq[: lq.shape[0] // m * m, : lq.shape[1] // m * m], gt[: gt.shape[0] // m * m, : gt.shape[1] // m * m])
+             for lq, gt in pairs]
+    probe = z0_estimates(probe_pipe.denoiser, probe_pipe.vae, probe_pipe.scheduler, pairs, seed=cfg.seed)
+    del probe_pipe
+    atomic_write_csv(tables_dir / "denoiser_probe.csv", probe)
+    display(probe.groupby("t", sort=False)["psnr"].mean().round(2).to_frame(
+        f"PSNR of D(ẑ_0) on {cfg.eval.sampler_study_task} ({weights_note(figure_note(cfg))})"))
+
+# %% [markdown]
 # ## Step 5 — the figures
 #
 # Visual comparison grids (Fig. 4 style: LQ / restored / GT crops per codec and level), rate against quality,
