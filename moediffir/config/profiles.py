@@ -101,8 +101,8 @@ def _mini() -> Config:
             enhancer_blocks=1, enhancer_dim=8,
         ),
         stage1=Stage1Config(
-            batch_size=8, max_steps=400, crop_size=64, mixed_precision="no", gradient_checkpointing=False,
-            checkpoint_every=100, log_every=10, num_workers=0, lr=5e-4,
+            batch_size=8, max_steps=800, crop_size=64, mixed_precision="no", gradient_checkpointing=False,
+            checkpoint_every=200, log_every=10, num_workers=0, lr=5e-4,
         ),
         stage2=Stage2Config(
             num_latents=64, batch_size=8, max_steps=300, crop_size=64, mixed_precision="no", checkpoint_every=50,
