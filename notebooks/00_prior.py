@@ -30,8 +30,8 @@
 #   this autoencoder; only the decoder compensator of stage II (Eq. 4) can see past it. A deep `AutoencoderKL`
 #   trained from scratch for minutes stays near 20 dB, 5 dB *under* the JPEG-QF-10 input, so `mini` uses a
 #   `PatchAutoencoder` (`prior.vae_kind="patch"`): the principal components of 4x4 RGB patches, fitted in closed
-#   form, whitened per channel (8 latent channels at factor 4), plus small convolutional refinements that start
-#   at zero and train briefly. It starts at the answer instead of searching for it (docs/design.md §10).
+#   form (8 latent channels at factor 4), plus small convolutional refinements that start at zero and train
+#   briefly. It starts at the answer instead of searching for it (docs/design.md §10).
 # - the **prior's own samples**: unconditional draws from pure noise with the prior's `prediction_type`
 #   (`v_prediction` here; SD 2.1-base predicts ε). They show what kind of images the prior believes in.
 #
@@ -80,7 +80,7 @@ else:
 #
 # Phase 1 fits the autoencoder's linear core (PCA of every 4x4 patch of the training photos), then trains its
 # refinements with an L1 reconstruction loss, and sets its `scaling_factor` to 1/std of the training latents (SD's
-# 0.18215 was chosen the same way; whitened latents give about 1). Phase 2 trains the UNet with Eq. 2 on those latents, with the all-zero
+# 0.18215 was chosen the same way). Phase 2 trains the UNet with Eq. 2 on those latents, with the all-zero
 # context the MoE-DiffIR denoiser uses when there is no text. Both phases checkpoint atomically and resume.
 
 # %%

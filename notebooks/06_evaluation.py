@@ -165,7 +165,8 @@ for name in ["table1", "table4"] + sorted(p.stem for p in tables_dir.glob("table
 # `moe-diffir (no compensator)` is stage I alone (the plain VAE decoder), `moe-diffir` the full method (stage II's
 # compensator at fusion weight w). The `target` line compares the full method's mean with the input's (PSNR gain,
 # tasks where LPIPS fell), counts the tasks where stage I alone lowers LPIPS, and gives the full method's mean
-# LPIPS minus the same-time CNN's. Seen tasks first, then the unseen ones (§4.2: JPEG QF 25, AVC, VVC QP 32/52).
+# LPIPS minus the same-time CNN's. Seen tasks first, then the unseen ones (§4.2): unseen degrees (JPEG QF 25, VVC
+# QP 32/52) and the unseen type (AVC).
 
 # %%
 if cfg.eval.yardsticks:
@@ -173,12 +174,10 @@ if cfg.eval.yardsticks:
     from moediffir.report import write_table
 
     label = weights_note(figure_note(cfg))
-    for kind in ("seen", "unseen"):
+    for kind in dict.fromkeys(results.loc[results["scope"] == "task", "kind"]):  # seen, unseen_degree, unseen_type
         table = yardstick_table(results, kind)
-        if table.empty:
-            continue
         write_table(flat_table(table), tables_dir / f"yardsticks_{kind}",
-                    f"{kind.capitalize()} tasks: input, VAE ceiling, stage I, full, CNN", notes=[label],
+                    f"{kind.replace('_', ' ').capitalize()} tasks: input, VAE ceiling, stage I, full, CNN", notes=[label],
                     digits={c: 4 for c in flat_table(table).columns if c.startswith(("ssim", "lpips"))})
         display(table.round(3))
         print(f"{kind} target:", target_check(table))

@@ -20,7 +20,7 @@ def _results() -> pd.DataFrame:
                      CNN_BASELINE: (26.0, 0.40)},
     }
     for task, by_method in scores.items():
-        kind = "unseen" if task.startswith("avc") else "seen"
+        kind = "unseen_type" if task.startswith("avc") else "seen"
         for method, (p, lp) in by_method.items():
             rows += [{"scope": "task", "kind": kind, "task": task, "method": method, "metric": "psnr", "value": p},
                      {"scope": "task", "kind": kind, "task": task, "method": method, "metric": "lpips", "value": lp}]
@@ -38,6 +38,8 @@ def test_target_check_reads_gains_tasks_and_the_cnn_gap_from_the_seen_tasks_only
 
 
 def test_unseen_tasks_get_their_own_table():
-    table = yardstick_table(_results(), "unseen", metrics=("psnr", "lpips"))
+    table = yardstick_table(_results(), "unseen_type", metrics=("psnr", "lpips"))
     assert list(table.index) == ["avc_qp42", "mean"]
     assert target_check(table)["psnr_gain_db"] == pytest.approx(-6.0)
+    with pytest.raises(ValueError, match="no task results of kind 'unseen_degree'"):
+        yardstick_table(_results(), "unseen_degree")

@@ -61,11 +61,15 @@ def build_yardsticks(cfg, items: pd.DataFrame, out_dir: str | Path | None = None
 
 
 def yardstick_table(results: pd.DataFrame, kind: str = "seen", metrics=("psnr", "ssim", "lpips")) -> pd.DataFrame:
-    """Rows: the tasks of ``kind`` and their mean; columns: (metric, method) for the five methods present."""
+    """Rows: the tasks of ``kind`` (``seen``, ``unseen_degree`` or ``unseen_type``) and their mean; columns:
+    (metric, method) for the five methods present."""
     methods = [m for m in (METHOD_LQ, VAE_CEILING, METHOD_NO_COMPENSATOR, METHOD_MOE, CNN_BASELINE)
                if m in set(results["method"])]
     sub = results[(results["scope"] == "task") & (results["kind"] == kind) & results["metric"].isin(metrics)
                   & results["method"].isin(methods)]
+    if sub.empty:
+        raise ValueError(f"yardstick_table: no task results of kind {kind!r} "
+                         f"(kinds here: {sorted(set(results['kind']))})")
     table = sub.pivot_table(index="task", columns=["metric", "method"], values="value", sort=False)
     table.loc["mean"] = table.mean()
     cols = [(m, meth) for m in metrics for meth in methods if (m, meth) in table.columns]

@@ -7,10 +7,11 @@ dB, with colour shifts of 20+ levels; docs/design.md §10). This autoencoder sta
 
 - **Linear core, fitted in closed form.** Each ``f x f`` RGB patch (``f = 2**(len(block_out_channels) - 1)``)
   is a vector of ``3 f²`` values; its principal components over the training photos (:meth:`fit_pca`) give the
-  ``latent_channels`` latents, each divided by its standard deviation (per-channel whitening, so every latent
-  channel has unit variance and ``scaling_factor`` stays near 1):
-  ``z = W (p - μ) / σ`` and back ``p = Wᵀ (σ z) + μ``. Eight components of 4x4 patches keep about 29.5 dB
-  on held-out photos before any training.
+  ``latent_channels`` latents, each divided by ``s = σ ** whiten`` (``σ``: the component's standard deviation;
+  ``whiten=1`` gives every channel unit variance, ``whiten=0`` keeps the orthonormal coefficients, so that a
+  latent's squared error is its patch's):
+  ``z = W (p - μ) / s`` and back ``p = Wᵀ (s z) + μ``. Eight components of 4x4 patches keep about 32.5 dB
+  on the held-out native-resolution crops before any training.
 - **Zero-initialised refinements.** A small convolutional branch on each side adds to the linear path,
   ``z = PCA(x) + R_E(x)`` and ``x̂ = PCA⁻¹(z) + R_D(z, PCA⁻¹(z))``, with their last convolutions at zero, so the
   untrained model is exactly the PCA codec. Their 3x3 kernels overlap patch borders, so the decoder learns to
@@ -56,7 +57,7 @@ class PatchAutoencoder(ModelMixin, ConfigMixin):
         latent_channels: principal components kept (8 for ``mini``).
         block_out_channels: widths of the refinement branches per level; ``len - 1`` halvings give the patch
             size ``f`` (``(16, 32, 64)``: 4x4 patches, levels at ``H``, ``H/2``, ``H/4``).
-        scaling_factor: multiplies the latents for the diffusion model (set after fitting, ~1 when whitened).
+        scaling_factor: multiplies the latents for the diffusion model (stage 0 sets it to 1 / their std).
         norm_num_groups: group count for normalisation layers built around this model (compensator fusion).
     """
 
@@ -134,14 +135,14 @@ class PatchAutoencoder(ModelMixin, ConfigMixin):
         return u.permute(0, 2, 3, 1).reshape(-1, u.shape[1])
 
     def pca_encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Whitened principal components ``(B, C, h, w)`` of ``(B, 3, f h, f w)`` images."""
+        """Scaled principal components ``(B, C, h, w)`` of ``(B, 3, f h, f w)`` images."""
         self._check(x, self.config.in_channels, self.factor, "encode")
         u = F.pixel_unshuffle(x, self.factor) - self.patch_mean.view(1, -1, 1, 1)  # (B, P, h, w)
         weight = (self.components / self.component_scale[:, None])[:, :, None, None]  # (C, P, 1, 1)
         return F.conv2d(u, weight.to(u.dtype))  # (B, C, h, w)
 
     def pca_decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Images ``(B, 3, f h, f w)`` from whitened components ``(B, C, h, w)`` (the linear inverse)."""
+        """Images ``(B, 3, f h, f w)`` from scaled components ``(B, C, h, w)`` (the linear inverse)."""
         weight = (self.components * self.component_scale[:, None]).T[:, :, None, None]  # (P, C, 1, 1)
         u = F.conv2d(z, weight.to(z.dtype)) + self.patch_mean.view(1, -1, 1, 1).to(z.dtype)  # (B, P, h, w)
         return F.pixel_shuffle(u, self.factor)  # (B, 3, f h, f w)
