@@ -86,15 +86,17 @@ def test_hific_pickle_is_never_unpickled_and_names_the_conversion_command(tmp_pa
 
 
 def test_hific_conversion_trusts_explicitly_and_runs_read_only_the_converted_file(tmp_path):
-    """``convert-hific`` is the one place a HiFiC pickle is unpickled in full, after saying so."""
+    """``convert-hific`` is the one place a HiFiC pickle is read, after saying so, and even there none of its
+    code runs: the objects it names are rebuilt as inert records."""
     from moediffir.codecs.hific import convert_checkpoint
 
     said: list[str] = []
     fired = tmp_path / "fired"
-    with pytest.raises(MoEDiffIRError):  # armed, and not a HiFiC layout: refused after unpickling
+    with pytest.raises(MoEDiffIRError):  # armed, and not a HiFiC layout: refused after reading
         convert_checkpoint(arm(tmp_path / "hific_low.pt", fired, model_state_dict={"w": torch.zeros(1)}),
                            say=said.append)
-    assert fired.exists() and len(said) == 1 and "trusting" in said[0] and "sha256" in said[0]
+    assert not fired.exists() and len(said) == 1 and "trusting" in said[0] and "sha256" in said[0]
+    assert "inert records" in said[0]
     assert not (tmp_path / "hific_low.safetensors").exists()
 
 

@@ -1,7 +1,7 @@
 """Weight converters: ``moediffir lpips-weights`` (the real LPIPS weights of appendix B's metric),
 ``moediffir import-released`` (the released stage-I / stage-II checkpoints of §3.4 into a model folder) and
-``moediffir convert-hific`` (the public HiFiC pickles of §3.5 into safetensors: the one command that unpickles a
-file in full, after saying which and what it trusts)."""
+``moediffir convert-hific`` (the public HiFiC pickles of §3.5 into safetensors: the one command that reads such a
+file, after saying which, with every object it names rebuilt as an inert record)."""
 
 from __future__ import annotations
 

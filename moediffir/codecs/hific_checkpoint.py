@@ -3,8 +3,8 @@ conversion and the files the codec reads (:mod:`moediffir.codecs.hific` codes wi
 
 The public ``.pt`` files of Justin-Tan/high-fidelity-generative-compression are full pickles (their ``args`` hold
 objects that only full unpickling builds, and unpickling can run any code a file carries). Normal runs never
-unpickle them: each is converted once with ``moediffir convert-hific SRC`` (:func:`convert_checkpoint`, which
-says what it trusts before it unpickles) into ``hific_<level>.safetensors`` beside it, the coding networks'
+read them: each is converted once with ``moediffir convert-hific SRC`` (:func:`convert_checkpoint`, which says
+what it reads and rebuilds every object the file names as an inert record, so no code of it runs) into ``hific_<level>.safetensors`` beside it, the coding networks'
 tensors checked against the public layout (:func:`check_state_dict`) and the architecture kept in the file's
 metadata; the codec reads only those (:func:`read_converted`, :func:`load_hific_model`).
 """
@@ -137,13 +137,33 @@ def _split_checkpoint(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], An
     return state, args
 
 
+class InertRecord:
+    """Stands in for a class or function a public checkpoint names (its ``args`` object): the unpickler builds
+    this instead, keeping the call's arguments and the pickled attributes, so nothing of the original runs."""
+
+    pickled_name = ""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.call_args = args
+        self.__dict__.update(kwargs)
+
+    def __setstate__(self, state: Any) -> None:
+        self.__dict__.update(state if isinstance(state, dict) else {"state": state})
+
+
+def _inert_record_class(name: str) -> type[InertRecord]:
+    """A fresh :class:`InertRecord` subclass for the pickled global ``name`` (``"module.Name"``)."""
+    return type(name.rsplit(".", 1)[-1], (InertRecord,), {"pickled_name": name})
+
+
 def read_checkpoint(path: str | Path, trust: bool = False,
                     say: Callable[[str], None] = print) -> tuple[dict[str, torch.Tensor], Any]:
     """``(model_state_dict, args)`` of a public HiFiC ``.pt`` file, for :func:`convert_checkpoint` only.
 
-    Read with ``weights_only=True`` first; a file that needs full unpickling (the public ones do: their ``args``)
-    is unpickled only with ``trust``, after ``say`` has named the file, its SHA-256 and what is trusted.
-    Without ``trust`` it raises :class:`~moediffir.utils.io.UnsafeWeightsError` and nothing of it is built.
+    Read with ``weights_only=True``. A file that names other classes or functions (the public ones do: their
+    ``args``) is read only with ``trust``, after ``say`` has named the file, its SHA-256 and those names, and
+    still with ``weights_only=True``: every such name is rebuilt as an :class:`InertRecord`, so none of the file's
+    code runs. Without ``trust`` it raises :class:`~moediffir.utils.io.UnsafeWeightsError`.
     """
     path = Path(path)
     try:
@@ -151,9 +171,12 @@ def read_checkpoint(path: str | Path, trust: bool = False,
     except UnsafeWeightsError:
         if not trust:
             raise
-        say(f"trusting {path} (sha256 {sha256_file(path)}): it needs full unpickling, which runs any code the file "
-            f"carries; convert only the checkpoints published at {PUBLISHED_AT}")
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        say(f"trusting {path} (sha256 {sha256_file(path)}) for its tensors: its other objects ({', '.join(names)}) "
+            f"are read as inert records and none of their code runs; convert only the checkpoints published at "
+            f"{PUBLISHED_AT}")
+        obj = load_weights_only(path, allow=[(_inert_record_class(name), name) for name in names],
+                                fix=convert_hint(path))
     except Exception as exc:  # zip / pickle errors of every kind: name the file
         raise HiFiCCheckpointError(f"{path}: cannot read the checkpoint ({type(exc).__name__}: "
                                    f"{(str(exc).splitlines() or [''])[0]})") from exc
