@@ -24,6 +24,7 @@ import torch
 
 from moediffir.metrics.fidelity import psnr
 from moediffir.pipelines.vae_steps import encode_lq, latents_for_decoder
+from moediffir.training.datasets import to_tensor01
 
 
 def _signal_noise(scheduler, t: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,8 +68,7 @@ def z0_estimates(denoiser, vae, scheduler, pairs: Sequence[tuple[np.ndarray, np.
     device = next(denoiser.parameters()).device
     rows = []
     for i, (lq, gt) in enumerate(pairs):
-        lq01 = torch.from_numpy(np.ascontiguousarray(lq)).permute(2, 0, 1)[None].float().div(255).to(device)
-        gt01 = torch.from_numpy(np.ascontiguousarray(gt)).permute(2, 0, 1)[None].float().div(255).to(device)
+        lq01, gt01 = to_tensor01(lq)[None].to(device), to_tensor01(gt)[None].to(device)  # (1, 3, H, W) in [0, 1]
         z_lq, z0 = encode_lq(vae, lq01), encode_lq(vae, gt01)  # (1, C, h, w)
         rows += [{"image": i, "t": "input", "psnr": psnr(lq, gt)},
                  {"image": i, "t": "D(z_lq)", "psnr": psnr(_to_uint8(vae, z_lq), gt)}]

@@ -195,15 +195,17 @@ def unet_loss(unet, scheduler, z0: torch.Tensor, context: torch.Tensor) -> tuple
     return loss, {"mse": float(loss.detach())}
 
 
+def whole_photo(im: np.ndarray, f: int) -> torch.Tensor:
+    """``(1, 3, h, w)`` in [-1, 1] of an ``(H, W, 3)`` uint8 photo cut to multiples of ``f`` (the VAE's factor)."""
+    h, w = im.shape[0] // f * f, im.shape[1] // f * f
+    return to_tensor01(np.ascontiguousarray(im[:h, :w]))[None] * 2.0 - 1.0
+
+
 @torch.no_grad()
 def latent_std(vae: AutoencoderKL, images: list[np.ndarray], device: torch.device) -> float:
     """Standard deviation of the unscaled posterior means of whole training photos (for ``scaling_factor``)."""
-    vals = []
     f = 2 ** (len(vae.config.block_out_channels) - 1)
-    for im in images:
-        h, w = im.shape[0] // f * f, im.shape[1] // f * f
-        x = to_tensor01(np.ascontiguousarray(im[:h, :w]))[None].to(device)  # (1, 3, h, w)
-        vals.append(vae.encode(x * 2.0 - 1.0).latent_dist.mode().flatten().cpu())
+    vals = [vae.encode(whole_photo(im, f).to(device)).latent_dist.mode().flatten().cpu() for im in images]
     return float(torch.cat(vals).std())
 
 
@@ -284,13 +286,7 @@ def _run_phase(cfg, phase: str, model: torch.nn.Module, loss_fn, steps: int, bat
 def fit_patch_pca(vae: PatchAutoencoder, images: list[np.ndarray], whiten: float = 1.0) -> int:
     """Fit ``vae``'s linear core to every non-overlapping patch of the whole photos (``whiten``: see
     :meth:`~moediffir.models.patch_autoencoder.PatchAutoencoder.fit_pca`); returns the patch count."""
-    f = vae.factor
-    patches = []
-    for im in images:
-        h, w = im.shape[0] // f * f, im.shape[1] // f * f
-        x = to_tensor01(np.ascontiguousarray(im[:h, :w]))[None] * 2.0 - 1.0  # (1, 3, h, w) in [-1, 1]
-        patches.append(vae.image_patches(x))  # (h w / f², 3 f²)
-    patches = torch.cat(patches)
+    patches = torch.cat([vae.image_patches(whole_photo(im, vae.factor)) for im in images])  # (N, 3 f²)
     vae.fit_pca(patches, whiten)
     return int(patches.shape[0])
 
