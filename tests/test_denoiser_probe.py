@@ -42,3 +42,20 @@ def test_z0_estimates_score_each_level_beside_the_input(tmp_path):
         10 * np.log10(255**2 / np.mean((lq.astype(float) - gt) ** 2)))
     again = z0_estimates(pipe.denoiser, pipe.vae, pipe.scheduler, [(lq, gt)], timesteps=(999, 10))
     assert table.equals(again)  # seeded
+
+
+def test_z0_estimates_can_condition_on_the_ground_truth(tmp_path):
+    from moediffir.pipelines import load_pipeline
+    from moediffir.pipelines.model_folder import build_fresh_model_folder
+
+    pipe = load_pipeline(build_fresh_model_folder(tmp_path / "model", resolve_config("smoke")))
+    rng = np.random.default_rng(1)
+    gt = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    lq = np.zeros_like(gt)  # a condition far from the ground truth
+    on_lq = z0_estimates(pipe.denoiser, pipe.vae, pipe.scheduler, [(lq, gt)], timesteps=(999,))
+    on_gt = z0_estimates(pipe.denoiser, pipe.vae, pipe.scheduler, [(lq, gt)], timesteps=(999,), condition="gt")
+    # the noised latent and the reference rows are the same; only the condition differs, and the model reads it
+    assert on_gt.loc[on_gt["t"] != 999].equals(on_lq.loc[on_lq["t"] != 999])
+    assert on_gt.loc[on_gt["t"] == 999, "psnr"].item() != on_lq.loc[on_lq["t"] == 999, "psnr"].item()
+    with pytest.raises(ValueError, match="condition='hq'"):
+        z0_estimates(pipe.denoiser, pipe.vae, pipe.scheduler, [(lq, gt)], timesteps=(999,), condition="hq")

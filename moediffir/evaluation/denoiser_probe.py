@@ -10,6 +10,10 @@ where a model stands, step by step:
 - at small ``t`` (``z_t`` close to the clean latent) it shows the denoiser's own precision, bounded by the
   autoencoder's ceiling.
 
+``condition="gt"`` conditions on the ground truth's own latent instead of ``z_lq``: the best any degradation could
+allow. Near pure noise it measures how much of a condition the prompt module and SPADE carry through the frozen UNet
+at all: when it is close to the ``"lq"`` figure, the conditioning path, not the compression, bounds the model.
+
 :func:`z0_estimates` gives one row per image and ``t`` (PSNR of the decoded estimate), beside the input's PSNR
 and that of ``D(z_lq)`` (the LQ latent decoded without any diffusion).
 """
@@ -61,10 +65,15 @@ def _to_uint8(vae, z: torch.Tensor) -> np.ndarray:
 
 @torch.no_grad()
 def z0_estimates(denoiser, vae, scheduler, pairs: Sequence[tuple[np.ndarray, np.ndarray]],
-                 timesteps: Sequence[int] = (999, 800, 600, 400, 200, 50), seed: int = 0) -> pd.DataFrame:
+                 timesteps: Sequence[int] = (999, 800, 600, 400, 200, 50), seed: int = 0,
+                 condition: str = "lq") -> pd.DataFrame:
     """Per ``(lq, gt)`` pair of ``(H, W, 3)`` uint8 images (sizes divisible by the VAE's factor) and per ``t``:
-    PSNR of ``D(ẑ_0(z_t, t, z_lq))`` against ``gt``, where ``z_t`` noises the ground truth's latent to ``t``
-    (one seeded noise draw per image); also the rows ``t = "input"`` (the LQ image) and ``"D(z_lq)"``."""
+    PSNR of ``D(ẑ_0(z_t, t, z_c))`` against ``gt``, where ``z_t`` noises the ground truth's latent to ``t``
+    (one seeded noise draw per image) and the condition ``z_c`` is ``z_lq`` (``condition="lq"``) or the ground
+    truth's latent (``"gt"``, the module docstring); also the rows ``t = "input"`` (the LQ image) and
+    ``"D(z_lq)"``."""
+    if condition not in ("lq", "gt"):
+        raise ValueError(f"z0_estimates: condition={condition!r}; choose 'lq' or 'gt'")
     device = next(denoiser.parameters()).device
     rows = []
     for i, (lq, gt) in enumerate(pairs):
@@ -76,6 +85,7 @@ def z0_estimates(denoiser, vae, scheduler, pairs: Sequence[tuple[np.ndarray, np.
         for t in timesteps:
             tt = torch.tensor([int(t)], device=device)
             z_t = noised(scheduler, z0, noise, tt)  # (1, C, h, w)
-            out = denoiser(z_t, tt, z_lq, lq_image=lq01)  # (1, C, h, w)
+            z_c, x_c = (z_lq, lq01) if condition == "lq" else (z0, gt01)  # the condition: (1, C, h, w), (1, 3, H, W)
+            out = denoiser(z_t, tt, z_c, lq_image=x_c)  # (1, C, h, w)
             rows.append({"image": i, "t": int(t), "psnr": psnr(_to_uint8(vae, predicted_z0(scheduler, z_t, tt, out)), gt)})
     return pd.DataFrame(rows)
