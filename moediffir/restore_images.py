@@ -116,7 +116,8 @@ def restore_images(
     pipe: Any,
     num_inference_steps: int | None = None,
     seed: int = 0,
-    fusion_weight: float | None = ...,  # type: ignore[assignment]
+    decoder: str | None = None,
+    fusion_weight: float | None = None,
     tile_size: int | None = None,
     color_fix: str | None = None,
     overwrite: bool = False,
@@ -144,8 +145,8 @@ def restore_images(
     out_dir.mkdir(parents=True, exist_ok=True)
     pipe.set_progress_bar_config(disable=not progress, leave=False)  # per-image bars: steps, tiles of big photos
     report = RestoreReport()
-    kwargs = {"num_inference_steps": num_inference_steps, "fusion_weight": fusion_weight, "tile_size": tile_size,
-              "color_fix": color_fix}  # None (fusion_weight: ...) means the model's default
+    kwargs = {"num_inference_steps": num_inference_steps, "decoder": decoder, "fusion_weight": fusion_weight,
+              "tile_size": tile_size, "color_fix": color_fix}  # None means the model's default
     for src, dst in tqdm(list(zip(files, outputs)), desc="restore", unit="img", disable=not progress, file=sys.stderr):
         try:
             lq = read_image_rgb(src)  # (H, W, 3) uint8
@@ -168,8 +169,9 @@ def restore_images(
 
 
 def prepare_pipeline(model: str | Path, *, device: str = "auto", dtype: str | None = None,
-                     scheduler: str | None = None, steps: int | None = None, fusion_weight: Any = ...,
-                     tile_size: int | None = None, color_fix: str | None = None) -> Any:
+                     scheduler: str | None = None, steps: int | None = None, decoder: str | None = None,
+                     fusion_weight: float | None = None, tile_size: int | None = None,
+                     color_fix: str | None = None) -> Any:
     """Load the model folder's pipeline and check the sampling arguments once (not once per image).
 
     Raises :class:`RestoreError` (or the model folder's error) naming the problem, before any image is sampled.
@@ -181,7 +183,7 @@ def prepare_pipeline(model: str | Path, *, device: str = "auto", dtype: str | No
     overrides = {"sample.scheduler": scheduler} if scheduler else None
     pipe = load_pipeline(model, device=device, dtype=dtype, overrides=overrides)
     try:
-        settings = pipe.resolve_arguments(num_inference_steps=steps, fusion_weight=fusion_weight,
+        settings = pipe.resolve_arguments(num_inference_steps=steps, decoder=decoder, fusion_weight=fusion_weight,
                                           tile_size=tile_size, color_fix=color_fix)
         pipe.check_inputs(np.zeros((8, 8, 3), np.uint8), output_type="np", **settings)
     except (TypeError, ValueError) as exc:
@@ -201,7 +203,8 @@ def run_restore(
     scheduler: str | None = None,
     steps: int | None = None,
     seed: int = 0,
-    fusion_weight: Any = ...,
+    decoder: str | None = None,
+    fusion_weight: float | None = None,
     tile_size: int | None = None,
     color_fix: str | None = None,
     recursive: bool = False,
@@ -227,13 +230,14 @@ def run_restore(
 
     check_device(device)
     check_dtype(dtype, device)
-    pipe = prepare_pipeline(model, device=device, dtype=dtype, scheduler=scheduler, steps=steps,
+    pipe = prepare_pipeline(model, device=device, dtype=dtype, scheduler=scheduler, steps=steps, decoder=decoder,
                             fusion_weight=fusion_weight, tile_size=tile_size, color_fix=color_fix)
     from moediffir.pipelines.model_folder import read_model_info  # loaded with the pipeline: no new import
 
     random_parts = read_model_info(model).get("random_weights", [])
     if random_parts:
         warn("note: this model has random weights (" + "; ".join(random_parts) + "): outputs are not restorations")
-    return restore_images(files, out_dir, pipe, num_inference_steps=steps, seed=seed, fusion_weight=fusion_weight,
-                          tile_size=tile_size, color_fix=color_fix, overwrite=overwrite, warn=warn,
+    return restore_images(files, out_dir, pipe, num_inference_steps=steps, seed=seed, decoder=decoder,
+                          fusion_weight=fusion_weight, tile_size=tile_size, color_fix=color_fix, overwrite=overwrite,
+                          warn=warn,
                           progress=progress)

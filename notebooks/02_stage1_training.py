@@ -188,7 +188,7 @@ from moediffir.pipelines.moediffir_pipeline import load_pipeline
 pipe = load_pipeline(model_folder, device=device)
 pipe.set_progress_bar_config(disable=True)
 out = pipe(lq, num_inference_steps=cfg.sample.num_steps, generator=torch.Generator().manual_seed(cfg.seed),
-           fusion_weight=None, output_type="pt",
+           decoder="vae", output_type="pt",
            task_labels=[example["label"]] if pipe.prompt_module.uses_task_labels else None)
 restored = out.images[0] if isinstance(out.images, list) else out.images  # (1, 3, c, c)
 scales = out.routing[0]["scales"] if out.routing else []

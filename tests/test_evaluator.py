@@ -83,15 +83,16 @@ def test_shared_decode_equals_the_pipeline(setup):
     steps = setup.sample.num_steps
     z0, _ = pipe.sample_latents([lq], num_inference_steps=steps, generator=gen(), batch_size=setup.sample.batch_size)
     assert pipe.uses_tiles(lq.shape[:2], setup.sample.tile_size)  # smoke tile_size 64 < image: the tiled path
-    for w in (setup.sample.fusion_weight, None):
-        ours = pipe.decode_latents(z0, [lq], w, output_type="np")[0]
-        out = pipe([lq], num_inference_steps=steps, generator=gen(), fusion_weight=w, output_type="np",
+    for decoder in ("compensator", "vae"):
+        ours = pipe.decode_latents(z0, [lq], decoder=decoder, output_type="np")[0]
+        out = pipe([lq], num_inference_steps=steps, generator=gen(), decoder=decoder, output_type="np",
                    batch_size=setup.sample.batch_size)
         assert out.tiled == [True]
         assert ours.shape == lq.shape
         np.testing.assert_array_equal(ours, out.images[0])
-    a = pipe.decode_latents(z0, [lq], setup.sample.fusion_weight, output_type="np")[0]
-    b = pipe.decode_latents(z0, [lq], None, output_type="np")[0]
+    a = pipe.decode_latents(z0, [lq], decoder="compensator", fusion_weight=setup.sample.fusion_weight,
+                            output_type="np")[0]
+    b = pipe.decode_latents(z0, [lq], decoder="vae", output_type="np")[0]
     assert not np.array_equal(a, b)  # the two methods differ only by the decoder, and it does differ
 
 

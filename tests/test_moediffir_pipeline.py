@@ -165,12 +165,13 @@ def test_call_is_sample_latents_then_decode_latents(pipe):
     assert [r["image"] for r in routing] == [r["image"] for r in full.routing] == [0, 1, 2]
     for a, b in zip(routing, full.routing):
         assert torch.equal(a["scales"][0]["gates"], b["scales"][0]["gates"])
-    same = pipe.decode_latents(z0[[0, 2]], [imgs[0], imgs[2]], 0.6, color_fix="adain",
+    same = pipe.decode_latents(z0[[0, 2]], [imgs[0], imgs[2]], fusion_weight=0.6, color_fix="adain",
                                batch_size=2, output_type="np")
-    small = pipe.decode_latents(z0[1:2], imgs[1], 0.6, color_fix="adain", batch_size=2, output_type="np")
+    small = pipe.decode_latents(z0[1:2], imgs[1], fusion_weight=0.6, color_fix="adain", batch_size=2,
+                                output_type="np")
     for got, want in zip([same[0], small[0], same[1]], full.images):
         np.testing.assert_array_equal(got, want)
-    plain = pipe.decode_latents(z0[1:2], imgs[1], None, color_fix="adain", output_type="np")[0]
+    plain = pipe.decode_latents(z0[1:2], imgs[1], decoder="vae", color_fix="adain", output_type="np")[0]
     assert not np.array_equal(plain, small[0])  # the decoder (compensator vs plain VAE) matters
     with pytest.raises(ValueError, match="do not belong to 1 LQ image"):
         pipe.decode_latents(z0[[0, 2]], imgs[1])  # two latents, one image
@@ -202,10 +203,11 @@ def test_routing_record_reports_top_k_experts(pipe):
     assert int(first["indices"].max()) < cfg.num_prompts
 
 
-def test_fusion_weight_none_is_the_plain_vae_and_w_matters(pipe):
+def test_the_plain_decoder_is_the_compensator_at_w0_and_w_matters(pipe):
     img = _rand_uint8(40, 56)
     kw = {"num_inference_steps": 1, "output_type": "pt"}
-    plain = pipe(img, generator=_gen(), fusion_weight=None, **kw).images
+    plain = pipe(img, generator=_gen(), decoder="vae", **kw).images
+    assert torch.equal(plain, pipe(img, generator=_gen(), decoder="vae", fusion_weight=1.0, **kw).images)
     zero = pipe(img, generator=_gen(), fusion_weight=0.0, **kw).images
     one = pipe(img, generator=_gen(), fusion_weight=1.0, **kw).images
     assert torch.allclose(plain, zero, atol=1e-6)
@@ -222,6 +224,24 @@ def test_pipeline_machinery_device_and_components(pipe):
     assert pipe.to("cpu") is pipe and pipe.device.type == "cpu" and pipe.dtype == torch.float32
     assert {"unet", "vae", "scheduler", "prompt_module", "spade", "compensator"} <= set(pipe.components)
     assert pipe.pixel_multiple == 64
+
+
+def test_the_decoder_is_an_explicit_choice(pipe):
+    """``decoder`` picks the compensator (the default where the model has one) or the plain VAE; the compensator
+    of a model without one, or an unknown decoder, is refused by name before any sampling."""
+    img = _rand_uint8(40, 56)
+    kw = {"num_inference_steps": 1, "output_type": "pt", "fusion_weight": 1.0}
+    default = pipe(img, generator=_gen(), **kw).images
+    assert torch.equal(default, pipe(img, generator=_gen(), decoder="compensator", **kw).images)
+    assert not torch.equal(default, pipe(img, generator=_gen(), decoder="vae", **kw).images)
+    assert pipe.resolve_arguments(decoder="vae", fusion_weight=0.3)["fusion_weight"] is None
+    assert pipe.resolve_arguments()["fusion_weight"] == pipe.sample_defaults.fusion_weight
+    with pytest.raises(ValueError, match="decoder must be one of 'compensator', 'vae', got 'plain'"):
+        pipe(img, num_inference_steps=1, decoder="plain")
+    bare = MoEDiffIRPipeline.from_denoiser(pipe.denoiser, pipe.vae, pipe.scheduler, config=pipe.model_config)
+    assert bare.resolve_arguments()["decoder"] == "vae"
+    with pytest.raises(ValueError, match="no decoder compensator"):
+        bare(img, num_inference_steps=1, decoder="compensator")
 
 
 def test_task_routing_needs_labels():

@@ -92,7 +92,7 @@ def test_bad_arguments_and_name_clashes_fail_before_work(model, inputs, tmp_path
     assert not out.exists()
 
 
-def test_fusion_weight_none_and_collect_inputs(model, inputs, tmp_path):
+def test_plain_decoder_and_collect_inputs(model, inputs, tmp_path):
     sub = inputs / "sub"
     sub.mkdir()
     shutil.copy(inputs / "b.png", sub / "c.png")
@@ -102,7 +102,7 @@ def test_fusion_weight_none_and_collect_inputs(model, inputs, tmp_path):
     assert "c.png" in [p.name for p in collect_inputs([inputs], recursive=True)]
     out = tmp_path / "out"
     assert _run("restore", str(sub / "c.png"), "-o", str(out), "--model", str(model), "--steps", "1",
-                "--fusion-weight", "none", "--tile-size", "128") == 0
+                "--decoder", "vae", "--tile-size", "128") == 0
     assert (out / "c.png").is_file()
 
 

@@ -9,13 +9,11 @@ import sys
 from moediffir.cli.common import Namespace, SubParsers, set_command
 
 
-def _weight_arg(text: str) -> float | None:
-    if text.strip().lower() == "none":
-        return None
+def _weight_arg(text: str) -> float:
     try:
         return float(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or 'none', got {text!r}") from exc
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from exc
 
 
 def _cmd_restore(args: Namespace) -> int:
@@ -24,8 +22,8 @@ def _cmd_restore(args: Namespace) -> int:
     err = lambda msg: print(msg, file=sys.stderr)
     report = run_restore(
         args.inputs, args.output, args.model, device=args.device, dtype=args.dtype, scheduler=args.scheduler,
-        steps=args.steps, seed=args.seed, fusion_weight=args.fusion_weight, tile_size=args.tile_size,
-        color_fix=args.color_fix, recursive=args.recursive, overwrite=args.overwrite, warn=err,
+        steps=args.steps, seed=args.seed, decoder=args.decoder, fusion_weight=args.fusion_weight,
+        tile_size=args.tile_size, color_fix=args.color_fix, recursive=args.recursive, overwrite=args.overwrite, warn=err,
     )
     total = len(report.written) + len(report.failed)
     err(f"restored {len(report.written)} of {total} image(s) into {args.output}")
@@ -39,7 +37,7 @@ def _cmd_restore(args: Namespace) -> int:
 
 def add_restore_commands(sub: SubParsers) -> None:
     """``moediffir restore INPUT... -o OUTDIR --model DIR``: restore your own images."""
-    from moediffir.config import allowed_values
+    from moediffir.config import DECODERS, allowed_values
 
     p = sub.add_parser(
         "restore", help="restore images with a trained MoE-DiffIR model folder",
@@ -54,8 +52,10 @@ def add_restore_commands(sub: SubParsers) -> None:
                    help="default: the model's sample.dtype")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's sample.num_steps)")
     p.add_argument("--seed", type=int, default=0, help="seed of every image's noise (default: 0)")
-    p.add_argument("--fusion-weight", type=_weight_arg, default=..., metavar="W",
-                   help="decoder compensator weight in [0, 1], or 'none' for the plain VAE decoder")
+    p.add_argument("--decoder", choices=DECODERS, default=None,
+                   help="the decoder compensator (default where the model has one) or the plain VAE decoder")
+    p.add_argument("--fusion-weight", type=_weight_arg, default=None, metavar="W",
+                   help="decoder compensator weight in [0, 1] (default: the model's sample.fusion_weight)")
     p.add_argument("--tile-size", type=int, default=None, help="tile size in pixels (multiple of 64)")
     p.add_argument("--color-fix", choices=allowed_values("sample.color_fix"), default=None,
                    help="colour correction against the input")

@@ -50,10 +50,10 @@ from moediffir.config.sections import (
     Stage1Config,
     Stage2Config,
 )
-from moediffir.config.values import CHOICES, RANGES, allowed_values, first_problem
+from moediffir.config.values import CHOICES, DECODERS, RANGES, allowed_values, first_problem
 
 __all__ = [
-    "CHOICES", "PROFILES", "PROFILE_FACTORIES", "RANGES", "RECIPES", "RECIPE_PAPER_SCALE", "RECIPE_VALUES",
+    "CHOICES", "DECODERS", "PROFILES", "PROFILE_FACTORIES", "RANGES", "RECIPES", "RECIPE_PAPER_SCALE", "RECIPE_VALUES",
     "AblationConfig", "Config", "ConfigError", "DataConfig", "EvalConfig", "ModelConfig", "PriorConfig",
     "SampleConfig", "Stage1Config", "Stage2Config",
     "allowed_values", "apply_overrides", "config_from_dict", "config_to_dict", "field_names", "first_problem",

@@ -17,6 +17,9 @@ from typing import Any
 _X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
                  "placebo")
 _PRECISIONS = ("no", "fp16", "bf16")
+#: the pipeline's decoders (a call argument, ``decoder=``, not a config key): the decoder compensator (paper §3.4,
+#: Eq. 4) or the plain VAE decoder
+DECODERS = ("compensator", "vae")
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.preset": ("paper", "official"),
     "data.codecs": ("jpeg", "webp", "hevc", "avc", "vvc", "c_psnr", "c_ssim", "hific"),  # each item

@@ -101,7 +101,8 @@ def restore_items(
     log: Callable[[str], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> dict[str, RestoreStats]:
-    """Restore ``items`` once per batch and decode for every method in ``methods`` (name -> fusion weight).
+    """Restore ``items`` once per batch and decode for every method in ``methods`` (name -> the compensator's
+    fusion weight, or None for the plain VAE decoder).
 
     ``pipe.sample_defaults`` is set to ``cfg.sample``. ``on_batch(i)`` is called after batch ``i`` is written
     (tests use it to interrupt a run). Returns per-method counts of restored and kept images.
@@ -132,7 +133,8 @@ def restore_items(
         tiled = pipe.uses_tiles(lq[0].shape[:2], cfg.sample.tile_size)
         routing = [_image_routing(routing_records, j) for j in range(len(rows))]
         for m, idx in todo.items():
-            images = pipe.decode_latents(z0, lq, methods[m], output_type="np")  # uint8 (H, W, 3) each
+            images = pipe.decode_latents(z0, lq, decoder="vae" if methods[m] is None else "compensator",
+                                         fusion_weight=methods[m], output_type="np")  # uint8 (H, W, 3) each
             for j in idx:
                 it = rows[j]
                 png, rec = output_paths(out_root, m, it.set, it.task, str(it.stem))

@@ -29,7 +29,7 @@ def sampler_settings(ddpm_steps: int = 200, steps: Sequence[int] = (10, 20, 50),
 
 
 def sampler_study(pipe, suite, items: pd.DataFrame, bench, settings: Sequence[tuple[str, int]], seed: int = 0,
-                  fusion_weight: float | None = ..., log=print) -> pd.DataFrame:  # type: ignore[assignment]
+                  decoder: str | None = None, log=print) -> pd.DataFrame:
     """One row per (sampler, steps): mean ``psnr``, ``lpips`` (if the suite has it), ``s_per_image``, ``n``.
 
     ``pipe`` is a loaded :class:`~moediffir.pipelines.MoEDiffIRPipeline`; its scheduler is restored afterwards.
@@ -44,7 +44,7 @@ def sampler_study(pipe, suite, items: pd.DataFrame, bench, settings: Sequence[tu
             pipe.scheduler = make_scheduler(name, original.config)
             t0 = time.perf_counter()
             out = pipe(lqs, num_inference_steps=n, generator=[torch.Generator().manual_seed(s) for s in seeds],
-                       fusion_weight=fusion_weight, output_type="np").images
+                       decoder=decoder, output_type="np").images
             dt = (time.perf_counter() - t0) / len(lqs)
             scores = [suite.score_pair(o, g) for o, g in zip(out, gts)]
             row = {"sampler": name, "steps": n, "n": len(lqs), "s_per_image": dt,

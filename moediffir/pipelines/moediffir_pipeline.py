@@ -13,8 +13,8 @@ Inference as in the paper (§3.4, §4.1) and StableSR, which it follows:
 6. prepare latents from pure noise ``z_T ~ N(0, I)`` (seeded by ``generator``);
 7. run the reverse process of the scheduler (DDPM, 200 steps by default; any diffusers scheduler and step
    count) with the prompted UNet (:func:`~moediffir.pipelines.sampling.sample_loop`);
-8. decode ``z_0`` with the decoder compensator at fusion weight ``w`` (plain VAE decode when there is no
-   compensator or ``w`` is None);
+8. decode ``z_0`` with the chosen ``decoder``: the decoder compensator at fusion weight ``w`` (the default where
+   the model has one) or the plain VAE decoder (``decoder="vae"``);
 9. crop back to the input size and colour fix against the LQ image (``none``, ``wavelet``, ``adain``);
 10. convert to the output type.
 
@@ -45,7 +45,7 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
-from moediffir.config import SampleConfig
+from moediffir.config import DECODERS, SampleConfig
 from moediffir.models.denoiser import MoEDiffIRDenoiser
 from moediffir.pipelines import vae_steps
 from moediffir.pipelines.batch_sampling import RoutingCallback, sample_batch
@@ -190,19 +190,36 @@ class MoEDiffIRPipeline(DiffusionPipeline):
     def resolve_arguments(
         self,
         num_inference_steps: int | None = None,
-        fusion_weight: float | None = ...,  # type: ignore[assignment]
+        decoder: str | None = None,
+        fusion_weight: float | None = None,
         color_fix: str | None = None,
         tile_size: int | None = None,
         tile_overlap: int | None = None,
         tile_blend: str | None = None,
         batch_size: int | None = None,
     ) -> dict[str, Any]:
-        """The sampling arguments with every one left as None (``fusion_weight``: left out) taken from
-        :attr:`sample_defaults`; the keys are the argument names of :meth:`__call__`."""
+        """The sampling arguments with every one left as None taken from :attr:`sample_defaults`; the keys are the
+        argument names of :meth:`__call__`.
+
+        ``decoder`` left as None is ``"compensator"`` where the model has one, else ``"vae"``; asking for the
+        compensator of a model without one is an error. With ``decoder="vae"`` the resolved ``fusion_weight`` is
+        None (the plain decoder has no weight)."""
         d = self.sample_defaults
+        if decoder is None:
+            decoder = "vae" if self.compensator is None else "compensator"
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {', '.join(map(repr, DECODERS))}, got {decoder!r}")
+        if decoder == "compensator" and self.compensator is None:
+            raise ValueError("decoder='compensator': this model has no decoder compensator (stage II not run); "
+                             "use decoder='vae'")
+        if decoder == "vae":
+            fusion_weight = None
+        elif fusion_weight is None:
+            fusion_weight = d.fusion_weight
         return {
             "num_inference_steps": d.num_steps if num_inference_steps is None else num_inference_steps,
-            "fusion_weight": d.fusion_weight if fusion_weight is ... else fusion_weight,
+            "decoder": decoder,
+            "fusion_weight": fusion_weight,
             "color_fix": d.color_fix if color_fix is None else color_fix,
             "tile_size": d.tile_size if tile_size is None else tile_size,
             "tile_overlap": d.tile_overlap if tile_overlap is None else tile_overlap,
@@ -260,8 +277,9 @@ class MoEDiffIRPipeline(DiffusionPipeline):
         a list of ``(1, 4, h, w)`` when sizes differ); ``routing``: the records of
         :attr:`MoEDiffIRPipelineOutput.routing`. The stage-II data generator trains on these latents (paper §3.4).
         """
-        a = self.resolve_arguments(num_inference_steps, None, None, tile_size, tile_overlap, tile_blend, batch_size)
-        del a["fusion_weight"], a["color_fix"]
+        a = self.resolve_arguments(num_inference_steps, None, None, None, tile_size, tile_overlap, tile_blend,
+                                   batch_size)
+        del a["decoder"], a["fusion_weight"], a["color_fix"]
         self.check_inputs(image, **a, generator=generator, task_labels=task_labels, callback=callback)
         steps, batch_size = a["num_inference_steps"], a["batch_size"]
         # 2. inputs -> (1, 3, H, W) float tensors in [0, 1]; batches of equal size
@@ -300,8 +318,9 @@ class MoEDiffIRPipeline(DiffusionPipeline):
         self,
         z0: torch.Tensor,
         lq: Any,
-        fusion_weight: float | None = ...,  # type: ignore[assignment]
         *,
+        decoder: str | None = None,
+        fusion_weight: float | None = None,
         color_fix: str | None = None,
         tile_size: int | None = None,
         tile_overlap: int | None = None,
@@ -311,13 +330,14 @@ class MoEDiffIRPipeline(DiffusionPipeline):
         output_type: str = "pt",
     ) -> Any:
         """Images from sampled latents ``z0`` ``(B, 4, h, w)`` (:meth:`sample_latents`) of the LQ images ``lq``
-        (one size, unpadded, any input kind of :meth:`__call__`): pad, decode (compensator at ``fusion_weight``,
-        the plain VAE decoder for None), crop back, colour fix against ``lq``, convert.
+        (one size, unpadded, any input kind of :meth:`__call__`): pad, decode (``decoder``: the compensator at
+        ``fusion_weight``, or the plain ``"vae"`` decoder), crop back, colour fix against ``lq``, convert.
 
         ``output_type``: ``pt`` (default; ``(B, 3, H, W)`` in [0, 1]), ``np`` or ``pil``. Other arguments as in
         :meth:`__call__`; ``tiled`` must be what sampling used (None: the same rule).
         """
-        a = self.resolve_arguments(None, fusion_weight, color_fix, tile_size, tile_overlap, tile_blend, batch_size)
+        a = self.resolve_arguments(None, decoder, fusion_weight, color_fix, tile_size, tile_overlap, tile_blend,
+                                   batch_size)
         del a["num_inference_steps"]
         self.check_inputs(lq, **a, output_type=output_type)
         if output_type == "latent":
@@ -356,7 +376,8 @@ class MoEDiffIRPipeline(DiffusionPipeline):
         image: Any,
         num_inference_steps: int | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
-        fusion_weight: float | None = ...,  # type: ignore[assignment]
+        decoder: str | None = None,
+        fusion_weight: float | None = None,
         color_fix: str | None = None,
         tile_size: int | None = None,
         tile_overlap: int | None = None,
@@ -376,8 +397,9 @@ class MoEDiffIRPipeline(DiffusionPipeline):
                 [0, 1], or a list of these; any size.
             num_inference_steps: sampler steps (default ``sample_defaults.num_steps``: 200 for the paper).
             generator: a ``torch.Generator`` or one per image (same seed -> same image).
-            fusion_weight: compensator weight ``w`` in [0, 1]; None decodes with the plain VAE; left out, the
-                default ``sample_defaults.fusion_weight``.
+            decoder: ``"compensator"`` (the decoder compensator, paper §3.4) or ``"vae"`` (the plain VAE decoder);
+                None: the compensator where the model has one.
+            fusion_weight: the compensator's weight ``w`` in [0, 1] (default ``sample_defaults.fusion_weight``).
             color_fix: ``none``, ``wavelet`` or ``adain``. tile_size / tile_overlap: pixels; tile_blend:
                 ``gaussian`` or ``linear``. tiled: force the tiled (True) or whole-image (False) path; None
                 tiles images larger than ``tile_size``.
@@ -388,8 +410,8 @@ class MoEDiffIRPipeline(DiffusionPipeline):
 
         Returns :class:`MoEDiffIRPipelineOutput` (images, routing, tiled), or ``(images,)`` without ``return_dict``.
         """
-        a = self.resolve_arguments(num_inference_steps, fusion_weight, color_fix, tile_size, tile_overlap, tile_blend,
-                                   batch_size)
+        a = self.resolve_arguments(num_inference_steps, decoder, fusion_weight, color_fix, tile_size, tile_overlap,
+                                   tile_blend, batch_size)
         # 1. check inputs (all of them, before any work)
         self.check_inputs(image, **a, output_type=output_type, generator=generator, task_labels=task_labels,
                           callback=callback)
@@ -407,8 +429,8 @@ class MoEDiffIRPipeline(DiffusionPipeline):
             for ids in size_groups(images, a["batch_size"]):
                 # 3., 8.-9. pad, decode, crop, colour fix: the batches sampling used
                 out = self.decode_latents(
-                    torch.cat([rows[i] for i in ids]), torch.cat([images[i] for i in ids]), a["fusion_weight"],
-                    color_fix=a["color_fix"], tiled=tiled, **geometry,
+                    torch.cat([rows[i] for i in ids]), torch.cat([images[i] for i in ids]), decoder=a["decoder"],
+                    fusion_weight=a["fusion_weight"], color_fix=a["color_fix"], tiled=tiled, **geometry,
                 )
                 for j, i in enumerate(ids):
                     results[i] = out[j : j + 1]
