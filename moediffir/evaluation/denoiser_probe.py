@@ -27,7 +27,8 @@ import pandas as pd
 import torch
 
 from moediffir.metrics.fidelity import psnr
-from moediffir.pipelines.vae_steps import encode_lq, latents_for_decoder
+from moediffir.models.latent_scaling import unscale_latents
+from moediffir.pipelines.vae_steps import encode_lq
 from moediffir.training.datasets import to_tensor01
 
 
@@ -59,7 +60,7 @@ def predicted_z0(scheduler, z_t: torch.Tensor, t: torch.Tensor, output: torch.Te
 
 
 def _to_uint8(vae, z: torch.Tensor) -> np.ndarray:
-    x = vae.decode(latents_for_decoder(vae, z).to(vae.dtype)).sample[0]  # (3, H, W) in [-1, 1]
+    x = vae.decode(unscale_latents(vae, z).to(vae.dtype)).sample[0]  # (3, H, W) in [-1, 1]
     return ((x.float().clamp(-1, 1) + 1.0) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
 
 

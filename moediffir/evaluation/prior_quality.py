@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from moediffir.metrics.fidelity import psnr, ssim
+from moediffir.models.latent_scaling import unscale_latents
 from moediffir.pipelines.sampling import initial_noise, make_scheduler, sample_loop
 
 
@@ -107,8 +108,7 @@ def sample_prior_latents(unet, vae, scheduler, n: int = 4, size: tuple[int, int]
         return unet(z_t, t.reshape(1).expand(n).to(unet.device), encoder_hidden_states=context).sample
 
     z0 = sample_loop(eps_fn, sch, latents, generator=torch.Generator().manual_seed(seed + 1))
-    shift = getattr(vae.config, "shift_factor", None) or 0.0
-    return z0 / vae.config.scaling_factor + shift
+    return unscale_latents(vae, z0)
 
 
 @torch.no_grad()

@@ -44,6 +44,7 @@ from moediffir.models.clip_backbone import (
     load_clip_visual,
     v2t_encoder_kwargs,
 )
+from moediffir.models.latent_scaling import unscale_latents
 from moediffir.models.restormer import RestormerBlock
 
 
@@ -155,10 +156,8 @@ class ReleasedVisual2Text(FrozenResNetSpeed, ModelMixin, ConfigMixin):
         if not self._decoder:
             raise RuntimeError("ReleasedVisual2Text (model.v2t_form=released) decodes the LQ latent with the VAE: "
                                "call attach_decoder(vae) first (MoEDiffIRPipeline and stage-I training do)")
-        from moediffir.pipelines.vae_steps import latents_for_decoder  # the one undo of the latent scaling
-
         vae = self._decoder[0]
-        return vae.decode(latents_for_decoder(vae, latents).to(vae.dtype)).sample  # (B, 3, f*h, f*w)
+        return vae.decode(unscale_latents(vae, latents).to(vae.dtype)).sample  # (B, 3, f*h, f*w)
 
     # -- forward -------------------------------------------------------------------------------------------
     def clip_pixels(self, z_lq: torch.Tensor) -> torch.Tensor:

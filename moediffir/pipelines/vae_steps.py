@@ -2,7 +2,8 @@
 decoder compensator at fusion weight ``w``) for the sampled latents (paper §3.1, §3.4, Eq. 3; docs/design.md §6).
 
 ``z_lq = (mean(E(2x - 1)) - shift) * scaling_factor`` (the posterior mean, so conditioning is deterministic;
-stage-I training conditions the same way) and, back, ``D(z / scaling_factor + shift)``. Images larger than
+stage-I training conditions the same way) and, back, ``D(z / scaling_factor + shift)``
+(:mod:`moediffir.models.latent_scaling`). Images larger than
 one tile are encoded and decoded tile by tile with blended overlaps (:func:`~moediffir.pipelines.tiling.tiled_map`).
 """
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import torch
 
+from moediffir.models.latent_scaling import scale_latents, unscale_latents
 from moediffir.pipelines.tiling import tiled_map
 
 
@@ -20,14 +22,7 @@ def encode_lq(vae: Any, image01: torch.Tensor) -> torch.Tensor:
     scaling factor (minus its shift factor, when it has one). Stage-I training must condition the same way."""
     x = (image01 * 2.0 - 1.0).to(device=vae.device, dtype=vae.dtype)  # (B, 3, H, W) in [-1, 1]
     mean = vae.encode(x).latent_dist.mode()  # (B, 4, h, w)
-    shift = getattr(vae.config, "shift_factor", None) or 0.0
-    return ((mean - shift) * vae.config.scaling_factor).float()  # (B, 4, h, w)
-
-
-def latents_for_decoder(vae: Any, latents: torch.Tensor) -> torch.Tensor:
-    """Undo the scaling of :func:`encode_lq`: what ``AutoencoderKL.decode`` takes."""
-    shift = getattr(vae.config, "shift_factor", None) or 0.0
-    return latents / vae.config.scaling_factor + shift  # (B, 4, h, w)
+    return scale_latents(vae, mean).float()  # (B, 4, h, w)
 
 
 def encode(
@@ -54,10 +49,10 @@ def decode(
 
     def run(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if use_comp:
-            zc = latents_for_decoder(vae, z).to(compensator.dtype)
+            zc = unscale_latents(vae, z).to(compensator.dtype)
             out = compensator.decode(zc, lq_image=(x * 2 - 1).to(compensator.dtype), w=float(fusion_weight))
         else:
-            out = vae.decode(latents_for_decoder(vae, z).to(vae.dtype)).sample
+            out = vae.decode(unscale_latents(vae, z).to(vae.dtype)).sample
         return ((out.float() + 1.0) / 2.0).clamp(0.0, 1.0)  # (N, 3, H, W)
 
     if not tiled:

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from torch.utils.data import DataLoader, Dataset
 
+from moediffir.models.latent_scaling import scale_latents
 from moediffir.models.loading import autoencoder_class_in
 from moediffir.models.patch_autoencoder import PatchAutoencoder
 from moediffir.training.checkpoint import (
@@ -181,8 +182,7 @@ def scaled_latents(vae: AutoencoderKL, x01: torch.Tensor, sample: bool = True) -
     """``(z - shift) * scaling_factor`` ``(B, C_lat, h, w)`` of images in [0, 1] (read from the VAE's config)."""
     dist = vae.encode(x01.to(vae.device) * 2.0 - 1.0).latent_dist
     z = dist.sample() if sample else dist.mode()  # (B, C_lat, h, w)
-    shift = getattr(vae.config, "shift_factor", None) or 0.0
-    return (z - shift) * vae.config.scaling_factor
+    return scale_latents(vae, z)
 
 
 def unet_loss(unet, scheduler, z0: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from moediffir.models.latent_scaling import scale_latents
 from moediffir.pipelines.vae_steps import encode_lq
 from moediffir.provenance import backbone_provenance
 from moediffir.training.checkpoint import latest_checkpoint, save_checkpoint
@@ -73,10 +74,8 @@ def encode_pair(vae, lq01: torch.Tensor, gt01: torch.Tensor, generator: torch.Ge
     b = lq01.shape[0]
     x = torch.cat([lq01, gt01]).to(device=vae.device, dtype=vae.dtype) * 2.0 - 1.0  # (2B, 3, H, W) in [-1, 1]
     dist = vae.encode(x).latent_dist
-    shift = getattr(vae.config, "shift_factor", None) or 0.0
-    sf = vae.config.scaling_factor
-    z_lq = (dist.mode()[:b] - shift) * sf  # (B, 4, h, w)
-    z0 = (dist.sample(generator=generator)[b:] - shift) * sf  # (B, 4, h, w)
+    z_lq = scale_latents(vae, dist.mode()[:b])  # (B, 4, h, w)
+    z0 = scale_latents(vae, dist.sample(generator=generator)[b:])  # (B, 4, h, w)
     return z_lq.float(), z0.float()
 
 

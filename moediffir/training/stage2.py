@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from moediffir.pipelines.vae_steps import latents_for_decoder
+from moediffir.models.latent_scaling import unscale_latents
 from moediffir.training.checkpoint import latest_checkpoint, save_checkpoint
 from moediffir.training.datasets import ResumableBatchSampler
 from moediffir.training.logs import TrainingLog
@@ -86,7 +86,7 @@ def compare_decoders(compensator, lpips_model, batch: Mapping[str, Any], weights
     was = compensator.training
     compensator.eval()
     try:
-        z = latents_for_decoder(compensator.vae, batch["z0"].to(device))
+        z = unscale_latents(compensator.vae, batch["z0"].to(device))
         lq = batch["lq"].to(device) * 2 - 1  # (B, 3, H, W) in [-1, 1]
         gt = batch["gt"].to(device) * 2 - 1
         out = {}
@@ -236,7 +236,7 @@ def _train_stage2(cfg, resume: bool, progress: bool, overwrite: bool) -> Path:
                     ctx.enter_context(accelerator.no_sync(disc_model))
             with ctx:
                 with accelerator.autocast():
-                    z = latents_for_decoder(vae, batch["z0"].to(device))  # (B, 4, h, w)
+                    z = unscale_latents(vae, batch["z0"].to(device))  # (B, 4, h, w)
                     lq = batch["lq"].to(device) * 2 - 1  # (B, 3, H, W) in [-1, 1]
                     gt = batch["gt"].to(device) * 2 - 1
                     x = model(z, lq_image=lq, w=s2.train_fusion_weight).float()  # (B, 3, H, W)
