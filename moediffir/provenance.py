@@ -13,7 +13,8 @@ module and SPADE layers (stage I, §3.2), the V2T adapter's learnable tokens and
 
 :func:`provenance` maps a config to ``{part: provenance}``; every label, table, figure, model folder and model
 card asks it instead of re-deriving the rule from the config's flags. :func:`uses_degradation_prior` is the
-one rule for whether the degradation prior is part of the model at all.
+one rule for whether the degradation prior is part of the model at all; :func:`label_is_random` the one test of
+whether a table row's weights label names random weights.
 """
 
 from __future__ import annotations
@@ -114,6 +115,13 @@ def provenance_label(prov: dict[str, str]) -> str:
     for part, value in prov.items():
         groups.setdefault(value, []).append(part)
     return "; ".join(f"{', '.join(parts)}: {value}" for value, parts in groups.items())
+
+
+def label_is_random(label: Any) -> bool:
+    """Whether a weights label of a table row says some weights are random: the metric networks'
+    ``random(seed=N)``, a model folder's ``random weights: <parts>``, a sweep variant's ``random-weight backbone,
+    ...``. Every such label is written from :data:`RANDOM`, so this is the one test for it."""
+    return isinstance(label, str) and RANDOM in label
 
 
 def figure_note(cfg: Any) -> bool | str:

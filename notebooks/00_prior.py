@@ -62,7 +62,8 @@ from IPython.display import Image, display
 
 from moediffir.data.sources import list_sources
 from moediffir.evaluation.prior_quality import load_prior, sample_prior, vae_ceiling
-from moediffir.report.figures import figure_style, new_figure, save_figure
+from moediffir.report.figures import figure_style, new_figure
+from moediffir.report.output import save_figure
 from moediffir.training.prior import prior_stage_dir, read_prior_info, train_prior
 from moediffir.utils.io import atomic_write_csv, read_image_rgb
 

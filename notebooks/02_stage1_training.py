@@ -61,7 +61,8 @@ from IPython.display import Image, display
 
 from moediffir.data.tasks import label_names
 from moediffir.provenance import figure_note
-from moediffir.report.figures import figure_style, new_figure, routing_checkpoint, save_figure
+from moediffir.report.figures import figure_style, new_figure, routing_checkpoint
+from moediffir.report.output import save_figure
 from moediffir.report.training import loss_curves, read_log, training_expert_usage
 from moediffir.training.datasets import PairedCropDataset, SampleKey, training_pairs
 from moediffir.training.runtime import stage_dir

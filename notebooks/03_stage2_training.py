@@ -57,7 +57,8 @@ import torch
 from IPython.display import Image, display
 
 from moediffir.provenance import figure_note
-from moediffir.report.figures import figure_style, new_figure, save_figure
+from moediffir.report.figures import figure_style, new_figure
+from moediffir.report.output import save_figure
 from moediffir.report.training import decoder_comparison, loss_curves, read_log
 from moediffir.training.runtime import model_dir, stage_dir
 from moediffir.training.stage2 import train_stage2

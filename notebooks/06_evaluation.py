@@ -171,7 +171,7 @@ for name in ["table1", "table4"] + sorted(p.stem for p in tables_dir.glob("table
 # %%
 if cfg.eval.yardsticks:
     from moediffir.evaluation.yardsticks import flat_table, target_check, yardstick_table
-    from moediffir.report import write_table
+    from moediffir.report.output import write_table
 
     label = weights_note(figure_note(cfg))
     for kind in dict.fromkeys(results.loc[results["scope"] == "task", "kind"]):  # seen, unseen_degree, unseen_type
@@ -192,7 +192,8 @@ if cfg.eval.yardsticks:
 if cfg.eval.sampler_study_steps:
     from moediffir.evaluation.sampler_study import fewest_steps_within, sampler_settings, sampler_study
     from moediffir.metrics import MetricSuite
-    from moediffir.report.figures import figure_style, new_figure, save_figure
+    from moediffir.report.figures import figure_style, new_figure
+    from moediffir.report.output import save_figure
     from moediffir.utils.io import atomic_write_csv
 
     study_items = items[items["task"] == cfg.eval.sampler_study_task].head(cfg.eval.sampler_study_images)

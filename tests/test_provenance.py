@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from moediffir.config import resolve_config
-from moediffir.models.denoiser import dp_is_used
 from moediffir.models.weight_checks import check_paper_weights, dp_weight_check, v2t_weight_check
 from moediffir.pipelines.model_folder import dp_is_random
 from moediffir.provenance import (
@@ -61,7 +61,7 @@ def test_random_backbone_makes_every_frozen_part_random():
 ])
 def test_one_rule_for_the_degradation_prior(over, used, tmp_path):
     cfg = resolve_config("paper", {"data.root": str(tmp_path), **over})
-    assert uses_degradation_prior(cfg) is used and dp_is_used(cfg) is used
+    assert uses_degradation_prior(cfg) is used
     assert ("degradation_prior" in provenance(cfg)) is used
     assert bool(dp_weight_check(cfg)) is used  # the DA-CLIP file is asked for exactly when the prior is used
 
@@ -101,3 +101,20 @@ def test_figure_titles_name_random_weights_and_a_prior_trained_here():
     rows = pd.DataFrame({"model_weights": ["n/a (the compressed input)", f"{PRIOR_TRAINED_LABEL} (mini profile)"]})
     assert trained_here_note(rows) == f"{PRIOR_TRAINED_LABEL} (mini profile)"
     assert trained_here_note(rows.iloc[:1]) == ""
+
+
+def test_one_test_of_a_random_weights_label():
+    """Every weights label the kit writes for random weights names them; pretrained and trained ones do not."""
+    from moediffir.ablation.sweep import weights_label
+    from moediffir.metrics.conventions import MetricConventions
+    from moediffir.provenance import label_is_random
+    from moediffir.report.table_notes import is_random
+
+    smoke, paper = resolve_config("smoke"), resolve_config("paper")
+    assert label_is_random(weights_label(smoke)) and not label_is_random(weights_label(paper))
+    assert label_is_random("random weights: unet, vae") and not label_is_random(PRIOR_TRAINED_LABEL)
+    assert not label_is_random(float("nan")) and not label_is_random(None)
+    rows = pd.DataFrame({"weights": ["pretrained", "pretrained"], "model_weights": [PRIOR_TRAINED_LABEL, None]})
+    assert not is_random(rows)
+    assert is_random(rows.assign(weights_label=["", weights_label(smoke)]))  # an ablation's own label counts
+    assert is_random(rows.assign(weights=["pretrained", MetricConventions.from_config(smoke).weights_label]))

@@ -11,12 +11,12 @@ import pytest
 from moediffir.config import load_config, resolve_config
 from moediffir.data.builder import build_benchmark
 from moediffir.data.manifest import read_manifest
-from moediffir.report import markdown_table
 from moediffir.report.benchmark import (
     benchmark_summary,
     plot_benchmark_grid,
     write_benchmark_report,
 )
+from moediffir.report.output import markdown_table
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -37,6 +37,7 @@ from torch import nn
 
 from moediffir.models.prompt_module import MoEPromptModule
 from moediffir.models.spade import SpadeInjector
+from moediffir.provenance import uses_degradation_prior
 from moediffir.utils.io import atomic_directory
 
 SUBFOLDERS = {"prompt_module": "prompt_module", "spade": "spade", "v2t": "v2t"}
@@ -342,13 +343,6 @@ def build_prompt_module(cfg, in_channels: int = 4, dp_dim: int = 0) -> MoEPrompt
     )
 
 
-def dp_is_used(cfg) -> bool:
-    """The degradation prior only feeds the MoE router, blind or the released task gates (rule: moediffir.provenance)."""
-    from moediffir.provenance import uses_degradation_prior
-
-    return uses_degradation_prior(cfg)
-
-
 def build_denoiser(
     cfg,
     unet: nn.Module | None = None,
@@ -367,7 +361,7 @@ def build_denoiser(
         from moediffir.models.backbone import build_backbone
 
         unet = build_backbone(cfg)[0]
-    if dp_is_used(cfg):
+    if uses_degradation_prior(cfg):
         if degradation_prior is None:
             from moediffir.models.degradation_prior import build_degradation_prior
 

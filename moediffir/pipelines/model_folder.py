@@ -46,6 +46,7 @@ from moediffir.provenance import (
     backbone_provenance,
     frozen_encoder_provenance,
     provenance,
+    uses_degradation_prior,
 )
 from moediffir.utils.devices import resolve_device
 from moediffir.utils.io import atomic_directory, atomic_write_json
@@ -197,9 +198,7 @@ def check_model_folder(folder: str | os.PathLike) -> Config:
     if backbone_provenance(cfg) == RANDOM:
         needed += [f"{BACKBONE_DIR}/unet/config.json", f"{BACKBONE_DIR}/vae/config.json",
                    f"{BACKBONE_DIR}/scheduler/scheduler_config.json"]
-    from moediffir.models.denoiser import dp_is_used
-
-    if dp_is_used(cfg) and dp_is_random(cfg):
+    if uses_degradation_prior(cfg) and dp_is_random(cfg):
         needed.append(f"{DP_DIR}/config.json")
     missing = [p for p in needed if not (folder / p).is_file()]
     missing += [f"{p}/ (listed in {INFO_FILE})" for p in read_model_info(folder).get("parts", [])
@@ -275,7 +274,7 @@ def load_model_parts(
     from safetensors.torch import load_file
 
     from moediffir.models.compensator import DecoderCompensator
-    from moediffir.models.denoiser import MoEDiffIRDenoiser, dp_is_used
+    from moediffir.models.denoiser import MoEDiffIRDenoiser
     from moediffir.pipelines.sampling import make_scheduler
 
     folder = Path(folder)
@@ -302,7 +301,7 @@ def load_model_parts(
         bb_cfg = replace(cfg, model=replace(cfg.model, v2t_backend="tiny"))
         unet, vae, base_scheduler = build_backbone(bb_cfg)
     dp = None
-    if dp_is_used(cfg):
+    if uses_degradation_prior(cfg):
         if dp_is_random(cfg) or DP_DIR in read_model_info(folder).get("parts", []):
             from moediffir.models.degradation_prior import DegradationPrior
 

@@ -36,6 +36,7 @@ from moediffir.errors import MoEDiffIRError
 from moediffir.evaluation.protocol import METHOD_MOE, METHOD_NO_COMPENSATOR, sort_tasks
 from moediffir.report import ablation_spread, figures
 from moediffir.report.ablation_spread import CONFIDENCE_PCT
+from moediffir.report.output import save_figure
 from moediffir.report.table_doc import (
     METRIC_LABEL,
     METRIC_ORDER,
@@ -43,9 +44,9 @@ from moediffir.report.table_doc import (
     TIDY_COLUMNS,
     Cell,
     TableDoc,
-    write_table,
+    write_doc,
 )
-from moediffir.report.table_notes import PaperTable, load_paper
+from moediffir.report.table_notes import PaperTable, is_random, load_paper
 from moediffir.utils.locks import folder_lock
 
 TABLES_DIR = "tables"
@@ -126,13 +127,6 @@ def fig6_numbers(df: pd.DataFrame, spread: pd.DataFrame | None = None) -> pd.Dat
 
 
 # ------------------------------------------------------------------------------------------ labels
-def is_random(df: pd.DataFrame) -> bool:
-    """Whether any number comes from a random-weight model or random metric weights."""
-    text = pd.concat([df.get(c, pd.Series(dtype=str)).astype(str) for c in ("weights_label", "weights",
-                                                                              "model_weights")])
-    return bool(text.str.contains("random").any())
-
-
 def model_label(df: pd.DataFrame) -> str:
     """The sweep's weights label (e.g. "random-weight backbone, a few training steps: says nothing ...")."""
     return _first(df["weights_label"]) if "weights_label" in df.columns else ""
@@ -200,7 +194,7 @@ def write_fig6(df: pd.DataFrame, out_dir: str | Path, per_image: pd.DataFrame | 
     title += (f"\n{label}" if label else "") + (f"\n({figures.RANDOM_TITLE})" if random and "says nothing"
                                                 not in label else "")
     with figures.figure_style():
-        paths = figures.save_figure(_draw_fig6(num, metrics, sets[0], title), out_dir / FIGURES_DIR, FIG6)
+        paths = save_figure(_draw_fig6(num, metrics, sets[0], title), out_dir / FIGURES_DIR, FIG6)
     # the numbers as a table
     groups = [(s, [METRIC_LABEL.get(m, m) for m in metrics]) for s in sets]
     doc = TableDoc(FIG6, "Fig. 6: number of prompts N and top-K (seen tasks)", ["Curve", "Variant"], groups)
@@ -223,7 +217,7 @@ def write_fig6(df: pd.DataFrame, out_dir: str | Path, per_image: pd.DataFrame | 
         paired.append((index, pcells))
     notes = _add_spread(doc, df, spread, per_image, paired, reference)
     doc.footnotes = _footnotes(df, [("seen", num)]) + notes + [FIG6_READING]
-    paths += write_table(doc, pd.DataFrame(tidy, columns=[*TIDY_COLUMNS, *SPREAD_COLUMNS]), out_dir / TABLES_DIR)
+    paths += write_doc(doc, pd.DataFrame(tidy, columns=[*TIDY_COLUMNS, *SPREAD_COLUMNS]), out_dir / TABLES_DIR)
     return paths
 
 
@@ -362,7 +356,7 @@ def write_table2(df: pd.DataFrame, meta: dict | None, out_dir: str | Path, paper
     doc, tidy = _design_table(TABLE2, "Table 2: impact of the prompt design (seen and unseen tasks)", df, meta,
                               paper, value, "seen LIVE1 / BSDS500 / DIV2K_valid, cross-degree LIVE1 (VVC QP 32, 52) "
                               "and cross-type ICB (AVC)", per_image)
-    return write_table(doc, tidy, Path(out_dir) / TABLES_DIR)
+    return write_doc(doc, tidy, Path(out_dir) / TABLES_DIR)
 
 
 def write_table3(df: pd.DataFrame, meta: dict | None, out_dir: str | Path, paper_root: str | Path | None = None,
@@ -381,7 +375,7 @@ def write_table3(df: pd.DataFrame, meta: dict | None, out_dir: str | Path, paper
 
     doc, tidy = _design_table(TABLE3, "Table 3: impact of the Visual2Text adapter (V2T) and degradation prior (DP)",
                               df, meta, paper, value, "seen LIVE1 / BSDS500 / ICB", per_image)
-    return write_table(doc, tidy, Path(out_dir) / TABLES_DIR)
+    return write_doc(doc, tidy, Path(out_dir) / TABLES_DIR)
 
 
 # ------------------------------------------------------------------------------------------ routing

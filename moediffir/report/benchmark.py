@@ -20,7 +20,7 @@ from moediffir.config import Config, save_config
 from moediffir.data.manifest import read_manifest
 from moediffir.data.tasks import ALL_CODECS, CODEC_DISPLAY, all_tasks, strength_rank
 from moediffir.metrics.fidelity import RGB_CONVENTION
-from moediffir.report import save_figure, write_table
+from moediffir.report.output import save_figure, write_table
 from moediffir.utils.io import read_image_rgb
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ def summary_notes(summary: pd.DataFrame) -> list[str]:
     return notes
 
 
-def write_benchmark_summary(manifest: pd.DataFrame, tables_dir: str | Path) -> tuple[Path, Path]:
+def write_benchmark_summary(manifest: pd.DataFrame, tables_dir: str | Path) -> list[Path]:
     """``<tables_dir>/benchmark_summary.{csv,md}``."""
     summary = benchmark_summary(manifest)
     return write_table(summary, Path(tables_dir) / "benchmark_summary", title="CIR benchmark (paper §3.5)",
@@ -203,10 +203,10 @@ def write_benchmark_report(cfg: Config, manifest: pd.DataFrame | None = None, im
     split = "test" if (manifest["split"] == "test").any() else "train"
     out: dict[str, Any] = {"summary_csv": csv_path, "summary_md": md_path, "summary": benchmark_summary(manifest)}
     fig = plot_benchmark_grid(manifest, cfg.benchmark_dir, split=split, image=image, crop=crop)
-    out["grid_png"], out["grid_pdf"] = save_figure(fig, figures / "benchmark_grid")
+    out["grid_png"], out["grid_pdf"] = save_figure(fig, figures, "benchmark_grid", tight=True)
     plt.close(fig)
     fig = plot_bpp_vs_psnr(manifest, split=split)
-    out["bpp_png"], out["bpp_pdf"] = save_figure(fig, figures / "bpp_vs_psnr")
+    out["bpp_png"], out["bpp_pdf"] = save_figure(fig, figures, "bpp_vs_psnr", tight=True)
     plt.close(fig)
     save_config(cfg, figures, "benchmark_figures.config.json")
     return out

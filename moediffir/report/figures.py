@@ -16,7 +16,6 @@ dpi) and saved without timestamps or software tags, so the same numbers give byt
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -25,11 +24,11 @@ import numpy as np
 import pandas as pd
 
 from moediffir.data.tasks import CODEC_DISPLAY
+from moediffir.report.output import DPI, save_figure
 from moediffir.report.table_doc import METRIC_LABEL
 from moediffir.report.table_notes import level_label, method_order
-from moediffir.utils.io import atomic_write_bytes, atomic_write_csv, read_image_rgb
+from moediffir.utils.io import atomic_write_csv, read_image_rgb
 
-DPI = 150
 RANDOM_TITLE = "random weights: says nothing about the method"
 _STYLE = {
     "font.family": "DejaVu Sans",
@@ -62,18 +61,6 @@ def new_figure(width: float, height: float):
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
-
-
-def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
-    """``<name>.png`` and ``<name>.pdf``, written atomically with no timestamp or software metadata."""
-    out_dir = Path(out_dir)
-    paths = []
-    for fmt, meta in (("png", {"Software": None}),
-                      ("pdf", {"Creator": None, "Producer": None, "CreationDate": None, "ModDate": None})):
-        buf = io.BytesIO()
-        fig.savefig(buf, format=fmt, dpi=DPI, metadata=meta)
-        paths.append(atomic_write_bytes(out_dir / f"{name}.{fmt}", buf.getvalue()))
-    return paths
 
 
 def weights_note(random: bool | str) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from moediffir.utils.io import atomic_write_csv, atomic_write_text
+from moediffir.report.output import write_table
 
 DECIMALS = {"psnr": 2, "ssim": 3, "lpips": 4, "fid": 2, "clipiqa": 4, "maniqa": 4}
 METRIC_LABEL = {"psnr": "PSNR↑", "ssim": "SSIM↑", "lpips": "LPIPS↓", "fid": "FID↓", "clipiqa": "CLIP-IQA↑",
@@ -170,16 +170,13 @@ def to_latex(doc: TableDoc) -> str:
     return out.getvalue()
 
 
-def write_table(doc: TableDoc, tidy: pd.DataFrame, out_dir: str | Path) -> list[Path]:
-    """Write ``<name>.csv`` (tidy cells: :data:`TIDY_COLUMNS`, then those of :data:`SPREAD_COLUMNS` that ``tidy``
-    has), ``<name>.md`` and ``<name>.tex`` atomically; return the paths."""
-    out_dir = Path(out_dir)
+def write_doc(doc: TableDoc, tidy: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+    """Write the paper table ``doc`` with :func:`~moediffir.report.output.write_table`: ``<name>.csv`` (tidy
+    cells: :data:`TIDY_COLUMNS`, then those of :data:`SPREAD_COLUMNS` that ``tidy`` has), ``<name>.md`` and
+    ``<name>.tex``; return the paths."""
     columns = list(TIDY_COLUMNS) + [c for c in SPREAD_COLUMNS if c in tidy.columns]
-    return [
-        atomic_write_csv(out_dir / f"{doc.name}.csv", tidy.loc[:, columns]),
-        atomic_write_text(out_dir / f"{doc.name}.md", to_markdown(doc)),
-        atomic_write_text(out_dir / f"{doc.name}.tex", to_latex(doc)),
-    ]
+    return write_table(tidy.loc[:, columns], Path(out_dir) / doc.name, markdown=to_markdown(doc),
+                       latex=to_latex(doc))
 
 
 def tidy_row(table: str, row: str, column: str, method: str, set_name: str, codec: str, level: str, metric: str,

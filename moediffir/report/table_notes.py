@@ -12,6 +12,7 @@ import pandas as pd
 
 from moediffir.data.tasks import CODEC_DISPLAY
 from moediffir.evaluation.protocol import BUILTIN_METHODS, PAPER_METHOD, task_order
+from moediffir.provenance import PRIOR_TRAINED_LABEL, label_is_random
 from moediffir.report import paper_numbers
 
 RANDOM_NOTE = "random weights: these numbers say nothing about the method."
@@ -112,17 +113,18 @@ def common_footnotes(results: pd.DataFrame) -> list[str]:
     return notes
 
 
+#: the columns of a results or ablation table that hold weights labels
+WEIGHTS_COLUMNS = ("weights", "model_weights", "weights_label")
+
+
 def is_random(results: pd.DataFrame) -> bool:
-    """Whether any number in ``results`` comes from random metric weights or a random model."""
-    w = results["weights"].astype(str).str.contains("random").any()
-    m = results["model_weights"].fillna("").astype(str).str.contains("random").any()
-    return bool(w or m)
+    """Whether any number in ``results`` comes from random metric weights or a random model (its weights labels,
+    read by :func:`moediffir.provenance.label_is_random`)."""
+    return any(label_is_random(v) for c in WEIGHTS_COLUMNS if c in results.columns for v in results[c])
 
 
 def trained_here_note(results: pd.DataFrame) -> str:
     """The ``model_weights`` label of rows whose diffusion prior was trained here (stage 0), or ``""``."""
-    from moediffir.provenance import PRIOR_TRAINED_LABEL
-
     labels = results["model_weights"].fillna("").astype(str)
     hits = sorted(set(labels[labels.str.startswith(PRIOR_TRAINED_LABEL)]))
     return hits[0] if hits else ""

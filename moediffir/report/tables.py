@@ -33,7 +33,7 @@ from moediffir.report.table_doc import (
     Cell,
     TableDoc,
     tidy_row,
-    write_table,
+    write_doc,
 )
 from moediffir.report.table_notes import (
     PaperTable,
@@ -195,11 +195,11 @@ def write_all_tables(results: pd.DataFrame, out_dir: str | Path, sets: Sequence[
     """Table 1, Table 4 and one per-level table per codec, each as CSV + Markdown + LaTeX."""
     paths: list[Path] = []
     if ((results["scope"] == "codec") & (results["kind"] == "seen")).any():
-        paths += write_table(*table1(results, sets, paper_root), out_dir)
+        paths += write_doc(*table1(results, sets, paper_root), out_dir)
     order = {c: i for i, c in enumerate(SEEN_CODECS + ("avc",))}
     for codec in sorted(set(results.loc[results["scope"] == "task", "codec"]), key=lambda c: (order.get(c, 99), c)):
-        paths += write_table(*table_levels(results, codec, sets, paper_root), out_dir)
+        paths += write_doc(*table_levels(results, codec, sets, paper_root), out_dir)
     if results["method"].isin([METHOD_MOE, METHOD_NO_COMPENSATOR]).any() and (
             (results["scope"] == "kind") & (results["kind"] == "seen")).any():
-        paths += write_table(*table4(results, sets, paper_root), out_dir)
+        paths += write_doc(*table4(results, sets, paper_root), out_dir)
     return paths

@@ -74,7 +74,7 @@ def loss_curves(records: Sequence[Mapping], out_dir: str | Path, name: str, titl
     return paths
 
 
-def expert_usage_numbers(records: Sequence[Mapping], label_names: Mapping[int, str]) -> pd.DataFrame:
+def training_usage_numbers(records: Sequence[Mapping], label_names: Mapping[int, str]) -> pd.DataFrame:
     """Long table: ``label``, ``task``, ``expert`` (1-based), ``mean_gate``, ``selected`` over the whole run."""
     usage, selected = usage_matrix(records, "usage"), usage_matrix(records, "selected")
     if usage.empty:
@@ -94,7 +94,7 @@ def training_expert_usage(records: Sequence[Mapping], label_names: Mapping[int, 
     import seaborn as sns
 
     out_dir = Path(out_dir)
-    num = expert_usage_numbers(records, label_names)
+    num = training_usage_numbers(records, label_names)
     if num.empty:
         raise ValueError("the log has no routing statistics (prompt_design 'none'/'single' has no gates)")
     paths = [atomic_write_csv(out_dir / f"{name}.csv", num)]
