@@ -102,8 +102,8 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="also write the rows as JSON")
     args = ap.parse_args()
     from moediffir.config import resolve_config
-    from moediffir.pipelines.model_folder import build_fresh_model_folder
     from moediffir.utils.io import atomic_write_json
+    from moediffir.weights.model_folder import build_fresh_model_folder
 
     with tempfile.TemporaryDirectory() as tmp:
         model = build_fresh_model_folder(Path(tmp) / "model", resolve_config("smoke"))

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from moediffir.config import Config
 from moediffir.errors import MissingInputsError
-from moediffir.models.weight_checks import MissingWeight as Missing  # what, where it goes, how to get it
+from moediffir.weights.weight_checks import MissingWeight as Missing  # what, where it goes, how to get it
 
 
 @dataclass
@@ -87,7 +87,7 @@ def check_model_weights(cfg: Config) -> list[Missing]:
     """SD 2.1-base, DA-CLIP / CLIP and RN50 files of the paper's networks (nothing for random ones)."""
     if cfg.model.random_weights:
         return []
-    from moediffir.models.weight_checks import check_paper_weights
+    from moediffir.weights.weight_checks import check_paper_weights
 
     return check_paper_weights(cfg)
 

@@ -41,7 +41,7 @@ class MissingInputsError(MoEDiffIRError, FileNotFoundError):
 class MissingWeightsError(MissingInputsError):
     """Pretrained weight files are not on disk, for networks and metrics alike; the message names every file,
     where it goes and the fixes (for the network weights ``missing`` holds
-    :class:`moediffir.models.weight_checks.MissingWeight` entries)."""
+    :class:`moediffir.weights.weight_checks.MissingWeight` entries)."""
 
 
 class DeviceError(MoEDiffIRError, ValueError):

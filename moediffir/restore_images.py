@@ -232,7 +232,7 @@ def run_restore(
     check_dtype(dtype, device)
     pipe = prepare_pipeline(model, device=device, dtype=dtype, scheduler=scheduler, steps=steps, decoder=decoder,
                             fusion_weight=fusion_weight, tile_size=tile_size, color_fix=color_fix)
-    from moediffir.pipelines.model_folder import read_model_info  # loaded with the pipeline: no new import
+    from moediffir.weights.model_folder import read_model_info  # loaded with the pipeline: no new import
 
     random_parts = read_model_info(model).get("random_weights", [])
     if random_parts:

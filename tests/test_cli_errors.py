@@ -39,7 +39,7 @@ def ws(tmp_path_factory) -> Path:
     compensator), input images (two with the same stem), a dataset with two same-stem sources, a plain file."""
     from moediffir.config import resolve_config
     from moediffir.data.builder import build_benchmark
-    from moediffir.pipelines.model_folder import build_fresh_model_folder
+    from moediffir.weights.model_folder import build_fresh_model_folder
 
     root = tmp_path_factory.mktemp("cli_errors")
     cfg = resolve_config("smoke", {"data.datasets_dir": str(SMOKE), "data.out_dir": str(root / "bench"),

@@ -75,7 +75,7 @@ def test_residual_spade_is_the_default_and_modulates_from_step_0():
 
 
 def test_v2t_off_context_is_the_text_encoding_of_the_empty_prompt():
-    from moediffir.models.empty_prompt import clip_tokenizer, encode_text, tiny_text_encoder
+    from moediffir.weights.empty_prompt import clip_tokenizer, encode_text, tiny_text_encoder
 
     d = _build(**{"model.use_v2t": False})
     width = d.unet.config.cross_attention_dim

@@ -30,7 +30,7 @@ def test_predicted_z0_inverts_the_training_target_of_each_prediction_type(kind):
 
 def test_z0_estimates_score_each_level_beside_the_input(tmp_path):
     from moediffir.pipelines import load_pipeline
-    from moediffir.pipelines.model_folder import build_fresh_model_folder
+    from moediffir.weights.model_folder import build_fresh_model_folder
 
     pipe = load_pipeline(build_fresh_model_folder(tmp_path / "model", resolve_config("smoke")))
     rng = np.random.default_rng(0)
@@ -46,7 +46,7 @@ def test_z0_estimates_score_each_level_beside_the_input(tmp_path):
 
 def test_z0_estimates_can_condition_on_the_ground_truth(tmp_path):
     from moediffir.pipelines import load_pipeline
-    from moediffir.pipelines.model_folder import build_fresh_model_folder
+    from moediffir.weights.model_folder import build_fresh_model_folder
 
     pipe = load_pipeline(build_fresh_model_folder(tmp_path / "model", resolve_config("smoke")))
     rng = np.random.default_rng(1)

@@ -1,4 +1,4 @@
-"""The empty-prompt context used without Visual2Text (moediffir/models/empty_prompt.py; paper §3.3)."""
+"""The empty-prompt context used without Visual2Text (moediffir/weights/empty_prompt.py; paper §3.3)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import torch
 
 from moediffir.config import resolve_config
-from moediffir.models.empty_prompt import (
+from moediffir.weights.empty_prompt import (
     clip_tokenizer,
     empty_prompt_context,
     encode_text,

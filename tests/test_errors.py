@@ -36,7 +36,7 @@ def test_every_package_exception_derives_from_one_base_and_names_are_unique():
 
 def test_missing_weights_is_one_class_for_networks_and_metrics():
     from moediffir.metrics import perceptual
-    from moediffir.models import weight_checks
+    from moediffir.weights import weight_checks
 
     assert perceptual.MissingWeightsError is weight_checks.MissingWeightsError is MissingWeightsError
     assert issubclass(MissingWeightsError, FileNotFoundError)  # old `except FileNotFoundError` still works

@@ -168,7 +168,7 @@ def test_safetensors_written_in_an_atomic_directory_get_the_umask_mode(tmp_path,
 
 def test_every_file_of_a_model_folder_gets_the_umask_mode(tmp_path):
     from moediffir.config import resolve_config
-    from moediffir.pipelines.model_folder import build_fresh_model_folder
+    from moediffir.weights.model_folder import build_fresh_model_folder
 
     old = os.umask(0o022)
     try:

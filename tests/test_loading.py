@@ -1,6 +1,6 @@
-"""Paper-weight sources (docs/design.md §2): offline checks (moediffir.models.weight_checks), one error listing
+"""Paper-weight sources (docs/design.md §2): offline checks (moediffir.weights.weight_checks), one error listing
 every missing file, and real round trips of the original single-file layout through diffusers' from_single_file
-(moediffir.models.checkpoint_files; tiny networks), loaded by moediffir.models.loading."""
+(moediffir.weights.checkpoint_files; tiny networks), loaded by moediffir.weights.loading."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
 from moediffir.config import resolve_config
 from moediffir.errors import MissingWeightsError
-from moediffir.models import checkpoint_files, loading, weight_checks
 from moediffir.models.backbone import TINY_UNET_CONFIG, TINY_VAE_CONFIG, build_scheduler, packaged_config
-from moediffir.models.checkpoint_files import load_single_file_components, read_state_dict
-from moediffir.models.ldm_layout import original_single_file_state_dict, save_original_single_file
-from moediffir.models.loading import load_sd_components
-from moediffir.models.weight_checks import check_paper_weights, resolve_sd_source
+from moediffir.weights import checkpoint_files, loading, weight_checks
+from moediffir.weights.checkpoint_files import load_single_file_components, read_state_dict
+from moediffir.weights.ldm_layout import original_single_file_state_dict, save_original_single_file
+from moediffir.weights.loading import load_sd_components
+from moediffir.weights.weight_checks import check_paper_weights, resolve_sd_source
 
 
 @pytest.fixture

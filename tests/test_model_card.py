@@ -1,4 +1,4 @@
-"""The model card (README.md) of a model folder against the config that produced it (moediffir.pipelines.model_card)."""
+"""The model card (README.md) of a model folder against the config that produced it (moediffir.weights.model_card)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import yaml
 
 from moediffir.config import resolve_config
 from moediffir.evaluation.benchmark_restore import folder_fingerprint
-from moediffir.pipelines.model_card import evaluation_summary
-from moediffir.pipelines.model_folder import build_fresh_model_folder, read_model_info, record_evaluation
 from moediffir.provenance import provenance
 from moediffir.reproduce import git_revision
+from moediffir.weights.model_card import evaluation_summary
+from moediffir.weights.model_folder import build_fresh_model_folder, read_model_info, record_evaluation
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,7 +51,7 @@ def test_card_describes_the_config(model):
 
 
 def test_paper_card_names_its_base_model(tmp_path):
-    from moediffir.pipelines.model_card import card_metadata, render_model_card
+    from moediffir.weights.model_card import card_metadata, render_model_card
 
     cfg = resolve_config("paper", {"seed": 3})
     info = {"provenance": provenance(cfg), "info": {"stage1": {"steps": 400000}, "stage2": {"steps": 100000}},

@@ -1,4 +1,4 @@
-"""The model folder contract (moediffir.pipelines.model_folder): layout, round trip, clear errors.
+"""The model folder contract (moediffir.weights.model_folder): layout, round trip, clear errors.
 
 Untrained smoke parts stand in for a trained model: these tests check the machinery, not restoration quality.
 """
@@ -16,14 +16,13 @@ from moediffir.config import ConfigError, resolve_config
 from moediffir.models.backbone import build_backbone
 from moediffir.models.compensator import build_compensator
 from moediffir.models.denoiser import build_denoiser
-from moediffir.pipelines import (
+from moediffir.pipelines import MoEDiffIRPipeline, load_pipeline
+from moediffir.weights.model_folder import (
     ModelFolderError,
-    MoEDiffIRPipeline,
-    load_pipeline,
+    build_fresh_model_folder,
     read_model_info,
     save_model_folder,
 )
-from moediffir.pipelines.model_folder import build_fresh_model_folder
 
 IMAGE = (np.random.RandomState(0).rand(40, 56, 3) * 255).astype(np.uint8)
 

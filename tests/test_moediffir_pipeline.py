@@ -18,7 +18,7 @@ from moediffir.models.backbone import build_backbone
 from moediffir.models.compensator import build_compensator
 from moediffir.models.denoiser import build_denoiser
 from moediffir.pipelines import MoEDiffIRPipeline, load_pipeline
-from moediffir.pipelines.model_folder import build_fresh_model_folder
+from moediffir.weights.model_folder import build_fresh_model_folder
 
 SMOKE_TEST = Path(__file__).resolve().parents[1] / "data" / "smoke" / "smoke_test"
 

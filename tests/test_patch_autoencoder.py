@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from moediffir.models.compensator import DecoderCompensator
-from moediffir.models.loading import autoencoder_class_in
 from moediffir.models.patch_autoencoder import PatchAutoencoder, autoencoder_class
+from moediffir.weights.loading import autoencoder_class_in
 
 REPO = Path(__file__).resolve().parents[1]
 

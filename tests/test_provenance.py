@@ -6,8 +6,6 @@ import pandas as pd
 import pytest
 
 from moediffir.config import resolve_config
-from moediffir.models.weight_checks import check_paper_weights, dp_weight_check, v2t_weight_check
-from moediffir.pipelines.model_folder import dp_is_random
 from moediffir.provenance import (
     PRETRAINED,
     PRIOR_TRAINED_LABEL,
@@ -21,6 +19,8 @@ from moediffir.provenance import (
     random_parts,
     uses_degradation_prior,
 )
+from moediffir.weights.model_folder import dp_is_random
+from moediffir.weights.weight_checks import check_paper_weights, dp_weight_check, v2t_weight_check
 
 
 def test_smoke_is_random_frozen_parts_and_trained_rest():

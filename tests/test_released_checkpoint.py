@@ -1,4 +1,4 @@
-"""Importing the released stage-I checkpoint (``moediffir.models.released_checkpoint``, ``moediffir import-released``).
+"""Importing the released stage-I checkpoint (``moediffir.weights.released_checkpoint``, ``moediffir import-released``).
 
 The checkpoint is fabricated with exactly the keys and shapes of ``moediffir/fixtures/released_moediffir_keys.json``
 (2293 tensors at the paper's sizes). Allocating all of it (SD 2.1's UNet and VAE alone are ~950 M parameters,
@@ -24,11 +24,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from moediffir.models import released_checkpoint as rc
 from moediffir.models.degradation_prior import DegradationPrior
 from moediffir.models.prompt_module import MoEPromptModule
 from moediffir.models.spade import SpadeInjector
-from moediffir.pipelines.model_folder import check_model_folder, read_model_info
+from moediffir.weights import released_checkpoint as rc
+from moediffir.weights.model_folder import check_model_folder, read_model_info
 
 CROSS_DIM = 1024  # SD 2.1's context width
 
@@ -174,9 +174,9 @@ V2T_SPOTS = {
 def test_v2t_lands_unchanged_and_the_folder_loads_with_it(imported):
     from diffusers import UNet2DConditionModel
 
-    from moediffir.models.checkpoint_files import sd21_single_file_configs
     from moediffir.models.denoiser import MoEDiffIRDenoiser
     from moediffir.models.visual2text_released import ReleasedVisual2Text
+    from moediffir.weights.checkpoint_files import sd21_single_file_configs
 
     state, folder = imported["state"], imported["folder"]
     v2t = ReleasedVisual2Text.from_pretrained(folder / "denoiser" / "v2t")

@@ -9,9 +9,9 @@ from importlib import resources
 
 import pytest
 
-from moediffir.models.checkpoint_files import _expected_ldm_tensors, sd21_single_file_configs
 from moediffir.models.compensator import default_fusion_levels
 from moediffir.models.spade import spade_sites_from_config
+from moediffir.weights.checkpoint_files import _expected_ldm_tensors, sd21_single_file_configs
 
 
 def _fixture(name: str) -> dict:

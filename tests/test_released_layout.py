@@ -53,8 +53,8 @@ def test_released_prompt_generator_takes_prompt_model_tensors(released):
 def test_rrdb_compensator_takes_the_released_fusion_tensors(released):
     from diffusers import AutoencoderKL
 
-    from moediffir.models.checkpoint_files import sd21_single_file_configs
     from moediffir.models.compensator import DecoderCompensator
+    from moediffir.weights.checkpoint_files import sd21_single_file_configs
 
     keys = released["checkpoints"]["stage2"]["keys"]
     vae = AutoencoderKL.from_config(sd21_single_file_configs()["vae"])

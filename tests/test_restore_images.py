@@ -14,8 +14,8 @@ from PIL import Image
 
 from moediffir.cli import main
 from moediffir.config import resolve_config
-from moediffir.pipelines.model_folder import build_fresh_model_folder
 from moediffir.restore_images import collect_inputs
+from moediffir.weights.model_folder import build_fresh_model_folder
 
 SMOKE_TEST = Path(__file__).resolve().parents[1] / "data" / "smoke" / "smoke_test"
 
@@ -145,7 +145,7 @@ def test_half_precision_on_the_cpu_is_one_line_before_the_model_loads(model, inp
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and f"--dtype {dtype} needs a CUDA device" in err[0], err
     from moediffir.errors import DeviceError
-    from moediffir.pipelines.model_folder import load_model_parts
+    from moediffir.weights.model_folder import load_model_parts
 
     with pytest.raises(DeviceError, match="needs a CUDA device"):  # the loader says so too, as the kit's error
         load_model_parts(model, device="cpu", dtype="fp16")

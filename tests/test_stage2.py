@@ -87,8 +87,8 @@ def test_crops_of_the_latents_match_their_pairs(stage1_model, stage2_data):
 
 
 def test_six_step_run_checkpoints_and_compensator_beats_plain_decoder(stage1_model, stage2_data):
-    from moediffir.pipelines.model_folder import read_model_info
     from moediffir.pipelines.moediffir_pipeline import load_pipeline
+    from moediffir.weights.model_folder import read_model_info
 
     cfg = stage1_model
     folder = train_stage2(cfg, progress=False)

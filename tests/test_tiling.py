@@ -149,8 +149,8 @@ def test_tiled_map_shows_a_bar_over_the_tiles_when_asked_and_there_are_several_c
 @pytest.fixture(scope="module")
 def smoke_pipe(tmp_path_factory):
     from moediffir.config import resolve_config
-    from moediffir.pipelines.model_folder import build_fresh_model_folder
     from moediffir.pipelines.moediffir_pipeline import load_pipeline
+    from moediffir.weights.model_folder import build_fresh_model_folder
 
     return load_pipeline(build_fresh_model_folder(tmp_path_factory.mktemp("tiles") / "model",
                                                   resolve_config("smoke")), device="cpu")

@@ -154,7 +154,7 @@ def test_the_lpips_backbone_and_the_clipiqa_prompts_are_read_weights_only(tmp_pa
 def test_read_state_dict_has_no_switch_to_unpickle(tmp_path, marker, monkeypatch):
     """Published checkpoints (SD's single file, DP/V2T encoders) are read weights-only, whatever the environment
     says (an old switch, ``MOEDIFFIR_TRUST_PICKLE=1``, once turned that off)."""
-    from moediffir.models.checkpoint_files import read_state_dict
+    from moediffir.weights.checkpoint_files import read_state_dict
 
     monkeypatch.setenv("MOEDIFFIR_TRUST_PICKLE", "1")
     path = arm(tmp_path / "v2-1_512-ema-pruned.ckpt", marker)
@@ -182,7 +182,7 @@ def test_stage2_shards_are_read_weights_only(tmp_path, marker):
 
 # -------------------------------------------------------------------------------------- import-released
 def test_released_checkpoint_is_read_weights_only(tmp_path, marker):
-    from moediffir.models.released_checkpoint import read_released_state
+    from moediffir.weights.released_checkpoint import read_released_state
 
     path = arm(tmp_path / "MoE-DiffIR_DACLIP.ckpt", marker)
     with pytest.raises(UnsafeWeightsError) as err:
@@ -211,7 +211,7 @@ def test_every_file_of_a_resume_checkpoint_is_read_weights_only(tmp_path, marker
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory) -> Path:
     from moediffir.config import resolve_config
-    from moediffir.pipelines.model_folder import build_fresh_model_folder
+    from moediffir.weights.model_folder import build_fresh_model_folder
 
     return build_fresh_model_folder(tmp_path_factory.mktemp("trust") / "model", resolve_config("smoke"))
 
@@ -221,7 +221,7 @@ def model_folder(tmp_path_factory) -> Path:
 def test_a_model_folder_part_saved_as_a_pickled_bin_is_refused(model_folder, tmp_path, marker, part):
     import shutil
 
-    from moediffir.pipelines.model_folder import ModelFolderError, load_model_parts
+    from moediffir.weights.model_folder import ModelFolderError, load_model_parts
 
     folder = Path(shutil.copytree(model_folder, tmp_path / "model"))
     weights = folder / part / "diffusion_pytorch_model.safetensors"

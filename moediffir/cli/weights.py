@@ -36,7 +36,7 @@ def add_lpips_weights_command(sub: SubParsers) -> None:
 
 
 def _cmd_import_released(args: Namespace) -> int:
-    from moediffir.models.released_checkpoint import ReleasedCheckpointError, import_released
+    from moediffir.weights.released_checkpoint import ReleasedCheckpointError, import_released
 
     out = Path(args.output)
     if out.exists() and not args.overwrite:

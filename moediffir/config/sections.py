@@ -73,7 +73,7 @@ class ModelConfig:
     spade_hidden: int = 128  # hidden channels of each SPADE layer's shared conv (C -> 128 -> gamma, beta)
     use_dp: bool = True  # degradation prior feeding the router
     dp_backend: str = "daclip"  # "daclip", "clip" or "tiny"
-    dp_weights: str = ""  # "" -> <data.root>/weights/daclip_ViT-B-32.pt (see models/weight_checks.py for clip)
+    dp_weights: str = ""  # "" -> <data.root>/weights/daclip_ViT-B-32.pt (see weights/weight_checks.py for clip)
     use_v2t: bool = True  # Visual2Text adapter + quality enhancer
     v2t_form: str = "kit"  # "kit" (pixel enhancer, LayerNorm + Linear) or "released" (latent enhancer, conv + MLP)
     v2t_backend: str = "clip_rn50"  # "clip_rn50" or "tiny"

@@ -29,9 +29,9 @@ import torch
 
 from moediffir.evaluation.analysis import routing_counts
 from moediffir.evaluation.protocol import image_seed, method_slug
-from moediffir.pipelines.model_card import CARD_FILES
 from moediffir.utils.digests import json_digest, model_fingerprint, output_done, read_record, write_output
 from moediffir.utils.io import encode_png, read_image_rgb
+from moediffir.weights.model_card import CARD_FILES
 
 RECORDS = "_records"
 
@@ -45,7 +45,7 @@ class RestoreStats:
 
 def folder_fingerprint(folder: str | Path) -> str:
     """The identity of a model folder that its restorations are keyed by: every file but the model card's
-    (:data:`~moediffir.pipelines.model_card.CARD_FILES` describe the model and change after evaluation)."""
+    (:data:`~moediffir.weights.model_card.CARD_FILES` describe the model and change after evaluation)."""
     return model_fingerprint(folder, exclude=CARD_FILES)
 
 

@@ -43,7 +43,7 @@ def make_demo_setup(root: str | Path, datasets_dir: str | Path, codecs: Sequence
     from moediffir.models.backbone import build_backbone
     from moediffir.models.compensator import build_compensator
     from moediffir.models.denoiser import build_denoiser
-    from moediffir.pipelines.model_folder import save_model_folder
+    from moediffir.weights.model_folder import save_model_folder
 
     cfg = demo_config(root, datasets_dir, codecs, overrides)
     build_benchmark(cfg, splits=("test",), progress=False)

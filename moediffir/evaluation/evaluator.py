@@ -72,8 +72,8 @@ def require_model_dir(model_dir: str | Path | None, cfg: Config) -> Path:
 
 def model_weights_label(model_dir: str | Path) -> str:
     """``model_weights`` of our rows: which parts of the model have random weights (model_info.json)."""
-    from moediffir.pipelines.model_folder import read_model_info
     from moediffir.provenance import PRIOR_TRAINED_LABEL
+    from moediffir.weights.model_folder import read_model_info
 
     info = read_model_info(model_dir)
     random_parts = info.get("random_weights") or []

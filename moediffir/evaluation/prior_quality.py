@@ -27,8 +27,8 @@ def load_prior(folder: str | Path, device: torch.device | str = "cpu"):
     from diffusers import DDPMScheduler, UNet2DConditionModel
 
     from moediffir.errors import MissingInputsError
-    from moediffir.models.loading import autoencoder_class_in
     from moediffir.utils.memory import own_aligned_storage
+    from moediffir.weights.loading import autoencoder_class_in
 
     folder = Path(folder)
     if not (folder / "unet" / "config.json").is_file():

@@ -201,8 +201,8 @@ def write_evaluation(
         "seconds": round(time.perf_counter() - t0, 1),
     })
     if folder is not None and scored.ours:  # the model card carries the numbers of its last evaluation
-        from moediffir.pipelines.model_card import evaluation_summary
-        from moediffir.pipelines.model_folder import record_evaluation
+        from moediffir.weights.model_card import evaluation_summary
+        from moediffir.weights.model_folder import record_evaluation
 
         try:
             record_evaluation(folder, evaluation_summary(results, scored.ours, suite.conventions.weights_label,

@@ -40,9 +40,9 @@ def build_yardsticks(cfg, items: pd.DataFrame, out_dir: str | Path | None = None
                      seconds: float | None = None) -> dict[str, Path]:
     """Write the VAE-ceiling and CNN restorations of ``items``; return ``{method name: folder}`` for externals."""
     from moediffir.evaluation.prior_quality import load_prior, reconstruct
-    from moediffir.models.weight_checks import sd_source_of
     from moediffir.pipelines.tiling import pad_to_multiple
     from moediffir.training.cnn_baseline import restore_items_with, restore_with_cnn, train_cnn_baseline
+    from moediffir.weights.weight_checks import sd_source_of
 
     out = Path(out_dir) if out_dir is not None else cfg.profile_results_dir / YARDSTICK_DIR
     _, vae, _ = load_prior(sd_source_of(cfg))

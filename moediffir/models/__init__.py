@@ -2,8 +2,8 @@
 
 Explicit re-exports of the prompt side of the model, resolved lazily (importing this package, or one of its
 modules, does not import diffusers until a name that needs it is used). The degradation prior, Visual2Text
-adapter, decoder compensator and weight loading live in ``moediffir.models.degradation_prior``,
-``.visual2text``, ``.compensator`` and ``.loading``; they are imported where used.
+adapter and decoder compensator live in ``moediffir.models.degradation_prior``, ``.visual2text`` and
+``.compensator``; they are imported where used. What reads or writes weight files is in :mod:`moediffir.weights`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ _EXPORTS = {
     "MoEDiffIRDenoiser": "denoiser",
     "build_denoiser": "denoiser",
     "build_prompt_module": "denoiser",
-    "empty_prompt_context": "empty_prompt",
     "MoEPromptModule": "prompt_module",
     "PromptModuleOutput": "prompt_module",
     "PROMPT_DESIGNS": "prompts",

@@ -8,7 +8,7 @@
 - ``model.backbone == "sd21"`` with ``model.random_backbone``: the SD 2.1-base architecture from the
   JSON configs shipped in ``moediffir/configs/`` (no download), random weights.
 - ``model.backbone == "sd21"`` otherwise: the real weights from ``model.sd_source`` through
-  :mod:`moediffir.models.loading` (imported only then).
+  :mod:`moediffir.weights.loading` (imported only then).
 
 The noise schedule is SD's in both profiles (epsilon prediction, 1000 steps, ``scaled_linear`` betas
 0.00085 -> 0.012); latent scaling is read from ``vae.config.scaling_factor`` (0.18215), never hard-coded.
@@ -118,7 +118,7 @@ def build_backbone(cfg) -> tuple[UNet2DConditionModel, AutoencoderKL, DDPMSchedu
         raise ValueError(f"unknown backbone {model.backbone!r} (model.backbone); choose one of {BACKBONES}")
     if model.random_weights:
         return build_unet(model.backbone), build_vae(model.backbone), build_scheduler()
-    from moediffir.models import loading  # real weights: imported only when needed
+    from moediffir.weights import loading  # real weights: imported only when needed
 
     unet, vae, scheduler = loading.load_sd_components(cfg)
     return _frozen(unet), _frozen(vae), scheduler

@@ -23,9 +23,9 @@ from open_clip.modified_resnet import ModifiedResNet
 from torch import nn
 
 from moediffir.errors import MoEDiffIRError
-from moediffir.models.checkpoint_files import read_state_dict
 from moediffir.models.folded_resnet import FoldedResNet
 from moediffir.utils.layout import layout_diff
+from moediffir.weights.checkpoint_files import read_state_dict
 
 # OpenAI CLIP normalisation (open_clip OPENAI_DATASET_MEAN / _STD), used by DA-CLIP and the RN50 encoder.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

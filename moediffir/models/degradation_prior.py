@@ -51,8 +51,6 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from moediffir.models import weight_checks
-from moediffir.models.checkpoint_files import is_torchscript_archive, read_state_dict
 from moediffir.models.clip_backbone import (
     CLIP_MEAN,
     CLIP_STD,
@@ -62,6 +60,8 @@ from moediffir.models.clip_backbone import (
     clip_resize,
     compare_layout,
 )
+from moediffir.weights import weight_checks
+from moediffir.weights.checkpoint_files import is_torchscript_archive, read_state_dict
 
 DP_BACKENDS = ("daclip", "clip", "tiny")
 DACLIP_FIXTURE = "daclip_vit_b32_keys.json"

@@ -10,7 +10,7 @@ Eq. 2 with the stage-I conditioning:
    the released form, ``model.v2t_form=released``, which decodes the latent itself), else the given
    ``context``, else the null context: the text encoder's encoding of the empty prompt ``""``
    (``(1, 77, cross_attention_dim)``; :func:`build_denoiser` encodes it once, see
-   :mod:`moediffir.models.empty_prompt`; a bare constructor holds a single zero token until
+   :mod:`moediffir.weights.empty_prompt`; a bare constructor holds a single zero token until
    :meth:`set_null_context` is called);
 5. the frozen, stock ``UNet2DConditionModel`` with the SPADE hooks.
 
@@ -355,7 +355,7 @@ def build_denoiser(
     routing) and ``model.use_v2t``, the degradation prior and the V2T adapter are taken from the
     arguments or built by ``build_degradation_prior`` / ``build_visual2text`` (imported only then).
     Without V2T the null context is set to the empty prompt's text encoding
-    (:func:`~moediffir.models.empty_prompt.empty_prompt_context`).
+    (:func:`~moediffir.weights.empty_prompt.empty_prompt_context`).
     """
     if unet is None:
         from moediffir.models.backbone import build_backbone
@@ -382,7 +382,7 @@ def build_denoiser(
     )
     denoiser = MoEDiffIRDenoiser(unet, prompt_module, spade, degradation_prior=degradation_prior, v2t=v2t)
     if v2t is None and not cfg.prior.enabled:  # a stage-0 prior was trained with the zero context: it stays
-        from moediffir.models.empty_prompt import empty_prompt_context
+        from moediffir.weights.empty_prompt import empty_prompt_context
 
         denoiser.set_null_context(empty_prompt_context(cfg, unet.config.cross_attention_dim))
     return denoiser

@@ -45,7 +45,6 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from moediffir.models import weight_checks
 from moediffir.models.clip_backbone import (
     CLIP_MEAN,
     CLIP_STD,
@@ -60,6 +59,7 @@ from moediffir.models.clip_backbone import (
     v2t_encoder_kwargs,
 )
 from moediffir.models.restormer import RestormerBlock
+from moediffir.weights import weight_checks
 
 V2T_FORMS = ("kit", "released")  # model.v2t_form: this module's adapter, or the released layout (visual2text_released)
 

@@ -1,4 +1,5 @@
-"""Restoration with a trained MoE-DiffIR: pipeline, tiling, colour fix, model folder (docs/design.md §6).
+"""Restoration with a trained MoE-DiffIR: pipeline, sampling, tiling, colour fix (docs/design.md §6); the model
+folder it loads is :mod:`moediffir.weights.model_folder`.
 
 Explicit re-exports, resolved lazily: importing this package (or one of its light modules such as
 ``colorfix``) does not import diffusers.
@@ -14,10 +15,7 @@ _EXPORTS = {
     "adain_color_fix": "colorfix",
     "apply_color_fix": "colorfix",
     "wavelet_color_fix": "colorfix",
-    "ModelFolderError": "model_folder",
     "load_pipeline": "moediffir_pipeline",
-    "read_model_info": "model_folder",
-    "save_model_folder": "model_folder",
     "MoEDiffIRPipeline": "moediffir_pipeline",
     "MoEDiffIRPipelineOutput": "moediffir_pipeline",
     "encode_lq": "vae_steps",

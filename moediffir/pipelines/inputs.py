@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from moediffir.config.values import DECODERS
 from moediffir.pipelines.colorfix import COLOR_FIXES
 from moediffir.pipelines.tiling import BLEND_MODES
 from moediffir.utils.io import to_rgb_uint8
@@ -122,6 +123,23 @@ def check_arguments(
     callback = args.get("callback")
     if callback is not None and not callable(callback):
         raise ValueError("callback must be callable: callback(step, t, latents, routing)")
+
+
+def resolve_decoder(decoder: str | None, fusion_weight: float | None, has_compensator: bool,
+                    default_weight: float) -> tuple[str, float | None]:
+    """``(decoder, fusion_weight)`` of a call: ``decoder`` None is ``"compensator"`` where the model has one, else
+    ``"vae"``; the compensator's weight defaults to ``default_weight``, and the plain decoder has none (None).
+    Asking for the compensator of a model without one, or for an unknown decoder, is an error."""
+    if decoder is None:
+        decoder = "compensator" if has_compensator else "vae"
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {', '.join(map(repr, DECODERS))}, got {decoder!r}")
+    if decoder == "compensator" and not has_compensator:
+        raise ValueError("decoder='compensator': this model has no decoder compensator (stage II not run); "
+                         "use decoder='vae'")
+    if decoder == "vae":
+        return decoder, None
+    return decoder, default_weight if fusion_weight is None else fusion_weight
 
 
 def to_tensors(image: Any) -> tuple[list[torch.Tensor], str]:

@@ -22,14 +22,12 @@ Images larger than ``tile_size`` take the tiled path (:mod:`moediffir.pipelines.
 noise predictions blended over overlapping latent tiles at every step, tiled (compensated) decoding.
 
 The components are registered with diffusers (``unet``, ``vae``, ``scheduler``, ``prompt_module``, ``spade``,
-and optionally ``degradation_prior``, ``v2t``, ``compensator``), so ``pipe.to(device, dtype)``,
-``pipe.device`` and ``pipe.progress_bar`` work; the stage-I model built from them is ``pipe.denoiser``.
-Saving and loading go through the model folder (:mod:`moediffir.pipelines.model_folder`).
+optionally ``degradation_prior``, ``v2t``, ``compensator``): ``pipe.to(device, dtype)``, ``pipe.device`` and
+``pipe.progress_bar`` work; ``pipe.denoiser`` is the stage-I model. Saving and loading: :mod:`moediffir.weights`.
 
-Where each step lives: 1, 2 and 10 in :mod:`moediffir.pipelines.inputs`; 3-7 for one batch in
-:mod:`moediffir.pipelines.batch_sampling`; 4 and 8 in :mod:`moediffir.pipelines.vae_steps`; 9 in
-:mod:`moediffir.pipelines.colorfix`. This module composes them: :meth:`MoEDiffIRPipeline.sample_latents`
-(1-7), :meth:`MoEDiffIRPipeline.decode_latents` (3, 8-10) and the call (both).
+Where each step lives: 1, 2, 10 in :mod:`.inputs`; 3-7 for one batch in :mod:`.batch_sampling`; 4, 8 in
+:mod:`.vae_steps`; 9 in :mod:`.colorfix`. :meth:`MoEDiffIRPipeline.sample_latents` (1-7),
+:meth:`MoEDiffIRPipeline.decode_latents` (3, 8-10) and the call (both) compose them.
 """
 
 from __future__ import annotations
@@ -45,7 +43,7 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
-from moediffir.config import DECODERS, SampleConfig
+from moediffir.config import SampleConfig
 from moediffir.models.denoiser import MoEDiffIRDenoiser
 from moediffir.pipelines import vae_steps
 from moediffir.pipelines.batch_sampling import RoutingCallback, sample_batch
@@ -55,12 +53,13 @@ from moediffir.pipelines.inputs import (
     check_arguments,
     check_images,
     convert_output,
+    resolve_decoder,
     size_groups,
     to_tensors,
     to_uint8_images,
 )
-from moediffir.pipelines.model_folder import load_model_parts, save_model_folder
 from moediffir.pipelines.tiling import pad_to_multiple
+from moediffir.weights.model_folder import load_model_parts, save_model_folder
 
 __all__ = ["OUTPUT_TYPES", "MoEDiffIRPipeline", "MoEDiffIRPipelineOutput", "load_pipeline", "to_uint8_images"]
 
@@ -168,7 +167,7 @@ class MoEDiffIRPipeline(DiffusionPipeline):
 
     # -- saving / loading: the model folder --------------------------------------------------------
     def save_pretrained(self, save_directory, **kwargs) -> None:  # type: ignore[override]
-        """Write the model folder (:func:`~moediffir.pipelines.model_folder.save_model_folder`)."""
+        """Write the model folder (:func:`~moediffir.weights.model_folder.save_model_folder`)."""
         if kwargs:
             raise TypeError(f"MoEDiffIRPipeline.save_pretrained: unsupported arguments {sorted(kwargs)}")
         if self.model_config is None:
@@ -198,24 +197,11 @@ class MoEDiffIRPipeline(DiffusionPipeline):
         tile_blend: str | None = None,
         batch_size: int | None = None,
     ) -> dict[str, Any]:
-        """The sampling arguments with every one left as None taken from :attr:`sample_defaults`; the keys are the
-        argument names of :meth:`__call__`.
-
-        ``decoder`` left as None is ``"compensator"`` where the model has one, else ``"vae"``; asking for the
-        compensator of a model without one is an error. With ``decoder="vae"`` the resolved ``fusion_weight`` is
-        None (the plain decoder has no weight)."""
+        """The sampling arguments with every one left as None taken from :attr:`sample_defaults` (the decoder:
+        :func:`~moediffir.pipelines.inputs.resolve_decoder`); the keys are the argument names of :meth:`__call__`."""
         d = self.sample_defaults
-        if decoder is None:
-            decoder = "vae" if self.compensator is None else "compensator"
-        if decoder not in DECODERS:
-            raise ValueError(f"decoder must be one of {', '.join(map(repr, DECODERS))}, got {decoder!r}")
-        if decoder == "compensator" and self.compensator is None:
-            raise ValueError("decoder='compensator': this model has no decoder compensator (stage II not run); "
-                             "use decoder='vae'")
-        if decoder == "vae":
-            fusion_weight = None
-        elif fusion_weight is None:
-            fusion_weight = d.fusion_weight
+        decoder, fusion_weight = resolve_decoder(decoder, fusion_weight, self.compensator is not None,
+                                                 d.fusion_weight)
         return {
             "num_inference_steps": d.num_steps if num_inference_steps is None else num_inference_steps,
             "decoder": decoder,
@@ -449,7 +435,7 @@ def load_pipeline(
     dtype: str | torch.dtype | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> MoEDiffIRPipeline:
-    """A ready :class:`MoEDiffIRPipeline` from a model folder (:mod:`moediffir.pipelines.model_folder`), frozen,
+    """A ready :class:`MoEDiffIRPipeline` from a model folder (:mod:`moediffir.weights.model_folder`), frozen,
     in eval mode, with the folder's profile as :attr:`~MoEDiffIRPipeline.sample_defaults`.
 
     Args:

@@ -40,7 +40,6 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from torch.utils.data import DataLoader, Dataset
 
 from moediffir.models.latent_scaling import scale_latents
-from moediffir.models.loading import autoencoder_class_in
 from moediffir.models.patch_autoencoder import PatchAutoencoder
 from moediffir.training.checkpoint import (
     latest_checkpoint,
@@ -67,6 +66,7 @@ from moediffir.training.stage1 import diffusion_target
 from moediffir.utils.devices import resolve_device
 from moediffir.utils.io import atomic_directory, atomic_write_json, atomic_write_text, read_image_rgb
 from moediffir.utils.locks import is_lock_file
+from moediffir.weights.loading import autoencoder_class_in
 
 STAGE = "prior"
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")

@@ -22,7 +22,7 @@ the released SPADE and V2T layers keep their initial weights.
 Every ``log_every`` steps the loss, learning rate, throughput and routing statistics go to
 ``<stage dir>/log.jsonl``/``log.csv``; every ``checkpoint_every`` steps an atomic checkpoint is written to
 ``<stage dir>/checkpoints/step_XXXXXX``; at the end the model folder ``<run_dir>/model`` is written with
-:func:`~moediffir.pipelines.model_folder.save_model_folder`. ``train_stage1(cfg, resume=True)`` continues
+:func:`~moediffir.weights.model_folder.save_model_folder`. ``train_stage1(cfg, resume=True)`` continues
 from the newest checkpoint and reproduces the uninterrupted run's losses exactly. The same function runs
 under ``accelerate launch --num_processes N`` (DDP; each process takes its slice of every global batch).
 """
@@ -335,7 +335,7 @@ def _train_stage1(cfg, resume: bool, progress: bool, overwrite: bool) -> Path:
     eval_end = fixed_batch_loss(denoiser, vae, scheduler, eval_batch, seed=cfg.seed)
     folder = model_dir(cfg)
     if main:
-        from moediffir.pipelines.model_folder import save_model_folder
+        from moediffir.weights.model_folder import save_model_folder
 
         save_model_folder(folder, cfg, denoiser, vae, scheduler, info={"stage1": {
             "steps": step, "samples_seen": samples_seen, "eval_loss_start": eval_start, "eval_loss_end": eval_end}})

@@ -134,8 +134,8 @@ def _train_stage2(cfg, resume: bool, progress: bool, overwrite: bool) -> Path:
     from accelerate.utils import set_seed
 
     from moediffir.models.compensator import build_compensator
-    from moediffir.pipelines.model_folder import read_model_info, save_model_folder
     from moediffir.pipelines.moediffir_pipeline import load_pipeline
+    from moediffir.weights.model_folder import read_model_info, save_model_folder
 
     s2 = cfg.stage2
     if s2.grad_accum < 1 or s2.batch_size < 1 or s2.max_steps < 0:

@@ -6,8 +6,8 @@ training steps, data, seed, git revision of the kit), where the weights of each 
 (:func:`moediffir.provenance.provenance`, recorded in ``model_info.json``), and the evaluation numbers (paper
 §4.2: the mean over a test set's tasks of one kind). So the folder can be shared on a model hub as it is.
 
-:func:`write_model_card` is called by :func:`~moediffir.pipelines.model_folder.save_model_folder`;
-:func:`~moediffir.pipelines.model_folder.record_evaluation` stores an evaluation's numbers in ``eval_results.json`` beside it and rewrites the
+:func:`write_model_card` is called by :func:`~moediffir.weights.model_folder.save_model_folder`;
+:func:`~moediffir.weights.model_folder.record_evaluation` stores an evaluation's numbers in ``eval_results.json`` beside it and rewrites the
 card. Neither file is part of the model's identity (restoration fingerprints skip them: :data:`CARD_FILES`).
 """
 

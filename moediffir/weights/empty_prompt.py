@@ -9,7 +9,7 @@ Table 2 and Table 3's bare MoE-Prompt row.
 (``null_context.safetensors``), so sampling never needs the text encoder.
 
 - Pretrained backbone (``paper``): SD 2.1-base's ``tokenizer`` + ``text_encoder`` through
-  :func:`~moediffir.models.loading.load_sd_text_encoder`. Its diffusers text encoder has 23 of OpenCLIP's 24
+  :func:`~moediffir.weights.loading.load_sd_text_encoder`. Its diffusers text encoder has 23 of OpenCLIP's 24
   layers and ends with the final LayerNorm, so ``last_hidden_state`` *is* the penultimate-layer output.
 - Random backbone (``smoke``, ``model.random_backbone``): a small CLIP text transformer built in code with
   random weights (labelled as such by the model folder), of the UNet's ``cross_attention_dim`` width, behind
@@ -136,7 +136,7 @@ def _encode_empty(cfg, cross_attention_dim: int) -> torch.Tensor:
     if cfg.model.random_weights:
         tokenizer, text_encoder = clip_tokenizer(), tiny_text_encoder(cross_attention_dim)
     else:
-        from moediffir.models.loading import load_sd_text_encoder
+        from moediffir.weights.loading import load_sd_text_encoder
 
         tokenizer, text_encoder = load_sd_text_encoder(cfg)
     context = encode_text(tokenizer, text_encoder, "")

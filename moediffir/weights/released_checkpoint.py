@@ -294,7 +294,7 @@ def _check_part(path: Path, what: str, found: Mapping[str, torch.Tensor], module
 
 def _check_sd_parts(path: Path, state: Mapping[str, torch.Tensor], components: tuple[str, ...] = ("unet", "vae")) -> None:
     """The frozen UNet and VAE against SD 2.1-base in the LDM layout (names and shapes; no copy)."""
-    from moediffir.models.checkpoint_files import check_single_file_tensors, sd21_single_file_configs
+    from moediffir.weights.checkpoint_files import check_single_file_tensors, sd21_single_file_configs
 
     configs = sd21_single_file_configs()
     for component in components:
@@ -309,8 +309,8 @@ def convert_released_stage2(path: str | Path):
     (``fusion_block="rrdb"``, SD 2.1-base VAE config); ``unused`` maps ``loss.*`` to its keys."""
     from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
-    from moediffir.models.checkpoint_files import sd21_single_file_configs
     from moediffir.models.compensator import DecoderCompensator
+    from moediffir.weights.checkpoint_files import sd21_single_file_configs
 
     path = Path(path)
     state = read_released_state(path)
@@ -345,10 +345,10 @@ def build_kit_parts(cfg, mapped: ReleasedImport, path: str | Path):
     :class:`ReleasedCheckpointError` first."""
     from diffusers import UNet2DConditionModel
 
-    from moediffir.models.checkpoint_files import sd21_single_file_configs
     from moediffir.models.degradation_prior import DegradationPrior
     from moediffir.models.denoiser import build_prompt_module
     from moediffir.models.spade import SpadeInjector
+    from moediffir.weights.checkpoint_files import sd21_single_file_configs
 
     path = Path(path)
     with torch.device("meta"):  # the frozen UNet is read from model.sd_source later: only its structure here
@@ -384,13 +384,13 @@ def import_released(
 
     ``null_context``: the V2T-off UNet context (the empty prompt's encoding); by default, and only when V2T is off
     (``overrides``), encoded from ``model.sd_source``'s text encoder
-    (:func:`~moediffir.models.empty_prompt.empty_prompt_context`).
+    (:func:`~moediffir.weights.empty_prompt.empty_prompt_context`).
     ``decoder``: the released stage-II checkpoint, converted into the folder's compensator.
     Returns the report (also in ``out/model_info.json``, ``info.released_import``): converted parts, keys checked but not
     copied, and every unused key by group with what it is.
     """
     from moediffir.models.denoiser import MoEDiffIRDenoiser
-    from moediffir.pipelines.model_folder import save_model_folder
+    from moediffir.weights.model_folder import save_model_folder
 
     ckpt = Path(ckpt)
     cfg = released_config(overrides)
@@ -401,7 +401,7 @@ def import_released(
     unet, prompt_module, spade, dp, v2t = build_kit_parts(cfg, mapped, ckpt)
     denoiser = MoEDiffIRDenoiser(unet, prompt_module, spade, degradation_prior=dp, v2t=v2t)
     if null_context is None and v2t is None:  # with V2T on the UNet reads the V2T context: no text encoder needed
-        from moediffir.models.empty_prompt import empty_prompt_context
+        from moediffir.weights.empty_prompt import empty_prompt_context
 
         null_context = empty_prompt_context(cfg, unet.config.cross_attention_dim)
     if null_context is not None:

@@ -11,20 +11,20 @@ Visual2Text adapter (§3.3). Weight sources are configuration, never constants:
       downloaded unless the user opts in with ``MOEDIFFIR_ALLOW_DOWNLOAD=1`` (or ``allow_download=True``).
     - a local folder in diffusers layout (``unet/``, ``vae/``, ``scheduler/``),
     - the original single-file checkpoint ``v2-1_512-ema-pruned.ckpt`` (or ``.safetensors``), read by
-      :func:`~moediffir.models.checkpoint_files.load_single_file_components` with diffusers' ``from_single_file``
+      :func:`~moediffir.weights.checkpoint_files.load_single_file_components` with diffusers' ``from_single_file``
       and the architecture configs shipped in ``moediffir/configs/``, after a check that names every missing or
-      misshapen tensor (the layout is written out in :mod:`moediffir.models.ldm_layout`).
+      misshapen tensor (the layout is written out in :mod:`moediffir.weights.ldm_layout`).
 ``model.dp_weights``  "" -> ``<data.root>/weights/daclip_ViT-B-32.pt`` (backend ``daclip``) or
     ``<data.root>/weights/open_clip_ViT-B-32_laion2b_s34b_b79k.bin`` (backend ``clip``).
 ``model.v2t_weights`` "" -> ``<data.root>/weights/RN50.pt`` (OpenAI's TorchScript RN50.pt or any open_clip RN50
     state dict with ``visual.*`` keys).
 
-:func:`~moediffir.models.weight_checks.check_paper_weights` lists every missing file at once with the exact place
+:func:`~moediffir.weights.weight_checks.check_paper_weights` lists every missing file at once with the exact place
 it must go and where to get it; :func:`load_sd_components` (alias ``load_sd_backbone``) raises
 :class:`~moediffir.errors.MissingWeightsError` with that whole list before touching any model code, so a missing
 file costs seconds, offline. ``model.random_backbone=True`` means "paper architecture, random weights": nothing is
-required then. The checks live in :mod:`moediffir.models.weight_checks`, the file readers in
-:mod:`moediffir.models.checkpoint_files`; this module loads the networks.
+required then. The checks live in :mod:`moediffir.weights.weight_checks`, the file readers in
+:mod:`moediffir.weights.checkpoint_files`; this module loads the networks.
 """
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from moediffir.models.checkpoint_files import (
+from moediffir.weights.checkpoint_files import (
     load_single_file_components,
     shipped_config_path,
     torch_dtype_kwargs,
 )
-from moediffir.models.weight_checks import (
+from moediffir.weights.weight_checks import (
     DEFAULT_SD_HUB_ID,
     SD_TEXT_FILES,
     SDSource,

@@ -4,7 +4,7 @@ checkpoint (``v2-1_512-ema-pruned.ckpt``, paper §4.1) read into diffusers' UNet
 :func:`read_state_dict` reads ``.safetensors``, torch pickles (safely, ``weights_only``) and TorchScript archives.
 :func:`load_single_file_components` reads a single file with diffusers' ``from_single_file`` and the architecture
 configs shipped in ``moediffir/configs/``, after :func:`check_single_file_tensors` has named every missing or
-misshapen tensor (the layout is written out in :mod:`moediffir.models.ldm_layout`).
+misshapen tensor (the layout is written out in :mod:`moediffir.weights.ldm_layout`).
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def _expected_ldm_tensors(component: str, config: Mapping[str, Any]) -> dict[str
     """LDM key (without prefix) -> shape of every tensor of ``component`` built from ``config``."""
     import torch
 
-    from moediffir.models import ldm_layout
+    from moediffir.weights import ldm_layout
 
     with torch.device("meta"):  # shapes only: no memory, no initialisation
         model = _single_file_class(component).from_config(dict(config))
@@ -140,7 +140,7 @@ def check_single_file_tensors(
     diffusers' own errors here are a bare ``Cannot copy out of meta tensor`` for a missing tensor and a shape
     message without the file name; this check lists every problem under the names the file uses.
     """
-    from moediffir.models import ldm_layout
+    from moediffir.weights import ldm_layout
 
     expected = _expected_ldm_tensors(component, config)
     prefixes = (ldm_layout.UNET_PREFIX,) if component == "unet" else ldm_layout.VAE_PREFIXES

@@ -6,7 +6,7 @@ compensator); read by :func:`~moediffir.pipelines.moediffir_pipeline.load_pipeli
     config.json                 the resolved moediffir Config (moediffir.config.save_config)
     model_info.json             format version, the parts present, each part's provenance (moediffir.provenance:
                                 pretrained / random / trained here), the kit's git revision, extra info
-    README.md                   the model card (moediffir.pipelines.model_card), rewritten after evaluation
+    README.md                   the model card (moediffir.weights.model_card), rewritten after evaluation
     eval_results.json           the numbers of the last evaluation (only after one)
     denoiser/                   MoEDiffIRDenoiser.save_pretrained: prompt_module/, spade/, v2t/ (if used)
     null_context.safetensors    the UNet context used when there is no V2T adapter
@@ -37,7 +37,6 @@ import torch
 
 from moediffir.config import Config, ConfigError, apply_overrides, load_config, save_config
 from moediffir.errors import DeviceError, MoEDiffIRError
-from moediffir.pipelines import model_card
 from moediffir.provenance import (
     DEGRADATION_PRIOR,
     RANDOM,
@@ -51,6 +50,7 @@ from moediffir.provenance import (
 from moediffir.utils.devices import resolve_device
 from moediffir.utils.io import atomic_directory, atomic_write_json
 from moediffir.utils.memory import own_aligned_storage
+from moediffir.weights import model_card
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -175,7 +175,7 @@ def read_model_info(folder: str | os.PathLike) -> dict[str, Any]:
 
 def record_evaluation(folder: str | os.PathLike, summary: Mapping[str, Any]) -> Path:
     """Store an evaluation's numbers in the folder's ``eval_results.json`` and rewrite its model card (both
-    atomically; :func:`moediffir.pipelines.model_card.evaluation_summary` makes ``summary``)."""
+    atomically; :func:`moediffir.weights.model_card.evaluation_summary` makes ``summary``)."""
     folder = Path(folder)
     atomic_write_json(folder / model_card.EVAL_FILE, dict(summary))
     return model_card.write_model_card(folder, load_config(folder / CONFIG_FILE), read_model_info(folder))

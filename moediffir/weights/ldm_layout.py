@@ -5,7 +5,7 @@ denoiser under ``model.diffusion_model.*`` (an ``openaimodel.UNetModel``) and th
 ``first_stage_model.*``, wrapped in ``{"state_dict": ...}``. diffusers reads that file with
 ``from_single_file``; this module maps the other way, diffusers names -> LDM names, for two uses:
 
-- :func:`moediffir.models.checkpoint_files.load_single_file_components` lists, before loading, every tensor a
+- :func:`moediffir.weights.checkpoint_files.load_single_file_components` lists, before loading, every tensor a
   checkpoint lacks or holds with the wrong shape, under the names the file itself uses;
 - :func:`save_original_single_file` writes a diffusers UNet and VAE as such a file (export; the round-trip
   tests in ``tests/test_loading.py`` build their checkpoints with it from tiny random networks).

