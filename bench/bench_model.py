@@ -34,8 +34,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from moediffir.config import parse_override, resolve_config
-from moediffir.models.denoiser import MoEDiffIRDenoiser, build_denoiser
+from moediffir.models.denoiser import MoEDiffIRDenoiser
 from moediffir.utils.io import atomic_write_json
+from moediffir.weights.builders import build_denoiser
 
 PART_KEYS = (
     "dp_s",

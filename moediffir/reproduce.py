@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import platform
 import re
-import subprocess
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from moediffir.errors import MoEDiffIRError
 from moediffir.utils.digests import json_digest, read_record, tree_digest
 from moediffir.utils.io import atomic_write_json
 from moediffir.utils.locks import folder_lock
+from moediffir.utils.revision import git_revision
 
 PACKAGES = (
     "moediffir", "torch", "torchvision", "diffusers", "transformers", "accelerate", "compressai", "lpips",
@@ -97,20 +97,6 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
-
-
-def git_revision(cwd: str | Path = ".") -> str:
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=False
-        )
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=10, check=False)
-        if rev.returncode != 0:
-            return "unknown"
-        return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def _failure_message(nb: Path, exc: BaseException) -> str:

@@ -111,8 +111,7 @@ display(Image(str(figures_dir / "stage1_training_pair.png")))
 # predicts `ε` and the loss is their mean squared difference. Only the prompt side has gradients.
 
 # %%
-from moediffir.models.backbone import build_backbone
-from moediffir.models.denoiser import build_denoiser
+from moediffir.weights.builders import build_backbone, build_denoiser
 
 torch.manual_seed(cfg.seed)
 unet, vae, scheduler = build_backbone(cfg)

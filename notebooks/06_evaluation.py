@@ -74,6 +74,7 @@ from moediffir.metrics import MetricConventions
 from moediffir.metrics.fidelity import psnr
 from moediffir.provenance import figure_note
 from moediffir.report.figures import routing_checkpoint, weights_note
+from moediffir.report.regenerate import regenerate_report
 from moediffir.utils.io import read_image_rgb
 
 conventions = MetricConventions.from_config(cfg)
@@ -130,7 +131,8 @@ del pipe
 # `run_evaluation` restores every item once per batch (seeded per image, so a rerun or a resumed run gives the
 # same bytes; finished images are verified by checksum and skipped), decodes each sample with and without the
 # compensator, scores every method the same way, aggregates per task, codec (mean over levels) and kind (mean
-# over the seen tasks), and writes `results/<profile>/metrics/` plus every table and figure.
+# over the seen tasks), and writes `results/<profile>/metrics/`; `regenerate_report` then draws every table and
+# figure from those saved numbers (what `moediffir report` does).
 
 # %% [markdown]
 # ### Yardsticks (where the prior was trained here: `eval.yardsticks`, on in `mini`)
@@ -147,6 +149,7 @@ if cfg.eval.yardsticks:
 
 # %%
 result = run_evaluation(cfg, folder, externals)
+report_paths = regenerate_report(cfg, result.out_dir)  # every table and figure, from the numbers just saved
 results = result.results
 display(results[results.scope == "codec"].pivot_table(index=["method", "set", "codec", "kind"], columns="metric",
                                                       values="value", sort=False))
@@ -265,6 +268,6 @@ summary = pd.Series({
     "restored now / kept": {m: (s.restored, s.kept) for m, s in result.restore_stats.items()},
     "externals": {n: m.summary() for n, m in result.externals.items()} or "none",
     "metric weights": conventions.weights_label, "results": str(result.metrics_dir / "results.csv"),
-    "table and figure files": len(result.report_paths),
+    "table and figure files": len(report_paths),
 })
 display(summary.to_frame("value"))

@@ -13,10 +13,10 @@ from moediffir.models.backbone import (
     SD21_SCHEDULER_JSON,
     SD21_UNET_JSON,
     SD21_VAE_JSON,
-    build_backbone,
     build_unet,
     packaged_config,
 )
+from moediffir.weights.builders import build_backbone
 
 
 @pytest.mark.parametrize(

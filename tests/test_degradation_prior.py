@@ -11,7 +11,8 @@ import torch
 from moediffir.config import resolve_config
 from moediffir.errors import MissingWeightsError
 from moediffir.models.clip_backbone import CLIP_MEAN, CLIP_STD, WeightLayoutError
-from moediffir.models.degradation_prior import DegradationPrior, build_degradation_prior, load_daclip_layout
+from moediffir.models.degradation_prior import DegradationPrior, load_daclip_layout
+from moediffir.weights.builders import build_degradation_prior, load_degradation_prior_weights
 
 SMALL = {"image_size": 64, "patch_size": 16, "width": 32, "layers": 2, "heads": 2, "output_dim": 16}
 
@@ -183,7 +184,7 @@ def test_fixture_agrees_with_open_clip_vit_b32_architecture():
 def test_loads_a_file_in_the_public_layout(tmp_path, wrap_module):
     path = tmp_path / "daclip_ViT-B-32.pt"
     tensors = _public_file(path, load_daclip_layout(), wrap_module=wrap_module)
-    dp = DegradationPrior.for_backend("daclip").load_pretrained_weights(path)
+    dp = load_degradation_prior_weights(DegradationPrior.for_backend("daclip"), path)
     sd = dp.state_dict()
     for key in (
         "visual_control.conv1.weight",
@@ -205,7 +206,7 @@ def test_wrong_file_lists_missing_unexpected_and_misshaped_keys(tmp_path):
     _public_file(path, layout)
     dp = DegradationPrior.for_backend("daclip")
     with pytest.raises(WeightLayoutError) as err:
-        dp.load_pretrained_weights(path)
+        load_degradation_prior_weights(dp, path)
     msg = str(err.value)
     assert "missing keys (1): [visual_control.ln_pre.bias]" in msg
     assert "unexpected keys (1): [visual_control.extra_head.weight]" in msg
@@ -220,8 +221,8 @@ def test_plain_clip_file_is_not_taken_for_daclip(tmp_path):
     with pytest.raises(
         WeightLayoutError, match=r"missing keys \(478\).*by prefix: clip\.\*: 302, visual_control\.\*: 176"
     ):
-        DegradationPrior.for_backend("daclip").load_pretrained_weights(path)
-    dp = DegradationPrior.for_backend("clip").load_pretrained_weights(path)  # the clip backend takes visual.*
+        load_degradation_prior_weights(DegradationPrior.for_backend("daclip"), path)
+    dp = load_degradation_prior_weights(DegradationPrior.for_backend("clip"), path)  # the clip backend takes visual.*
     assert dp.prefix == "visual"
 
 

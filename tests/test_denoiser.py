@@ -10,7 +10,9 @@ import torch
 
 from moediffir.config import resolve_config
 from moediffir.models.backbone import build_unet
-from moediffir.models.denoiser import MoEDiffIRDenoiser, build_denoiser
+from moediffir.models.denoiser import MoEDiffIRDenoiser
+from moediffir.weights.builders import build_denoiser
+from moediffir.weights.denoiser_folder import load_denoiser, save_denoiser
 
 
 def _cfg(**overrides):
@@ -179,15 +181,15 @@ def test_blind_ignores_task_label_task_uses_it():
 def test_save_load_round_trip(tmp_path):
     d = _build()
     _train_spade(d)
-    d.save_pretrained(tmp_path / "ckpt")
-    d.save_pretrained(tmp_path / "ckpt")  # overwriting an existing checkpoint folder works
+    save_denoiser(d, tmp_path / "ckpt")
+    save_denoiser(d, tmp_path / "ckpt")  # overwriting an existing checkpoint folder works
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["prompt_module", "spade", "v2t"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left behind
     with pytest.raises(RuntimeError, match="another injector"):
-        MoEDiffIRDenoiser.from_pretrained(tmp_path / "ckpt", d.unet, d.degradation_prior)
+        load_denoiser(tmp_path / "ckpt", d.unet, d.degradation_prior)
     unet2 = build_unet("tiny")
     unet2.load_state_dict(d.unet.state_dict())
-    d2 = MoEDiffIRDenoiser.from_pretrained(tmp_path / "ckpt", unet2, d.degradation_prior)
+    d2 = load_denoiser(tmp_path / "ckpt", unet2, d.degradation_prior)
     z_t, t, z_lq, img = _batch()
     with torch.no_grad():
         assert torch.equal(d(z_t, t, z_lq, lq_image=img), d2(z_t, t, z_lq, lq_image=img))
@@ -274,10 +276,10 @@ def test_released_v2t_form_reads_the_latent_and_survives_save_and_load(tmp_path)
         assert torch.equal(d.prepare(z_lq, lq_image=img.flip(-1)).context, cond.context)  # the image is not read
         assert not torch.equal(d.prepare(z_lq.flip(-1), lq_image=img).context, cond.context)
         out = d(z_t, t, z_lq, lq_image=img)
-    d.save_pretrained(tmp_path / "ckpt")
+    save_denoiser(d, tmp_path / "ckpt")
     unet2 = build_unet("tiny")
     unet2.load_state_dict(d.unet.state_dict())
-    d2 = MoEDiffIRDenoiser.from_pretrained(tmp_path / "ckpt", unet2, d.degradation_prior)
+    d2 = load_denoiser(tmp_path / "ckpt", unet2, d.degradation_prior)
     assert isinstance(d2.v2t, ReleasedVisual2Text)
     pipe = MoEDiffIRPipeline.from_denoiser(d2, vae, build_scheduler())
     assert pipe.denoiser.v2t._decoder == [vae]

@@ -50,7 +50,7 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval_shards")
     cfg = make_demo_setup(root, REPO / "data" / "smoke", codecs=("jpeg",), overrides=OVERRIDES)
     one = root / "one"
-    run_evaluation(cfg, out_dir=one, log=None, write_report=False)
+    run_evaluation(cfg, out_dir=one, log=None)
     return cfg, root, one / "metrics"
 
 

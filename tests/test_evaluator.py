@@ -122,7 +122,7 @@ def test_resumed_evaluation_equals_one_shot(setup, one_shot, tmp_path):
     # a damaged output is found and restored again; intact ones are kept
     png = next((tmp_path / "restored" / "moe-diffir").rglob("*.png"))
     png.write_bytes(b"not a png")
-    again = evaluator.run_evaluation(setup, out_dir=tmp_path, log=None, write_report=False)
+    again = evaluator.run_evaluation(setup, out_dir=tmp_path, log=None)
     assert again.restore_stats[METHOD_MOE].restored == 1
     assert again.restore_stats[METHOD_MOE].kept == n_items - 1
     assert png.read_bytes() == (one_shot.out_dir / png.relative_to(tmp_path)).read_bytes()

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from moediffir.config import resolve_config
-from moediffir.models.backbone import build_backbone
 from moediffir.models.latent_scaling import scale_latents, unscale_latents
+from moediffir.weights.builders import build_backbone
 
 
 def _vae_like(scaling_factor: float, shift_factor: float | None = None):

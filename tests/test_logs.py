@@ -11,7 +11,7 @@ from tqdm import TqdmWarning
 
 from moediffir.utils.logs import quiet_third_party
 
-BUILD = ("from moediffir.config import resolve_config; from moediffir.models.denoiser import build_denoiser; "
+BUILD = ("from moediffir.config import resolve_config; from moediffir.weights.builders import build_denoiser; "
          "build_denoiser(resolve_config('smoke'))")
 QUIET = "from moediffir.utils.logs import quiet_third_party; quiet_third_party(); "
 

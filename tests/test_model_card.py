@@ -12,7 +12,7 @@ import yaml
 from moediffir.config import resolve_config
 from moediffir.evaluation.benchmark_restore import folder_fingerprint
 from moediffir.provenance import provenance
-from moediffir.reproduce import git_revision
+from moediffir.utils.revision import git_revision
 from moediffir.weights.model_card import evaluation_summary
 from moediffir.weights.model_folder import build_fresh_model_folder, read_model_info, record_evaluation
 

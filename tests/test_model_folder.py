@@ -13,10 +13,9 @@ import pytest
 import torch
 
 from moediffir.config import ConfigError, resolve_config
-from moediffir.models.backbone import build_backbone
 from moediffir.models.compensator import build_compensator
-from moediffir.models.denoiser import build_denoiser
 from moediffir.pipelines import MoEDiffIRPipeline, load_pipeline
+from moediffir.weights.builders import build_backbone, build_denoiser
 from moediffir.weights.model_folder import (
     ModelFolderError,
     build_fresh_model_folder,

@@ -14,10 +14,9 @@ from diffusers import DDIMScheduler
 from PIL import Image
 
 from moediffir.config import resolve_config
-from moediffir.models.backbone import build_backbone
 from moediffir.models.compensator import build_compensator
-from moediffir.models.denoiser import build_denoiser
 from moediffir.pipelines import MoEDiffIRPipeline, load_pipeline
+from moediffir.weights.builders import build_backbone, build_denoiser
 from moediffir.weights.model_folder import build_fresh_model_folder
 
 SMOKE_TEST = Path(__file__).resolve().parents[1] / "data" / "smoke" / "smoke_test"

@@ -104,15 +104,14 @@ def _tiny_cfg(tmp_path: Path, **over):
 
 
 def test_stage1_refuses_a_missing_prior_and_says_how_to_make_it(tmp_path):
-    from moediffir.models.backbone import build_backbone
+    from moediffir.weights.builders import build_backbone
 
     with pytest.raises(MissingWeightsError, match="moediffir train prior --profile mini"):
         build_backbone(_tiny_cfg(tmp_path))
 
 
 def test_train_prior_writes_a_diffusers_prior_that_stage1_loads_like_sd(tmp_path):
-    from moediffir.models.backbone import build_backbone
-    from moediffir.models.denoiser import build_denoiser
+    from moediffir.weights.builders import build_backbone, build_denoiser
 
     cfg = _tiny_cfg(tmp_path)
     folder = P.train_prior(cfg, progress=False)

@@ -174,9 +174,9 @@ V2T_SPOTS = {
 def test_v2t_lands_unchanged_and_the_folder_loads_with_it(imported):
     from diffusers import UNet2DConditionModel
 
-    from moediffir.models.denoiser import MoEDiffIRDenoiser
     from moediffir.models.visual2text_released import ReleasedVisual2Text
     from moediffir.weights.checkpoint_files import sd21_single_file_configs
+    from moediffir.weights.denoiser_folder import load_denoiser
 
     state, folder = imported["state"], imported["folder"]
     v2t = ReleasedVisual2Text.from_pretrained(folder / "denoiser" / "v2t")
@@ -189,7 +189,7 @@ def test_v2t_lands_unchanged_and_the_folder_loads_with_it(imported):
     assert v2t.context_length == 49 + 49 and v2t.config.enhancer_dim == 256
     with torch.device("meta"):  # the denoiser around a structure-only SD 2.1 UNet: which V2T class loads
         unet = UNet2DConditionModel.from_config(sd21_single_file_configs()["unet"])
-    denoiser = MoEDiffIRDenoiser.from_pretrained(folder / "denoiser", unet)
+    denoiser = load_denoiser(folder / "denoiser", unet)
     assert isinstance(denoiser.v2t, ReleasedVisual2Text)
     denoiser.spade.detach()
 

@@ -45,8 +45,7 @@ def smoke_run(tmp_path_factory):
 def _fresh(cfg):
     from accelerate.utils import set_seed
 
-    from moediffir.models.backbone import build_backbone
-    from moediffir.models.denoiser import build_denoiser
+    from moediffir.weights.builders import build_backbone, build_denoiser
 
     set_seed(cfg.seed)  # the order train_stage1 builds in
     unet, vae, _ = build_backbone(cfg)
@@ -180,7 +179,7 @@ def test_usm_switch_sharpens_the_gt_the_loss_sees(monkeypatch):
 
     cfg = resolve_config("smoke", {"model.use_v2t": False})
     denoiser, vae = _fresh(cfg)
-    from moediffir.models.backbone import build_backbone
+    from moediffir.weights.builders import build_backbone
 
     scheduler = build_backbone(cfg)[2]
     g = torch.Generator().manual_seed(0)

@@ -157,3 +157,81 @@ def test_functions_are_short_or_say_why(path):
         if size > MAX_FUNCTION_LINES and not above.startswith(LONG_FUNCTION_MARK):
             long.append(f"{node.name} (line {node.lineno}, {size} lines)")
     assert not long, f"functions over {MAX_FUNCTION_LINES} lines without a '{LONG_FUNCTION_MARK} <why>' comment: {long}"
+
+
+#: The package's floors, lowest first: a module imports only from its own floor or the floors below (imports inside
+#: functions count too). Weight files sit above the networks they fill; the pipeline above both; training, the
+#: evaluation, the ablations and the report above that; the commands on top.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("errors",),
+    ("utils", "shards"),
+    ("config", "provenance"),
+    ("codecs", "metrics"),
+    ("data",),
+    ("models",),
+    ("weights",),
+    ("pipelines",),
+    ("training",),
+    ("evaluation",),
+    ("ablation",),
+    ("report",),
+    ("doctor", "reproduce", "restore_images", "notebook"),
+    ("cli",),
+)
+
+
+def _floor(module: str) -> int:
+    top = module.split(".")[1] if "." in module else ""
+    for i, names in enumerate(LAYERS):
+        if top in names:
+            return i
+    raise AssertionError(f"{module}: its package {top!r} has no floor in LAYERS (add it there)")
+
+
+def test_no_module_imports_from_a_floor_above_its_own():
+    modules = _modules()
+    upward = sorted(f"{name} -> {target}" for name, path in modules.items() if name != "moediffir"
+                    for target in _imports(name, path, modules) if _floor(target) > _floor(name))
+    assert not upward, "imports up the floors of LAYERS (move the shared part down, or pass it in): " + "; ".join(upward)
+
+
+def test_the_floor_check_sees_an_upward_import():
+    assert _floor("moediffir.models.denoiser") < _floor("moediffir.weights.model_folder") < _floor(
+        "moediffir.pipelines.moediffir_pipeline")
+    with pytest.raises(AssertionError, match="no floor"):
+        _floor("moediffir.nowhere.module")
+
+
+#: Calls that read or write files. ``models/`` holds networks only: what reads or writes weight files is in
+#: ``weights/``. Reading the package's own data (``importlib.resources``: the shipped architecture configs and key
+#: layouts) is not file work of a model.
+FILE_CALLS = {"open", "read_text", "read_bytes", "write_text", "write_bytes", "load", "save", "load_file",
+              "save_file", "safe_open", "from_pretrained", "save_pretrained", "atomic_directory", "mkdir", "unlink"}
+
+
+def _file_calls(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text())
+    resource_reads = {id(n) for node in ast.walk(tree) if isinstance(node, ast.Call)
+                      and "resources.files" in ast.unparse(node.func) for n in ast.walk(node)}
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or id(node) in resource_reads:
+            continue
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+        if name in FILE_CALLS and ast.unparse(func) not in ("json.load", "json.loads"):
+            found.append(f"{ast.unparse(func)} (line {node.lineno})")
+    return found
+
+
+def test_no_module_under_models_reads_or_writes_files():
+    found = {p.name: calls for p in sorted((PACKAGE / "models").glob("*.py")) if (calls := _file_calls(p))}
+    assert not found, f"file work under models/ (move it to weights/): {found}"
+
+
+def test_the_file_check_sees_file_work(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("import torch\ndef f(p):\n    return torch.load(p)\n")
+    assert _file_calls(probe) == ["torch.load (line 3)"]
+    probe.write_text("from importlib import resources\nt = resources.files('x').joinpath('a').read_text()\n")
+    assert _file_calls(probe) == []

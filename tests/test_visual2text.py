@@ -8,7 +8,8 @@ import torch
 from moediffir.config import resolve_config
 from moediffir.errors import MissingWeightsError
 from moediffir.models.clip_backbone import WeightLayoutError, clip_resize
-from moediffir.models.visual2text import Visual2TextAdapter, build_visual2text
+from moediffir.models.visual2text import Visual2TextAdapter
+from moediffir.weights.builders import build_visual2text, load_clip_visual
 
 
 def _tiny(**kw) -> Visual2TextAdapter:
@@ -140,13 +141,13 @@ def _clip_file(path, model: Visual2TextAdapter, drop: str | None = None, seed: i
 def test_loads_rn50_visual_subtree_and_reports_missing_keys(tmp_path):
     v2t = Visual2TextAdapter.for_backend("clip_rn50", 1024)
     tensors = _clip_file(tmp_path / "RN50.pt", v2t)
-    v2t.load_clip_weights(tmp_path / "RN50.pt")
+    load_clip_visual(v2t.clip_visual, tmp_path / "RN50.pt", v2t.config.backend)
     sd = v2t.clip_visual.state_dict()
     for key in ("conv1.weight", "layer4.2.bn3.running_var", "attnpool.c_proj.weight"):
         assert torch.equal(sd[key], tensors["visual." + key])
     _clip_file(tmp_path / "bad.pt", v2t, drop="visual.layer3.0.conv2.weight")
     with pytest.raises(WeightLayoutError, match=r"missing keys \(1\): \[layer3\.0\.conv2\.weight\]"):
-        v2t.load_clip_weights(tmp_path / "bad.pt")
+        load_clip_visual(v2t.clip_visual, tmp_path / "bad.pt", v2t.config.backend)
 
 
 def test_factory(tmp_path):

@@ -14,8 +14,9 @@ from torchvision import transforms
 
 from moediffir.config import resolve_config
 from moediffir.models.backbone import build_vae
-from moediffir.models.visual2text import Visual2TextAdapter, build_visual2text
+from moediffir.models.visual2text import Visual2TextAdapter
 from moediffir.models.visual2text_released import ReleasedVisual2Text, released_resize
+from moediffir.weights.builders import build_visual2text
 
 DIM = 32  # cross-attention width of the tiny UNet
 

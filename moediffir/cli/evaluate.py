@@ -26,10 +26,13 @@ def _cmd_evaluate(args: Namespace) -> int:
                                  shard=shard)
         if res is None or shard is not None and not len(res.results):
             return 0
+    from moediffir.report.regenerate import regenerate_report
+
+    report_paths = regenerate_report(cfg, res.out_dir)
     for match in res.externals.values():
         print(match.summary())
     print(f"results: {res.metrics_dir / 'results.csv'} ({len(res.results)} rows); "
-          f"{len(res.report_paths)} table/figure files under {res.out_dir}")
+          f"{len(report_paths)} table/figure files under {res.out_dir}")
     return 0
 
 

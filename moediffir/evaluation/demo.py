@@ -40,9 +40,8 @@ def make_demo_setup(root: str | Path, datasets_dir: str | Path, codecs: Sequence
     import torch
 
     from moediffir.data.builder import build_benchmark
-    from moediffir.models.backbone import build_backbone
     from moediffir.models.compensator import build_compensator
-    from moediffir.models.denoiser import build_denoiser
+    from moediffir.weights.builders import build_backbone, build_denoiser
     from moediffir.weights.model_folder import save_model_folder
 
     cfg = demo_config(root, datasets_dir, codecs, overrides)

@@ -11,7 +11,8 @@
    (``no restoration``);
 6. save the numbers under ``<results>/<profile>/metrics/`` (every file is listed in
    :mod:`moediffir.evaluation.results`);
-7. draw every table and figure from those files (:func:`moediffir.report.regenerate.regenerate_report`).
+7. its callers then draw every table and figure from those files
+   (:func:`moediffir.report.regenerate.regenerate_report`).
 
 :func:`evaluate_model` is the reusable core for the ablation sweeps: one model folder, its restorations and
 scores in a folder of its own, the tidy results returned. :func:`evaluate_launched` is one process of
@@ -152,12 +153,11 @@ def run_evaluation(
     device: str | None = None,
     log: Callable[[str], None] | None = print,
     on_batch: Callable[[int], None] | None = None,
-    write_report: bool = True,
     include_lq: bool = True,
     shard: Shard | None = None,
 ) -> EvaluationResult:
-    """Evaluate the model (both decoders), the compressed input and every external method; write all numbers,
-    tables and figures (see the module docstring).
+    """Evaluate the model (both decoders), the compressed input and every external method; write all numbers
+    (see the module docstring; the tables and figures are :func:`~moediffir.report.regenerate.regenerate_report`'s).
 
     Args:
         cfg: resolved config (``eval.*`` chooses sets, tasks, images and metrics; ``sample.*`` the sampling).
@@ -167,7 +167,7 @@ def run_evaluation(
         out_dir: results folder (default ``<results>/<profile>``). sets / tasks: restrict (default ``eval.*``).
         device: overrides ``cfg.device``. log: progress messages (None: silent).
         on_batch: called with the batch index after each restored batch (tests interrupt runs with it).
-        write_report: draw the tables and figures at the end. include_lq: also score ``no restoration``.
+        include_lq: also score ``no restoration``.
         shard: evaluate only this shard's items and write its part (:mod:`moediffir.evaluation.shards`;
             ``moediffir evaluate --merge`` or ``moediffir report`` assembles the results).
 
@@ -178,14 +178,14 @@ def run_evaluation(
     out = Path(out_dir) if out_dir is not None else cfg.profile_results_dir
     with folder_lock(out, name=shard.name if shard is not None else "", what="results folder"):
         return _evaluate_locked(cfg, out, t0, model_dir, externals, use_model=use_model, sets=sets, tasks=tasks,
-                                device=device, log=log, on_batch=on_batch, write_report=write_report,
-                                include_lq=include_lq, shard=shard)
+                                device=device, log=log, on_batch=on_batch, include_lq=include_lq,
+                                shard=shard)
 
 
 def _evaluate_locked(
     cfg: Config, out: Path, t0: float, model_dir: str | Path | None, externals: Mapping[str, str | Path] | None, *,
     use_model: bool, sets: Sequence[str] | None, tasks: Sequence[str] | None, device: str | None,
-    log: Callable[[str], None] | None, on_batch: Callable[[int], None] | None, write_report: bool, include_lq: bool,
+    log: Callable[[str], None] | None, on_batch: Callable[[int], None] | None, include_lq: bool,
     shard: Shard | None,
 ) -> EvaluationResult:
     """The evaluation of :func:`run_evaluation` into ``out``, inside the lock of that folder (or of its shard)."""
@@ -220,8 +220,7 @@ def _evaluate_locked(
         log_message(log, f"[evaluate] shard {shard}: wrote {part}; merge with `moediffir evaluate --merge`")
         return EvaluationResult(pd.DataFrame(columns=list(scoring.RESULT_COLUMNS)), scored.per_image, out,
                                 externals=matches, restore_stats=scored.stats, skipped_tasks=skipped)
-    res = write_evaluation(cfg, out, items, scored, suite, folder, matches, skipped, t0=t0,
-                           write_report=write_report, log=log)
+    res = write_evaluation(cfg, out, items, scored, suite, folder, matches, skipped, t0=t0, log=log)
     shards.remove_parts(out)  # parts of an earlier sharded run are superseded by these results
     return res
 
@@ -244,7 +243,7 @@ def evaluate_model(
     (decoder compensator; absent when the model has none) and ``moe-diffir (no compensator)``.
     """
     res = run_evaluation(cfg, model_dir, None, out_dir=out_dir, sets=sets, tasks=tasks, device=device, log=log,
-                         write_report=False, include_lq=False)
+                         include_lq=False)
     return res.results
 
 

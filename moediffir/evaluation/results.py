@@ -13,7 +13,8 @@
 ==========================  =================================================================================
 
 :func:`write_evaluation` aggregates the per-image scores and the FID features, writes those files, records the
-numbers in the model card and draws every table and figure (:func:`moediffir.report.regenerate.regenerate_report`).
+numbers in the model card. The tables and figures are drawn from these files by its callers
+(:func:`moediffir.report.regenerate.regenerate_report`: ``moediffir evaluate``, ``moediffir report``, notebook 06).
 """
 
 from __future__ import annotations
@@ -50,7 +51,6 @@ class EvaluationResult:
     results: pd.DataFrame
     per_image: pd.DataFrame
     out_dir: Path
-    report_paths: list[Path] = field(default_factory=list)
     externals: dict[str, ExternalMatch] = field(default_factory=dict)
     restore_stats: dict[str, benchmark_restore.RestoreStats] = field(default_factory=dict)
     skipped_tasks: list[str] = field(default_factory=list)
@@ -160,7 +160,7 @@ def method_paths(items: pd.DataFrame, bench: Path, restored_root: Path, ours: Se
 
 def write_evaluation(
     cfg: Config, out: Path, items: pd.DataFrame, scored: Scored, suite, folder: Path | None,
-    matches: Mapping[str, ExternalMatch], skipped: Sequence[str], *, t0: float, write_report: bool = True,
+    matches: Mapping[str, ExternalMatch], skipped: Sequence[str], *, t0: float,
     log: Callable[[str], None] | None = print,
 ) -> EvaluationResult:
     """Aggregate ``scored`` over ``items`` and write every file of the module docstring (and the model card)."""
@@ -209,14 +209,8 @@ def write_evaluation(
                                                          suite.conventions_text))
         except OSError as exc:  # a read-only model folder keeps its card; the results are written all the same
             log_message(log, f"[evaluate] {folder}: model card not updated ({exc})")
-    report_paths: list[Path] = []
-    if write_report:
-        from moediffir.report.regenerate import regenerate_report
-
-        report_paths = regenerate_report(cfg, out)
-        log_message(log, f"[evaluate] wrote {len(report_paths)} table and figure files under {out}")
     log_message(log, f"[evaluate] done in {time.perf_counter() - t0:.0f} s")
-    return EvaluationResult(results, per_image_df, out, report_paths, dict(matches), scored.stats, list(skipped))
+    return EvaluationResult(results, per_image_df, out, dict(matches), scored.stats, list(skipped))
 
 
 def read_results(out_dir: str | Path) -> pd.DataFrame:

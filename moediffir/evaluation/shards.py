@@ -143,7 +143,7 @@ def _read_scored(folders: list[Path], items: pd.DataFrame) -> Scored:
 
 
 def merge_evaluation(
-    cfg: Config, out_dir: str | Path | None = None, count: int | None = None, *, write_report: bool = True,
+    cfg: Config, out_dir: str | Path | None = None, count: int | None = None, *,
     log: Callable[[str], None] | None = print,
 ) -> EvaluationResult:
     """Assemble the results of a sharded evaluation (see the module docstring); idempotent.
@@ -155,10 +155,10 @@ def merge_evaluation(
     """
     out = Path(out_dir) if out_dir is not None else cfg.profile_results_dir
     with folder_lock(out, what="results folder"):
-        return _merge_locked(cfg, out, count, write_report=write_report, log=log)
+        return _merge_locked(cfg, out, count, log=log)
 
 
-def _merge_locked(cfg: Config, out: Path, count: int | None, *, write_report: bool,
+def _merge_locked(cfg: Config, out: Path, count: int | None, *,
                   log: Callable[[str], None] | None) -> EvaluationResult:
     """The merge of :func:`merge_evaluation` into ``out``, inside the lock of that folder."""
     from moediffir.metrics import MetricSuite
@@ -182,8 +182,7 @@ def _merge_locked(cfg: Config, out: Path, count: int | None, *, write_report: bo
     suite = MetricSuite.from_config(cfg, device="cpu")  # FID comes from the saved features: no network runs
     if log:
         log(f"[evaluate] merging {count} part(s) of {len(items)} items under {root}")
-    return write_evaluation(cfg, out, items, scored, suite, folder, matches, rec["skipped_tasks"], t0=t0,
-                            write_report=write_report, log=log)
+    return write_evaluation(cfg, out, items, scored, suite, folder, matches, rec["skipped_tasks"], t0=t0, log=log)
 
 
 def merge_if_newer(cfg: Config, out_dir: str | Path, log: Callable[[str], None] | None = None) -> bool:
@@ -196,7 +195,7 @@ def merge_if_newer(cfg: Config, out_dir: str | Path, log: Callable[[str], None] 
     newest = max(p.stat().st_mtime for p in parts_root(out).glob(f"*/{PART_FILE}"))
     if results.is_file() and results.stat().st_mtime >= newest:
         return False
-    merge_evaluation(cfg, out, counts.pop(), write_report=False, log=log)
+    merge_evaluation(cfg, out, counts.pop(), log=log)
     return True
 
 

@@ -12,13 +12,11 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "build_backbone": "backbone",
     "build_scheduler": "backbone",
     "build_unet": "backbone",
     "build_vae": "backbone",
     "DenoiserConditions": "denoiser",
     "MoEDiffIRDenoiser": "denoiser",
-    "build_denoiser": "denoiser",
     "build_prompt_module": "denoiser",
     "MoEPromptModule": "prompt_module",
     "PromptModuleOutput": "prompt_module",

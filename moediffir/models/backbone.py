@@ -1,14 +1,13 @@
 """The frozen Stable Diffusion backbone: UNet, VAE and DDPM noise schedule (paper §3.1, Eq. 2; §4.1).
 
-``build_backbone(cfg)`` returns ``(unet, vae, scheduler)`` for a resolved config:
+The networks of a config, with random weights (:func:`build_unet`, :func:`build_vae`):
 
-- ``model.backbone == "tiny"`` (smoke): tiny networks with random weights from the configs below, built in
-  code (64 px images, 8x8 latents; the UNet still has a mid block and up blocks with resnets, so every SPADE
-  site kind exists).
-- ``model.backbone == "sd21"`` with ``model.random_backbone``: the SD 2.1-base architecture from the
-  JSON configs shipped in ``moediffir/configs/`` (no download), random weights.
-- ``model.backbone == "sd21"`` otherwise: the real weights from ``model.sd_source`` through
-  :mod:`moediffir.weights.loading` (imported only then).
+- ``tiny`` (smoke): tiny networks from the configs below, built in code (64 px images, 8x8 latents; the UNet
+  still has a mid block and up blocks with resnets, so every SPADE site kind exists);
+- ``sd21``: the SD 2.1-base architecture from the JSON configs shipped in ``moediffir/configs/`` (no download).
+
+SD 2.1-base's real weights, read from ``model.sd_source``, and the choice between the two by the config, are
+:func:`moediffir.weights.builders.build_backbone`'s.
 
 The noise schedule is SD's in both profiles (epsilon prediction, 1000 steps, ``scaled_linear`` betas
 0.00085 -> 0.012); latent scaling is read from ``vae.config.scaling_factor`` (0.18215), never hard-coded.
@@ -82,7 +81,8 @@ def sd21_unet_config() -> dict[str, Any]:
     return packaged_config(SD21_UNET_JSON)
 
 
-def _frozen(model):
+def freeze(model):
+    """``model`` with gradients off and in eval mode (the frozen prior, paper §3.1)."""
     model.requires_grad_(False)
     model.eval()
     return model
@@ -91,34 +91,21 @@ def _frozen(model):
 def build_unet(backbone: str = "tiny") -> UNet2DConditionModel:
     """Random-weight UNet of ``backbone`` (``tiny`` or ``sd21``), frozen."""
     if backbone == "tiny":
-        return _frozen(UNet2DConditionModel.from_config(TINY_UNET_CONFIG))
+        return freeze(UNet2DConditionModel.from_config(TINY_UNET_CONFIG))
     if backbone == "sd21":
-        return _frozen(UNet2DConditionModel.from_config(sd21_unet_config()))
+        return freeze(UNet2DConditionModel.from_config(sd21_unet_config()))
     raise ValueError(f"unknown backbone {backbone!r} (model.backbone); choose one of {BACKBONES}")
 
 
 def build_vae(backbone: str = "tiny") -> AutoencoderKL:
     """Random-weight VAE of ``backbone``, frozen."""
     if backbone == "tiny":
-        return _frozen(AutoencoderKL.from_config(TINY_VAE_CONFIG))
+        return freeze(AutoencoderKL.from_config(TINY_VAE_CONFIG))
     if backbone == "sd21":
-        return _frozen(AutoencoderKL.from_config(packaged_config(SD21_VAE_JSON)))
+        return freeze(AutoencoderKL.from_config(packaged_config(SD21_VAE_JSON)))
     raise ValueError(f"unknown backbone {backbone!r} (model.backbone); choose one of {BACKBONES}")
 
 
 def build_scheduler() -> DDPMScheduler:
     """SD's DDPM noise schedule (the same in every profile)."""
     return DDPMScheduler.from_config(packaged_config(SD21_SCHEDULER_JSON))
-
-
-def build_backbone(cfg) -> tuple[UNet2DConditionModel, AutoencoderKL, DDPMScheduler]:
-    """``(unet, vae, scheduler)`` for a resolved :class:`~moediffir.config.Config`; UNet and VAE frozen."""
-    model = cfg.model
-    if model.backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {model.backbone!r} (model.backbone); choose one of {BACKBONES}")
-    if model.random_weights:
-        return build_unet(model.backbone), build_vae(model.backbone), build_scheduler()
-    from moediffir.weights import loading  # real weights: imported only when needed
-
-    unet, vae, scheduler = loading.load_sd_components(cfg)
-    return _frozen(unet), _frozen(vae), scheduler

@@ -4,8 +4,8 @@ the speed work of the RN50 (paper §3.2 degradation prior, §3.3 Visual2Text; do
 The degradation prior (:mod:`moediffir.models.degradation_prior`, a DA-CLIP / CLIP ViT-B/32) and the
 Visual2Text adapter (:mod:`moediffir.models.visual2text`, a CLIP RN50) both take LQ images ``(B, 3, H, W)`` in
 ``[0, 1]`` of any size, resize them to the encoder's resolution (:func:`clip_resize`), normalise them with the
-OpenAI CLIP mean and std (:func:`clip_normalize`), and load a public checkpoint only after its keys and shapes
-are checked (:func:`compare_layout`).
+OpenAI CLIP mean and std (:func:`clip_normalize`), and take a public checkpoint only after its keys and shapes
+are checked (:func:`compare_layout`; the files are read by :mod:`moediffir.weights.builders`).
 
 :class:`FrozenResNetSpeed` holds the adapter's speed work, which changes no value (tests compare both ways):
 channels-last convolutions on CUDA (the enhancer and the RN50 weights move with the module), and the frozen
@@ -14,7 +14,6 @@ RN50 run with its BatchNorms folded into the convolutions (:mod:`moediffir.model
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,7 +24,6 @@ from torch import nn
 from moediffir.errors import MoEDiffIRError
 from moediffir.models.folded_resnet import FoldedResNet
 from moediffir.utils.layout import layout_diff
-from moediffir.weights.checkpoint_files import read_state_dict
 
 # OpenAI CLIP normalisation (open_clip OPENAI_DATASET_MEAN / _STD), used by DA-CLIP and the RN50 encoder.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -123,26 +121,6 @@ def compare_layout(
     diff = layout_diff(found, expected)
     if diff:
         raise WeightLayoutError("; ".join([f"{what} does not match the expected layout", *diff.problems()]))
-
-
-def load_clip_visual(clip_visual: nn.Module, path: str | Path, backend: str) -> None:
-    """Load a frozen RN50 ``clip_visual`` from a CLIP checkpoint (OpenAI TorchScript ``RN50.pt`` or an open_clip
-    state dict); its ``visual.*`` sub-tree must match exactly (BatchNorm ``num_batches_tracked`` may be absent)."""
-    if backend == "tiny":
-        raise ValueError("Visual2Text backend 'tiny' has no public weights; it is random by design")
-    path = Path(path)
-    state = read_state_dict(path)
-    sub = {k[len("visual.") :]: v for k, v in state.items() if k.startswith("visual.")}
-    own = clip_visual.state_dict()
-    for key in own:
-        if key.endswith("num_batches_tracked") and key not in sub:
-            sub[key] = own[key]
-    compare_layout(
-        {k: tuple(v.shape) for k, v in sub.items()},
-        {k: tuple(v.shape) for k, v in own.items()},
-        f"{path}: CLIP RN50 sub-tree 'visual.*'",
-    )
-    clip_visual.load_state_dict({k: v.to(own[k].dtype) for k, v in sub.items()}, strict=True)
 
 
 # -------------------------------------------------------------------------------------- speed only

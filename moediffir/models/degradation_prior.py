@@ -27,8 +27,8 @@ Backends (``ModelConfig.dp_backend``):
 ``daclip``  the DA-CLIP ViT-B/32 controller. The module's state-dict keys and shapes are exactly the
             ``visual_control.*`` sub-tree (176 of 631 entries) of the public checkpoint ``daclip_ViT-B-32.pt``;
             the full layout is committed as ``moediffir/fixtures/daclip_vit_b32_keys.json``.
-            :meth:`DegradationPrior.load_pretrained_weights` takes the whole public file, checks it against
-            that fixture and loads the sub-tree.
+            :func:`~moediffir.weights.builders.load_degradation_prior_weights` takes the whole public file,
+            checks it against that fixture and loads the sub-tree.
 ``clip``    a plain open_clip ViT-B/32 image tower (keys = the ``visual.*`` sub-tree of an open_clip CLIP
             checkpoint); same tokens from its last block. ``quick_gelu`` must match the weights (OpenAI
             weights: QuickGELU; LAION weights, which DA-CLIP started from: GELU).
@@ -42,7 +42,6 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -58,10 +57,7 @@ from moediffir.models.clip_backbone import (
     check_image_batch,
     clip_normalize,
     clip_resize,
-    compare_layout,
 )
-from moediffir.weights import weight_checks
-from moediffir.weights.checkpoint_files import is_torchscript_archive, read_state_dict
 
 DP_BACKENDS = ("daclip", "clip", "tiny")
 DACLIP_FIXTURE = "daclip_vit_b32_keys.json"
@@ -319,57 +315,3 @@ class DegradationPrior(ModelMixin, ConfigMixin):
         tower = self.tower
         h = tower.hidden_states(self.preprocess(lq))  # (B, 1+L, D)
         return tower.ln_post(h[:, 0]) @ tower.proj  # (B, output_dim)
-
-    # -- weights -----------------------------------------------------------------------------------
-    def load_pretrained_weights(self, path: str | Path, require_full_layout: bool = True) -> DegradationPrior:
-        """Load the public weights file of this backend (the whole file, as published).
-
-        ``daclip``: ``daclip_ViT-B-32.pt`` as released (a ``{"state_dict": ...}`` wrapper and a ``module.``
-        prefix are accepted). With ``require_full_layout`` the file must hold exactly the 631 keys/shapes of
-        the fixture; either way the ``visual_control.*`` sub-tree must match this module exactly.
-        ``clip``: an open_clip / OpenAI CLIP ViT-B/32 checkpoint; its ``visual.*`` sub-tree is loaded.
-        """
-        backend = self.config.backend
-        if backend == "tiny":
-            raise ValueError("DegradationPrior(backend='tiny') has no public weights; it is random by design")
-        path = Path(path)
-        state = read_state_dict(path)
-        found = {k: tuple(v.shape) for k, v in state.items()}
-        if backend == "daclip" and require_full_layout:
-            expected_full = {k: tuple(v) for k, v in load_daclip_layout().items()}
-            compare_layout(found, expected_full, f"{path} (DA-CLIP ViT-B/32 checkpoint)")
-        own = {k: tuple(v.shape) for k, v in self.state_dict().items()}
-        sub = {k: v for k, v in state.items() if k.startswith(self.prefix + ".")}
-        compare_layout(
-            {k: tuple(v.shape) for k, v in sub.items()}, own, f"{path}: sub-tree '{self.prefix}.*'"
-        )
-        self.load_state_dict({k: v.float() for k, v in sub.items()}, strict=True)
-        return self
-
-
-def build_degradation_prior(cfg, load_weights: bool | None = None) -> DegradationPrior:
-    """The DP of a resolved :class:`~moediffir.config.Config` (``model.dp_backend``, ``model.dp_weights``).
-
-    ``load_weights=None`` loads the public weights unless ``model.random_backbone`` is set (then the paper
-    architecture keeps random weights; label any result as such). ``tiny`` is always random. A missing
-    weight file raises :class:`~moediffir.errors.MissingWeightsError` naming where it must go.
-    """
-    backend = cfg.model.dp_backend
-    if backend not in DP_BACKENDS:
-        raise ValueError(f"model.dp_backend={backend!r}: choose one of {DP_BACKENDS}")
-    from moediffir.provenance import PRETRAINED, frozen_encoder_provenance
-
-    if load_weights is None:
-        load_weights = frozen_encoder_provenance(cfg, backend) == PRETRAINED
-    load_weights = load_weights and backend != "tiny"
-    quick_gelu = False
-    if load_weights:
-        weight_checks.raise_if_missing(weight_checks.dp_weight_check(cfg))
-        path = weight_checks.dp_weights_path(cfg)
-        quick_gelu = backend == "clip" and is_torchscript_archive(
-            path
-        )  # OpenAI weights use QuickGELU
-    model = DegradationPrior.for_backend(backend, quick_gelu=quick_gelu)
-    if load_weights:
-        model.load_pretrained_weights(path)
-    return model

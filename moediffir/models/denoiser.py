@@ -9,7 +9,7 @@ Eq. 2 with the stage-I conditioning:
 4. text context: ``V2T(lq_image)`` ``(B, L_ctx, cross_attention_dim)`` when the adapter is on (``V2T(z_lq)`` in
    the released form, ``model.v2t_form=released``, which decodes the latent itself), else the given
    ``context``, else the null context: the text encoder's encoding of the empty prompt ``""``
-   (``(1, 77, cross_attention_dim)``; :func:`build_denoiser` encodes it once, see
+   (``(1, 77, cross_attention_dim)``; :func:`~moediffir.weights.builders.build_denoiser` encodes it once, see
    :mod:`moediffir.weights.empty_prompt`; a bare constructor holds a single zero token until
    :meth:`set_null_context` is called);
 5. the frozen, stock ``UNet2DConditionModel`` with the SPADE hooks.
@@ -26,10 +26,8 @@ denoiser lives; use :meth:`stock_unet` (a context manager) to call the bare UNet
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,10 +35,6 @@ from torch import nn
 
 from moediffir.models.prompt_module import MoEPromptModule
 from moediffir.models.spade import SpadeInjector
-from moediffir.provenance import uses_degradation_prior
-from moediffir.utils.io import atomic_directory
-
-SUBFOLDERS = {"prompt_module": "prompt_module", "spade": "spade", "v2t": "v2t"}
 
 
 @dataclass
@@ -138,7 +132,7 @@ class MoEDiffIRDenoiser(nn.Module):
         return self
 
     def trainable_modules(self) -> dict[str, nn.Module]:
-        """The parts stage I trains (and :meth:`save_pretrained` writes)."""
+        """The parts stage I trains (and :func:`~moediffir.weights.denoiser_folder.save_denoiser` writes)."""
         parts: dict[str, nn.Module] = {"prompt_module": self.prompt_module, "spade": self.spade}
         if self.v2t is not None:
             parts["v2t"] = self.v2t
@@ -260,60 +254,6 @@ class MoEDiffIRDenoiser(nn.Module):
         eps = self.denoise(z_t, t, cond)  # (B, 4, h, w)
         return DenoiserOutput(eps, cond.balance_loss, cond.routing) if return_aux else eps
 
-    # ------------------------------------------------------------------------------------- save / load
-    def save_pretrained(self, folder: str | os.PathLike) -> Path:
-        """Write the trained parts, one diffusers folder each (``prompt_module/``, ``spade/``, ``v2t/``).
-
-        Written beside its final place and renamed in: a crash never leaves half a checkpoint.
-        """
-        folder = Path(folder)
-        with atomic_directory(folder) as tmp:
-            for name, module in self.trainable_modules().items():
-                module.save_pretrained(tmp / SUBFOLDERS[name])
-        return folder
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        folder: str | os.PathLike,
-        unet: nn.Module,
-        degradation_prior: nn.Module | None = None,
-        v2t: nn.Module | None = None,
-    ) -> MoEDiffIRDenoiser:
-        """Rebuild from :meth:`save_pretrained` output around a frozen ``unet``; no argument repeated.
-
-        ``v2t``: an adapter whose class loads ``folder/v2t`` (default: the class its ``config.json`` names, the
-        kit's ``Visual2TextAdapter`` or the released form's ``ReleasedVisual2Text``).
-        """
-        folder = Path(folder)
-        for name in ("prompt_module", "spade"):
-            if not (folder / SUBFOLDERS[name] / "config.json").is_file():
-                raise FileNotFoundError(
-                    f"{folder / SUBFOLDERS[name]}: missing; expected a MoEDiffIRDenoiser.save_pretrained "
-                    f"folder"
-                )
-        prompt_module = MoEPromptModule.from_pretrained(folder / SUBFOLDERS["prompt_module"], use_safetensors=True)
-        spade = SpadeInjector.from_pretrained(folder / SUBFOLDERS["spade"], use_safetensors=True)
-        loaded_v2t = None
-        if (folder / SUBFOLDERS["v2t"]).is_dir():
-            v2t_cls = type(v2t) if v2t is not None else _v2t_class(folder / SUBFOLDERS["v2t"])
-            loaded_v2t = v2t_cls.from_pretrained(folder / SUBFOLDERS["v2t"], use_safetensors=True)
-        return cls(unet, prompt_module, spade, degradation_prior=degradation_prior, v2t=loaded_v2t)
-
-
-def _v2t_class(folder: Path) -> type:
-    """The Visual2Text class of a saved ``v2t/`` folder, by the ``_class_name`` of its ``config.json``."""
-    import json
-
-    name = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("_class_name")
-    if name == "ReleasedVisual2Text":
-        from moediffir.models.visual2text_released import ReleasedVisual2Text  # only when needed
-
-        return ReleasedVisual2Text
-    from moediffir.models.visual2text import Visual2TextAdapter  # only when needed
-
-    return Visual2TextAdapter
-
 
 def build_prompt_module(cfg, in_channels: int = 4, dp_dim: int = 0) -> MoEPromptModule:
     """The MoE-Prompt Module of a resolved config (``dp_dim``: degradation-prior token width, 0 = off)."""
@@ -341,48 +281,3 @@ def build_prompt_module(cfg, in_channels: int = 4, dp_dim: int = 0) -> MoEPrompt
         router_input=m.router_input,
         vit_final_norm=m.vit_final_norm,
     )
-
-
-def build_denoiser(
-    cfg,
-    unet: nn.Module | None = None,
-    degradation_prior: nn.Module | None = None,
-    v2t: nn.Module | None = None,
-) -> MoEDiffIRDenoiser:
-    """Build the stage-I model of a resolved config with fresh trainable parts.
-
-    ``unet`` defaults to :func:`~moediffir.models.backbone.build_backbone`'s. With ``model.use_dp`` (and MoE
-    routing) and ``model.use_v2t``, the degradation prior and the V2T adapter are taken from the
-    arguments or built by ``build_degradation_prior`` / ``build_visual2text`` (imported only then).
-    Without V2T the null context is set to the empty prompt's text encoding
-    (:func:`~moediffir.weights.empty_prompt.empty_prompt_context`).
-    """
-    if unet is None:
-        from moediffir.models.backbone import build_backbone
-
-        unet = build_backbone(cfg)[0]
-    if uses_degradation_prior(cfg):
-        if degradation_prior is None:
-            from moediffir.models.degradation_prior import build_degradation_prior
-
-            degradation_prior = build_degradation_prior(cfg)
-        dp_dim = int(degradation_prior.token_dim)
-    else:
-        degradation_prior, dp_dim = None, 0
-    if cfg.model.use_v2t and v2t is None:
-        from moediffir.models.visual2text import build_visual2text
-
-        v2t = build_visual2text(cfg, cross_attention_dim=unet.config.cross_attention_dim,
-                                latent_channels=unet.config.in_channels)
-    if not cfg.model.use_v2t:
-        v2t = None
-    prompt_module = build_prompt_module(cfg, in_channels=unet.config.in_channels, dp_dim=dp_dim)
-    spade = SpadeInjector.from_unet(
-        unet, prompt_dim=cfg.model.prompt_dim, hidden_dim=cfg.model.spade_hidden, form=cfg.model.spade_form
-    )
-    denoiser = MoEDiffIRDenoiser(unet, prompt_module, spade, degradation_prior=degradation_prior, v2t=v2t)
-    if v2t is None and not cfg.prior.enabled:  # a stage-0 prior was trained with the zero context: it stays
-        from moediffir.weights.empty_prompt import empty_prompt_context
-
-        denoiser.set_null_context(empty_prompt_context(cfg, unet.config.cross_attention_dim))
-    return denoiser

@@ -27,7 +27,7 @@ Pipeline of :class:`Visual2TextAdapter` (choices the paper leaves open are marke
    final ``LayerNorm`` (*matching the ``ln_final`` that ends SD 2.1's text encoder).
 
 Output: context ``(B, 49 + num_tokens, cross_attention_dim)``; ``cross_attention_dim`` is read from the UNet's
-config by :func:`build_visual2text` (1024 for SD 2.1). Backends: ``clip_rn50`` (weights from
+config by :func:`~moediffir.weights.builders.build_visual2text` (1024 for SD 2.1). Backends: ``clip_rn50`` (weights from
 ``model.v2t_weights``) and ``tiny`` (a small random ModifiedResNet for the smoke profile; labelled random).
 
 This is ``model.v2t_form=kit`` (the default). ``model.v2t_form=released`` (set by ``model.recipe=released``)
@@ -37,7 +37,6 @@ builds the released code's layout instead, enhancer on the latent and all:
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -49,17 +48,14 @@ from moediffir.models.clip_backbone import (
     CLIP_MEAN,
     CLIP_STD,
     RESIZE_MODES,
-    V2T_BACKENDS,
     FrozenResNetSpeed,
     check_image_batch,
     clip_normalize,
     clip_resize,
     frozen_v2t_encoder,
-    load_clip_visual,
     v2t_encoder_kwargs,
 )
 from moediffir.models.restormer import RestormerBlock
-from moediffir.weights import weight_checks
 
 V2T_FORMS = ("kit", "released")  # model.v2t_form: this module's adapter, or the released layout (visual2text_released)
 
@@ -179,45 +175,3 @@ class Visual2TextAdapter(FrozenResNetSpeed, ModelMixin, ConfigMixin):
         ctx = torch.cat([tokens, learned], dim=1)  # (B, L_ctx, D)
         ctx = ctx + self.adapter(ctx)  # (B, L_ctx, D)
         return self.out_norm(ctx)  # (B, L_ctx, D)
-
-    # -- weights -----------------------------------------------------------------------------------
-    def load_clip_weights(self, path: str | Path) -> Visual2TextAdapter:
-        """Load the frozen RN50 from a CLIP checkpoint (:func:`~moediffir.models.clip_backbone.load_clip_visual`)."""
-        load_clip_visual(self.clip_visual, path, self.config.backend)
-        return self
-
-
-def build_visual2text(
-    cfg, cross_attention_dim: int, load_weights: bool | None = None, latent_channels: int = 4
-) -> nn.Module:
-    """The V2T adapter of a resolved config; ``cross_attention_dim`` (and ``latent_channels``) from ``unet.config``.
-
-    ``model.v2t_form``: ``kit`` (:class:`Visual2TextAdapter`) or ``released``
-    (:class:`~moediffir.models.visual2text_released.ReleasedVisual2Text`); both read ``model.v2t_backend``,
-    ``model.v2t_num_tokens``, ``model.enhancer_blocks``, ``model.enhancer_dim``. ``load_weights=None`` loads the
-    RN50 weights unless ``model.random_backbone`` (or backend ``tiny``).
-    """
-    m = cfg.model
-    if m.v2t_backend not in V2T_BACKENDS:
-        raise ValueError(f"model.v2t_backend={m.v2t_backend!r}: choose one of {V2T_BACKENDS}")
-    if m.v2t_form not in V2T_FORMS:
-        raise ValueError(f"model.v2t_form={m.v2t_form!r}: choose one of {V2T_FORMS}")
-    from moediffir.provenance import PRETRAINED, frozen_encoder_provenance
-
-    if load_weights is None:
-        load_weights = frozen_encoder_provenance(cfg, m.v2t_backend) == PRETRAINED
-    load_weights = load_weights and m.v2t_backend != "tiny"
-    if load_weights:
-        weight_checks.raise_if_missing(weight_checks.v2t_weight_check(cfg))
-    sizes = {"num_tokens": m.v2t_num_tokens, "enhancer_blocks": m.enhancer_blocks, "enhancer_dim": m.enhancer_dim}
-    if m.v2t_form == "released":
-        from moediffir.models.visual2text_released import ReleasedVisual2Text
-
-        model = ReleasedVisual2Text.for_backend(
-            m.v2t_backend, cross_attention_dim, latent_channels=latent_channels, **sizes
-        )
-    else:
-        model = Visual2TextAdapter.for_backend(m.v2t_backend, cross_attention_dim, **sizes)
-    if load_weights:
-        model.load_clip_weights(weight_checks.v2t_weights_path(cfg))
-    return model

@@ -29,7 +29,6 @@ or an imported checkpoint) and ``tiny`` (small random ModifiedResNet).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,7 +40,6 @@ from torch import nn
 from moediffir.models.clip_backbone import (
     FrozenResNetSpeed,
     frozen_v2t_encoder,
-    load_clip_visual,
     v2t_encoder_kwargs,
 )
 from moediffir.models.latent_scaling import unscale_latents
@@ -181,9 +179,3 @@ class ReleasedVisual2Text(FrozenResNetSpeed, ModelMixin, ConfigMixin):
         with torch.no_grad():  # nothing trained before the grid (the released decode is no_grad too)
             grid = self.clip_grid(self.clip_pixels(z_lq))  # (B, Cg, g, g), CLIP pixels without normalisation
         return self.grid_context(grid)  # (B, L_ctx, D)
-
-    # -- weights -------------------------------------------------------------------------------------------
-    def load_clip_weights(self, path: str | Path) -> ReleasedVisual2Text:
-        """Load the frozen RN50 from a CLIP checkpoint (:func:`~moediffir.models.clip_backbone.load_clip_visual`)."""
-        load_clip_visual(self.clip_visual, path, self.config.backend)
-        return self

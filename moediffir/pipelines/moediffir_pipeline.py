@@ -58,6 +58,7 @@ from moediffir.pipelines.inputs import (
     to_tensors,
     to_uint8_images,
 )
+from moediffir.pipelines.sampling import make_scheduler
 from moediffir.pipelines.tiling import pad_to_multiple
 from moediffir.weights.model_folder import load_model_parts, save_model_folder
 
@@ -214,8 +215,7 @@ class MoEDiffIRPipeline(DiffusionPipeline):
         }
 
     def uses_tiles(self, size: Sequence[int], tile_size: int, tiled: bool | None = None) -> bool:
-        """Whether an image of ``size`` ``(H, W)`` takes the tiled path: ``tiled`` when given, else whether
-        its padded size exceeds ``tile_size``."""
+        """Whether an image of ``size`` ``(H, W)`` is tiled: ``tiled`` if given, else padded size > ``tile_size``."""
         if tiled is not None:
             return bool(tiled)
         m = self.pixel_multiple
@@ -223,8 +223,7 @@ class MoEDiffIRPipeline(DiffusionPipeline):
 
     @property
     def progress_enabled(self) -> bool:
-        """Whether this pipeline shows progress bars (``set_progress_bar_config(disable=...)``): the bar over the
-        denoising steps and, on the tiled path, the bars over the tiles of each pass."""
+        """Whether progress bars show (``set_progress_bar_config``): denoising steps and, tiled, tiles of each pass."""
         return not getattr(self, "_progress_bar_config", {}).get("disable", False)
 
     @contextmanager
@@ -444,7 +443,8 @@ def load_pipeline(
         overrides: config overrides of the sampling settings and weight sources (``{"sample.num_steps": 50}``).
     """
     parts = load_model_parts(folder, device, dtype, overrides)
-    pipe = MoEDiffIRPipeline.from_denoiser(parts.denoiser, parts.vae, parts.scheduler, compensator=parts.compensator,
+    scheduler = make_scheduler(parts.config.sample.scheduler, parts.scheduler.config)
+    pipe = MoEDiffIRPipeline.from_denoiser(parts.denoiser, parts.vae, scheduler, compensator=parts.compensator,
                                            config=parts.config)
     pipe.to(parts.device) if parts.dtype == torch.float32 else pipe.to(parts.device, parts.dtype)
     return pipe

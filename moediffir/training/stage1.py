@@ -167,8 +167,7 @@ def build_stage1_optimizer(denoiser, s1) -> torch.optim.Optimizer:
 
 
 def _build_model(cfg):
-    from moediffir.models.backbone import build_backbone
-    from moediffir.models.denoiser import build_denoiser
+    from moediffir.weights.builders import build_backbone, build_denoiser
 
     unet, vae, scheduler = build_backbone(cfg)
     denoiser = build_denoiser(cfg, unet=unet)

@@ -1,6 +1,9 @@
 """Everything that reads or writes weight files (docs/design.md §2, §6): the networks live in
 :mod:`moediffir.models`, their files here.
 
+* :mod:`.builders` -- a config's networks (backbone, degradation prior, Visual2Text, stage-I model) with the
+  published weights it asks for;
+* :mod:`.denoiser_folder` -- the stage-I model's trained parts on disk;
 * :mod:`.loading` -- where the `paper` profile's pretrained weights come from, and loading them offline;
 * :mod:`.checkpoint_files` -- state dicts of any format, and SD 2.1-base's single-file checkpoint;
 * :mod:`.ldm_layout` -- the original LDM key layout of SD 2.1's UNet and VAE, written out;
@@ -18,6 +21,12 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "build_backbone": "builders",
+    "build_degradation_prior": "builders",
+    "build_denoiser": "builders",
+    "build_visual2text": "builders",
+    "load_denoiser": "denoiser_folder",
+    "save_denoiser": "denoiser_folder",
     "empty_prompt_context": "empty_prompt",
     "ModelFolderError": "model_folder",
     "load_model_parts": "model_folder",

@@ -69,7 +69,7 @@ def load_sd_components(cfg, torch_dtype: torch.dtype | None = None, allow_downlo
     if not needs_pretrained_sd(cfg):
         raise ValueError(
             "load_sd_components reads pretrained SD 2.1-base weights (model.backbone='sd21', "
-            "model.random_backbone=false); tiny and random backbones come from moediffir.models.backbone.build_backbone"
+            "model.random_backbone=false); tiny and random backbones come from moediffir.weights.builders.build_backbone"
         )
     require_paper_weights(cfg)
     if cfg.prior.enabled:

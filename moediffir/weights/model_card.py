@@ -21,6 +21,7 @@ from typing import Any
 
 from moediffir.config import Config
 from moediffir.provenance import PRETRAINED, RANDOM, TRAINED, provenance_label
+from moediffir.utils import revision
 from moediffir.utils.io import atomic_write_text
 
 CARD_FILE = "README.md"
@@ -41,9 +42,7 @@ EVAL_SCOPE = "kind"  # the paper's "average on 21 tasks" per set (Tables 2-4)
 
 def git_revision() -> str:
     """The kit's git revision (``<sha>[-dirty]`` or ``unknown``)."""
-    from moediffir.reproduce import git_revision
-
-    return git_revision(Path(__file__).resolve().parents[2])
+    return revision.git_revision(Path(__file__).resolve().parents[2])
 
 
 def _steps(info: Mapping[str, Any]) -> dict[str, int]:

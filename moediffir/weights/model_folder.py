@@ -8,7 +8,7 @@ compensator); read by :func:`~moediffir.pipelines.moediffir_pipeline.load_pipeli
                                 pretrained / random / trained here), the kit's git revision, extra info
     README.md                   the model card (moediffir.weights.model_card), rewritten after evaluation
     eval_results.json           the numbers of the last evaluation (only after one)
-    denoiser/                   MoEDiffIRDenoiser.save_pretrained: prompt_module/, spade/, v2t/ (if used)
+    denoiser/                   save_denoiser: prompt_module/, spade/, v2t/ (if used)
     null_context.safetensors    the UNet context used when there is no V2T adapter
     compensator/                DecoderCompensator.save_pretrained (after stage II)
     degradation_prior/          when the DP has random weights (``tiny`` backend or a random backbone) or was
@@ -51,6 +51,7 @@ from moediffir.utils.devices import resolve_device
 from moediffir.utils.io import atomic_directory, atomic_write_json
 from moediffir.utils.memory import own_aligned_storage
 from moediffir.weights import model_card
+from moediffir.weights.denoiser_folder import load_denoiser, save_denoiser
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -107,7 +108,7 @@ def save_model_folder(
     folder = Path(folder)
     with atomic_directory(folder) as tmp:
         save_config(cfg, tmp, CONFIG_FILE)
-        denoiser.save_pretrained(tmp / DENOISER_DIR)
+        save_denoiser(denoiser, tmp / DENOISER_DIR)
         save_file({"null_context": denoiser.null_context.detach().float().cpu().contiguous()}, str(tmp / NULL_CONTEXT_FILE))
         parts = [DENOISER_DIR]
         if compensator is not None:
@@ -147,9 +148,8 @@ def build_fresh_model_folder(
     ``model_info.json`` says ``"trained": false``. Builds pretrained frozen parts from their sources when the
     profile has them (paper) -- missing weights raise the loader's error.
     """
-    from moediffir.models.backbone import build_backbone
     from moediffir.models.compensator import build_compensator
-    from moediffir.models.denoiser import build_denoiser
+    from moediffir.weights.builders import build_backbone, build_denoiser
 
     torch.manual_seed(seed)
     unet, vae, scheduler = build_backbone(cfg)
@@ -245,7 +245,8 @@ def _load_part(folder: Path, what: str, loader):
 
 @dataclass
 class ModelParts:
-    """The networks of a model folder, frozen and in eval mode (on the CPU, in float32), and where they go."""
+    """The networks of a model folder, frozen and in eval mode (on the CPU, in float32), and where they go;
+    ``scheduler`` is the folder's noise schedule (the pipeline makes its ``sample.scheduler`` sampler from it)."""
 
     config: Config
     denoiser: Any
@@ -274,8 +275,6 @@ def load_model_parts(
     from safetensors.torch import load_file
 
     from moediffir.models.compensator import DecoderCompensator
-    from moediffir.models.denoiser import MoEDiffIRDenoiser
-    from moediffir.pipelines.sampling import make_scheduler
 
     folder = Path(folder)
     cfg = check_model_folder(folder)
@@ -290,16 +289,16 @@ def load_model_parts(
                           lambda: UNet2DConditionModel.from_pretrained(bb / "unet", use_safetensors=True))
         vae = _load_part(folder, f"{BACKBONE_DIR}/vae",
                          lambda: AutoencoderKL.from_pretrained(bb / "vae", use_safetensors=True))
-        base_scheduler = _load_part(
+        scheduler = _load_part(
             folder, f"{BACKBONE_DIR}/scheduler", lambda: DDPMScheduler.from_pretrained(bb / "scheduler")
         )
     else:
-        from moediffir.models.backbone import build_backbone
+        from moediffir.weights.builders import build_backbone
 
         # Pretrained SD from model.sd_source; loading.py lists every missing file at once. The V2T adapter's CLIP
         # tower travels in denoiser/v2t, so its weight file is not asked for (a tiny v2t backend skips that check).
         bb_cfg = replace(cfg, model=replace(cfg.model, v2t_backend="tiny"))
-        unet, vae, base_scheduler = build_backbone(bb_cfg)
+        unet, vae, scheduler = build_backbone(bb_cfg)
     dp = None
     if uses_degradation_prior(cfg):
         if dp_is_random(cfg) or DP_DIR in read_model_info(folder).get("parts", []):
@@ -308,11 +307,11 @@ def load_model_parts(
             dp = _load_part(folder, DP_DIR,
                             lambda: DegradationPrior.from_pretrained(folder / DP_DIR, use_safetensors=True))
         else:
-            from moediffir.models.degradation_prior import build_degradation_prior
+            from moediffir.weights.builders import build_degradation_prior
 
             dp = build_degradation_prior(cfg)
     denoiser = _load_part(
-        folder, DENOISER_DIR, lambda: MoEDiffIRDenoiser.from_pretrained(folder / DENOISER_DIR, unet, degradation_prior=dp)
+        folder, DENOISER_DIR, lambda: load_denoiser(folder / DENOISER_DIR, unet, degradation_prior=dp)
     )
     if (folder / NULL_CONTEXT_FILE).is_file():
         null = _load_part(folder, NULL_CONTEXT_FILE, lambda: load_file(str(folder / NULL_CONTEXT_FILE))["null_context"])
@@ -324,7 +323,6 @@ def load_model_parts(
             lambda: DecoderCompensator.from_pretrained(folder / COMPENSATOR_DIR, use_safetensors=True),
         )
 
-    scheduler = make_scheduler(cfg.sample.scheduler, base_scheduler.config)
     for module in (unet, vae, denoiser, compensator):
         if module is not None:
             module.requires_grad_(False)

@@ -362,7 +362,7 @@ def build_kit_parts(cfg, mapped: ReleasedImport, path: str | Path):
              (f"degradation prior ({DP_SUBTREE}*)", mapped.degradation_prior, dp)]
     v2t = None
     if cfg.model.use_v2t:
-        from moediffir.models.visual2text import build_visual2text
+        from moediffir.weights.builders import build_visual2text
 
         v2t = build_visual2text(cfg, unet.config.cross_attention_dim, load_weights=False,
                                 latent_channels=unet.config.in_channels)
