@@ -2,7 +2,7 @@
 
 Each notebook's first code cell moves to the repository root (so that the config's relative paths resolve when
 the notebook was opened from ``notebooks/``), then calls :func:`setup_notebook` before importing anything heavy:
-it quiets third-party notices (:mod:`moediffir.utils.logs`, which must happen before diffusers is imported),
+it quiets third-party notices (:mod:`moediffir.utils.quiet`, which must happen before diffusers is imported),
 resolves the profile and the parameters cell's overrides into the config, and returns what the notebooks use
 throughout.
 
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from moediffir.config import Config, ConfigError, resolve_config
-from moediffir.utils.logs import quiet_third_party
+from moediffir.utils.quiet import quiet_third_party
 
 
 class NotebookSetup(NamedTuple):

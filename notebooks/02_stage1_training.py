@@ -49,7 +49,7 @@ if not Path("moediffir").is_dir() and Path("../moediffir").is_dir():
 
 from moediffir.notebook import setup_notebook
 
-# before the heavy imports: it also quiets third-party notices (moediffir/utils/logs.py)
+# before the heavy imports: it also quiets third-party notices (moediffir/utils/quiet.py)
 cfg, random_weights, figures_dir, tables_dir, device = setup_notebook(profile, overrides)
 
 import json
@@ -63,8 +63,8 @@ from moediffir.data.tasks import label_names
 from moediffir.provenance import figure_note
 from moediffir.report.figures import figure_style, new_figure, routing_checkpoint
 from moediffir.report.output import save_figure
-from moediffir.report.training import loss_curves, read_log, training_expert_usage
-from moediffir.training.datasets import PairedCropDataset, SampleKey, training_pairs
+from moediffir.report.training_figures import loss_curves, read_log, training_expert_usage
+from moediffir.training.pairs import PairedCropDataset, SampleKey, training_pairs
 from moediffir.training.runtime import stage_dir
 from moediffir.training.stage1 import encode_pair, train_stage1
 from moediffir.utils.io import atomic_write_json
@@ -168,10 +168,10 @@ print(f"fixed-batch L_SD: {summary['eval_loss_start']:.4f} before -> {summary['e
 # %%
 records = read_log(stage_dir(cfg, "stage1"))
 loss_curves(records, figures_dir, "stage1_loss", "Stage I: L_SD (Eq. 2)", extra=("loss", "gate_entropy"),
-            random=figure_note(cfg))
+            weights=figure_note(cfg))
 display(Image(str(figures_dir / "stage1_loss.png")))
 if cfg.model.prompt_design in ("moe", "multi"):
-    training_expert_usage(records, names, figures_dir, random=figure_note(cfg))
+    training_expert_usage(records, names, figures_dir, weights=figure_note(cfg))
     display(Image(str(figures_dir / "stage1_expert_usage.png")))
 
 # %% [markdown]
@@ -193,7 +193,7 @@ out = pipe(lq, num_inference_steps=cfg.sample.num_steps, generator=torch.Generat
 restored = out.images[0] if isinstance(out.images, list) else out.images  # (1, 3, c, c)
 scales = out.routing[0]["scales"] if out.routing else []
 routing_checkpoint([("LQ", lq[0]), ("stage I (plain VAE decode)", restored[0]), ("GT", gt[0])], scales, figures_dir,
-                   "stage1_visual", "Stage I model", random=figure_note(cfg))
+                   "stage1_visual", "Stage I model", weights=figure_note(cfg))
 display(Image(str(figures_dir / "stage1_visual.png")))
 
 # %% [markdown]

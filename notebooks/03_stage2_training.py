@@ -47,7 +47,7 @@ if not Path("moediffir").is_dir() and Path("../moediffir").is_dir():
 
 from moediffir.notebook import setup_notebook
 
-# before the heavy imports: it also quiets third-party notices (moediffir/utils/logs.py)
+# before the heavy imports: it also quiets third-party notices (moediffir/utils/quiet.py)
 cfg, random_weights, figures_dir, tables_dir, device = setup_notebook(profile, overrides)
 
 import json
@@ -59,7 +59,7 @@ from IPython.display import Image, display
 from moediffir.provenance import figure_note
 from moediffir.report.figures import figure_style, new_figure
 from moediffir.report.output import save_figure
-from moediffir.report.training import decoder_comparison, loss_curves, read_log
+from moediffir.report.training_figures import decoder_comparison, loss_curves, read_log
 from moediffir.training.runtime import model_dir, stage_dir
 from moediffir.training.stage2 import train_stage2
 from moediffir.training.stage2_data import LatentShardDataset, generate_stage2_data
@@ -112,9 +112,9 @@ display(comparison)
 # %%
 records = read_log(stage_dir(cfg, "stage2"))
 loss_curves(records, figures_dir, "stage2_loss", "Stage II: LPIPS + L1 (+ GAN)",
-            extra=("l1", "lpips", "g_adv", "d_loss"), random=figure_note(cfg))
+            extra=("l1", "lpips", "g_adv", "d_loss"), weights=figure_note(cfg))
 display(Image(str(figures_dir / "stage2_loss.png")))
-decoder_comparison(summary, figures_dir, random=figure_note(cfg))
+decoder_comparison(summary, figures_dir, weights=figure_note(cfg))
 display(Image(str(figures_dir / "stage2_decoder.png")))
 
 # %% [markdown]

@@ -54,7 +54,7 @@ if not Path("moediffir").is_dir() and Path("../moediffir").is_dir():
 
 from moediffir.notebook import setup_notebook
 
-# before the heavy imports: it also quiets third-party notices (moediffir/utils/logs.py)
+# before the heavy imports: it also quiets third-party notices (moediffir/utils/quiet.py)
 cfg = setup_notebook(profile, overrides).cfg
 
 from IPython.display import Image, Markdown, display

@@ -61,7 +61,7 @@ if not Path("moediffir").is_dir() and Path("../moediffir").is_dir():
 
 from moediffir.notebook import setup_notebook
 
-# before the heavy imports: it also quiets third-party notices (moediffir/utils/logs.py)
+# before the heavy imports: it also quiets third-party notices (moediffir/utils/quiet.py)
 cfg, random_weights, figures_dir, tables_dir, _ = setup_notebook(profile, overrides)
 
 import pandas as pd
@@ -121,7 +121,7 @@ out = pipe([lq], num_inference_steps=cfg.sample.num_steps, generator=[torch.Gene
 restored, scales = out.images[0], out.routing[0]["scales"]
 routing_checkpoint([(f"LQ {first.task}\n{psnr(lq, gt):.2f} dB", lq), (f"restored\n{psnr(restored, gt):.2f} dB", restored),
                     ("GT", gt)], scales, figures_dir, "evaluation_checkpoint",
-                   f"{first.set}/{first.stem}, {side}x{side} crop", random=figure_note(cfg))
+                   f"{first.set}/{first.stem}, {side}x{side} crop", weights=figure_note(cfg))
 display(Image(str(figures_dir / "evaluation_checkpoint.png")))
 del pipe
 

@@ -25,7 +25,7 @@ from moediffir.training.checkpoint import (
     save_checkpoint,
     trainable_state_dict,
 )
-from moediffir.training.logs import read_jsonl
+from moediffir.training.training_log import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -162,7 +162,7 @@ def test_wrong_model_or_process_count_is_refused(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ logs
 def test_training_log_survives_a_torn_line_and_resume(tmp_path):
-    from moediffir.training.logs import TrainingLog
+    from moediffir.training.training_log import TrainingLog
 
     log = TrainingLog(tmp_path)
     for step in (1, 2, 3):
@@ -180,7 +180,7 @@ def test_training_log_survives_a_torn_line_and_resume(tmp_path):
 
 
 def test_routing_stats_usage_per_task_and_entropy():
-    from moediffir.training.logs import RoutingStats
+    from moediffir.training.training_log import RoutingStats
 
     stats = RoutingStats(num_tasks=21)
     one_hot = torch.tensor([[[1.0, 0.0, 0.0]] * 4])  # (1, L=4, N=3): every token on expert 0

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from moediffir.config import resolve_config
-from moediffir.models.backbone import build_vae, packaged_config
 from moediffir.models.compensator import DecoderCompensator, build_compensator, default_fusion_levels
+from moediffir.models.sd_backbone import build_vae, packaged_config
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import torch
 
 from moediffir.config import resolve_config
 from moediffir.errors import MissingWeightsError
-from moediffir.models.clip_backbone import CLIP_MEAN, CLIP_STD, WeightLayoutError
+from moediffir.models.clip_encoders import CLIP_MEAN, CLIP_STD, WeightLayoutError
 from moediffir.models.degradation_prior import DegradationPrior, load_daclip_layout
 from moediffir.weights.builders import build_degradation_prior, load_degradation_prior_weights
 

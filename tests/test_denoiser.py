@@ -1,6 +1,6 @@
 """MoE-DiffIR denoiser: frozen UNet + prompt module + SPADE (+ DP, + V2T) (moediffir/models/denoiser.py).
 
-Smoke components: tiny random networks (UNet/VAE from moediffir.models.backbone; DP and V2T `tiny` backends).
+Smoke components: tiny random networks (UNet/VAE from moediffir.models.sd_backbone; DP and V2T `tiny` backends).
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from moediffir.config import resolve_config
-from moediffir.models.backbone import build_unet
 from moediffir.models.denoiser import MoEDiffIRDenoiser
+from moediffir.models.sd_backbone import build_unet
 from moediffir.weights.builders import build_denoiser
 from moediffir.weights.denoiser_folder import load_denoiser, save_denoiser
 
@@ -259,7 +259,7 @@ def test_released_recipe_builds_the_released_model():
 def test_released_v2t_form_reads_the_latent_and_survives_save_and_load(tmp_path):
     """model.v2t_form=released: the context comes from z_lq (decoded by the attached VAE), not from the image;
     a saved denoiser reloads its V2T as the released class, and a pipeline hands it its VAE."""
-    from moediffir.models.backbone import build_scheduler, build_vae
+    from moediffir.models.sd_backbone import build_scheduler, build_vae
     from moediffir.models.visual2text_released import ReleasedVisual2Text
     from moediffir.pipelines.moediffir_pipeline import MoEDiffIRPipeline
 

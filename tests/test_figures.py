@@ -65,10 +65,10 @@ def _visual(tmp_path):
 
 def _draw_all(tmp_path, out):
     paths = []
-    paths += figures.visual_grid(_visual(tmp_path), tmp_path, out, random=True)
-    paths += figures.bpp_quality(_per_image(), out, random=True)
-    paths += figures.prompt_similarity(_similarity(), out, random=True)
-    paths += figures.expert_usage(_routing(), out, random=True)
+    paths += figures.visual_grid(_visual(tmp_path), tmp_path, out, weights=True)
+    paths += figures.bpp_quality(_per_image(), out, weights=True)
+    paths += figures.prompt_similarity(_similarity(), out, weights=True)
+    paths += figures.expert_usage(_routing(), out, weights=True)
     return paths
 
 
@@ -106,8 +106,8 @@ def test_figures_are_byte_identical_and_carry_no_timestamps(tmp_path):
 def test_random_weights_are_named_in_the_titles(tmp_path):
     """Random weights add a line to every title (a different image); the line names them."""
     fig_random, fig_real = tmp_path / "r", tmp_path / "p"
-    figures.prompt_similarity(_similarity(), fig_random, random=True)
-    figures.prompt_similarity(_similarity(), fig_real, random=False)
+    figures.prompt_similarity(_similarity(), fig_random, weights=True)
+    figures.prompt_similarity(_similarity(), fig_real, weights=False)
     big = (fig_random / "fig8_prompt_similarity.png").stat().st_size
     small = (fig_real / "fig8_prompt_similarity.png").stat().st_size
     assert big != small
@@ -123,8 +123,8 @@ def test_a_weights_note_is_its_own_title_line_and_changes_the_figure(tmp_path):
         fig = figures.new_figure(3, 2)
         figures.suptitle(fig, "x", note)
         assert fig.get_suptitle() == f"x\n({note})"
-    figures.prompt_similarity(_similarity(), tmp_path / "noted", random=note)
-    figures.prompt_similarity(_similarity(), tmp_path / "plain", random=False)
+    figures.prompt_similarity(_similarity(), tmp_path / "noted", weights=note)
+    figures.prompt_similarity(_similarity(), tmp_path / "plain", weights=False)
     assert (tmp_path / "noted" / "fig8_prompt_similarity.png").read_bytes() != \
         (tmp_path / "plain" / "fig8_prompt_similarity.png").read_bytes()
 
@@ -146,7 +146,7 @@ def test_routing_checkpoint_draws_the_decision_and_saves_its_counts(tmp_path):
     scales = [_routing_scale(4, 6, 5, 2, 0), _routing_scale(2, 3, 5, 2, 1)]
     lq = np.full((32, 48, 3), 90, np.uint8)
     panels = [("LQ", lq), ("restored", torch.rand(3, 32, 48)), ("GT", lq)]
-    paths = figures.routing_checkpoint(panels, scales, tmp_path, "check", "one crop", random=True)
+    paths = figures.routing_checkpoint(panels, scales, tmp_path, "check", "one crop", weights=True)
     assert sorted(p.name for p in paths) == ["check.csv", "check.pdf", "check.png"]
     counts = pd.read_csv(tmp_path / "check.csv")
     for sc in scales:
@@ -155,9 +155,9 @@ def test_routing_checkpoint_draws_the_decision_and_saves_its_counts(tmp_path):
         assert counts[counts.scale == key].sort_values("expert").top_k_count.tolist() == expected.tolist()
         assert counts[counts.scale == key].top_k_count.sum() == sc["height"] * sc["width"] * 2  # K per token
     png = (tmp_path / "check.png").read_bytes()
-    again = figures.routing_checkpoint(panels, scales, tmp_path / "again", "check", "one crop", random=True)
+    again = figures.routing_checkpoint(panels, scales, tmp_path / "again", "check", "one crop", weights=True)
     assert again[0].read_bytes() == png  # deterministic
-    other = figures.routing_checkpoint(panels, scales[::-1][:1], tmp_path / "other", "check", "one crop", random=True)
+    other = figures.routing_checkpoint(panels, scales[::-1][:1], tmp_path / "other", "check", "one crop", weights=True)
     assert other[0].read_bytes() != png
 
 

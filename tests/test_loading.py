@@ -12,7 +12,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
 from moediffir.config import resolve_config
 from moediffir.errors import MissingWeightsError
-from moediffir.models.backbone import TINY_UNET_CONFIG, TINY_VAE_CONFIG, build_scheduler, packaged_config
+from moediffir.models.sd_backbone import TINY_UNET_CONFIG, TINY_VAE_CONFIG, build_scheduler, packaged_config
 from moediffir.weights import checkpoint_files, loading, weight_checks
 from moediffir.weights.checkpoint_files import load_single_file_components, read_state_dict
 from moediffir.weights.ldm_layout import original_single_file_state_dict, save_original_single_file

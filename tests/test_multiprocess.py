@@ -34,7 +34,7 @@ def _free_port() -> int:
 def test_two_process_stage1_writes_one_consistent_model(tmp_path):
     from moediffir.data.builder import build_benchmark
     from moediffir.pipelines.moediffir_pipeline import load_pipeline
-    from moediffir.training.logs import read_jsonl
+    from moediffir.training.training_log import read_jsonl
 
     bench, runs = tmp_path / "bench", tmp_path / "runs"
     cfg = resolve_config("smoke", {"data.datasets_dir": str(REPO / "data" / "smoke"), "data.out_dir": str(bench),

@@ -9,7 +9,7 @@ from importlib import resources
 
 import pytest
 
-from moediffir.models.backbone import sd21_unet_config
+from moediffir.models.sd_backbone import sd21_unet_config
 from moediffir.models.spade import SpadeInjector, spade_sites_from_config
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from moediffir.models.backbone import build_unet, sd21_unet_config
+from moediffir.models.sd_backbone import build_unet, sd21_unet_config
 from moediffir.models.spade import SPADE, SpadeInjector, spade_sites_from_config, spade_sites_from_unet
 
 P = 16  # prompt_dim in these tests

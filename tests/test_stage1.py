@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from moediffir.config import resolve_config
-from moediffir.training.datasets import BenchmarkMissingError
-from moediffir.training.logs import read_jsonl
+from moediffir.training.pairs import BenchmarkMissingError
 from moediffir.training.stage1 import train_stage1
+from moediffir.training.training_log import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 

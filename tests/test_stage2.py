@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from moediffir.config import resolve_config
-from moediffir.training.logs import read_jsonl
 from moediffir.training.stage2 import train_stage2
 from moediffir.training.stage2_data import (
     LatentShardDataset,
@@ -24,6 +23,7 @@ from moediffir.training.stage2_data import (
     stage1_fingerprint,
     stage2_data_dir,
 )
+from moediffir.training.training_log import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,7 +76,7 @@ def test_data_is_sharded_resumable_and_reproducible(stage1_model, stage2_data):
 
 def test_crops_of_the_latents_match_their_pairs(stage1_model, stage2_data):
     from moediffir.data.manifest import read_manifest
-    from moediffir.training.datasets import training_pairs
+    from moediffir.training.pairs import training_pairs
 
     cfg = stage1_model
     shard = torch.load(stage2_data / "shard_00000.pt", weights_only=True)

@@ -164,7 +164,7 @@ def test_functions_are_short_or_say_why(path):
 #: evaluation, the ablations and the report above that; the commands on top.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors",),
-    ("utils", "shards"),
+    ("utils", "sharding"),
     ("config", "provenance"),
     ("codecs", "metrics"),
     ("data",),

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from moediffir.ablation import plan
 from moediffir.ablation import sweep as sw
+from moediffir.ablation import sweep_plan as plan
 from moediffir.ablation.variants import build_sweep
 from moediffir.config import ConfigError, apply_overrides, resolve_config
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from moediffir.ablation.plan import TRAIN_SECTIONS, SweepError, result_relevant, variant_config
+from moediffir.ablation.sweep_plan import TRAIN_SECTIONS, SweepError, result_relevant, variant_config
 from moediffir.ablation.variants import NOTEBOOK_SWEEPS, SWEEPS, build_sweep
 from moediffir.config import resolve_config
 from moediffir.report.paper_numbers import load_paper_table

@@ -7,7 +7,7 @@ import torch
 
 from moediffir.config import resolve_config
 from moediffir.errors import MissingWeightsError
-from moediffir.models.clip_backbone import WeightLayoutError, clip_resize
+from moediffir.models.clip_encoders import WeightLayoutError, clip_resize
 from moediffir.models.visual2text import Visual2TextAdapter
 from moediffir.weights.builders import build_visual2text, load_clip_visual
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torchvision import transforms
 
 from moediffir.config import resolve_config
-from moediffir.models.backbone import build_vae
+from moediffir.models.sd_backbone import build_vae
 from moediffir.models.visual2text import Visual2TextAdapter
 from moediffir.models.visual2text_released import ReleasedVisual2Text, released_resize
 from moediffir.weights.builders import build_visual2text

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from moediffir.ablation.plan import PlannedEval, Sweep, SweepError
+from moediffir.ablation.sweep_plan import PlannedEval, Sweep, SweepError
 from moediffir.config import Config
 from moediffir.utils.io import atomic_write_csv
 

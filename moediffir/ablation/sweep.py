@@ -4,10 +4,10 @@ Implements the machinery behind Fig. 6 and Tables 2-3 (the variants themselves a
 :mod:`moediffir.ablation.variants`). A :class:`Sweep` is a list of named :class:`Variant` s -- each a dict of
 dotted config overrides applied on top of the caller's resolved config and the sweep's own overrides -- and a
 list of evaluations (:class:`EvalSpec`: test sets x task kinds), all defined with their keys in
-:mod:`moediffir.ablation.plan`. :func:`run_sweep`:
+:mod:`moediffir.ablation.sweep_plan`. :func:`run_sweep`:
 
 1. resolves every variant's config. Its **run key** hashes that config without the settings that do not change
-   results (:data:`~moediffir.ablation.plan.KEY_EXCLUDED`: where inputs and outputs live, worker counts, logging and checkpoint cadence,
+   results (:data:`~moediffir.ablation.sweep_plan.KEY_EXCLUDED`: where inputs and outputs live, worker counts, logging and checkpoint cadence,
    the device, the ``ablation`` section whose effect is already resolved into the other sections), together
    with the content of the benchmark it trains and is evaluated on (the manifest's SHA-256 of every image
    used) and the exact (sets, tasks) it is evaluated on. Variants with equal keys are one run (N = 7, K = 3 is
@@ -47,7 +47,7 @@ from typing import Any
 import pandas as pd
 
 from moediffir.ablation.per_image import PER_IMAGE_CSV, ROWS_FIELD, evaluator_rows, gather_per_image, is_kept
-from moediffir.ablation.plan import (
+from moediffir.ablation.sweep_plan import (
     PlannedEval,
     Sweep,
     SweepError,

@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from moediffir.ablation.plan import EvalSpec, Sweep, SweepError, Variant
+from moediffir.ablation.sweep_plan import EvalSpec, Sweep, SweepError, Variant
 from moediffir.config import Config
 from moediffir.data.tasks import SEEN, UNSEEN_DEGREE, UNSEEN_TYPE
 

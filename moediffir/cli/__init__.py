@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``moediffir`` and ``python -m moediffir.cli`` (also under ``accelerate launch``)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from moediffir.utils.logs import quiet_third_party
+    from moediffir.utils.quiet import quiet_third_party
 
     quiet_third_party()  # before any command imports diffusers
     try:

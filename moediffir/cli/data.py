@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from moediffir.cli.common import Namespace, SubParsers, add_config_args, command_config, set_command
-from moediffir.shards import Shard
+from moediffir.sharding import Shard
 
 
 def _cmd_data_build(args: Namespace) -> int:
@@ -24,7 +24,7 @@ def _cmd_data_build(args: Namespace) -> int:
 
 
 def _cmd_data_merge(args: Namespace) -> int:
-    from moediffir.data.shards import merge_benchmark
+    from moediffir.data.sharded_build import merge_benchmark
     from moediffir.utils.locks import folder_lock
 
     cfg = command_config(args, {"data.out_dir": args.out})
@@ -36,7 +36,7 @@ def _cmd_data_merge(args: Namespace) -> int:
 
 
 def _cmd_data_import(args: Namespace) -> int:
-    from moediffir.data.datasets import check_archive, import_dataset
+    from moediffir.data.dataset_folders import check_archive, import_dataset
 
     cfg = command_config(args)
     for archive in args.archive:
@@ -49,7 +49,7 @@ def _cmd_data_import(args: Namespace) -> int:
 
 
 def _cmd_data_check(args: Namespace) -> int:
-    from moediffir.data.datasets import check_dataset
+    from moediffir.data.dataset_folders import check_dataset
 
     cfg = command_config(args)
     target = Path(args.target)

@@ -4,17 +4,17 @@ figures (docs/design.md §7)."""
 from __future__ import annotations
 
 from moediffir.cli.common import Namespace, SubParsers, add_config_args, command_config, set_command
-from moediffir.shards import Shard
+from moediffir.sharding import Shard
 
 
 def _cmd_evaluate(args: Namespace) -> int:
-    from moediffir.evaluation import shards
+    from moediffir.evaluation import sharded_evaluation
     from moediffir.evaluation.evaluator import evaluate_launched, launched_shard, run_evaluation
     from moediffir.evaluation.external import parse_external
 
     cfg = command_config(args)
     if args.merge:
-        res = shards.merge_evaluation(cfg, count=args.shards)
+        res = sharded_evaluation.merge_evaluation(cfg, count=args.shards)
     else:
         externals = dict(parse_external(text) for text in args.external)
         shard = Shard.parse(args.shard) if args.shard else launched_shard()
@@ -37,7 +37,7 @@ def _cmd_evaluate(args: Namespace) -> int:
 
 
 def _cmd_report(args: Namespace) -> int:
-    from moediffir.evaluation.shards import merge_if_newer
+    from moediffir.evaluation.sharded_evaluation import merge_if_newer
     from moediffir.report.regenerate import regenerate_report
     from moediffir.utils.locks import folder_lock
 

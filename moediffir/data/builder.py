@@ -16,9 +16,9 @@ fingerprint — task, codec settings, source file size/mtime, tile — unchanged
 SHA-256) and redoes only what fails the check. The manifest is removed when a build starts and assembled from
 the records at the end, so a manifest on disk always describes a finished build.
 
-Work is split into units of one image x one codec (all its levels; :mod:`moediffir.data.plan`), sent to a process
+Work is split into units of one image x one codec (all its levels; :mod:`moediffir.data.build_plan`), sent to a process
 pool whose workers build their codecs once in an initializer (:mod:`moediffir.data.work`); the time spent inside
-codec calls is measured in the workers. A sharded build writes its part instead (:mod:`moediffir.data.shards`).
+codec calls is measured in the workers. A sharded build writes its part instead (:mod:`moediffir.data.sharded_build`).
 
 One build per folder: a build holds the folder's lock (:func:`~moediffir.utils.locks.folder_lock`; a shard holds
 the lock of its shard, so the shards of one build run side by side) and a second build into it stops at once.
@@ -36,13 +36,13 @@ from pathlib import Path
 from typing import Any
 
 from moediffir.config import Config, save_config
+from moediffir.data.build_plan import GT, SPLITS, SUMMARY_NAME, BuildError, Plan, Unit, plan_benchmark
 from moediffir.data.manifest import FAILURES_NAME, MANIFEST_NAME, write_failures, write_manifest
-from moediffir.data.plan import GT, SPLITS, SUMMARY_NAME, BuildError, Plan, Unit, plan_benchmark
-from moediffir.data.shards import manifest_order, shard_plan, write_part
+from moediffir.data.sharded_build import manifest_order, shard_plan, write_part
 from moediffir.data.sources import DatasetMissingError
 from moediffir.data.tasks import CODEC_DISPLAY
 from moediffir.data.work import WorkerState, init_worker, run_unit
-from moediffir.shards import Shard
+from moediffir.sharding import Shard
 from moediffir.utils.io import atomic_write_json
 from moediffir.utils.locks import folder_lock
 
@@ -157,7 +157,7 @@ def build_benchmark(
         splits: ``("train", "test")`` or one of them.
         progress: show a tqdm progress bar (on stderr).
         shard: build only this shard's images and write its part instead of the manifest
-            (:mod:`moediffir.data.shards`; ``moediffir data merge`` assembles the manifest).
+            (:mod:`moediffir.data.sharded_build`; ``moediffir data merge`` assembles the manifest).
 
     Returns:
         A :class:`BuildReport`; bad inputs and failed items are in ``report.failures`` and ``failures.csv``,

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from moediffir.config import Config
-from moediffir.data.plan import GT, Unit, codec_settings, failure_row, output_rel, record_rel
+from moediffir.data.build_plan import GT, Unit, codec_settings, failure_row, output_rel, record_rel
 from moediffir.data.sources import SourceImage
 from moediffir.data.tasks import Task
 from moediffir.metrics.fidelity import SSIMReference, psnr

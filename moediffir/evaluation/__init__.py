@@ -7,7 +7,7 @@
 * :mod:`moediffir.evaluation.analysis` -- prompt similarity (Fig. 8) and expert usage per task;
 * :mod:`moediffir.evaluation.evaluator` -- :func:`run_evaluation` and :func:`evaluate_model`;
 * :mod:`moediffir.evaluation.results` -- the files under ``metrics/`` and :func:`write_evaluation`;
-* :mod:`moediffir.evaluation.shards` -- the evaluation in shards and their merge;
+* :mod:`moediffir.evaluation.sharded_evaluation` -- the evaluation in shards and their merge;
 * :mod:`moediffir.evaluation.spread` -- bootstrap intervals over images of the ablation means (docs/design.md §9);
 * :mod:`moediffir.evaluation.demo` -- an untrained model and a small benchmark to try all of it (tests).
 

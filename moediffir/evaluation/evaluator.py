@@ -31,8 +31,8 @@ from pathlib import Path
 import pandas as pd
 
 from moediffir.config import Config
-from moediffir.data.shards import merge_if_sharded
-from moediffir.evaluation import analysis, benchmark_restore, protocol, scoring, shards
+from moediffir.data.sharded_build import merge_if_sharded
+from moediffir.evaluation import analysis, benchmark_restore, protocol, scoring, sharded_evaluation
 from moediffir.evaluation.external import ExternalMatch, match_external
 from moediffir.evaluation.protocol import METHOD_LQ, METHOD_MOE, METHOD_NO_COMPENSATOR, EvaluationError
 from moediffir.evaluation.results import (
@@ -45,7 +45,7 @@ from moediffir.evaluation.results import (
     read_csv,
     write_evaluation,
 )
-from moediffir.shards import Shard
+from moediffir.sharding import Shard
 from moediffir.utils.locks import folder_lock
 
 LQ_WEIGHTS = "n/a (the compressed input)"
@@ -168,7 +168,7 @@ def run_evaluation(
         device: overrides ``cfg.device``. log: progress messages (None: silent).
         on_batch: called with the batch index after each restored batch (tests interrupt runs with it).
         include_lq: also score ``no restoration``.
-        shard: evaluate only this shard's items and write its part (:mod:`moediffir.evaluation.shards`;
+        shard: evaluate only this shard's items and write its part (:mod:`moediffir.evaluation.sharded_evaluation`;
             ``moediffir evaluate --merge`` or ``moediffir report`` assembles the results).
 
     Raises :class:`~moediffir.utils.locks.FolderLockedError` (nothing changed) when another evaluation writes the
@@ -198,7 +198,7 @@ def _evaluate_locked(
     skipped = list(items.attrs.get("skipped_tasks", []))
     if skipped:
         log_message(log, f"[evaluate] tasks not in the benchmark, skipped: {', '.join(skipped)}")
-    share = items if shard is None else shards.share_of(items, shard)
+    share = items if shard is None else sharded_evaluation.share_of(items, shard)
     log_message(log, f"[evaluate] {len(share)} items: {share['set'].nunique()} set(s) x {share['task'].nunique()} "
               f"task(s)" + (f" (shard {shard} of {len(items)} items)" if shard is not None else ""))
 
@@ -211,17 +211,17 @@ def _evaluate_locked(
             raise EvaluationError(f"--external {name}: that name is one of ours {protocol.BUILTIN_METHODS}; rename it")
         matches[name] = match_external(name, ext_dir, items)
         log_message(log, "[evaluate] " + matches[name].summary())
-    cache_file = (shards.part_folder(out, shard) if shard is not None else out / METRICS_DIR) / "per_image.csv"
+    cache_file = (sharded_evaluation.part_folder(out, shard) if shard is not None else out / METRICS_DIR) / "per_image.csv"
     cache = read_csv(cache_file) if cache_file.is_file() else None
     scored = score_share(cfg, share, folder, matches, suite, out, cache=cache, device=device, log=log,
                          on_batch=on_batch, include_lq=include_lq)
     if shard is not None:
-        part = shards.write_part(cfg, out, shard, share, scored, suite, folder, matches, skipped, include_lq, request)
+        part = sharded_evaluation.write_part(cfg, out, shard, share, scored, suite, folder, matches, skipped, include_lq, request)
         log_message(log, f"[evaluate] shard {shard}: wrote {part}; merge with `moediffir evaluate --merge`")
         return EvaluationResult(pd.DataFrame(columns=list(scoring.RESULT_COLUMNS)), scored.per_image, out,
                                 externals=matches, restore_stats=scored.stats, skipped_tasks=skipped)
     res = write_evaluation(cfg, out, items, scored, suite, folder, matches, skipped, t0=t0, log=log)
-    shards.remove_parts(out)  # parts of an earlier sharded run are superseded by these results
+    sharded_evaluation.remove_parts(out)  # parts of an earlier sharded run are superseded by these results
     return res
 
 
@@ -266,6 +266,6 @@ def evaluate_launched(cfg: Config, shard: Shard, model_dir: str | Path | None, e
     state.wait_for_everyone()
     res = None
     if state.is_main_process:
-        res = shards.merge_evaluation(cfg, count=shard.count)  # under the results folder's lock
+        res = sharded_evaluation.merge_evaluation(cfg, count=shard.count)  # under the results folder's lock
     state.wait_for_everyone()
     return res

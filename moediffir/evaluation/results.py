@@ -1,5 +1,5 @@
 """The files of an evaluation (paper §4.2, appendix B; docs/design.md §7): the numbers of
-:mod:`moediffir.evaluation.evaluator` (or of the merged shards, :mod:`moediffir.evaluation.shards`) written under
+:mod:`moediffir.evaluation.evaluator` (or of the merged shards, :mod:`moediffir.evaluation.sharded_evaluation`) written under
 ``<results>/<profile>/metrics/``:
 
 ==========================  =================================================================================

@@ -12,9 +12,9 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "build_scheduler": "backbone",
-    "build_unet": "backbone",
-    "build_vae": "backbone",
+    "build_scheduler": "sd_backbone",
+    "build_unet": "sd_backbone",
+    "build_vae": "sd_backbone",
     "DenoiserConditions": "denoiser",
     "MoEDiffIRDenoiser": "denoiser",
     "build_prompt_module": "denoiser",

@@ -50,7 +50,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from moediffir.models.clip_backbone import (
+from moediffir.models.clip_encoders import (
     CLIP_MEAN,
     CLIP_STD,
     RESIZE_MODES,

@@ -54,7 +54,7 @@ def _init_prompts(num: int, dim: int, init: str = "normal") -> nn.Parameter:
     return nn.Parameter(torch.randn(num, dim, dim) * dim**-0.5)  # (N, C, C)
 
 
-class IdentityPrompt(nn.Module):
+class IdentityPromptGenerator(nn.Module):
     """``none``: the tokens pass unchanged."""
 
     def __init__(self, dim: int, **_: object) -> None:
@@ -65,7 +65,7 @@ class IdentityPrompt(nn.Module):
         return PromptOutput(tokens)
 
 
-class SinglePrompt(nn.Module):
+class SinglePromptGenerator(nn.Module):
     """``single``: ``x . P`` with one learnable ``C x C`` prompt."""
 
     def __init__(self, dim: int, prompt_init: str = "normal", **_: object) -> None:
@@ -76,7 +76,7 @@ class SinglePrompt(nn.Module):
         return PromptOutput(tokens @ self.prompts[0])  # (B, L, C)
 
 
-class MultiPrompt(nn.Module):
+class MultiPromptGenerator(nn.Module):
     """``multi``: soft-weighted pool of N prompts, weights from the mean-pooled tokens (PromptIR style)."""
 
     def __init__(self, dim: int, num_prompts: int = 7, prompt_init: str = "normal", **_: object) -> None:
@@ -125,7 +125,7 @@ class ReleasedCrossAttention(nn.Module):
         return self.to_out(out.transpose(1, 2).reshape(b, n, -1))  # (B, L, C)
 
 
-class MoEPrompt(nn.Module):
+class MoEPromptGenerator(nn.Module):
     """``moe``: per-token noisy top-K mixture of N prompt experts (Eq. 3, Fig. 7)."""
 
     def __init__(
@@ -148,7 +148,7 @@ class MoEPrompt(nn.Module):
     ) -> None:
         super().__init__()
         if router_input not in ROUTER_INPUTS:
-            raise ValueError(f"MoEPrompt: router_input={router_input!r}; choose one of {ROUTER_INPUTS}")
+            raise ValueError(f"MoEPromptGenerator: router_input={router_input!r}; choose one of {ROUTER_INPUTS}")
         self.prompts = _init_prompts(num_prompts, dim, prompt_init)  # (N, C, C)
         self.router = NoisyTopKRouter(
             in_dim=dim,
@@ -172,7 +172,7 @@ class MoEPrompt(nn.Module):
         if dp_attention is not None:
             if dp_tokens is None:
                 raise ValueError(
-                    "MoEPrompt: this module was built with a degradation prior (dp_dim > 0) but no dp_tokens "
+                    "MoEPromptGenerator: this module was built with a degradation prior (dp_dim > 0) but no dp_tokens "
                     "were given; pass dp_tokens (B, L_dp, D_dp) or build with model.use_dp=False"
                 )
             router_in = dp_attention(tokens, dp_tokens)  # (B, L, C)
@@ -188,10 +188,10 @@ class MoEPrompt(nn.Module):
 
 
 PROMPT_DESIGNS: dict[str, type[nn.Module]] = {
-    "none": IdentityPrompt,
-    "single": SinglePrompt,
-    "multi": MultiPrompt,
-    "moe": MoEPrompt,
+    "none": IdentityPromptGenerator,
+    "single": SinglePromptGenerator,
+    "multi": MultiPromptGenerator,
+    "moe": MoEPromptGenerator,
 }
 
 

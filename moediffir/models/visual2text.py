@@ -8,7 +8,7 @@ cross-attention context.
 Pipeline of :class:`Visual2TextAdapter` (choices the paper leaves open are marked *):
 
 1. LQ ``(B, 3, H, W)`` in [0, 1] -> antialiased bicubic resize to the encoder's 224x224 (*squash by default,
-   see :func:`~moediffir.models.clip_backbone.clip_resize`).
+   see :func:`~moediffir.models.clip_encoders.clip_resize`).
 2. **Quality enhancer** (trainable): ``enhancer_blocks`` Restormer transformer blocks (MDTA channel attention
    + gated-dconv FFN [Zamir et al. 2022]) on the resized pixels, pixel-unshuffled by ``enhancer_downscale`` (4:
    56x56x48), wrapped as a residual ``x + shuffle(conv_out(...))`` with a zero-initialised ``conv_out``: at
@@ -21,7 +21,7 @@ Pipeline of :class:`Visual2TextAdapter` (choices the paper leaves open are marke
    the attention pool would leave one global vector, too little for the UNet's cross-attention. The encoder
    stays in eval mode (BatchNorm statistics frozen) even when the adapter trains; gradients still flow through
    it to the enhancer. (Speed work that changes no value -- channels-last convolutions on CUDA, BatchNorms
-   folded into the convolutions -- lives in :class:`~moediffir.models.clip_backbone.FrozenResNetSpeed`.)
+   folded into the convolutions -- lives in :class:`~moediffir.models.clip_encoders.FastFrozenRN50Mixin`.)
 5. **Adapter** (trainable): ``LayerNorm -> Linear(2048, cross_attention_dim)`` per token, ``num_tokens``
    learnable context tokens appended (released code: 49), a residual MLP ``x + MLP(x)`` (reduction 4), and a
    final ``LayerNorm`` (*matching the ``ln_final`` that ends SD 2.1's text encoder).
@@ -44,11 +44,11 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from moediffir.models.clip_backbone import (
+from moediffir.models.clip_encoders import (
     CLIP_MEAN,
     CLIP_STD,
     RESIZE_MODES,
-    FrozenResNetSpeed,
+    FastFrozenRN50Mixin,
     check_image_batch,
     clip_normalize,
     clip_resize,
@@ -88,7 +88,7 @@ class QualityEnhancer(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------- the adapter
-class Visual2TextAdapter(FrozenResNetSpeed, ModelMixin, ConfigMixin):
+class Visual2TextAdapter(FastFrozenRN50Mixin, ModelMixin, ConfigMixin):
     """LQ image -> text-like context ``(B, L_ctx, cross_attention_dim)`` for the UNet (paper §3.3).
 
     Trainable: ``enhancer``, ``proj_norm``, ``proj``, ``learned_tokens``, ``adapter``, ``out_norm``. Frozen:
@@ -155,7 +155,7 @@ class Visual2TextAdapter(FrozenResNetSpeed, ModelMixin, ConfigMixin):
 
     # -- forward -----------------------------------------------------------------------------------
     def conv_modules(self) -> list[nn.Module]:
-        """The enhancer and the CLIP encoder take channels-last weights on CUDA (FrozenResNetSpeed)."""
+        """The enhancer and the CLIP encoder take channels-last weights on CUDA (FastFrozenRN50Mixin)."""
         return [self.enhancer, self.clip_visual]
 
     def enhance(self, lq: torch.Tensor) -> torch.Tensor:

@@ -37,8 +37,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from moediffir.models.clip_backbone import (
-    FrozenResNetSpeed,
+from moediffir.models.clip_encoders import (
+    FastFrozenRN50Mixin,
     frozen_v2t_encoder,
     v2t_encoder_kwargs,
 )
@@ -79,7 +79,7 @@ class LatentEnhancer(nn.Module):
         return z + self.conv_out(self.blocks(self.conv_in(z)))  # (B, C, h, w)
 
 
-class ReleasedVisual2Text(FrozenResNetSpeed, ModelMixin, ConfigMixin):
+class ReleasedVisual2Text(FastFrozenRN50Mixin, ModelMixin, ConfigMixin):
     """LQ latent -> context ``(B, (S/32)^2 + num_tokens, cross_attention_dim)`` in the released layout (§3.3).
 
     Trained: ``grid_conv``, ``learned_tokens``, ``adapter``. Frozen: ``latent_enhancer`` (in no optimiser group
@@ -141,7 +141,7 @@ class ReleasedVisual2Text(FrozenResNetSpeed, ModelMixin, ConfigMixin):
         return self
 
     def conv_modules(self) -> list[nn.Module]:
-        """The CLIP encoder and the enhancer take channels-last weights on CUDA (FrozenResNetSpeed)."""
+        """The CLIP encoder and the enhancer take channels-last weights on CUDA (FastFrozenRN50Mixin)."""
         return [self.clip_visual, self.latent_enhancer]
 
     # -- the frozen VAE decoder ------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ import pandas as pd
 from moediffir.config import Config
 from moediffir.errors import MoEDiffIRError
 from moediffir.evaluation.protocol import METHOD_MOE, METHOD_NO_COMPENSATOR, sort_tasks
+from moediffir.provenance import label_is_random
 from moediffir.report import ablation_spread, figures
 from moediffir.report.ablation_spread import CONFIDENCE_PCT
 from moediffir.report.output import save_figure
@@ -401,8 +402,8 @@ def routing_usage(cfg: Config, sweep_name: str, variant: str, out_dir: str | Pat
     routing = pd.read_csv(path, dtype={"level": str, "task": str}, keep_default_na=False, na_values=[""])
     routing = routing.drop_duplicates(["method", "set", "task", "scale", "expert"])
     out = Path(out_dir) if out_dir is not None else cfg.profile_results_dir / FIGURES_DIR / ROUTING_DIR
-    random = "random" in str(entry.get("weights_label", ""))
-    return figures.expert_usage(routing, out / f"{sweep_name}_{_slug(variant)}", random=random)
+    return figures.expert_usage(routing, out / f"{sweep_name}_{_slug(variant)}",
+                                weights=label_is_random(entry.get("weights_label")))
 
 
 # ------------------------------------------------------------------------------------------ all

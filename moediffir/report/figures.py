@@ -8,9 +8,11 @@
 * :func:`routing_checkpoint` -- the notebooks' visual checkpoint of one restoration: LQ / restored / GT panels
   and, per MoE scale, the expert with the largest gate at each token (the routing decision of Eq. 3).
 
-Every function writes the numbers it plots as CSV beside the figure and returns the paths it wrote. Figures are
-drawn on :class:`matplotlib.figure.Figure` objects (no pyplot state) inside a fixed style (DejaVu Sans, fixed
-dpi) and saved without timestamps or software tags, so the same numbers give byte-identical files.
+Every function writes the numbers it plots as CSV beside the figure and returns the paths it wrote; ``weights``
+is the weights note of its title (:func:`moediffir.provenance.figure_note`: True for random weights, a label for a
+prior trained here). Figures are drawn on :class:`matplotlib.figure.Figure` objects (no pyplot state) inside a
+fixed style (DejaVu Sans, fixed dpi) and saved without timestamps or software tags
+(:func:`moediffir.report.output.save_figure`), so the same numbers give byte-identical files.
 """
 
 from __future__ import annotations
@@ -63,22 +65,22 @@ def new_figure(width: float, height: float):
     return fig
 
 
-def weights_note(random: bool | str) -> str:
+def weights_note(weights: bool | str) -> str:
     """The line a figure's title gets about its weights: ``True`` -> :data:`RANDOM_TITLE`; a string (e.g. the
     :func:`moediffir.provenance.figure_note` of a prior trained here) -> that string; ``False`` / ``""`` -> none."""
-    if random is True:
+    if weights is True:
         return RANDOM_TITLE
-    return random or ""
+    return weights or ""
 
 
-def suptitle(fig, title: str, random: bool | str) -> None:
-    """Set ``fig``'s title, with the :func:`weights_note` of ``random`` as a line of its own."""
-    note = weights_note(random)
+def suptitle(fig, title: str, weights: bool | str) -> None:
+    """Set ``fig``'s title, with the :func:`weights_note` of ``weights`` as a line of its own."""
+    note = weights_note(weights)
     fig.suptitle(title + (f"\n({note})" if note else ""))
 
 
 # ---------------------------------------------------------------------------------- visual grid
-def visual_grid(index: dict, crops_dir: str | Path, out_dir: str | Path, random: bool | str = False) -> list[Path]:
+def visual_grid(index: dict, crops_dir: str | Path, out_dir: str | Path, weights: bool | str = False) -> list[Path]:
     """Fig. 4 style grids from ``visual.json`` (``index``) and its crops under ``crops_dir``; one per codec."""
     crops_dir, out_dir = Path(crops_dir), Path(out_dir)
     by_codec: dict[str, list[dict]] = {}
@@ -112,7 +114,7 @@ def visual_grid(index: dict, crops_dir: str | Path, out_dir: str | Path, random:
                         ax.set_ylabel(f"{level_label(codec, e['level'])}{unseen}", fontsize=7)
             e0 = entries[0]
             suptitle(fig, f"{CODEC_DISPLAY.get(codec, codec)}: {e0['set']}/{e0['stem']}, crop "
-                          f"{e0['box'][2]}x{e0['box'][3]} at ({e0['box'][0]}, {e0['box'][1]})", random)
+                          f"{e0['box'][2]}x{e0['box'][3]} at ({e0['box'][0]}, {e0['box'][1]})", weights)
             paths += save_figure(fig, out_dir, f"fig4_visual_{codec}")
     return paths
 
@@ -126,7 +128,7 @@ def bpp_quality_numbers(per_image: pd.DataFrame, metrics: Sequence[str] = ("psnr
     return out
 
 
-def bpp_quality(per_image: pd.DataFrame, out_dir: str | Path, random: bool | str = False) -> list[Path]:
+def bpp_quality(per_image: pd.DataFrame, out_dir: str | Path, weights: bool | str = False) -> list[Path]:
     """Bits per pixel of the compressed input against quality, for the input and every restoration method."""
     out_dir = Path(out_dir)
     import seaborn as sns
@@ -154,13 +156,13 @@ def bpp_quality(per_image: pd.DataFrame, out_dir: str | Path, random: bool | str
                 ax.set_title(s)
         if axes[0, -1].get_legend() is not None:
             sns.move_legend(axes[0, -1], "upper left", bbox_to_anchor=(1.02, 1.0), fontsize=6, title_fontsize=6)
-        suptitle(fig, "Rate against quality: compressed input and restored images", random)
+        suptitle(fig, "Rate against quality: compressed input and restored images", weights)
         paths += save_figure(fig, out_dir, "bpp_quality")
     return paths
 
 
 # ---------------------------------------------------------------------------------- Fig. 8
-def prompt_similarity(sim: pd.DataFrame, out_dir: str | Path, random: bool | str = False) -> list[Path]:
+def prompt_similarity(sim: pd.DataFrame, out_dir: str | Path, weights: bool | str = False) -> list[Path]:
     """Fig. 8: one heatmap per scale of the pairwise cosine similarity of the prompt matrices."""
     out_dir = Path(out_dir)
     import seaborn as sns
@@ -184,7 +186,7 @@ def prompt_similarity(sim: pd.DataFrame, out_dir: str | Path, random: bool | str
             ax.set_ylabel("prompt")
         fig.colorbar(axes[0].collections[0], ax=list(axes), shrink=0.8, label="cosine similarity")
         design = str(sim["design"].iloc[0]) if "design" in sim and len(sim) else "moe"
-        suptitle(fig, f"Fig. 8: cosine similarity of the {n} prompt matrices P_k ({design} prompts)", random)
+        suptitle(fig, f"Fig. 8: cosine similarity of the {n} prompt matrices P_k ({design} prompts)", weights)
         paths += save_figure(fig, out_dir, "fig8_prompt_similarity")
     return paths
 
@@ -201,7 +203,7 @@ def expert_usage_numbers(routing: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def expert_usage(routing: pd.DataFrame, out_dir: str | Path, random: bool | str = False,
+def expert_usage(routing: pd.DataFrame, out_dir: str | Path, weights: bool | str = False,
                  method: str | None = None) -> list[Path]:
     """Heatmaps (task x expert) of the share of tokens routed to each expert, one per prompt scale."""
     out_dir = Path(out_dir)
@@ -234,7 +236,7 @@ def expert_usage(routing: pd.DataFrame, out_dir: str | Path, random: bool | str 
             ax.set_xlabel("prompt expert")
             ax.set_ylabel("")
         what = "share of tokens routed to each expert (top-K)" if value == "usage" else "mean gate"
-        suptitle(fig, f"Expert usage per task ({method}; {what}; * = unseen task)", random)
+        suptitle(fig, f"Expert usage per task ({method}; {what}; * = unseen task)", weights)
         paths += save_figure(fig, out_dir, "expert_usage")
     return paths
 
@@ -250,7 +252,7 @@ def _as_hwc(img) -> np.ndarray:
 
 
 def routing_checkpoint(panels: Sequence[tuple[str, object]], scales: Sequence[dict], out_dir: str | Path,
-                       name: str, title: str, random: bool | str = False, image: int = 0) -> list[Path]:
+                       name: str, title: str, weights: bool | str = False, image: int = 0) -> list[Path]:
     """One restoration at a glance: the image ``panels`` (``(label, image)``, e.g. LQ / restored / GT), then per
     routed scale of ``scales`` (``pipe(...).routing[i]["scales"]``) the expert with the largest gate at each token
     and the top-K counts; writes ``<name>.png/.pdf`` and the counts as ``<name>.csv``."""
@@ -283,7 +285,7 @@ def routing_checkpoint(panels: Sequence[tuple[str, object]], scales: Sequence[di
         else:
             axes[-1].text(0.5, 0.5, "no router:\nthis prompt design\nhas no experts", ha="center", va="center")
             axes[-1].axis("off")
-        suptitle(fig, title, random)
+        suptitle(fig, title, weights)
         paths = save_figure(fig, out_dir, name)
     if rows:
         paths.append(atomic_write_csv(Path(out_dir) / f"{name}.csv", pd.DataFrame(rows)))

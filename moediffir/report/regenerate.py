@@ -66,7 +66,7 @@ def _regenerate_locked(cfg: Config, out: Path, paper_root: str | Path | None) ->
         raise ReportError(f"{res_path}: no saved results; run `moediffir evaluate --profile {cfg.profile}` "
                           "(or notebook 06) first")
     results = _read_csv(res_path)
-    random = is_random(results) or trained_here_note(results)  # figure titles: random, or trained here
+    weights = is_random(results) or trained_here_note(results)  # figure titles: random, or trained here
     sets = [s for s in cfg.eval.test_sets if s in set(results["set"])] or None
     written: list[Path] = []
     written += tables.write_all_tables(results, out / TABLES_DIR, sets, paper_root)
@@ -74,19 +74,19 @@ def _regenerate_locked(cfg: Config, out: Path, paper_root: str | Path | None) ->
     fig_dir = out / FIGURES_DIR
     if (mdir / "visual.json").is_file():
         index = json.loads((mdir / "visual.json").read_text())
-        written += figures.visual_grid(index, mdir, fig_dir, random)
+        written += figures.visual_grid(index, mdir, fig_dir, weights)
     if (mdir / "per_image.csv").is_file():
         per_image = _read_csv(mdir / "per_image.csv")
         if len(per_image):
-            written += figures.bpp_quality(per_image, fig_dir, random)
+            written += figures.bpp_quality(per_image, fig_dir, weights)
     if (mdir / "prompt_similarity.csv").is_file():
         sim = _read_csv(mdir / "prompt_similarity.csv")
         if len(sim):
-            written += figures.prompt_similarity(sim, fig_dir, random)
+            written += figures.prompt_similarity(sim, fig_dir, weights)
     if (mdir / "routing.csv").is_file():
         routing = _read_csv(mdir / "routing.csv")
         if len(routing):
-            written += figures.expert_usage(routing, fig_dir, random)
+            written += figures.expert_usage(routing, fig_dir, weights)
 
     keep = {p.resolve() for p in written}
     for sub, patterns in _GENERATED.items():

@@ -4,7 +4,7 @@ Import what you need from the submodules (no import-time work here)::
 
     from moediffir.training.stage1 import train_stage1
     from moediffir.training.stage2 import generate_stage2_data, train_stage2
-    from moediffir.training.datasets import PairedCropDataset, ResumableBatchSampler
+    from moediffir.training.pairs import PairedCropDataset, ResumableBatchSampler
     from moediffir.training.checkpoint import save_checkpoint, load_checkpoint, latest_checkpoint
-    from moediffir.training.logs import TrainingLog, RoutingStats, read_jsonl
+    from moediffir.training.training_log import TrainingLog, RoutingStats, read_jsonl
 """

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from moediffir.training.datasets import PairedCropDataset, ResumableBatchSampler, training_pairs
+from moediffir.training.pairs import PairedCropDataset, ResumableBatchSampler, training_pairs
 from moediffir.utils.devices import resolve_device
 from moediffir.utils.io import atomic_save_png, atomic_write_json, read_image_rgb
 

@@ -47,7 +47,7 @@ from moediffir.training.checkpoint import (
     read_checkpoint_info,
     save_checkpoint,
 )
-from moediffir.training.datasets import (
+from moediffir.training.pairs import (
     ResumableBatchSampler,
     SampleKey,
     apply_augment,
@@ -110,7 +110,7 @@ def prior_unet_config(cfg) -> dict[str, Any]:
 
 def prior_scheduler(cfg) -> DDPMScheduler:
     """SD's DDPM noise schedule with the prior's ``prediction_type``."""
-    from moediffir.models.backbone import SD21_SCHEDULER_JSON, packaged_config
+    from moediffir.models.sd_backbone import SD21_SCHEDULER_JSON, packaged_config
 
     if cfg.prior.prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"prior.prediction_type={cfg.prior.prediction_type!r}: choose one of {PREDICTION_TYPES}")

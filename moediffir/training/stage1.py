@@ -2,7 +2,7 @@
 
 One optimiser step, written out (docs/design.md §5):
 
-1. a batch of aligned ``(LQ, GT, label)`` crops of the 21 seen tasks (:mod:`moediffir.training.datasets`);
+1. a batch of aligned ``(LQ, GT, label)`` crops of the 21 seen tasks (:mod:`moediffir.training.pairs`);
 2. the frozen VAE encoder gives ``z_lq`` (posterior mean x scaling factor, exactly the pipeline's
    :func:`~moediffir.pipelines.vae_steps.encode_lq`) and ``z_0`` (a posterior sample of the GT);
 3. ``t ~ U{0..T-1}``, ``eps ~ N(0, I)``, ``z_t = sqrt(abar_t) z_0 + sqrt(1 - abar_t) eps`` (the scheduler's
@@ -44,8 +44,7 @@ from moediffir.models.latent_scaling import scale_latents
 from moediffir.pipelines.vae_steps import encode_lq
 from moediffir.provenance import backbone_provenance
 from moediffir.training.checkpoint import latest_checkpoint, save_checkpoint
-from moediffir.training.datasets import PairedCropDataset, ResumableBatchSampler, SampleKey, training_pairs
-from moediffir.training.logs import RoutingStats, TrainingLog
+from moediffir.training.pairs import PairedCropDataset, ResumableBatchSampler, SampleKey, training_pairs
 from moediffir.training.runtime import (
     check_fresh_start,
     checkpoint_meta,
@@ -57,6 +56,7 @@ from moediffir.training.runtime import (
     stage_lock,
     start_stage_dir,
 )
+from moediffir.training.training_log import RoutingStats, TrainingLog
 from moediffir.training.usm import usm_sharpen
 from moediffir.utils.io import atomic_write_json
 

@@ -33,8 +33,7 @@ from torch.utils.data import DataLoader
 
 from moediffir.models.latent_scaling import unscale_latents
 from moediffir.training.checkpoint import latest_checkpoint, save_checkpoint
-from moediffir.training.datasets import ResumableBatchSampler
-from moediffir.training.logs import TrainingLog
+from moediffir.training.pairs import ResumableBatchSampler
 from moediffir.training.runtime import (
     TrainingConfigError,
     check_fresh_start,
@@ -54,6 +53,7 @@ from moediffir.training.stage2_data import (
     stage1_fingerprint,
     stage2_data_dir,
 )
+from moediffir.training.training_log import TrainingLog
 from moediffir.utils.io import atomic_write_json
 
 

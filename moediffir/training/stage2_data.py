@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import Dataset
 
 from moediffir.errors import MoEDiffIRError
-from moediffir.training.datasets import PairedCropDataset, SampleKey, item_seed, training_pairs
+from moediffir.training.pairs import PairedCropDataset, SampleKey, item_seed, training_pairs
 from moediffir.training.runtime import TrainingConfigError, model_dir, progress_bar, stage_dir, stage_lock
 from moediffir.utils.digests import model_fingerprint
 from moediffir.utils.io import atomic_write_json, load_weights_only

@@ -1,4 +1,4 @@
-"""Everything that reads or writes weight files (docs/design.md §2, §6): the networks live in
+"""Everything that reads or writes weight files (docs/design.md §2, §6, §11): the networks live in
 :mod:`moediffir.models`, their files here.
 
 * :mod:`.builders` -- a config's networks (backbone, degradation prior, Visual2Text, stage-I model) with the

@@ -12,7 +12,7 @@ reads it:
   prompt's text encoding as null context where there is no V2T adapter.
 
 A missing weight file raises :class:`~moediffir.errors.MissingWeightsError` naming where it must go, before any
-network is built; a file of the wrong layout raises :class:`~moediffir.models.clip_backbone.WeightLayoutError`
+network is built; a file of the wrong layout raises :class:`~moediffir.models.clip_encoders.WeightLayoutError`
 listing every missing, unexpected and misshapen key.
 """
 
@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from torch import nn
 
-from moediffir.models.backbone import BACKBONES, build_scheduler, build_unet, build_vae, freeze
 from moediffir.models.denoiser import MoEDiffIRDenoiser, build_prompt_module
+from moediffir.models.sd_backbone import BACKBONES, build_scheduler, build_unet, build_vae, freeze
 from moediffir.models.spade import SpadeInjector
 from moediffir.provenance import PRETRAINED, frozen_encoder_provenance, uses_degradation_prior
 from moediffir.weights import weight_checks
@@ -60,7 +60,7 @@ def load_degradation_prior_weights(model: DegradationPrior, path: str | Path,
     the fixture; either way the ``visual_control.*`` sub-tree must match the module exactly.
     ``clip``: an open_clip / OpenAI CLIP ViT-B/32 checkpoint; its ``visual.*`` sub-tree is loaded.
     """
-    from moediffir.models.clip_backbone import compare_layout
+    from moediffir.models.clip_encoders import compare_layout
     from moediffir.models.degradation_prior import load_daclip_layout
 
     backend = model.config.backend
@@ -109,7 +109,7 @@ def load_clip_visual(clip_visual: nn.Module, path: str | Path, backend: str) -> 
     """Load a frozen RN50 ``clip_visual`` (a V2T adapter's) from a CLIP checkpoint (OpenAI TorchScript
     ``RN50.pt`` or an open_clip state dict); its ``visual.*`` sub-tree must match exactly (BatchNorm
     ``num_batches_tracked`` may be absent)."""
-    from moediffir.models.clip_backbone import compare_layout
+    from moediffir.models.clip_encoders import compare_layout
 
     if backend == "tiny":
         raise ValueError("Visual2Text backend 'tiny' has no public weights; it is random by design")
@@ -138,7 +138,7 @@ def build_visual2text(
     ``model.v2t_num_tokens``, ``model.enhancer_blocks``, ``model.enhancer_dim``. ``load_weights=None`` loads the
     RN50 weights unless ``model.random_backbone`` (or backend ``tiny``).
     """
-    from moediffir.models.clip_backbone import V2T_BACKENDS
+    from moediffir.models.clip_encoders import V2T_BACKENDS
     from moediffir.models.visual2text import V2T_FORMS, Visual2TextAdapter
 
     m = cfg.model

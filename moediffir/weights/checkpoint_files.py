@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # torch is imported where tensors are read
 
 #: What to do with a pickle that holds more than tensors (the kit never unpickles one in full).
 _SAFE_COPY_HINT = "use a .safetensors copy of these weights (most hubs publish one)"
-# Architecture configs shipped with the package for single-file loading (written with backbone.py).
+# Architecture configs shipped with the package for single-file loading (written with models/sd_backbone.py).
 SHIPPED_CONFIGS = {
     "unet": "sd21_base_unet.json",
     "vae": "sd21_base_vae.json",

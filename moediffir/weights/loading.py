@@ -99,7 +99,7 @@ def load_sd_components(cfg, torch_dtype: torch.dtype | None = None, allow_downlo
     return unet, vae, scheduler
 
 
-load_sd_backbone = load_sd_components  # the name moediffir.models.backbone calls
+load_sd_backbone = load_sd_components  # the name moediffir.models.sd_backbone calls
 
 
 def autoencoder_class_in(folder: str | Path, subfolder: str = "vae") -> type:

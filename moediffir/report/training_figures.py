@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from moediffir.report.figures import figure_style, new_figure, save_figure, suptitle
-from moediffir.training.logs import read_jsonl, usage_matrix
+from moediffir.training.training_log import read_jsonl, usage_matrix
 from moediffir.utils.io import atomic_write_csv
 
 
@@ -42,7 +42,7 @@ def loss_numbers(records: Sequence[Mapping]) -> pd.DataFrame:
 
 
 def loss_curves(records: Sequence[Mapping], out_dir: str | Path, name: str, title: str,
-                extra: Sequence[str] = (), random: bool | str = False) -> list[Path]:
+                extra: Sequence[str] = (), weights: bool | str = False) -> list[Path]:
     """Per-step loss with a moving mean (left) and the logged ``extra`` columns per log event (right)."""
     out_dir = Path(out_dir)
     per_step = loss_numbers(records)
@@ -69,7 +69,7 @@ def loss_curves(records: Sequence[Mapping], out_dir: str | Path, name: str, titl
                 axes[1].plot(logged["step"], logged[c], marker="o", ms=2.5, lw=1.0, label=c)
             axes[1].set_xlabel("step")
             axes[1].legend(frameon=False)
-        suptitle(fig, title, random)
+        suptitle(fig, title, weights)
         paths += save_figure(fig, out_dir, name)
     return paths
 
@@ -89,7 +89,7 @@ def training_usage_numbers(records: Sequence[Mapping], label_names: Mapping[int,
 
 
 def training_expert_usage(records: Sequence[Mapping], label_names: Mapping[int, str], out_dir: str | Path,
-                          name: str = "stage1_expert_usage", random: bool | str = False) -> list[Path]:
+                          name: str = "stage1_expert_usage", weights: bool | str = False) -> list[Path]:
     """Task x expert heatmaps of the mean gate and of the share of tokens that chose the expert (top K)."""
     import seaborn as sns
 
@@ -109,13 +109,13 @@ def training_expert_usage(records: Sequence[Mapping], label_names: Mapping[int, 
             ax.set_title(text)
             ax.set_xlabel("prompt expert")
             ax.set_ylabel("")
-        suptitle(fig, "Stage I routing: expert usage per task (training batches)", random)
+        suptitle(fig, "Stage I routing: expert usage per task (training batches)", weights)
         paths += save_figure(fig, out_dir, name)
     return paths
 
 
 def decoder_comparison(summary: Mapping, out_dir: str | Path, name: str = "stage2_decoder",
-                       random: bool | str = False) -> list[Path]:
+                       weights: bool | str = False) -> list[Path]:
     """Bars of L1 and LPIPS to the GT: plain VAE decoder vs compensated (each ``w``), before/after stage II."""
     out_dir = Path(out_dir)
     rows = []
@@ -138,6 +138,6 @@ def decoder_comparison(summary: Mapping, out_dir: str | Path, name: str = "stage
             ax.set_ylabel(metric)
             ax.tick_params(axis="x", labelsize=6)
             ax.legend(frameon=False, fontsize=6, loc="lower left")
-        suptitle(fig, f"Stage II on its training batch (LPIPS {summary.get('lpips_net', '')})", random)
+        suptitle(fig, f"Stage II on its training batch (LPIPS {summary.get('lpips_net', '')})", weights)
         paths += save_figure(fig, out_dir, name)
     return paths

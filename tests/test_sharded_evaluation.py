@@ -1,4 +1,4 @@
-"""The evaluation in shards (moediffir.evaluation.shards): two processes under ``accelerate launch`` (CPU,
+"""The evaluation in shards (moediffir.evaluation.sharded_evaluation): two processes under ``accelerate launch`` (CPU,
 gloo) write the same results file as one process, a merge is idempotent, and a missing or stale part is named.
 
 Untrained smoke parts (random weights) stand in for a trained model: this checks the machinery, not quality.
@@ -20,8 +20,8 @@ import pytest
 from moediffir.cli import main as cli_main
 from moediffir.evaluation.demo import make_demo_setup
 from moediffir.evaluation.evaluator import run_evaluation
-from moediffir.evaluation.shards import merge_evaluation, part_folder
-from moediffir.shards import Shard, ShardError
+from moediffir.evaluation.sharded_evaluation import merge_evaluation, part_folder
+from moediffir.sharding import Shard, ShardError
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCHER = Path(sys.executable).parent / "accelerate"

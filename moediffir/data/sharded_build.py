@@ -1,4 +1,4 @@
-"""The CIR benchmark built in shards and merged into one manifest (paper §3.5; sharding in :mod:`moediffir.shards`).
+"""The CIR benchmark built in shards and merged into one manifest (paper §3.5; sharding in :mod:`moediffir.sharding`).
 
 ``moediffir data build --shard K/N`` codes only the images that shard ``K`` owns (the key of an image is
 ``<split>/<set>/<stem>``: every task of one image, and its GT, belong to the same shard). The outputs and their
@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from moediffir.config import Config
+from moediffir.data.build_plan import SPLITS, SUMMARY_NAME, Plan, codec_settings, plan_benchmark
 from moediffir.data.manifest import FAILURES_NAME, MANIFEST_NAME, write_failures, write_manifest
-from moediffir.data.plan import SPLITS, SUMMARY_NAME, Plan, codec_settings, plan_benchmark
 from moediffir.data.tasks import all_tasks
-from moediffir.shards import (
+from moediffir.sharding import (
     PART_FILE,
     Shard,
     bucket,
@@ -123,7 +123,7 @@ def merge_benchmark(cfg: Config, count: int | None = None, splits: Iterable[str]
     """Assemble ``manifest.csv`` (and ``failures.csv``, ``build_summary.json``) from the parts of a sharded build.
 
     ``count``: the number of shards (None: the one found on disk). ``splits``: those the shards built (None:
-    what the parts say). Raises :class:`~moediffir.shards.ShardError` naming every missing or stale part;
+    what the parts say). Raises :class:`~moediffir.sharding.ShardError` naming every missing or stale part;
     nothing is written then.
     """
     import pandas as pd

@@ -7,7 +7,7 @@ Visual2Text adapter (:mod:`moediffir.models.visual2text`, a CLIP RN50) both take
 OpenAI CLIP mean and std (:func:`clip_normalize`), and take a public checkpoint only after its keys and shapes
 are checked (:func:`compare_layout`; the files are read by :mod:`moediffir.weights.builders`).
 
-:class:`FrozenResNetSpeed` holds the adapter's speed work, which changes no value (tests compare both ways):
+:class:`FastFrozenRN50Mixin` holds the adapter's speed work, which changes no value (tests compare both ways):
 channels-last convolutions on CUDA (the enhancer and the RN50 weights move with the module), and the frozen
 RN50 run with its BatchNorms folded into the convolutions (:mod:`moediffir.models.folded_resnet`).
 """
@@ -124,7 +124,7 @@ def compare_layout(
 
 
 # -------------------------------------------------------------------------------------- speed only
-class FrozenResNetSpeed:
+class FastFrozenRN50Mixin:
     """Mixin for a module with a frozen open_clip ``ModifiedResNet`` ``clip_visual`` in eval mode and
     convolutional parts :meth:`conv_modules` (the RN50 and whatever runs in front of it).
 

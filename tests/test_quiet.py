@@ -1,4 +1,4 @@
-"""Quieting third-party notices that mislead in this offline kit (moediffir.utils.logs)."""
+"""Quieting third-party notices that mislead in this offline kit (moediffir.utils.quiet)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import warnings
 
 from tqdm import TqdmWarning
 
-from moediffir.utils.logs import quiet_third_party
+from moediffir.utils.quiet import quiet_third_party
 
 BUILD = ("from moediffir.config import resolve_config; from moediffir.weights.builders import build_denoiser; "
          "build_denoiser(resolve_config('smoke'))")
-QUIET = "from moediffir.utils.logs import quiet_third_party; quiet_third_party(); "
+QUIET = "from moediffir.utils.quiet import quiet_third_party; quiet_third_party(); "
 
 
 def test_quiet_lowers_bitsandbytes_to_errors_and_ignores_only_the_named_warnings(capsys):

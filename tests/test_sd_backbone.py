@@ -1,4 +1,4 @@
-"""Backbone builders and the shipped SD 2.1-base architecture configs (moediffir/models/backbone.py)."""
+"""Backbone builders and the shipped SD 2.1-base architecture configs (moediffir/models/sd_backbone.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
 from moediffir.config import resolve_config
-from moediffir.models.backbone import (
+from moediffir.models.sd_backbone import (
     SD21_SCHEDULER_JSON,
     SD21_UNET_JSON,
     SD21_VAE_JSON,

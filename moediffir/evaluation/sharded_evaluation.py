@@ -1,5 +1,5 @@
 """The evaluation of paper §4.2 in shards: one share of the test items per process or machine, merged into one
-results file (sharding rules in :mod:`moediffir.shards`).
+results file (sharding rules in :mod:`moediffir.sharding`).
 
 ``moediffir evaluate --shard K/N`` restores and scores the items shard ``K`` owns (an item's key is
 ``<set>/<task>/<stem>``) and writes its part ``<results>/<profile>/metrics/parts/<K>-of-<N>/``: the per-image
@@ -39,7 +39,7 @@ from moediffir.evaluation.results import (
     write_csv,
     write_evaluation,
 )
-from moediffir.shards import (
+from moediffir.sharding import (
     PART_FILE,
     Shard,
     check_parts,
@@ -150,7 +150,7 @@ def merge_evaluation(
 
     Holds the lock of the results folder while it works (:func:`~moediffir.utils.locks.folder_lock`).
 
-    Raises :class:`~moediffir.shards.ShardError` naming every missing or stale part (nothing is written then), and
+    Raises :class:`~moediffir.sharding.ShardError` naming every missing or stale part (nothing is written then), and
     :class:`~moediffir.utils.locks.FolderLockedError` when another run writes the results folder (nothing changed).
     """
     out = Path(out_dir) if out_dir is not None else cfg.profile_results_dir

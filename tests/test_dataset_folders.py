@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from moediffir.data.datasets import (
+from moediffir.data.dataset_folders import (
     CHECKSUMS_NAME,
     DATASETS,
     DatasetImportError,

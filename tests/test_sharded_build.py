@@ -1,4 +1,4 @@
-"""The benchmark built in shards and merged (moediffir.data.shards, moediffir.shards): the same manifest as one
+"""The benchmark built in shards and merged (moediffir.data.sharded_build, moediffir.sharding): the same manifest as one
 build, and every missing or stale part named."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from moediffir.cli import main as cli_main
 from moediffir.config import resolve_config
 from moediffir.data.builder import build_benchmark
 from moediffir.data.manifest import MANIFEST_NAME, read_manifest, verify_manifest
-from moediffir.data.shards import merge_benchmark, merge_if_sharded, parts_root
-from moediffir.shards import Shard, ShardError, bucket
+from moediffir.data.sharded_build import merge_benchmark, merge_if_sharded, parts_root
+from moediffir.sharding import Shard, ShardError, bucket
 
 REPO = Path(__file__).resolve().parents[1]
 

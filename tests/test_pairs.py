@@ -1,4 +1,4 @@
-"""Aligned (LQ, GT, label) training pairs and the resumable sampler (moediffir/training/datasets.py; paper §4.1).
+"""Aligned (LQ, GT, label) training pairs and the resumable sampler (moediffir/training/pairs.py; paper §4.1).
 
 The released code lost the label <-> image alignment (docs/design.md §8). The synthetic benchmark below makes every
 LQ image ``(GT + 37 * label) mod 256``, so one subtraction checks that an item's LQ crop, GT crop and label
@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from moediffir.config import resolve_config
 from moediffir.data.manifest import MANIFEST_COLUMNS, ManifestError, write_manifest
-from moediffir.training.datasets import (
+from moediffir.training.pairs import (
     BenchmarkMissingError,
     PairedCropDataset,
     ResumableBatchSampler,
