@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from moediffir.data.sources import IMAGE_SUFFIXES
-from moediffir.evaluation.restore_check import restore_check
+from moediffir.studies.restore_check import restore_check
 
 
 def main() -> None:

@@ -61,7 +61,7 @@ import pandas as pd
 from IPython.display import Image, display
 
 from moediffir.data.sources import list_sources
-from moediffir.evaluation.prior_quality import load_prior, sample_prior, vae_ceiling
+from moediffir.studies.prior_quality import load_prior, sample_prior, vae_ceiling
 from moediffir.report.figures import figure_style, new_figure
 from moediffir.report.output import save_figure
 from moediffir.training.prior import prior_stage_dir, read_prior_info, train_prior
@@ -148,7 +148,7 @@ if enabled:
 
 # %%
 if enabled:
-    from moediffir.evaluation.prior_quality import decoded_blockiness, sample_prior_latents
+    from moediffir.studies.prior_quality import decoded_blockiness, sample_prior_latents
 
     z = sample_prior_latents(unet, vae, scheduler, n=8, size=(p.crop_size, p.crop_size), steps=50, sampler="ddim",
                              seed=cfg.seed)

@@ -100,7 +100,7 @@ results[["variant", "num_prompts", "top_k", "set", "task", "metric", "value", "w
 # reading is quoted in the footnote instead of a paper column.
 #
 # **How sure is a difference?** The error bars and the `±` of the table are a 95 % bootstrap interval over the
-# test images (`moediffir.evaluation.spread`, docs/design.md §9): the images are drawn again with replacement
+# test images (`moediffir.ablation.spread`, docs/design.md §9): the images are drawn again with replacement
 # 1000 times and the point recomputed. The second table gives each variant's **paired** difference to N = 7,
 # K = 3 — the same draws for both models, so what the images share (an easy image is easy for every variant)
 # cancels. Read it this way: **a difference whose paired interval contains 0 is not distinguishable from noise

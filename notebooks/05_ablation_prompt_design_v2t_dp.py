@@ -96,7 +96,7 @@ pd.DataFrame([{"evaluation": e.name, "sets": ", ".join(e.sets), "kinds": ", ".jo
 # paper's (same test set and the same kind of unseen task).
 #
 # **How sure is a difference?** `±` is half a 95 % bootstrap interval over the test images
-# (`moediffir.evaluation.spread`, docs/design.md §9): the images are drawn again with replacement 1000 times and
+# (`moediffir.ablation.spread`, docs/design.md §9): the images are drawn again with replacement 1000 times and
 # every cell recomputed (exact bounds: columns `ci_lo`, `ci_hi` of the CSV). The table printed under it gives
 # each design's **paired** difference to MoE-Prompt, `difference [lo, hi]`, from the same draws for both
 # models, so what the images share cancels. **A difference whose paired interval contains 0 is not

@@ -143,7 +143,7 @@ del pipe
 
 # %%
 if cfg.eval.yardsticks:
-    from moediffir.evaluation.yardsticks import build_yardsticks
+    from moediffir.studies.yardsticks import build_yardsticks
 
     externals = {**build_yardsticks(cfg, items), **externals}
 
@@ -173,7 +173,7 @@ for name in ["table1", "table4"] + sorted(p.stem for p in tables_dir.glob("table
 
 # %%
 if cfg.eval.yardsticks:
-    from moediffir.evaluation.yardsticks import flat_table, target_check, yardstick_table
+    from moediffir.studies.yardsticks import flat_table, target_check, yardstick_table
     from moediffir.report.output import write_table
 
     label = weights_note(figure_note(cfg))
@@ -193,7 +193,7 @@ if cfg.eval.yardsticks:
 
 # %%
 if cfg.eval.sampler_study_steps:
-    from moediffir.evaluation.sampler_study import fewest_steps_within, sampler_settings, sampler_study
+    from moediffir.studies.sampler_study import fewest_steps_within, sampler_settings, sampler_study
     from moediffir.metrics import MetricSuite
     from moediffir.report.figures import figure_style, new_figure
     from moediffir.report.output import save_figure
@@ -228,7 +228,7 @@ if cfg.eval.sampler_study_steps:
 
 # %%
 if cfg.eval.yardsticks:
-    from moediffir.evaluation.denoiser_probe import z0_estimates
+    from moediffir.studies.denoiser_probe import z0_estimates
     from moediffir.utils.io import atomic_write_csv
 
     probe_items = items[items["task"] == cfg.eval.sampler_study_task].head(cfg.eval.sampler_study_images)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from moediffir.config import resolve_config
-from moediffir.evaluation.denoiser_probe import noised, predicted_z0, z0_estimates
+from moediffir.studies.denoiser_probe import noised, predicted_z0, z0_estimates
 from moediffir.training.prior import prior_scheduler
 from moediffir.training.stage1 import diffusion_target
 

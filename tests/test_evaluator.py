@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from demo_setup import make_demo_setup
 
 from moediffir import cli
 from moediffir.evaluation import evaluator, protocol
-from moediffir.evaluation.demo import make_demo_setup
 from moediffir.evaluation.external import match_external, parse_external
 from moediffir.evaluation.protocol import METHOD_LQ, METHOD_MOE, METHOD_NO_COMPENSATOR, EvaluationError
 from moediffir.utils.io import atomic_save_png, read_image_rgb

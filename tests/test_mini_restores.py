@@ -91,7 +91,7 @@ def _held_out_crops(cfg) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def test_latent_space_ceiling_is_above_28_db(reduced_run):
-    from moediffir.evaluation.prior_quality import load_prior, vae_ceiling
+    from moediffir.studies.prior_quality import load_prior, vae_ceiling
     from moediffir.utils.io import read_image_rgb
 
     cfg = reduced_run[0]
@@ -128,7 +128,7 @@ def test_reduced_mini_run_beats_its_jpeg_input(reduced_run):
 @pytest.mark.xfail(strict=True, reason=_BELOW_INPUT)
 def test_photos_from_elsewhere_restore_above_their_input_with_the_command_line(reduced_run, shared_datasets,
                                                                                    tmp_path):
-    from moediffir.evaluation.restore_check import restore_check
+    from moediffir.studies.restore_check import restore_check
 
     photos = sorted((shared_datasets / "bsds500_trainval").glob("*.png"))[:3]  # 481 x 321: tiled
     table = restore_check(reduced_run[1], photos, tmp_path, qf=10)

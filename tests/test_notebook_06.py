@@ -6,8 +6,7 @@ import json
 
 import pandas as pd
 import pytest
-
-from moediffir.evaluation.demo import make_demo_setup
+from demo_setup import make_demo_setup
 
 NOTEBOOK = "06_evaluation"
 # MANIQA is left out here (about 3 s per image on a CPU); the notebook's own smoke run scores it

@@ -125,8 +125,8 @@ def test_compensator_fuses_at_the_declared_levels_of_the_patch_autoencoder(tmp_p
 def test_pca_fitted_on_the_bundled_training_crops_clears_jpeg_qf10_on_the_held_out_photos():
     """The closed-form start alone (no training) already beats the compressed input it will restore."""
     from moediffir.codecs.pillow_codecs import JPEGCodec
-    from moediffir.evaluation.prior_quality import vae_ceiling
     from moediffir.metrics.fidelity import psnr
+    from moediffir.studies.prior_quality import vae_ceiling
     from moediffir.training.prior import fit_patch_pca
     from moediffir.utils.io import read_image_rgb
 

@@ -3,7 +3,7 @@
 import pytest
 
 from moediffir.errors import MoEDiffIRError
-from moediffir.evaluation.prior_quality import colour_shift, load_prior
+from moediffir.studies.prior_quality import colour_shift, load_prior
 
 
 def test_a_folder_without_a_prior_is_named_with_the_command_that_makes_it(tmp_path):
@@ -31,7 +31,7 @@ def test_colour_shift_is_the_largest_change_of_a_channel_mean_in_levels():
 def test_blockiness_is_one_without_a_grid_and_grows_with_block_edges():
     import numpy as np
 
-    from moediffir.evaluation.prior_quality import blockiness
+    from moediffir.studies.prior_quality import blockiness
 
     rng = np.random.default_rng(0)
     smooth = rng.normal(128, 20, (64, 64, 3))
@@ -45,8 +45,8 @@ def test_blockiness_is_one_without_a_grid_and_grows_with_block_edges():
 def test_decoded_blockiness_shows_the_patch_grid_of_a_linear_decoder():
     import torch
 
-    from moediffir.evaluation.prior_quality import decoded_blockiness
     from moediffir.models.patch_autoencoder import PatchAutoencoder
+    from moediffir.studies.prior_quality import decoded_blockiness
 
     ae = PatchAutoencoder(latent_channels=8, block_out_channels=(8, 8, 8)).eval()
     smooth = torch.nn.functional.interpolate(torch.rand(8, 3, 6, 6) * 2 - 1, size=(32, 32), mode="bicubic")

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from demo_setup import make_demo_setup
 
 from moediffir import cli
 from moediffir.evaluation import evaluator
-from moediffir.evaluation.demo import make_demo_setup
 from moediffir.report.regenerate import ReportError, regenerate_report
 
 OVERRIDES = {"eval.metrics": ["psnr", "ssim", "lpips", "fid"], "eval.tasks": ["jpeg_q10", "avc_qp37"],

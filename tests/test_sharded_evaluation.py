@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from demo_setup import make_demo_setup
 
 from moediffir.cli import main as cli_main
-from moediffir.evaluation.demo import make_demo_setup
 from moediffir.evaluation.evaluator import run_evaluation
 from moediffir.evaluation.sharded_evaluation import merge_evaluation, part_folder
 from moediffir.sharding import Shard, ShardError

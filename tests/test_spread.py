@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from moediffir.evaluation.spread import INTERVAL_COLUMNS, bootstrap_interval, cell_intervals
+from moediffir.ablation.spread import INTERVAL_COLUMNS, bootstrap_interval, cell_intervals
 
 
 def test_a_constant_has_a_zero_width_interval():

@@ -173,7 +173,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("pipelines",),
     ("training",),
     ("evaluation",),
-    ("ablation",),
+    ("ablation", "studies"),
     ("report",),
     ("doctor", "reproduce", "restore_images", "notebook"),
     ("cli",),

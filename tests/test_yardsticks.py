@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from moediffir.evaluation.protocol import METHOD_LQ, METHOD_MOE, METHOD_NO_COMPENSATOR
-from moediffir.evaluation.yardsticks import CNN_BASELINE, target_check, yardstick_table
+from moediffir.studies.yardsticks import CNN_BASELINE, target_check, yardstick_table
 
 
 def _results() -> pd.DataFrame:

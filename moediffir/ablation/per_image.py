@@ -1,7 +1,7 @@
 """Per-image rows of the ablation sweeps: kept with each run, gathered per sweep (paper §4.3; docs/design.md §9).
 
 The tables of paper §4.3 give one mean per cell; its bootstrap interval
-(:mod:`moediffir.evaluation.spread`) needs the scores of every image behind it. The evaluator writes them to
+(:mod:`moediffir.ablation.spread`) needs the scores of every image behind it. The evaluator writes them to
 ``<eval dir>/metrics/per_image.csv``, a folder shared by every sweep that evaluates the same model (and its
 scoring cache), so :mod:`moediffir.ablation.sweep` copies the rows of each evaluator call into the run folder
 as ``per_image.csv`` (written atomically before ``result.csv``; ``result.json`` records how many rows it holds)

@@ -69,7 +69,7 @@ class Sweep:
     """Named variants evaluated the same way; ``overrides`` apply to every variant before its own.
 
     ``reference`` names the variant the others are compared to (the paired bootstrap differences of the report,
-    :mod:`moediffir.evaluation.spread`); "" compares none.
+    :mod:`moediffir.ablation.spread`); "" compares none.
     """
 
     name: str

@@ -194,7 +194,7 @@ class EvalConfig:
     # evaluator (moediffir.evaluation): task ids to evaluate (() = every test task in the manifest); tasks listed
     # here but not built are reported and skipped
     tasks: tuple[str, ...] = ()
-    # notebook 06 (moediffir.evaluation.yardsticks, .sampler_study): the VAE ceiling and a CNN trained for stage I's
+    # notebook 06 (moediffir.studies.yardsticks, .sampler_study): the VAE ceiling and a CNN trained for stage I's
     # time scored beside the model; PSNR/LPIPS against sampler steps (() = no study) on the first images of a task
     yardsticks: bool = False
     sampler_study_steps: tuple[int, ...] = ()  # DDIM and DPM-Solver++ step counts; DDPM runs at the paper's 200

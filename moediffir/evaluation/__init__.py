@@ -8,8 +8,9 @@
 * :mod:`moediffir.evaluation.evaluator` -- :func:`run_evaluation` and :func:`evaluate_model`;
 * :mod:`moediffir.evaluation.results` -- the files under ``metrics/`` and :func:`write_evaluation`;
 * :mod:`moediffir.evaluation.sharded_evaluation` -- the evaluation in shards and their merge;
-* :mod:`moediffir.evaluation.spread` -- bootstrap intervals over images of the ablation means (docs/design.md §9);
-* :mod:`moediffir.evaluation.demo` -- an untrained model and a small benchmark to try all of it (tests).
 
-Import the functions from their modules; importing this package loads nothing heavy.
+The notebook studies around it (yardsticks, the sampler study, the prior's quality, the denoiser probe, photos
+from elsewhere) are :mod:`moediffir.studies`; the spread of the ablation means is
+:mod:`moediffir.ablation.spread`. Import the functions from their modules; importing this package loads nothing
+heavy.
 """

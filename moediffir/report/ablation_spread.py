@@ -2,7 +2,7 @@
 
 :func:`cell_spread` computes, from a sweep's per-image rows (:mod:`moediffir.ablation.per_image`), the interval
 over images of every cell of our method and of its paired difference to the sweep's reference variant
-(:func:`moediffir.evaluation.spread.cell_intervals`). The rest turns them into what the tables show: the
+(:func:`moediffir.ablation.spread.cell_intervals`). The rest turns them into what the tables show: the
 half-width beside the mean (``ours ± half``), the tidy columns
 :data:`~moediffir.report.table_doc.SPREAD_COLUMNS`, the table of paired differences rendered below the main one
 and the footnote that says how to read them.
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from moediffir.evaluation.spread import (
+from moediffir.ablation.spread import (
     DEFAULT_CONFIDENCE,
     DEFAULT_RESAMPLES,
     DEFAULT_SEED,
@@ -31,7 +31,7 @@ CONFIDENCE_PCT = f"{DEFAULT_CONFIDENCE:.0%}"
 
 def cell_spread(per_image: pd.DataFrame | None, method: str, reference: str = "") -> pd.DataFrame:
     """The interval of every (variant, evaluation, set, metric) cell of ``method`` (columns :data:`CELL_KEYS`
-    then :data:`~moediffir.evaluation.spread.INTERVAL_COLUMNS`); empty without per-image rows."""
+    then :data:`~moediffir.ablation.spread.INTERVAL_COLUMNS`); empty without per-image rows."""
     empty = pd.DataFrame(columns=[*CELL_KEYS, *INTERVAL_COLUMNS])
     if per_image is None or per_image.empty or not {"method", *IMAGE_KEYS} <= set(per_image.columns):
         return empty

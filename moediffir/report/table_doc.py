@@ -24,7 +24,7 @@ METRIC_ORDER = ("psnr", "ssim", "lpips", "fid", "clipiqa", "maniqa")
 TIDY_COLUMNS = ("table", "row", "column", "method", "set", "codec", "level", "metric", "ours", "paper", "diff",
                 "n_images", "n_tasks", "weights", "model_weights", "conventions")
 #: The ablation tables' extra tidy columns: the bootstrap interval of ``ours`` and the paired difference to the
-#: reference row with its interval (:mod:`moediffir.evaluation.spread`).
+#: reference row with its interval (:mod:`moediffir.ablation.spread`).
 SPREAD_COLUMNS = ("ci_lo", "ci_hi", "reference", "ref_diff", "ref_diff_lo", "ref_diff_hi")
 
 

@@ -3,9 +3,9 @@
 With a prior trained in minutes (``mini``), "restored PSNR" means little without two references next to it:
 
 - ``VAE ceiling``: the prior's VAE reconstruction ``D(E(GT))`` of every test item, the bound of any restorer
-  that decodes through that VAE with the plain decoder (:mod:`moediffir.evaluation.prior_quality`);
+  that decodes through that VAE with the plain decoder (:mod:`moediffir.studies.prior_quality`);
 - ``CNN baseline``: a residual CNN trained on the same crops for the same wall time as stage I
-  (:mod:`moediffir.training.cnn_baseline`).
+  (:mod:`moediffir.studies.cnn_baseline`).
 
 Both are written as folders of restored images and enter :func:`~moediffir.evaluation.evaluator.run_evaluation`
 as external methods, so they are scored with exactly the model's metrics. :func:`yardstick_table` is the
@@ -39,9 +39,9 @@ def stage1_seconds(cfg) -> float:
 def build_yardsticks(cfg, items: pd.DataFrame, out_dir: str | Path | None = None,
                      seconds: float | None = None) -> dict[str, Path]:
     """Write the VAE-ceiling and CNN restorations of ``items``; return ``{method name: folder}`` for externals."""
-    from moediffir.evaluation.prior_quality import load_prior, reconstruct
     from moediffir.pipelines.tiling import pad_to_multiple
-    from moediffir.training.cnn_baseline import restore_items_with, restore_with_cnn, train_cnn_baseline
+    from moediffir.studies.cnn_baseline import restore_items_with, restore_with_cnn, train_cnn_baseline
+    from moediffir.studies.prior_quality import load_prior, reconstruct
     from moediffir.weights.weight_checks import sd_source_of
 
     out = Path(out_dir) if out_dir is not None else cfg.profile_results_dir / YARDSTICK_DIR

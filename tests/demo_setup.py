@@ -1,4 +1,4 @@
-"""A small, untrained setup to try the evaluation of §4.2 without training (tests, first steps).
+"""A small, untrained setup for the tests of the evaluation of §4.2 (no training needed).
 
 :func:`make_demo_setup` builds, under one folder, a CIR benchmark of the bundled smoke images restricted to
 fast codecs (``data/benchmark``-like, with the real builder) and an *untrained* smoke model folder (tiny random
@@ -52,5 +52,5 @@ def make_demo_setup(root: str | Path, datasets_dir: str | Path, codecs: Sequence
         denoiser = build_denoiser(cfg, unet=unet)
         compensator = build_compensator(cfg, vae)
     save_model_folder(cfg.run_dir / "model", cfg, denoiser, vae, scheduler, compensator,
-                      info={"note": "untrained demo model (moediffir.evaluation.demo)"})
+                      info={"note": "untrained demo model (demo_setup)"})
     return cfg
