@@ -1,8 +1,8 @@
 """What the first cell of every notebook does (docs/design.md §2, notebooks), in one call instead of six copies.
 
-Each notebook's first code cell moves to the repository root (so that the config's relative paths resolve when
-the notebook was opened from ``notebooks/``), then calls :func:`setup_notebook` before importing anything heavy:
-it quiets third-party notices (:mod:`moediffir.utils.quiet`, which must happen before diffusers is imported),
+Each notebook's first code cell calls :func:`setup_notebook` before importing anything heavy: it moves to the
+repository root (so that the config's relative paths resolve when the notebook was opened from ``notebooks/``),
+quiets third-party notices (:mod:`moediffir.utils.quiet`, which must happen before diffusers is imported),
 resolves the profile and the parameters cell's overrides into the config, and returns what the notebooks use
 throughout.
 
@@ -15,6 +15,7 @@ an error naming the parameter (the kernel's input history holds the parameters c
 from __future__ import annotations
 
 import ast
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -78,9 +79,11 @@ def _kernel_history() -> list[str]:
 
 
 def setup_notebook(profile: str, overrides: Mapping[str, Any] | None = None) -> NotebookSetup:
-    """Check papermill's parameters, quiet third-party notices, resolve ``profile`` + ``overrides``; see the
-    module docstring."""
+    """Check papermill's parameters, move to the repository root, quiet third-party notices, resolve ``profile`` +
+    ``overrides``; see the module docstring."""
     check_injected_parameters(_kernel_history())
+    if not Path("moediffir").is_dir() and Path("../moediffir").is_dir():
+        os.chdir("..")  # opened from notebooks/: paths in the config are relative to the repository root
     quiet_third_party()
     cfg = resolve_config(profile, dict(overrides or {}))
     from moediffir.utils.devices import resolve_device  # imports torch, after the notices are quieted

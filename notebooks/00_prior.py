@@ -45,12 +45,6 @@ resume: bool = True  # continue (or reuse) the newest stage-0 checkpoints instea
 progress: bool = True  # tqdm progress bar
 
 # %%
-import os
-from pathlib import Path
-
-if not Path("moediffir").is_dir() and Path("../moediffir").is_dir():
-    os.chdir("..")  # opened from notebooks/: paths in the config are relative to the repository root
-
 from moediffir.notebook import setup_notebook
 
 cfg, random_weights, figures_dir, tables_dir, device = setup_notebook(profile, overrides)
@@ -61,9 +55,8 @@ import pandas as pd
 from IPython.display import Image, display
 
 from moediffir.data.sources import list_sources
+from moediffir.report import study_figures
 from moediffir.studies.prior_quality import load_prior, sample_prior, vae_ceiling
-from moediffir.report.figures import figure_style, new_figure
-from moediffir.report.output import save_figure
 from moediffir.training.prior import prior_stage_dir, read_prior_info, train_prior
 from moediffir.utils.io import atomic_write_csv, read_image_rgb
 
@@ -92,13 +85,7 @@ if enabled:
     print(f"VAE: {info['vae']['steps']} steps, {info['vae']['wall_s']:.0f} s; scaling_factor {info['vae']['scaling_factor']:.4f}")
     print(f"UNet: {info['unet']['steps']} steps, {info['unet']['wall_s']:.0f} s")
     log = pd.read_json(prior_stage_dir(cfg) / "log.jsonl", lines=True)
-    with figure_style():
-        fig = new_figure(9, 3)
-        for ax, phase in zip(fig.subplots(1, 2), ("vae", "unet")):
-            part = log[log["phase"] == phase]
-            ax.plot(part["step"], part["loss"])
-            ax.set(title=f"{phase} loss (trained here)", xlabel="step", yscale="log")
-        display(Image(str(save_figure(fig, figures_dir, "prior_losses")[0])))
+    display(Image(str(study_figures.prior_losses(log, figures_dir)[0])))
 
 # %% [markdown]
 # ## The VAE ceiling on the held-out photos
@@ -129,13 +116,7 @@ if enabled:
 if enabled:
     samples = sample_prior(unet, vae, scheduler, n=8, size=(p.crop_size, p.crop_size), steps=50, sampler="ddim",
                            seed=cfg.seed)
-    with figure_style():
-        fig = new_figure(12, 1.9)
-        for ax, img in zip(fig.subplots(1, 8), samples):
-            ax.imshow(img.permute(1, 2, 0).numpy())
-            ax.axis("off")
-        fig.suptitle(f"unconditional samples of the prior (trained here from scratch on {info['photos']} photos)")
-        display(Image(str(save_figure(fig, figures_dir, "prior_samples")[0])))
+    display(Image(str(study_figures.prior_samples(samples, info["photos"], figures_dir)[0])))
 
 # %% [markdown]
 # ## Does the decoder draw the patch grid?

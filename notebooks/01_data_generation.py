@@ -25,7 +25,7 @@
 # as such everywhere); the `paper` profile uses DF2K and the five test sets (see `data/README.md`).
 
 # %% tags=["parameters"]
-profile: str = "smoke"  # "smoke" or "paper"
+profile: str = "smoke"  # "smoke", "mini" or "paper"
 overrides: dict = {}  # dotted config keys, e.g. {"data.workers": 2, "data.max_test_images": 5}
 workers: "Optional[int]" = None  # None: data.workers from the profile (0: one process per core)
 progress: bool = True  # tqdm progress bar while building
@@ -33,12 +33,6 @@ image: "Optional[str]" = None  # stem of the test image shown in the grid (None:
 crop: int = 96  # side of the crop shown in the grid, pixels
 
 # %%
-import os
-from pathlib import Path
-
-if not Path("moediffir").is_dir() and Path("../moediffir").is_dir():
-    os.chdir("..")  # opened from notebooks/: relative paths in the config are relative to the repository root
-
 from moediffir.notebook import setup_notebook
 
 # before the heavy imports: it also quiets third-party notices (moediffir/utils/quiet.py)

@@ -35,18 +35,12 @@
 # It needs the benchmark of notebook 01 (`moediffir data build --profile smoke`).
 
 # %% tags=["parameters"]
-profile: str = "smoke"  # "smoke" or "paper"
+profile: str = "smoke"  # "smoke", "mini" or "paper"
 overrides: dict = {}  # dotted config keys, e.g. {"stage1.max_steps": 100, "runs_dir": "runs"}
 resume: bool = False  # continue from the newest stage-I checkpoint instead of training from scratch
 progress: bool = True  # tqdm progress bar
 
 # %%
-import os
-from pathlib import Path
-
-if not Path("moediffir").is_dir() and Path("../moediffir").is_dir():
-    os.chdir("..")  # opened from notebooks/: paths in the config are relative to the repository root
-
 from moediffir.notebook import setup_notebook
 
 # before the heavy imports: it also quiets third-party notices (moediffir/utils/quiet.py)
@@ -61,8 +55,8 @@ from IPython.display import Image, display
 
 from moediffir.data.tasks import label_names
 from moediffir.provenance import figure_note
-from moediffir.report.figures import figure_style, new_figure, routing_checkpoint
-from moediffir.report.output import save_figure
+from moediffir.report import study_figures
+from moediffir.report.figures import routing_checkpoint
 from moediffir.report.training_figures import loss_curves, read_log, training_expert_usage
 from moediffir.training.pairs import PairedCropDataset, SampleKey, training_pairs
 from moediffir.training.runtime import stage_dir
@@ -93,14 +87,8 @@ display(per_task)
 
 dataset = PairedCropDataset(cfg.benchmark_dir, pairs, s1.crop_size, augment=s1.augment)
 example = dataset[SampleKey(0, 7, 0, 0)]
-with figure_style():
-    fig = new_figure(4.0, 2.2)
-    for ax, key, title in zip(fig.subplots(1, 2), ("lq", "gt"), (f"LQ: {example['task']} (label {example['label']})", "GT")):
-        ax.imshow(example[key].permute(1, 2, 0).numpy())
-        ax.set_title(title)
-        ax.axis("off")
-    save_figure(fig, figures_dir, "stage1_training_pair")
-display(Image(str(figures_dir / "stage1_training_pair.png")))
+panels = [(f"LQ: {example['task']} (label {example['label']})", example["lq"]), ("GT", example["gt"])]
+display(Image(str(study_figures.image_row(panels, figures_dir, "stage1_training_pair", height=2.2)[0])))
 
 # %% [markdown]
 # ## Step 2 — Eq. 2 by hand, on that pair

@@ -33,18 +33,12 @@
 # `papermill notebooks/03_stage2_training.ipynb out.ipynb -p profile smoke` from the repository root.
 
 # %% tags=["parameters"]
-profile: str = "smoke"  # "smoke" or "paper"
+profile: str = "smoke"  # "smoke", "mini" or "paper"
 overrides: dict = {}  # dotted config keys, e.g. {"stage2.max_steps": 50, "runs_dir": "runs"}
 resume: bool = False  # continue from the newest stage-II checkpoint instead of training from scratch
 progress: bool = True  # tqdm progress bars
 
 # %%
-import os
-from pathlib import Path
-
-if not Path("moediffir").is_dir() and Path("../moediffir").is_dir():
-    os.chdir("..")  # opened from notebooks/: paths in the config are relative to the repository root
-
 from moediffir.notebook import setup_notebook
 
 # before the heavy imports: it also quiets third-party notices (moediffir/utils/quiet.py)
@@ -56,9 +50,9 @@ import pandas as pd
 import torch
 from IPython.display import Image, display
 
+from moediffir.models.latent_scaling import unscale_latents
 from moediffir.provenance import figure_note
-from moediffir.report.figures import figure_style, new_figure
-from moediffir.report.output import save_figure
+from moediffir.report import study_figures
 from moediffir.report.training_figures import decoder_comparison, loss_curves, read_log
 from moediffir.training.runtime import model_dir, stage_dir
 from moediffir.training.stage2 import train_stage2
@@ -128,8 +122,7 @@ from moediffir.pipelines.moediffir_pipeline import load_pipeline
 
 pipe = load_pipeline(model_folder, device=device)
 assert pipe.compensator is not None, "the model folder should hold the stage-II compensator"
-sf = pipe.vae.config.scaling_factor
-z = first["z0"][None].to(device) / sf  # (1, 4, h, w) unscaled latents
+z = unscale_latents(pipe.vae, first["z0"][None].to(device))  # (1, 4, h, w) as the VAE decoder takes them
 lq = first["lq"][None].to(device)  # (1, 3, H, W) in [0, 1]
 weights = sorted({0.0, cfg.sample.fusion_weight, 1.0})
 with torch.no_grad():
@@ -137,16 +130,9 @@ with torch.no_grad():
                for w in weights]
 panels = [("LQ", first["lq"])] + [(f"w = {w:g}" + (" (plain)" if w == 0 else ""), d[0]) for w, d in zip(weights, decoded)]
 panels.append(("GT", first["gt"]))
-with figure_style():
-    fig = new_figure(2.0 * len(panels), 2.3)
-    for ax, (title, img) in zip(fig.subplots(1, len(panels)), panels):
-        ax.imshow(img.permute(1, 2, 0).numpy())
-        ax.set_title(title)
-        ax.axis("off")
-    fig.suptitle("Stage II decoding of a stage-I latent"
-                 + (" (random weights: says nothing about the method)" if random_weights else ""))
-    save_figure(fig, figures_dir, "stage2_visual")
-display(Image(str(figures_dir / "stage2_visual.png")))
+title = "Stage II decoding of a stage-I latent" + (" (random weights: says nothing about the method)"
+                                                   if random_weights else "")
+display(Image(str(study_figures.image_row(panels, figures_dir, "stage2_visual", height=2.3, title=title)[0])))
 l1 = {f"w={w:g}": float((d - first["gt"][None]).abs().mean()) for w, d in zip(weights, decoded)}
 print("L1 to GT of this crop:", {k: round(v, 4) for k, v in l1.items()})
 

@@ -40,18 +40,12 @@
 # and table says so. The paper's numbers need the `paper` profile (0.4 M steps per variant on a GPU).
 
 # %% tags=["parameters"]
-profile: str = "smoke"  # "smoke" or "paper"
+profile: str = "smoke"  # "smoke", "mini" or "paper"
 overrides: dict = {}  # dotted config keys, e.g. {"ablation.n_values": [1, 7], "ablation.tasks": ["jpeg_q10"]}
 progress: bool = False  # training progress bars
 routing_variant: str = "N7"  # the variant whose routing is shown at the end
 
 # %%
-import os
-from pathlib import Path
-
-if not Path("moediffir").is_dir() and Path("../moediffir").is_dir():
-    os.chdir("..")  # opened from notebooks/: relative paths in the config are relative to the repository root
-
 from moediffir.notebook import setup_notebook
 
 # before the heavy imports: it also quiets third-party notices (moediffir/utils/quiet.py)

@@ -47,18 +47,12 @@
 # need the `paper` profile on a GPU.
 
 # %% tags=["parameters"]
-profile: str = "smoke"  # "smoke" or "paper"
+profile: str = "smoke"  # "smoke", "mini" or "paper"
 overrides: dict = {}  # dotted config keys, e.g. {"ablation.train_steps": 4, "ablation.tasks": ["jpeg_q10", "avc_qp37"]}
 progress: bool = False  # training progress bars
 routing_variant: str = "moe_v2t_dp"  # the Table 3 variant whose routing is shown at the end
 
 # %%
-import os
-from pathlib import Path
-
-if not Path("moediffir").is_dir() and Path("../moediffir").is_dir():
-    os.chdir("..")  # opened from notebooks/: relative paths in the config are relative to the repository root
-
 from moediffir.notebook import setup_notebook
 
 # before the heavy imports: it also quiets third-party notices (moediffir/utils/quiet.py)

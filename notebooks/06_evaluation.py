@@ -53,12 +53,6 @@ model_dir: str = ""  # "" -> <runs>/<profile>/model (written by notebook 03)
 externals: dict = {}  # other methods' restored images: {"PromptIR": "path/to/folder", ...}
 
 # %%
-import os
-from pathlib import Path
-
-if not Path("moediffir").is_dir() and Path("../moediffir").is_dir():
-    os.chdir("..")  # opened from notebooks/: paths in the config are relative to the repository root
-
 from moediffir.notebook import setup_notebook
 
 # before the heavy imports: it also quiets third-party notices (moediffir/utils/quiet.py)
@@ -195,8 +189,7 @@ if cfg.eval.yardsticks:
 if cfg.eval.sampler_study_steps:
     from moediffir.studies.sampler_study import fewest_steps_within, sampler_settings, sampler_study
     from moediffir.metrics import MetricSuite
-    from moediffir.report.figures import figure_style, new_figure
-    from moediffir.report.output import save_figure
+    from moediffir.report import study_figures
     from moediffir.utils.io import atomic_write_csv
 
     study_items = items[items["task"] == cfg.eval.sampler_study_task].head(cfg.eval.sampler_study_images)
@@ -205,17 +198,7 @@ if cfg.eval.sampler_study_steps:
     atomic_write_csv(tables_dir / "sampler_study.csv", study)
     display(study.round(4))
     print("fewest steps within 0.1 dB of DDPM-200:", fewest_steps_within(study, 0.1))
-    with figure_style():
-        fig = new_figure(9, 3)
-        axes = fig.subplots(1, 2)
-        ref = study[study["sampler"] == "ddpm"].iloc[0]
-        for ax, metric in zip(axes, [m for m in ("psnr", "lpips") if m in study]):
-            for name, part in study[study["sampler"] != "ddpm"].groupby("sampler"):
-                ax.plot(part["steps"], part[metric], marker="o", label=name)
-            ax.axhline(ref[metric], color="k", ls="--", label=f"ddpm {int(ref['steps'])}")
-            ax.set(xlabel="sampler steps", ylabel=metric, title=f"{metric} on {cfg.eval.sampler_study_task}")
-            ax.legend()
-        display(Image(str(save_figure(fig, figures_dir, "sampler_study")[0])))
+    display(Image(str(study_figures.sampler_study(study, cfg.eval.sampler_study_task, figures_dir)[0])))
 
 # %% [markdown]
 # ## Where the denoiser stands, noise level by noise level (Eq. 2)

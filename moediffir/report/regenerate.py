@@ -7,7 +7,8 @@ restored images -- and writes
 * ``tables/``: Table 1, the per-level tables (one per codec), Table 4 -- CSV, Markdown, LaTeX
   (:mod:`moediffir.report.tables`);
 * ``figures/``: the visual grids (Fig. 4), bpp against quality, the prompt similarity heatmaps (Fig. 8), the
-  expert usage per task -- PNG, PDF and the plotted numbers as CSV (:mod:`moediffir.report.figures`).
+  expert usage per task -- PNG, PDF and the plotted numbers as CSV (:mod:`moediffir.report.figures`); the
+  sampler study where notebook 06 ran it (``tables/sampler_study.csv``, :mod:`moediffir.report.study_figures`).
 
 The same saved numbers always give byte-identical files. Files of these kinds left from an earlier evaluation
 that this one does not produce (e.g. the table of a codec no longer evaluated) are removed. It holds the lock of
@@ -24,7 +25,7 @@ import pandas as pd
 
 from moediffir.config import Config
 from moediffir.errors import MoEDiffIRError
-from moediffir.report import figures, tables
+from moediffir.report import figures, study_figures, tables
 from moediffir.report.table_notes import is_random, trained_here_note
 from moediffir.utils.locks import folder_lock
 
@@ -87,6 +88,9 @@ def _regenerate_locked(cfg: Config, out: Path, paper_root: str | Path | None) ->
         routing = _read_csv(mdir / "routing.csv")
         if len(routing):
             written += figures.expert_usage(routing, fig_dir, weights)
+    if (out / TABLES_DIR / "sampler_study.csv").is_file():  # notebook 06's sampler study, where it ran
+        written += study_figures.sampler_study(_read_csv(out / TABLES_DIR / "sampler_study.csv"),
+                                               cfg.eval.sampler_study_task, fig_dir)
 
     keep = {p.resolve() for p in written}
     for sub, patterns in _GENERATED.items():

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from moediffir.report.figures import figure_style, new_figure, save_figure, suptitle
+from moediffir.report.figures import figure_style, new_figure, suptitle
+from moediffir.report.output import save_figure
 from moediffir.training.training_log import read_jsonl, usage_matrix
 from moediffir.utils.io import atomic_write_csv
 
