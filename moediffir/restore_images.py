@@ -10,8 +10,11 @@ OUTDIR. Rules:
   ``--overwrite``) before any work, naming both: the originals are never replaced by their restorations;
 - an unreadable input is skipped with a warning naming it, the others go on; the exit code is 1 when any
   image failed (a summary lists them), 0 otherwise;
-- each image is sampled with its own generator seeded by ``--seed``, so its result does not depend on which
-  other images are restored with it;
+- each image is sampled with its own generator, seeded as the evaluation seeds a benchmark image
+  (:func:`restore_seed`: ``--seed`` and the image's stem), so its result does not depend on which other images
+  are restored with it, nor on their order;
+- ``--profile`` names the default model folder (``runs/<profile>/model``); ``--set KEY=VALUE`` overrides a
+  sampling setting of the model folder's config (``sample.*``, ``seed``, ``device``, weight sources);
 - a model whose weights are random (the smoke profile) is said to be so: its outputs are not restorations.
 
 :func:`run_restore` is the command (the ``moediffir`` command line parses its arguments);
@@ -21,7 +24,7 @@ OUTDIR. Rules:
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,14 @@ from typing import Any
 from moediffir.errors import MoEDiffIRError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def restore_seed(seed: int, stem: str) -> int:
+    """The sampling seed of an image of yours: the evaluation's rule for a benchmark image
+    (:func:`~moediffir.evaluation.protocol.image_seed`), with no set or task."""
+    from moediffir.evaluation.protocol import image_seed
+
+    return image_seed(int(seed), "", "", stem)
 
 
 class RestoreError(MoEDiffIRError, ValueError):
@@ -155,7 +166,7 @@ def restore_images(
             report.failed.append((src, str(exc)))
             continue
         try:
-            generator = torch.Generator().manual_seed(int(seed))
+            generator = torch.Generator().manual_seed(restore_seed(seed, src.stem))
             restored = pipe(lq, generator=generator, output_type="np", **kwargs).images[0]  # (H, W, 3) uint8
             if not overwrite and dst.exists():  # appeared while we worked
                 raise RestoreError(f"output exists (pass --overwrite to replace): {dst}")
@@ -171,8 +182,9 @@ def restore_images(
 def prepare_pipeline(model: str | Path, *, device: str = "auto", dtype: str | None = None,
                      scheduler: str | None = None, steps: int | None = None, decoder: str | None = None,
                      fusion_weight: float | None = None, tile_size: int | None = None,
-                     color_fix: str | None = None) -> Any:
-    """Load the model folder's pipeline and check the sampling arguments once (not once per image).
+                     color_fix: str | None = None, overrides: Mapping[str, Any] | None = None) -> Any:
+    """Load the model folder's pipeline (``overrides``: its config's sampling settings, ``--set``) and check the
+    sampling arguments once (not once per image).
 
     Raises :class:`RestoreError` (or the model folder's error) naming the problem, before any image is sampled.
     """
@@ -180,8 +192,8 @@ def prepare_pipeline(model: str | Path, *, device: str = "auto", dtype: str | No
 
     from moediffir.pipelines.moediffir_pipeline import load_pipeline
 
-    overrides = {"sample.scheduler": scheduler} if scheduler else None
-    pipe = load_pipeline(model, device=device, dtype=dtype, overrides=overrides)
+    overrides = {**(overrides or {}), **({"sample.scheduler": scheduler} if scheduler else {})}
+    pipe = load_pipeline(model, device=device, dtype=dtype, overrides=overrides or None)
     try:
         settings = pipe.resolve_arguments(num_inference_steps=steps, decoder=decoder, fusion_weight=fusion_weight,
                                           tile_size=tile_size, color_fix=color_fix)
@@ -209,6 +221,7 @@ def run_restore(
     color_fix: str | None = None,
     recursive: bool = False,
     overwrite: bool = False,
+    overrides: Mapping[str, Any] | None = None,
     warn: Callable[[str], None] | None = None,
     progress: bool = True,
 ) -> RestoreReport:
@@ -231,7 +244,7 @@ def run_restore(
     check_device(device)
     check_dtype(dtype, device)
     pipe = prepare_pipeline(model, device=device, dtype=dtype, scheduler=scheduler, steps=steps, decoder=decoder,
-                            fusion_weight=fusion_weight, tile_size=tile_size, color_fix=color_fix)
+                            fusion_weight=fusion_weight, tile_size=tile_size, color_fix=color_fix, overrides=overrides)
     from moediffir.weights.model_folder import read_model_info  # loaded with the pipeline: no new import
 
     random_parts = read_model_info(model).get("random_weights", [])
@@ -239,5 +252,4 @@ def run_restore(
         warn("note: this model has random weights (" + "; ".join(random_parts) + "): outputs are not restorations")
     return restore_images(files, out_dir, pipe, num_inference_steps=steps, seed=seed, decoder=decoder,
                           fusion_weight=fusion_weight, tile_size=tile_size, color_fix=color_fix, overwrite=overwrite,
-                          warn=warn,
-                          progress=progress)
+                          warn=warn, progress=progress)

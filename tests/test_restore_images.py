@@ -150,3 +150,30 @@ def test_half_precision_on_the_cpu_is_one_line_before_the_model_loads(model, inp
     with pytest.raises(DeviceError, match="needs a CUDA device"):  # the loader says so too, as the kit's error
         load_model_parts(model, device="cpu", dtype="fp16")
     assert not out.exists()
+
+
+def test_each_image_is_seeded_as_the_evaluation_seeds_it_and_the_profile_finds_the_model(model, inputs, tmp_path):
+    """``--profile`` (with ``--set runs_dir=``) finds ``runs/<profile>/model``; ``--set sample.*`` reaches the model
+    folder's config; each image's noise comes from ``--seed`` and its stem, whichever images run beside it."""
+    import torch
+
+    from moediffir.pipelines import load_pipeline
+    from moediffir.restore_images import restore_seed
+    from moediffir.utils.io import read_image_rgb
+
+    runs = tmp_path / "runs"
+    shutil.copytree(model, runs / "smoke" / "model")
+    alone, together = tmp_path / "alone", tmp_path / "together"
+    args = ("--steps", "1", "--device", "cpu", "--tile-size", "128", "--profile", "smoke", "--set", f"runs_dir={runs}",
+            "--set", "sample.color_fix=none")
+    assert _run("restore", str(inputs / "b.png"), "-o", str(alone), *args) == 0
+    assert _run("restore", str(inputs / "odd.png"), str(inputs / "b.png"), "-o", str(together), *args) == 0
+    assert (alone / "b.png").read_bytes() == (together / "b.png").read_bytes()
+    pipe = load_pipeline(model, device="cpu", overrides={"sample.color_fix": "none"})
+    pipe.set_progress_bar_config(disable=True)
+    want = pipe(read_image_rgb(inputs / "b.png"), num_inference_steps=1, tile_size=128, output_type="np",
+                generator=torch.Generator().manual_seed(restore_seed(0, "b"))).images[0]
+    np.testing.assert_array_equal(read_image_rgb(alone / "b.png"), want)
+    assert restore_seed(0, "b") != restore_seed(0, "odd") != restore_seed(1, "odd")
+    assert _run("restore", str(inputs / "b.png"), "-o", str(tmp_path / "none"), "--profile", "smoke",
+                "--set", f"runs_dir={tmp_path / 'nowhere'}") != 0  # no model folder there: refused, by name

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from moediffir.cli.common import Namespace, SubParsers, set_command
+from moediffir.cli.common import Namespace, SubParsers, add_config_args, set_command
+from moediffir.config import parse_override, resolve_config
 
 
 def _weight_arg(text: str) -> float:
@@ -20,8 +21,20 @@ def _cmd_restore(args: Namespace) -> int:
     from moediffir.restore_images import run_restore
 
     err = lambda msg: print(msg, file=sys.stderr)
+    from moediffir.weights.model_folder import LOAD_OVERRIDABLE
+
+    sets = dict(parse_override(text) for text in args.overrides)
+    cfg = resolve_config(args.profile, sets)  # the --set values are checked like every command's
+    model = args.model
+    if model is None:
+        from moediffir.training.runtime import model_dir
+
+        model = model_dir(cfg)
+    # sampling settings and weight sources override the model folder's own config; the rest (runs_dir, ...)
+    # only say where the profile's model folder is
     report = run_restore(
-        args.inputs, args.output, args.model, device=args.device, dtype=args.dtype, scheduler=args.scheduler,
+        args.inputs, args.output, model, overrides={k: v for k, v in sets.items() if k.startswith(LOAD_OVERRIDABLE)},
+        device=args.device, dtype=args.dtype, scheduler=args.scheduler,
         steps=args.steps, seed=args.seed, decoder=args.decoder, fusion_weight=args.fusion_weight,
         tile_size=args.tile_size, color_fix=args.color_fix, recursive=args.recursive, overwrite=args.overwrite, warn=err,
     )
@@ -46,12 +59,15 @@ def add_restore_commands(sub: SubParsers) -> None:
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders of images")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the restored PNGs")
-    p.add_argument("--model", required=True, metavar="MODEL_DIR", help="model folder (save_model_folder)")
+    p.add_argument("--model", default=None, metavar="MODEL_DIR",
+                   help="model folder (default: runs/<profile>/model, written by `moediffir train`)")
+    add_config_args(p)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default: auto)")
     p.add_argument("--dtype", default=None, choices=allowed_values("sample.dtype"),
                    help="default: the model's sample.dtype")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's sample.num_steps)")
-    p.add_argument("--seed", type=int, default=0, help="seed of every image's noise (default: 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the noise, combined with each image's stem as the evaluation does (default: 0)")
     p.add_argument("--decoder", choices=DECODERS, default=None,
                    help="the decoder compensator (default where the model has one) or the plain VAE decoder")
     p.add_argument("--fusion-weight", type=_weight_arg, default=None, metavar="W",
