@@ -225,19 +225,13 @@ def test_parallel_equals_serial(tmp_path, repo_root):
 
 
 _KILL_SCRIPT = """
-import sys
+import os, signal, sys
+from pathlib import Path
 from moediffir.config import resolve_config
-from moediffir.data.builder import build_benchmark
-if __name__ == "__main__":
-    cfg = resolve_config("smoke", {"data.datasets_dir": sys.argv[1], "data.out_dir": sys.argv[2],
-                                   "data.codecs": ["jpeg", "webp", "hevc", "vvc"], "data.unseen": True})
-    build_benchmark(cfg, workers=int(sys.argv[3]), progress=False)
-"""
+from moediffir.data import builder
 
-
-def _descendants(pid: int) -> list[int]:
-    """Process ids below ``pid`` (from /proc, no extra package)."""
-    parents: dict[int, int] = {}
+def descendants(pid):
+    parents = {}
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
@@ -250,6 +244,25 @@ def _descendants(pid: int) -> list[int]:
         found += kids
         frontier = kids
     return found
+
+class KillAfterTwoUnits:
+    # the build's progress bar: after its second finished unit (of many), the build SIGKILLs itself
+    def __init__(self, *args, **kwargs):
+        self.units = 0
+    def update(self, n=1):
+        self.units += 1
+        if self.units == 2:
+            Path(sys.argv[4]).write_text(" ".join(map(str, descendants(os.getpid()))))
+            os.kill(os.getpid(), signal.SIGKILL)
+    def close(self):
+        pass
+
+if __name__ == "__main__":
+    builder._progress = KillAfterTwoUnits
+    cfg = resolve_config("smoke", {"data.datasets_dir": sys.argv[1], "data.out_dir": sys.argv[2],
+                                   "data.codecs": ["jpeg", "webp", "hevc", "vvc"], "data.unseen": True})
+    builder.build_benchmark(cfg, workers=int(sys.argv[3]), progress=False)
+"""
 
 
 def _alive(pid: int) -> bool:
@@ -271,31 +284,19 @@ def test_kill_9_midway_then_rerun_is_complete(tmp_path, repo_root, workers):
         (ds / split).mkdir(parents=True)
         for n in names:
             (ds / split / n).write_bytes((repo_root / "data" / "smoke" / split / n).read_bytes())
-    out = tmp_path / "bench"
-    proc = subprocess.Popen([sys.executable, str(script), str(ds), str(out), str(workers)],
-                            cwd=repo_root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    children: list[int] = []
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline and proc.poll() is None:
-            children = _descendants(proc.pid) or children
-            if (out / "records").exists() and len(list((out / "records").rglob("*.json"))) >= 8:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "the build finished before it could be killed; give it more work"
-        if workers > 1:
-            assert len(children) >= workers, "the worker processes were not seen"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-        # the workers die with their parent (PR_SET_PDEATHSIG), no orphan keeps writing
-        deadline = time.time() + 15
-        while time.time() < deadline and any(_alive(c) for c in children):
-            time.sleep(0.1)
-        orphans = [c for c in children if _alive(c)]
-        assert not orphans, f"workers {orphans} outlived the killed build"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    out, pids = tmp_path / "bench", tmp_path / "workers.txt"
+    proc = subprocess.run([sys.executable, str(script), str(ds), str(out), str(workers), str(pids)],
+                          cwd=repo_root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600, check=False)
+    assert proc.returncode == -signal.SIGKILL, "the build was to kill itself after its second unit"
+    children = [int(p) for p in pids.read_text().split()]
+    if workers > 1:
+        assert len(children) >= workers, "the worker processes were not seen"
+    # the workers die with their parent (PR_SET_PDEATHSIG), no orphan keeps writing
+    deadline = time.time() + 15
+    while time.time() < deadline and any(_alive(c) for c in children):
+        time.sleep(0.1)
+    orphans = [c for c in children if _alive(c)]
+    assert not orphans, f"workers {orphans} outlived the killed build"
     assert not (out / "manifest.csv").exists()
     cfg = resolve_config("smoke", {"data.datasets_dir": str(ds), "data.out_dir": str(out),
                                    "data.codecs": ["jpeg", "webp", "hevc", "vvc"], "data.unseen": True})

@@ -61,9 +61,16 @@ def test_grayscale_as_rgb(name, codecs, photo):
 
 @pytest.mark.parametrize("name", VIDEO)
 def test_tiny_and_odd_images(name, codecs, photo):
+    """Images smaller than a coding block come back at their size, their colour, the right way up."""
+    colour, other = np.array([90, 140, 200]), np.array([220, 60, 30])
     for h, w in ((1, 1), (3, 5), (17, 2)):
         res = codecs[name](photo[:h, :w], 37)
         assert res.decoded.shape == (h, w, 3) and res.num_bits > 0
+        flat = np.broadcast_to(colour, (h, w, 3)).astype(np.uint8)
+        assert np.abs(codecs[name](flat, 37).decoded.astype(int) - colour).max() <= 6, (name, h, w)
+    halves = np.concatenate([np.broadcast_to(colour, (8, 2, 3)), np.broadcast_to(other, (9, 2, 3))]).astype(np.uint8)
+    out = codecs[name](halves, 37).decoded.astype(int)
+    assert np.abs(out[0] - colour).max() <= 12 and np.abs(out[-1] - other).max() <= 12, name  # not cropped wrongly
 
 
 def test_vvc_is_10bit_and_coded_size_is_even(codecs, photo):
