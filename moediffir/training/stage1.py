@@ -31,32 +31,26 @@ from __future__ import annotations
 
 import contextlib
 import math
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 from moediffir.models.latent_scaling import scale_latents
 from moediffir.pipelines.vae_steps import encode_lq
 from moediffir.provenance import backbone_provenance
-from moediffir.training.checkpoint import latest_checkpoint, save_checkpoint
-from moediffir.training.pairs import PairedCropDataset, ResumableBatchSampler, SampleKey, training_pairs
+from moediffir.training.loop import StageRun
+from moediffir.training.pairs import PairedCropDataset, SampleKey, training_pairs
 from moediffir.training.runtime import (
     check_fresh_start,
-    checkpoint_meta,
     make_accelerator,
     model_dir,
-    progress_bar,
-    resume_from,
     stage_dir,
     stage_lock,
-    start_stage_dir,
 )
-from moediffir.training.training_log import RoutingStats, TrainingLog
+from moediffir.training.training_log import RoutingStats
 from moediffir.training.usm import usm_sharpen
 from moediffir.utils.io import atomic_write_json
 
@@ -204,153 +198,106 @@ def train_stage1(cfg, resume: bool = False, progress: bool = True, overwrite: bo
         return _train_stage1(cfg, resume, progress, overwrite)
 
 
-# long function: set-up, resume and the training loop of paper §4.1 read in one place (accelerate state)
-def _train_stage1(cfg, resume: bool, progress: bool, overwrite: bool) -> Path:
-    """The run of :func:`train_stage1`, inside the lock of its stage folder."""
-    s1 = cfg.stage1
-    if s1.grad_accum < 1 or s1.batch_size < 1 or s1.max_steps < 0:
-        raise ValueError(f"stage1: batch_size={s1.batch_size}, grad_accum={s1.grad_accum}, max_steps={s1.max_steps}")
-    out = stage_dir(cfg, STAGE)
-    ckpt_root = out / "checkpoints"
-    pairs = training_pairs(cfg)  # fails early, before any network is built, when the benchmark is missing
-    check_fresh_start(out, resume, overwrite)
-    accelerator = make_accelerator(cfg, s1.mixed_precision)
-    rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
-    latest = latest_checkpoint(ckpt_root) if resume else None
-
-    # -- model, data, optimiser ------------------------------------------------------------------
+def _setup(cfg, accelerator, pairs):
+    """The stage-I model, data and optimiser on ``accelerator``, seeded alike on every process:
+    ``(model, denoiser, vae, scheduler, dataset, eval_batch, optimizer, lr_scheduler)``."""
     from accelerate.utils import set_seed
 
+    s1 = cfg.stage1
     set_seed(cfg.seed)  # identical initialisation on every process
     denoiser, vae, scheduler = _build_model(cfg)
     _check_frozen(denoiser, vae)
     if s1.gradient_checkpointing:
         denoiser.unet.enable_gradient_checkpointing()
-    device = accelerator.device
-    vae.to(device)
+    vae.to(accelerator.device)
     dataset = PairedCropDataset(cfg.benchmark_dir, pairs, s1.crop_size, augment=s1.augment)
     eval_batch = fixed_batch(dataset, s1.batch_size)
-    params = list(denoiser.trainable_parameters())
     optimizer = build_stage1_optimizer(denoiser, s1)
     lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)  # constant (§4.1)
     model, optimizer = accelerator.prepare(denoiser, optimizer)
-    denoiser = accelerator.unwrap_model(model)
-    set_seed(cfg.seed, device_specific=True)  # per-process noise streams (rank 0 keeps cfg.seed)
+    return model, accelerator.unwrap_model(model), vae, scheduler, dataset, eval_batch, optimizer, lr_scheduler
 
-    step, epoch, batch_pos, samples_seen = 0, 0, 0, 0
-    eval_start = None
-    if latest is not None:
-        info = resume_from(latest, cfg, STAGE, modules={"denoiser": denoiser}, optimizers={"adam": optimizer},
-                           schedulers={"lr": lr_scheduler}, rank=rank, world_size=world)
-        meta = info["meta"]
-        step, samples_seen = int(info["step"]), int(meta["samples_seen"])
-        epoch, batch_pos = meta["sampler"]["epoch"], meta["sampler"]["batch"]
-        eval_start = meta.get("eval_loss_start")
-        if main:
-            print(f"[stage1] resumed from {latest} (step {step})")
+
+def _train_stage1(cfg, resume: bool, progress: bool, overwrite: bool) -> Path:
+    """The run of :func:`train_stage1`, inside the lock of its stage folder (the shared loop: :class:`StageRun`)."""
+    from accelerate.utils import set_seed
+
+    s1 = cfg.stage1
+    if s1.grad_accum < 1 or s1.batch_size < 1 or s1.max_steps < 0:
+        raise ValueError(f"stage1: batch_size={s1.batch_size}, grad_accum={s1.grad_accum}, max_steps={s1.max_steps}")
+    pairs = training_pairs(cfg)  # fails early, before any network is built, when the benchmark is missing
+    check_fresh_start(stage_dir(cfg, STAGE), resume, overwrite)
+    accelerator = make_accelerator(cfg, s1.mixed_precision)
+    run = StageRun(cfg, STAGE, accelerator, s1, resume)
+    model, denoiser, vae, scheduler, dataset, eval_batch, optimizer, lr_scheduler = _setup(cfg, accelerator, pairs)
+    params = list(denoiser.trainable_parameters())
+    set_seed(cfg.seed, device_specific=True)  # per-process noise streams (rank 0 keeps cfg.seed)
+    objects = {"modules": {"denoiser": denoiser}, "optimizers": {"adam": optimizer}, "schedulers": {"lr": lr_scheduler}}
+    meta = run.resume(**objects)
+    samples_seen, eval_start = int(meta.get("samples_seen", 0)), meta.get("eval_loss_start")
     if eval_start is None:
         eval_start = fixed_batch_loss(denoiser, vae, scheduler, eval_batch, seed=cfg.seed)
-    start_stage_dir(accelerator, cfg, out, resuming=latest is not None)
-    log = TrainingLog(out, resume_step=step if latest is not None else None, enabled=main)
-    sampler = ResumableBatchSampler(len(dataset), s1.batch_size, cfg.seed, rank=rank, world_size=world,
-                                    start_epoch=epoch, start_batch=batch_pos)
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=s1.num_workers,
-                        pin_memory=device.type == "cuda", generator=torch.Generator())
-    from moediffir.data.tasks import label_names
-
-    names = label_names(cfg.data.preset)
+    it = run.start(dataset, progress, "stage I", unit="step")
     stats = RoutingStats(cfg.model.num_tasks)
 
-    def reduce_sum(t: torch.Tensor) -> torch.Tensor:
-        return accelerator.reduce(t.to(device), "sum").cpu()
+    def state() -> dict[str, Any]:  # what a checkpoint records beside the sampler position, read when it is saved
+        return {"samples_seen": samples_seen, "eval_loss_start": eval_start}
 
-    def checkpoint(at: int) -> None:
-        meta = checkpoint_meta(cfg, STAGE, sampler={"epoch": epoch, "batch": batch_pos}, samples_seen=samples_seen,
-                               eval_loss_start=eval_start)
-        save_checkpoint(ckpt_root, at, modules={"denoiser": denoiser}, optimizers={"adam": optimizer},
-                        schedulers={"lr": lr_scheduler}, meta=meta, rank=rank, world_size=world,
-                        barrier=accelerator.wait_for_everyone, keep_last=s1.keep_checkpoints)
-
-    # -- loop --------------------------------------------------------------------------------------
     model.train()
-    it = iter(loader)
-    bar = progress_bar(progress and main, s1.max_steps, "stage I", initial=step, unit="step")
-    window_losses: list[torch.Tensor] = []
-    window_balance: list[torch.Tensor] = []
-    t_window, steps_window = time.perf_counter(), 0
-    t_start = time.perf_counter()
-    start_step = step
-    while step < s1.max_steps:
+    while run.running:
         micro_losses, micro_bal = [], []
         for micro in range(s1.grad_accum):
             batch = next(it)
-            sync = micro == s1.grad_accum - 1
-            with contextlib.nullcontext() if sync else accelerator.no_sync(model):
+            with contextlib.nullcontext() if micro == s1.grad_accum - 1 else accelerator.no_sync(model):
                 with accelerator.autocast():
-                    loss, parts = stage1_loss(model, vae, scheduler, batch, device, s1.usm_gt)
+                    loss, parts = stage1_loss(model, vae, scheduler, batch, accelerator.device, s1.usm_gt)
                 accelerator.backward(loss / s1.grad_accum)
             micro_losses.append(parts["eps_loss"])
             micro_bal.append(parts["balance_loss"])
             stats.update(parts["routing"], batch["label"])
-            epoch, batch_pos = sampler.next_position(int(batch["epoch"][0]), int(batch["batch"][0]))
+            run.consumed(batch)
         if s1.max_grad_norm > 0:
             accelerator.clip_grad_norm_(params, s1.max_grad_norm)
         optimizer.step()
         lr_scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        step += 1
-        samples_seen += s1.batch_size * s1.grad_accum * world
-        steps_window += 1
-        window_losses.append(torch.stack(micro_losses).mean())
-        window_balance.append(torch.stack(micro_bal).mean())
-        bar.update(1)
-        if step % s1.log_every == 0 or step == s1.max_steps:
-            losses = reduce_sum(torch.stack(window_losses).double()) / world  # (n,) mean over processes
-            balance = reduce_sum(torch.stack(window_balance).double()) / world
-            stats.reduce(reduce_sum)
-            elapsed = time.perf_counter() - t_window
-            record = {
-                "step": step, "loss": float(losses.mean()), "loss_last": float(losses[-1]),
-                "balance_loss": float(balance.mean()), "lr": float(lr_scheduler.get_last_lr()[0]),
-                "epoch": epoch, "samples_seen": samples_seen,
-                "samples_per_s": s1.batch_size * s1.grad_accum * world * steps_window / max(elapsed, 1e-9),
-                "steps": [step - len(losses) + 1 + i for i in range(len(losses))],
-                "losses": [float(x) for x in losses],
-                **stats.summary(),
-            }
-            log.append(record)
-            bar.set_postfix(loss=f"{record['loss']:.4f}")
-            window_losses, window_balance = [], []
+        samples_seen += s1.batch_size * s1.grad_accum * run.world
+        run.end_step({"loss": torch.stack(micro_losses).mean(), "balance": torch.stack(micro_bal).mean()})
+        if run.log_due:
+            means, per_s = run.flush()
+            stats.reduce(run.reduce_sum)
+            losses = means["loss"]
+            run.write({"step": run.step, "loss": float(losses.mean()), "loss_last": float(losses[-1]),
+                       "balance_loss": float(means["balance"].mean()), "lr": float(lr_scheduler.get_last_lr()[0]),
+                       "epoch": run.epoch, "samples_seen": samples_seen, "samples_per_s": per_s,
+                       **stats.summary()}, losses)
             stats.reset()
-            t_window, steps_window = time.perf_counter(), 0
-        if step % s1.checkpoint_every == 0 or step == s1.max_steps:
-            checkpoint(step)
-    bar.close()
-    wall = time.perf_counter() - t_start
-    if latest_checkpoint(ckpt_root) is None:  # max_steps == 0: still leave a resumable state
-        checkpoint(step)
-
-    # -- final model -------------------------------------------------------------------------------
+        run.checkpoint(**objects, state=state)
+    run.finish(lambda: run.checkpoint(**objects, state=state, force=True))
     eval_end = fixed_batch_loss(denoiser, vae, scheduler, eval_batch, seed=cfg.seed)
     folder = model_dir(cfg)
-    if main:
-        from moediffir.weights.model_folder import save_model_folder
-
-        save_model_folder(folder, cfg, denoiser, vae, scheduler, info={"stage1": {
-            "steps": step, "samples_seen": samples_seen, "eval_loss_start": eval_start, "eval_loss_end": eval_end}})
-        atomic_write_json(out / "summary.json", {
-            "steps": step, "steps_this_run": step - start_step, "wall_s_this_run": round(wall, 3),
-            "steps_per_s": (step - start_step) / wall if wall > 0 and step > start_step else None,
-            "samples_seen": samples_seen, "world_size": world, "device": str(device),
-            "mixed_precision": accelerator.mixed_precision,
-            "eval_loss_start": eval_start, "eval_loss_end": eval_end,
-            "trainable_parameters": sum(p.numel() for p in params),
-            "task_names": {str(k): v for k, v in names.items()}, "model_dir": str(folder),
-            "weights": backbone_provenance(cfg),
-        })
-    accelerator.wait_for_everyone()
-    print(f"[stage1] rank {rank}/{world} done: {step} steps", flush=True)
+    if run.main:
+        _write_stage1(cfg, run, folder, denoiser, vae, scheduler, params, accelerator, samples_seen, eval_start,
+                      eval_end)
+    run.done()
     return folder
+
+
+def _write_stage1(cfg, run: StageRun, folder: Path, denoiser, vae, scheduler, params, accelerator,
+                  samples_seen: int, eval_start: float, eval_end: float) -> None:
+    """The model folder and ``summary.json`` of a finished stage-I run (main process)."""
+    from moediffir.data.tasks import label_names
+    from moediffir.weights.model_folder import save_model_folder
+
+    save_model_folder(folder, cfg, denoiser, vae, scheduler, info={"stage1": {
+        "steps": run.step, "samples_seen": samples_seen, "eval_loss_start": eval_start, "eval_loss_end": eval_end}})
+    atomic_write_json(run.out / "summary.json", {
+        **run.summary(), "samples_seen": samples_seen, "world_size": run.world, "device": str(accelerator.device),
+        "mixed_precision": accelerator.mixed_precision, "eval_loss_start": eval_start, "eval_loss_end": eval_end,
+        "trainable_parameters": sum(p.numel() for p in params),
+        "task_names": {str(k): v for k, v in label_names(cfg.data.preset).items()}, "model_dir": str(folder),
+        "weights": backbone_provenance(cfg),
+    })
 
 
 def stage1_epochs(cfg, n_pairs: int) -> float:

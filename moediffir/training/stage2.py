@@ -21,7 +21,6 @@ which is not reproduced here (a fixed ``gan_weight``).
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,21 +28,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
 from moediffir.models.latent_scaling import unscale_latents
-from moediffir.training.checkpoint import latest_checkpoint, save_checkpoint
-from moediffir.training.pairs import ResumableBatchSampler
+from moediffir.training.loop import StageRun
 from moediffir.training.runtime import (
     TrainingConfigError,
     check_fresh_start,
-    checkpoint_meta,
     make_accelerator,
-    progress_bar,
-    resume_from,
     stage_dir,
     stage_lock,
-    start_stage_dir,
 )
 from moediffir.training.stage2_data import (
     STAGE,
@@ -53,7 +46,6 @@ from moediffir.training.stage2_data import (
     stage1_fingerprint,
     stage2_data_dir,
 )
-from moediffir.training.training_log import TrainingLog
 from moediffir.utils.io import atomic_write_json
 
 
@@ -128,14 +120,101 @@ def train_stage2(cfg, resume: bool = False, progress: bool = True, overwrite: bo
         return _train_stage2(cfg, resume, progress, overwrite)
 
 
-# long function: set-up, resume and the training loop of paper §3.4 read in one place (accelerate state)
-def _train_stage2(cfg, resume: bool, progress: bool, overwrite: bool) -> Path:
-    """The run of :func:`train_stage2`, inside the lock of its stage folder."""
+def _setup(cfg, accelerator, folder: Path):
+    """The compensator (and discriminator) to train around the stage-I model of ``folder``, on ``accelerator``:
+    ``(pipe, vae, compensator, disc, opt_g, lr_g)`` (``disc`` None without the adversarial term)."""
     from accelerate.utils import set_seed
 
     from moediffir.models.compensator import build_compensator
     from moediffir.pipelines.moediffir_pipeline import load_pipeline
-    from moediffir.weights.model_folder import read_model_info, save_model_folder
+
+    s2 = cfg.stage2
+    set_seed(cfg.seed)
+    pipe = load_pipeline(folder, device="cpu")  # the stage-I parts are only re-saved: keep them off the GPU
+    if pipe.model_config is not None and pipe.model_config.model != cfg.model:
+        raise TrainingConfigError(f"{folder}: the stage-I model was trained with other model.* settings than cfg")
+    vae = pipe.vae.to(accelerator.device)
+    compensator = build_compensator(cfg, vae)
+    if s2.gradient_checkpointing:
+        compensator.enable_gradient_checkpointing()
+    if any(p.requires_grad for p in compensator.vae.parameters()):
+        raise RuntimeError("stage II: the compensator's VAE copy must be frozen")
+    opt_g = torch.optim.Adam(list(compensator.fusion_parameters()), lr=s2.lr, betas=tuple(s2.betas))
+    lr_g = torch.optim.lr_scheduler.LambdaLR(opt_g, lambda _: 1.0)
+    use_gan = s2.gan_weight > 0
+    disc = (PatchDiscriminator(channels=s2.disc_channels, layers=s2.disc_layers).to(accelerator.device)
+            if use_gan else None)
+    return pipe, vae, compensator, disc, opt_g, lr_g
+
+
+def _prepare(cfg, accelerator, compensator, disc, opt_g, lr_g):
+    """``accelerator.prepare`` the generator (and the discriminator with its optimiser):
+    ``(model, compensator, disc_model, opt_g, opt_d, objects)``; ``objects`` holds what a checkpoint saves."""
+    s2 = cfg.stage2
+    if disc is not None:
+        opt_d = torch.optim.Adam(disc.parameters(), lr=s2.lr, betas=tuple(s2.betas))
+        model, opt_g, disc_model, opt_d = accelerator.prepare(compensator, opt_g, disc, opt_d)
+        disc = accelerator.unwrap_model(disc_model)
+    else:
+        model, opt_g = accelerator.prepare(compensator, opt_g)
+        disc_model = opt_d = None
+    compensator = accelerator.unwrap_model(model)
+    objects = {"modules": {"compensator": compensator} | ({"discriminator": disc} if disc is not None else {}),
+               "optimizers": {"adam_g": opt_g} | ({"adam_d": opt_d} if disc is not None else {}),
+               "schedulers": {"lr_g": lr_g}}
+    return model, compensator, disc_model, opt_g, opt_d, objects
+
+
+def _generator_pass(cfg, accelerator, run: StageRun, it, model, disc_model, vae, lpips_model, gan_on: bool):
+    """The compensator's loss over ``stage2.grad_accum`` micro-batches, backpropagated (Eq. 4 with LPIPS, L1 and
+    the hinge generator term): ``(fakes, reals, parts)``; ``parts`` ``(4,)``: loss, L1, LPIPS, adversarial."""
+    s2, device = cfg.stage2, accelerator.device
+    fakes, reals, parts_acc = [], [], []
+    for micro in range(s2.grad_accum):
+        batch = next(it)
+        ctx = contextlib.ExitStack()
+        if micro != s2.grad_accum - 1:
+            ctx.enter_context(accelerator.no_sync(model))
+            if gan_on:
+                ctx.enter_context(accelerator.no_sync(disc_model))
+        with ctx:
+            with accelerator.autocast():
+                z = unscale_latents(vae, batch["z0"].to(device))  # (B, 4, h, w)
+                lq = batch["lq"].to(device) * 2 - 1  # (B, 3, H, W) in [-1, 1]
+                gt = batch["gt"].to(device) * 2 - 1
+                x = model(z, lq_image=lq, w=s2.train_fusion_weight).float()  # (B, 3, H, W)
+                l1 = (x - gt).abs().mean()
+                lp = lpips_model(x, gt).mean() if s2.lpips_weight > 0 else x.new_zeros(())
+                g_adv = -disc_model(x).float().mean() if gan_on else x.new_zeros(())
+                loss = s2.lpips_weight * lp + s2.l1_weight * l1 + s2.gan_weight * g_adv
+            accelerator.backward(loss / s2.grad_accum)
+        fakes.append(x.detach())
+        reals.append(gt)
+        parts_acc.append(torch.stack([loss.detach(), l1.detach(), lp.detach(), g_adv.detach()]))
+        run.consumed(batch)
+    return fakes, reals, torch.stack(parts_acc).mean(0)
+
+
+def _discriminator_pass(accelerator, disc_model, opt_d, fakes, reals) -> torch.Tensor:
+    """One step of the patch discriminator: hinge loss on the same reals and the (detached) fakes; its mean."""
+    opt_d.zero_grad(set_to_none=True)
+    d_losses = []
+    for micro, (fake, real) in enumerate(zip(fakes, reals)):
+        with contextlib.nullcontext() if micro == len(fakes) - 1 else accelerator.no_sync(disc_model):
+            with accelerator.autocast():
+                logits = disc_model(torch.cat([real, fake])).float()  # (2B, 1, h', w')
+                d_real, d_fake = logits.chunk(2)
+                dl = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
+            accelerator.backward(dl / len(fakes))
+        d_losses.append(dl.detach())
+    opt_d.step()
+    opt_d.zero_grad(set_to_none=True)
+    return torch.stack(d_losses).mean()
+
+
+def _train_stage2(cfg, resume: bool, progress: bool, overwrite: bool) -> Path:
+    """The run of :func:`train_stage2`, inside the lock of its stage folder (the shared loop: :class:`StageRun`)."""
+    from accelerate.utils import set_seed
 
     s2 = cfg.stage2
     if s2.grad_accum < 1 or s2.batch_size < 1 or s2.max_steps < 0:
@@ -148,170 +227,65 @@ def _train_stage2(cfg, resume: bool, progress: bool, overwrite: bool) -> Path:
             f"{data_dir}: latents were made by another stage-I model than {folder}; rerun "
             f"`moediffir stage2-data --profile {cfg.profile}`"
         )
-    out = stage_dir(cfg, STAGE)
-    ckpt_root = out / "checkpoints"
-    check_fresh_start(out, resume, overwrite)
+    check_fresh_start(stage_dir(cfg, STAGE), resume, overwrite)
     accelerator = make_accelerator(cfg, s2.mixed_precision)
-    rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
-    latest = latest_checkpoint(ckpt_root) if resume else None
-
-    set_seed(cfg.seed)
-    device = accelerator.device
-    pipe = load_pipeline(folder, device="cpu")  # the stage-I parts are only re-saved: keep them off the GPU
-    if pipe.model_config is not None and pipe.model_config.model != cfg.model:
-        raise TrainingConfigError(f"{folder}: the stage-I model was trained with other model.* settings than cfg")
-    vae = pipe.vae.to(device)
-    compensator = build_compensator(cfg, vae)
-    if s2.gradient_checkpointing:
-        compensator.enable_gradient_checkpointing()
-    params = list(compensator.fusion_parameters())
-    if any(p.requires_grad for p in compensator.vae.parameters()):
-        raise RuntimeError("stage II: the compensator's VAE copy must be frozen")
-    opt_g = torch.optim.Adam(params, lr=s2.lr, betas=tuple(s2.betas))
-    lr_g = torch.optim.lr_scheduler.LambdaLR(opt_g, lambda _: 1.0)
-    use_gan = s2.gan_weight > 0
-    disc = PatchDiscriminator(channels=s2.disc_channels, layers=s2.disc_layers).to(device) if use_gan else None
-    lpips_model, lpips_label = _build_lpips(cfg, device)
-    if use_gan:
-        opt_d = torch.optim.Adam(disc.parameters(), lr=s2.lr, betas=tuple(s2.betas))
-        model, opt_g, disc_model, opt_d = accelerator.prepare(compensator, opt_g, disc, opt_d)
-        disc = accelerator.unwrap_model(disc_model)
-    else:
-        model, opt_g = accelerator.prepare(compensator, opt_g)
-        disc_model = opt_d = None
-    compensator = accelerator.unwrap_model(model)
+    run = StageRun(cfg, STAGE, accelerator, s2, resume)
+    pipe, vae, compensator, disc, opt_g, lr_g = _setup(cfg, accelerator, folder)
+    lpips_model, lpips_label = _build_lpips(cfg, accelerator.device)
+    model, compensator, disc_model, opt_g, opt_d, objects = _prepare(cfg, accelerator, compensator, disc, opt_g, lr_g)
     set_seed(cfg.seed, device_specific=True)
     eval_batch = torch.utils.data.default_collate([dataset[i % len(dataset)] for i in range(s2.batch_size)])
     weights_eval = tuple(sorted({s2.train_fusion_weight, cfg.sample.fusion_weight}))
-
-    modules = {"compensator": compensator} | ({"discriminator": disc} if use_gan else {})
-    optimizers = {"adam_g": opt_g} | ({"adam_d": opt_d} if use_gan else {})
-    step, epoch, batch_pos = 0, 0, 0
-    eval_start = None
-    if latest is not None:
-        info = resume_from(latest, cfg, STAGE, modules=modules, optimizers=optimizers, schedulers={"lr_g": lr_g},
-                           rank=rank, world_size=world)
-        step = int(info["step"])
-        epoch, batch_pos = info["meta"]["sampler"]["epoch"], info["meta"]["sampler"]["batch"]
-        eval_start = info["meta"].get("eval_start")
-        if main:
-            print(f"[stage2] resumed from {latest} (step {step})")
+    eval_start = run.resume(**objects).get("eval_start")
     if eval_start is None:
         eval_start = compare_decoders(compensator, lpips_model, eval_batch, weights_eval)
-    start_stage_dir(accelerator, cfg, out, resuming=latest is not None, config_name="train_config.json",
-                    keep={data_dir.name} if data_dir.parent == out else ())
-    log = TrainingLog(out, resume_step=step if latest is not None else None, enabled=main)
-    sampler = ResumableBatchSampler(len(dataset), s2.batch_size, cfg.seed, rank=rank, world_size=world,
-                                    start_epoch=epoch, start_batch=batch_pos)
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=s2.num_workers,
-                        pin_memory=device.type == "cuda", generator=torch.Generator())
+    it = run.start(dataset, progress, "stage II", config_name="train_config.json",
+                   keep={data_dir.name} if data_dir.parent == run.out else ())
 
-    def checkpoint(at: int) -> None:
-        meta = checkpoint_meta(cfg, STAGE, sampler={"epoch": epoch, "batch": batch_pos}, eval_start=eval_start)
-        save_checkpoint(ckpt_root, at, modules=modules, optimizers=optimizers, schedulers={"lr_g": lr_g}, meta=meta,
-                        rank=rank, world_size=world, barrier=accelerator.wait_for_everyone,
-                        keep_last=s2.keep_checkpoints)
-
-    def reduce_mean(values: list[torch.Tensor]) -> torch.Tensor:
-        return accelerator.reduce(torch.stack(values).double().to(device), "sum").cpu() / world
+    def state() -> dict[str, Any]:  # what a checkpoint records beside the sampler position
+        return {"eval_start": eval_start}
 
     model.train()
     if disc_model is not None:
         disc_model.train()
-    it = iter(loader)
-    bar = progress_bar(progress and main, s2.max_steps, "stage II", initial=step)
-    window: dict[str, list[torch.Tensor]] = {}
-    t_window, steps_window, t_start, start_step = time.perf_counter(), 0, time.perf_counter(), step
-    while step < s2.max_steps:
-        gan_on = use_gan and step >= s2.gan_start_step
-        fakes, reals, parts_acc = [], [], []
-        # generator (compensator) pass
-        for micro in range(s2.grad_accum):
-            batch = next(it)
-            sync = micro == s2.grad_accum - 1
-            ctx = contextlib.ExitStack()
-            if not sync:
-                ctx.enter_context(accelerator.no_sync(model))
-                if gan_on:
-                    ctx.enter_context(accelerator.no_sync(disc_model))
-            with ctx:
-                with accelerator.autocast():
-                    z = unscale_latents(vae, batch["z0"].to(device))  # (B, 4, h, w)
-                    lq = batch["lq"].to(device) * 2 - 1  # (B, 3, H, W) in [-1, 1]
-                    gt = batch["gt"].to(device) * 2 - 1
-                    x = model(z, lq_image=lq, w=s2.train_fusion_weight).float()  # (B, 3, H, W)
-                    l1 = (x - gt).abs().mean()
-                    lp = lpips_model(x, gt).mean() if s2.lpips_weight > 0 else x.new_zeros(())
-                    g_adv = -disc_model(x).float().mean() if gan_on else x.new_zeros(())
-                    loss = s2.lpips_weight * lp + s2.l1_weight * l1 + s2.gan_weight * g_adv
-                accelerator.backward(loss / s2.grad_accum)
-            fakes.append(x.detach())
-            reals.append(gt)
-            parts_acc.append(torch.stack([loss.detach(), l1.detach(), lp.detach(), g_adv.detach()]))
-            epoch, batch_pos = sampler.next_position(int(batch["epoch"][0]), int(batch["batch"][0]))
+    while run.running:
+        gan_on = disc_model is not None and run.step >= s2.gan_start_step
+        fakes, reals, parts = _generator_pass(cfg, accelerator, run, it, model, disc_model, vae, lpips_model, gan_on)
         opt_g.step()
         lr_g.step()
         opt_g.zero_grad(set_to_none=True)
-        d_loss = torch.zeros(())
-        if gan_on:  # discriminator pass: hinge loss on the same reals and (detached) fakes
-            opt_d.zero_grad(set_to_none=True)
-            d_losses = []
-            for micro, (fake, real) in enumerate(zip(fakes, reals)):
-                with contextlib.nullcontext() if micro == len(fakes) - 1 else accelerator.no_sync(disc_model):
-                    with accelerator.autocast():
-                        logits = disc_model(torch.cat([real, fake])).float()  # (2B, 1, h', w')
-                        d_real, d_fake = logits.chunk(2)
-                        dl = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
-                    accelerator.backward(dl / len(fakes))
-                d_losses.append(dl.detach())
-            opt_d.step()
-            opt_d.zero_grad(set_to_none=True)
-            d_loss = torch.stack(d_losses).mean()
-        step += 1
-        steps_window += 1
-        parts = torch.stack(parts_acc).mean(0)
-        for name, v in zip(("loss", "l1", "lpips", "g_adv"), parts):
-            window.setdefault(name, []).append(v)
-        window.setdefault("d_loss", []).append(d_loss.to(parts.device))
-        bar.update(1)
-        if step % s2.log_every == 0 or step == s2.max_steps:
-            means = {k: reduce_mean(v) for k, v in window.items()}
-            elapsed = time.perf_counter() - t_window
-            record = {"step": step, "lr": float(lr_g.get_last_lr()[0]), "epoch": epoch, "gan_on": gan_on,
-                      "samples_per_s": s2.batch_size * s2.grad_accum * world * steps_window / max(elapsed, 1e-9),
-                      "lpips_net": lpips_label}
-            for k, v in means.items():
-                record[k] = float(v.mean())
-            record["steps"] = [step - len(means["loss"]) + 1 + i for i in range(len(means["loss"]))]
-            record["losses"] = [float(x) for x in means["loss"]]
-            log.append(record)
-            bar.set_postfix(loss=f"{record['loss']:.4f}")
-            window, t_window, steps_window = {}, time.perf_counter(), 0
-        if step % s2.checkpoint_every == 0 or step == s2.max_steps:
-            checkpoint(step)
-    bar.close()
-    wall = time.perf_counter() - t_start
-    if latest_checkpoint(ckpt_root) is None:
-        checkpoint(step)
-
+        d_loss = _discriminator_pass(accelerator, disc_model, opt_d, fakes, reals) if gan_on else torch.zeros(())
+        run.end_step({**dict(zip(("loss", "l1", "lpips", "g_adv"), parts)), "d_loss": d_loss.to(parts.device)})
+        if run.log_due:
+            means, per_s = run.flush()
+            record = {"step": run.step, "lr": float(lr_g.get_last_lr()[0]), "epoch": run.epoch, "gan_on": gan_on,
+                      "samples_per_s": per_s, "lpips_net": lpips_label}
+            run.write(record | {k: float(v.mean()) for k, v in means.items()}, means["loss"])
+        run.checkpoint(**objects, state=state)
+    run.finish(lambda: run.checkpoint(**objects, state=state, force=True))
     eval_end = compare_decoders(compensator, lpips_model, eval_batch, weights_eval)
-    if main:
-        from diffusers import DDPMScheduler
-
-        info = dict(read_model_info(folder).get("info", {}))
-        info["stage2"] = {"steps": step, "lpips": lpips_label, "train_fusion_weight": s2.train_fusion_weight}
-        save_model_folder(folder, cfg, pipe.denoiser, vae, DDPMScheduler.from_config(pipe.scheduler.config),
-                          compensator=compensator, info=info)
-        atomic_write_json(out / "summary.json", {
-            "steps": step, "steps_this_run": step - start_step, "wall_s_this_run": round(wall, 3),
-            "steps_per_s": (step - start_step) / wall if wall > 0 and step > start_step else None,
-            "world_size": world, "device": str(device), "mixed_precision": accelerator.mixed_precision,
-            "eval_batch": "first stage2.batch_size latents of the training data",
-            "start": eval_start, "end": eval_end, "lpips_net": lpips_label,
-            "trainable_parameters": sum(p.numel() for p in params), "model_dir": str(folder),
-        })
-    accelerator.wait_for_everyone()
-    print(f"[stage2] rank {rank}/{world} done: {step} steps", flush=True)
+    if run.main:
+        _write_stage2(cfg, run, folder, pipe, vae, compensator, accelerator, lpips_label, eval_start, eval_end)
+    run.done()
     return folder
 
 
+def _write_stage2(cfg, run: StageRun, folder: Path, pipe, vae, compensator, accelerator, lpips_label: str,
+                  eval_start: dict, eval_end: dict) -> None:
+    """The model folder (the stage-I parts and the compensator) and ``summary.json`` of a finished run."""
+    from diffusers import DDPMScheduler
+
+    from moediffir.weights.model_folder import read_model_info, save_model_folder
+
+    s2 = cfg.stage2
+    info = dict(read_model_info(folder).get("info", {}))
+    info["stage2"] = {"steps": run.step, "lpips": lpips_label, "train_fusion_weight": s2.train_fusion_weight}
+    save_model_folder(folder, cfg, pipe.denoiser, vae, DDPMScheduler.from_config(pipe.scheduler.config),
+                      compensator=compensator, info=info)
+    atomic_write_json(run.out / "summary.json", {
+        **run.summary(), "world_size": run.world, "device": str(accelerator.device),
+        "mixed_precision": accelerator.mixed_precision,
+        "eval_batch": "first stage2.batch_size latents of the training data",
+        "start": eval_start, "end": eval_end, "lpips_net": lpips_label,
+        "trainable_parameters": sum(p.numel() for p in compensator.fusion_parameters()), "model_dir": str(folder),
+    })
