@@ -8,8 +8,7 @@ adapter and decoder compensator live in ``moediffir.models.degradation_prior``, 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from moediffir.utils.lazy import lazy_getattr
 
 _EXPORTS = {
     "build_scheduler": "sd_backbone",
@@ -36,7 +35,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)  # noqa: PLE0605 (names resolved lazily by __getattr__)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
