@@ -254,9 +254,10 @@ def test_allowed_words_are_those_of_the_modules_that_read_them():
     from moediffir.codecs.yuv import MATRICES, RANGES
     from moediffir.config import CHOICES
     from moediffir.metrics.suite import KNOWN_METRICS
+    from moediffir.models.clip_encoders import V2T_BACKENDS
     from moediffir.models.degradation_prior import DP_BACKENDS
     from moediffir.models.prompts import PROMPT_DESIGNS
-    from moediffir.models.visual2text import V2T_BACKENDS, V2T_FORMS
+    from moediffir.models.visual2text import V2T_FORMS
     from moediffir.pipelines.colorfix import COLOR_FIXES
     from moediffir.pipelines.sampling import SCHEDULERS
 
