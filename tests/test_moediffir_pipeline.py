@@ -298,3 +298,30 @@ def test_cuda_fp32_matches_cpu(folder):
     err = (outs["cuda"] - outs["cpu"]).abs().max().item()
     print(f"CUDA vs CPU fp32: max |diff| {err:.2e}")
     assert err < 2e-3
+
+
+def test_a_call_checks_and_converts_its_inputs_once(pipe, monkeypatch):
+    """Two sizes (two batches) through one call: the inputs are checked once and converted once, and the result
+    is what sample_latents + decode_latents give, which check their own inputs."""
+    from moediffir.pipelines import moediffir_pipeline as mp
+
+    calls = {"check": 0, "convert": 0}
+    real_check, real_convert = mp.check_images, mp.to_tensors
+
+    def check(image):
+        calls["check"] += 1
+        return real_check(image)
+
+    def convert(image):
+        calls["convert"] += 1
+        return real_convert(image)
+
+    monkeypatch.setattr(mp, "check_images", check)
+    monkeypatch.setattr(mp, "to_tensors", convert)
+    imgs = [_rand_uint8(40, 56), _rand_uint8(70, 90)]
+    out = pipe(imgs, num_inference_steps=1, generator=[_gen(1), _gen(2)], output_type="np", fusion_weight=0.6)
+    assert calls == {"check": 1, "convert": 1}
+    z0, _ = pipe.sample_latents(imgs, num_inference_steps=1, generator=[_gen(1), _gen(2)])
+    for i, img in enumerate(imgs):
+        alone = pipe.decode_latents(z0[i], img, fusion_weight=0.6, output_type="np")[0]
+        np.testing.assert_array_equal(alone, out.images[i])

@@ -4,10 +4,8 @@ Inference as in the paper (§3.4, §4.1) and StableSR, which it follows:
 
 1. check the inputs (:meth:`MoEDiffIRPipeline.check_inputs`: short, exact errors);
 2. turn them into ``(1, 3, H, W)`` float images in ``[0, 1]``; group images of one size into batches;
-3. pad each batch by repeating edge pixels to the latent grid (a multiple of the VAE factor times the
-   prompt module's and UNet's downsampling, 64 px for SD);
-4. encode the LQ image with the frozen VAE encoder: ``z_lq = mean(E(2x - 1)) * scaling_factor``
-   (the posterior mean, so conditioning is deterministic; see :func:`~moediffir.pipelines.vae_steps.encode_lq`);
+3. pad each batch by repeating edge pixels to the latent grid (64 px for SD: VAE factor x UNet downsampling);
+4. encode the LQ image with the frozen VAE encoder, posterior mean (deterministic), scaled (:func:`.encode_lq`);
 5. prepare the prompt conditions once per image (or tile): degradation prior, MoE-Prompt Module, SPADE
    modulations and the Visual2Text context (:meth:`MoEDiffIRDenoiser.prepare`);
 6. prepare latents from pure noise ``z_T ~ N(0, I)`` (seeded by ``generator``);
@@ -18,16 +16,17 @@ Inference as in the paper (§3.4, §4.1) and StableSR, which it follows:
 9. crop back to the input size and colour fix against the LQ image (``none``, ``wavelet``, ``adain``);
 10. convert to the output type.
 
-Images larger than ``tile_size`` take the tiled path (:mod:`moediffir.pipelines.tiling`): tiled VAE encoding,
-noise predictions blended over overlapping latent tiles at every step, tiled (compensated) decoding.
+Images larger than ``tile_size`` take the tiled path (:mod:`.tiling`): tiled VAE encoding, noise predictions
+blended over overlapping latent tiles at every step, tiled (compensated) decoding.
 
 The components are registered with diffusers (``unet``, ``vae``, ``scheduler``, ``prompt_module``, ``spade``,
 optionally ``degradation_prior``, ``v2t``, ``compensator``): ``pipe.to(device, dtype)``, ``pipe.device`` and
 ``pipe.progress_bar`` work; ``pipe.denoiser`` is the stage-I model. Saving and loading: :mod:`moediffir.weights`.
 
 Where each step lives: 1, 2, 10 in :mod:`.inputs`; 3-7 for one batch in :mod:`.batch_sampling`; 4, 8 in
-:mod:`.vae_steps`; 9 in :mod:`.colorfix`. :meth:`MoEDiffIRPipeline.sample_latents` (1-7),
-:meth:`MoEDiffIRPipeline.decode_latents` (3, 8-10) and the call (both) compose them.
+:mod:`.vae_steps`; 9 in :mod:`.colorfix`. The call checks and converts its inputs once, then runs ``_sample``
+(2-7) and ``_decode`` (3, 8-10), which :meth:`~MoEDiffIRPipeline.sample_latents` and
+:meth:`~MoEDiffIRPipeline.decode_latents` also run after their own checks.
 """
 
 from __future__ import annotations
@@ -100,28 +99,11 @@ class MoEDiffIRPipeline(DiffusionPipeline):
     _optional_components = ["degradation_prior", "v2t", "compensator"]  # noqa: RUF012 (diffusers' convention)
     model_cpu_offload_seq = None
 
-    def __init__(
-        self,
-        unet,
-        vae,
-        scheduler,
-        prompt_module,
-        spade,
-        degradation_prior=None,
-        v2t=None,
-        compensator=None,
-    ) -> None:
+    def __init__(self, unet, vae, scheduler, prompt_module, spade, degradation_prior=None, v2t=None,
+                 compensator=None) -> None:
         super().__init__()
-        self.register_modules(
-            unet=unet,
-            vae=vae,
-            scheduler=scheduler,
-            prompt_module=prompt_module,
-            spade=spade,
-            degradation_prior=degradation_prior,
-            v2t=v2t,
-            compensator=compensator,
-        )
+        self.register_modules(unet=unet, vae=vae, scheduler=scheduler, prompt_module=prompt_module, spade=spade,
+                              degradation_prior=degradation_prior, v2t=v2t, compensator=compensator)
         if spade.attached:  # e.g. parts of an existing denoiser: move its hooks to the pipeline's denoiser
             spade.detach()
         self.denoiser = MoEDiffIRDenoiser(unet, prompt_module, spade, degradation_prior=degradation_prior, v2t=v2t)
@@ -266,9 +248,12 @@ class MoEDiffIRPipeline(DiffusionPipeline):
                                    batch_size)
         del a["decoder"], a["fusion_weight"], a["color_fix"]
         self.check_inputs(image, **a, generator=generator, task_labels=task_labels, callback=callback)
+        return self._sample(to_tensors(image)[0], a, generator, tiled, task_labels, callback, eta)
+
+    def _sample(self, images: list[torch.Tensor], a: dict[str, Any], generator: Any, tiled: bool | None,
+                task_labels: Any, callback: RoutingCallback | None, eta: float | None) -> tuple[Any, list[dict]]:
+        """Steps 2-7 of checked, converted ``(1, 3, H, W)`` images with the resolved arguments ``a``."""
         steps, batch_size = a["num_inference_steps"], a["batch_size"]
-        # 2. inputs -> (1, 3, H, W) float tensors in [0, 1]; batches of equal size
-        images, _ = to_tensors(image)
         labels_all = None
         if task_labels is not None:
             labels_all = torch.as_tensor(task_labels, dtype=torch.long).reshape(-1)
@@ -330,8 +315,13 @@ class MoEDiffIRPipeline(DiffusionPipeline):
         images, _ = to_tensors(lq)
         if len({tuple(x.shape) for x in images}) != 1:
             raise ValueError("lq: decode_latents takes images of one size (decode each size on its own)")
+        return self._decode(z0, torch.cat(images), a, tiled, output_type)
+
+    def _decode(self, z0: torch.Tensor, x: torch.Tensor, a: dict[str, Any], tiled: bool | None,
+                output_type: str) -> Any:
+        """Steps 3, 8-10 for checked LQ images ``x`` ``(B, 3, H, W)`` of one size, arguments ``a`` resolved."""
         device = self._execution_device
-        x = torch.cat(images).to(device)  # (B, 3, H, W)
+        x = x.to(device)  # (B, 3, H, W)
         f = self.vae_scale_factor
         # 3. pad to the latent grid, as sampling did
         lq_pad, (h, w) = pad_to_multiple(x, self.pixel_multiple)  # (B, 3, H', W')
@@ -400,12 +390,11 @@ class MoEDiffIRPipeline(DiffusionPipeline):
         # 1. check inputs (all of them, before any work)
         self.check_inputs(image, **a, output_type=output_type, generator=generator, task_labels=task_labels,
                           callback=callback)
+        # 2. inputs -> (1, 3, H, W) float tensors in [0, 1], converted once for the whole call
         images, kind = to_tensors(image)
         output_type = output_type or kind
-        geometry = {k: a[k] for k in ("tile_size", "tile_overlap", "tile_blend", "batch_size")}
-        # 2.-7. z_0 and the routing
-        z0, routing = self.sample_latents(image, a["num_inference_steps"], generator, tiled=tiled,
-                                          task_labels=task_labels, callback=callback, eta=eta, **geometry)
+        # 3.-7. z_0 and the routing
+        z0, routing = self._sample(images, a, generator, tiled, task_labels, callback, eta)
         if output_type == "latent":
             output = z0
         else:
@@ -413,10 +402,7 @@ class MoEDiffIRPipeline(DiffusionPipeline):
             results: dict[int, torch.Tensor] = {}
             for ids in size_groups(images, a["batch_size"]):
                 # 3., 8.-9. pad, decode, crop, colour fix: the batches sampling used
-                out = self.decode_latents(
-                    torch.cat([rows[i] for i in ids]), torch.cat([images[i] for i in ids]), decoder=a["decoder"],
-                    fusion_weight=a["fusion_weight"], color_fix=a["color_fix"], tiled=tiled, **geometry,
-                )
+                out = self._decode(torch.cat([rows[i] for i in ids]), torch.cat([images[i] for i in ids]), a, tiled, "pt")
                 for j, i in enumerate(ids):
                     results[i] = out[j : j + 1]
             # 10. output
