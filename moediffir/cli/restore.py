@@ -19,10 +19,9 @@ def _weight_arg(text: str) -> float:
 
 def _cmd_restore(args: Namespace) -> int:
     from moediffir.restore_images import run_restore
+    from moediffir.weights.model_folder import is_load_overridable
 
     err = lambda msg: print(msg, file=sys.stderr)
-    from moediffir.weights.model_folder import LOAD_OVERRIDABLE
-
     sets = dict(parse_override(text) for text in args.overrides)
     cfg = resolve_config(args.profile, sets)  # the --set values are checked like every command's
     model = args.model
@@ -33,7 +32,7 @@ def _cmd_restore(args: Namespace) -> int:
     # sampling settings and weight sources override the model folder's own config; the rest (runs_dir, ...)
     # only say where the profile's model folder is
     report = run_restore(
-        args.inputs, args.output, model, overrides={k: v for k, v in sets.items() if k.startswith(LOAD_OVERRIDABLE)},
+        args.inputs, args.output, model, overrides={k: v for k, v in sets.items() if is_load_overridable(k)},
         device=args.device, dtype=args.dtype, scheduler=args.scheduler,
         steps=args.steps, seed=args.seed, decoder=args.decoder, fusion_weight=args.fusion_weight,
         tile_size=args.tile_size, color_fix=args.color_fix, recursive=args.recursive, overwrite=args.overwrite, warn=err,

@@ -208,9 +208,15 @@ def check_model_folder(folder: str | os.PathLike) -> Config:
     return cfg
 
 
+def is_load_overridable(key: str) -> bool:
+    """Whether the config key ``key`` may change when a trained model is loaded (:data:`LOAD_OVERRIDABLE`: a key
+    named there, or one under a section named there with its dot)."""
+    return any(key == p or (p.endswith(".") and key.startswith(p)) for p in LOAD_OVERRIDABLE)
+
+
 def _check_overrides(overrides: Mapping[str, Any] | None) -> None:
     for key in overrides or {}:
-        if not any(key == p or (p.endswith(".") and key.startswith(p)) for p in LOAD_OVERRIDABLE):
+        if not is_load_overridable(key):
             raise ConfigError(
                 f"override {key!r}: cannot change the architecture of a trained model; loadable overrides are "
                 f"sample.*, seed, device, model.sd_source, model.dp_weights, model.v2t_weights, data.root"
