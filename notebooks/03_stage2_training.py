@@ -53,6 +53,7 @@ from IPython.display import Image, display
 from moediffir.models.latent_scaling import unscale_latents
 from moediffir.provenance import figure_note
 from moediffir.report import study_figures
+from moediffir.report.figures import RANDOM_TITLE
 from moediffir.report.training_figures import decoder_comparison, loss_curves, read_log
 from moediffir.training.runtime import model_dir, stage_dir
 from moediffir.training.stage2 import train_stage2
@@ -130,8 +131,7 @@ with torch.no_grad():
                for w in weights]
 panels = [("LQ", first["lq"])] + [(f"w = {w:g}" + (" (plain)" if w == 0 else ""), d[0]) for w, d in zip(weights, decoded)]
 panels.append(("GT", first["gt"]))
-title = "Stage II decoding of a stage-I latent" + (" (random weights: says nothing about the method)"
-                                                   if random_weights else "")
+title = "Stage II decoding of a stage-I latent" + (f" ({RANDOM_TITLE})" if random_weights else "")
 display(Image(str(study_figures.image_row(panels, figures_dir, "stage2_visual", height=2.3, title=title)[0])))
 l1 = {f"w={w:g}": float((d - first["gt"][None]).abs().mean()) for w, d in zip(weights, decoded)}
 print("L1 to GT of this crop:", {k: round(v, 4) for k, v in l1.items()})
