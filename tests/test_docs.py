@@ -8,8 +8,8 @@ import re
 from pathlib import Path
 
 import pytest
+from repo_paths import REPO_ROOT as REPO
 
-REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
 
 # References to how the work is organised or to files that do not ship with the repository.
@@ -73,7 +73,7 @@ def test_docs_pages_number_their_sections():
 
 
 def test_every_docs_citation_points_at_an_existing_section():
-    files = _files("moediffir/**/*.py", "notebooks/*.py", "tests/*.py", "bench/*", "README.md", "docs/*.md",
+    files = _files("moediffir/**/*.py", "notebooks/*.py", "tests/**/*.py", "bench/*", "README.md", "docs/*.md",
                    "data/README.md", "results/**/*.md")
     citations, broken = 0, []
     for path in files:

@@ -7,11 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from repo_paths import REPO_ROOT as REPO
+
 from moediffir.config import resolve_config
 from moediffir.doctor import NEEDS, preflight, require
 from moediffir.errors import MissingInputsError
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _paper(tmp_path: Path):

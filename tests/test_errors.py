@@ -6,12 +6,11 @@ import ast
 import importlib
 import inspect
 import pkgutil
-from pathlib import Path
+
+from repo_paths import REPO_ROOT as REPO
 
 import moediffir
 from moediffir.errors import MissingWeightsError, MoEDiffIRError
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _package_exceptions() -> dict[str, list[type]]:

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from repo_paths import REPO_ROOT
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.sh"
+SCRIPT = REPO_ROOT / "bench" / "gpu_check.sh"
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 

@@ -22,8 +22,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+from repo_paths import REPO_ROOT as REPO
 
-REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted(p.name for p in (REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

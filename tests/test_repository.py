@@ -6,7 +6,8 @@ import re
 import shlex
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from repo_paths import REPO_ROOT as REPO
+
 # A stopwatch: a clock used to measure (perf_counter, process_time), or an assert on a clock or an elapsed time.
 # Speed is measured by bench/ scripts, which print ratios; a deadline for a wait (a timeout) is allowed.
 STOPWATCH = re.compile(r"perf_counter|process_time|^\s*assert\b.*(monotonic\(|time\.time\(|\belapsed\b|_s\b\s*<)")
@@ -14,12 +15,12 @@ STOPWATCH = re.compile(r"perf_counter|process_time|^\s*assert\b.*(monotonic\(|ti
 
 def test_no_test_asserts_on_elapsed_time():
     hits = []
-    for path in sorted((REPO / "tests").glob("*.py")):
+    for path in sorted((REPO / "tests").rglob("*.py")):
         if path.name == Path(__file__).name:
             continue
         for n, line in enumerate(path.read_text().splitlines(), 1):
             if STOPWATCH.search(line):
-                hits.append(f"{path.name}:{n}: {line.strip()}")
+                hits.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
     assert hits == [], "tests must not time things (use a timeout or a counter):\n" + "\n".join(hits)
 
 

@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from repo_paths import REPO_ROOT
 
 from moediffir.cli import main
 from moediffir.config import resolve_config
 from moediffir.restore_images import collect_inputs
 from moediffir.weights.model_folder import build_fresh_model_folder
 
-SMOKE_TEST = Path(__file__).resolve().parents[1] / "data" / "smoke" / "smoke_test"
+SMOKE_TEST = REPO_ROOT / "data" / "smoke" / "smoke_test"
 
 
 @pytest.fixture(scope="module")

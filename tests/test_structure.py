@@ -5,11 +5,13 @@ count too), no module over MAX_MODULE_LINES lines, no function over MAX_FUNCTION
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
+from repo_paths import REPO_ROOT
 
-PACKAGE = Path(__file__).resolve().parents[1] / "moediffir"
+PACKAGE = REPO_ROOT / "moediffir"
 MAX_MODULE_LINES = 450
 MAX_FUNCTION_LINES = 100
 LONG_FUNCTION_MARK = "# long function:"
@@ -235,3 +237,12 @@ def test_the_file_check_sees_file_work(tmp_path):
     assert _file_calls(probe) == ["torch.load (line 3)"]
     probe.write_text("from importlib import resources\nt = resources.files('x').joinpath('a').read_text()\n")
     assert _file_calls(probe) == []
+
+
+def test_the_design_page_maps_the_same_floors():
+    """docs/design.md §11 lists the floors of LAYERS, in order, package by package."""
+    text = (REPO_ROOT / "docs" / "design.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (\d+) \| ([^|]+) \|", text.split("## 11.", 1)[1], flags=re.M)
+    documented = [tuple(name.strip("`/ ") for name in cell.split(",")) for _, cell in rows]
+    assert [int(n) for n, _ in rows] == list(range(1, len(LAYERS) + 1))
+    assert documented == list(LAYERS)

@@ -23,7 +23,7 @@ Speed. compressai's autoregressive loops spend most of their time in two places 
 to the rANS decoder at every position. :func:`ar_compress` / :func:`ar_decompress` run the same loops with
 the same tensor operations, but find the scale index with one ``searchsorted`` and pass the decoder only the
 tables the position uses. They write the same bytes as ``model.compress()`` and decode the same image as
-``model.decompress()`` (tests/test_learned.py checks both, bit for bit); ``coder="compressai"`` calls
+``model.decompress()`` (tests/codecs/test_learned.py checks both, bit for bit); ``coder="compressai"`` calls
 compressai's own methods instead.
 """
 
@@ -67,7 +67,7 @@ def zoo_qualities() -> list[int]:
     return sorted(zoo.cfgs[ARCHITECTURE])
 
 
-#: compressai's zoo file names of the qualities the paper's levels use (from its ``model_urls``; tests/test_learned.py
+#: compressai's zoo file names of the qualities the paper's levels use (from its ``model_urls``; tests/codecs/test_learned.py
 #: checks them against the installed compressai), so that the preflight names them without importing it.
 ZOO_FILES: dict[tuple[str, int], str] = {
     ("mse", 1): "cheng2020_attn-mse-1-465f2b64.pth.tar", ("mse", 2): "cheng2020_attn-mse-2-e0805385.pth.tar",

@@ -3,7 +3,7 @@
 Types are checked by :mod:`moediffir.config.resolve`; here are the keys that take one of a few words, or a
 number in a range, next to what is allowed. :func:`moediffir.config.resolve_config` refuses anything else with
 one line naming the key, the value and what is allowed, before any work. The words are those of the modules
-that read the keys (codecs, prompt designs, schedulers, ...; tests/test_config.py checks that both agree).
+that read the keys (codecs, prompt designs, schedulers, ...; tests/config/test_config.py checks that both agree).
 Every float setting must be finite (NaN passes every range check, since each comparison with it is false), a
 range applies to each item of a list setting, and batch sizes are at most :data:`MAX_BATCH`.
 """
@@ -164,7 +164,7 @@ def first_problem(values: dict[str, Any]) -> str | None:
     for key in ("device", *CHOICES, *RANGES):
         section, _, name = key.rpartition(".")
         holder = values.get(section, {}) if section else values
-        if name not in holder:  # a key of an older or newer config (tests/test_config.py: every key exists)
+        if name not in holder:  # a key of an older or newer config (tests/config/test_config.py: every key exists)
             continue
         problem = _check_value(key, holder[name])
         if problem:

@@ -13,7 +13,7 @@ from typing import Any
 from moediffir.utils.io import torch_hub_dir
 
 # Exact file names the libraries cache (torchvision: ``<hub>/checkpoints``; pyiqa: ``<hub>/pyiqa``; pyiqa's CLIP
-# loader: ``<hub>/clip``). tests/test_perceptual.py checks them against the installed packages.
+# loader: ``<hub>/clip``). tests/metrics/test_perceptual.py checks them against the installed packages.
 TORCHVISION_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
 FID_INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
 CLIP_RN50_FILE = "RN50.pt"

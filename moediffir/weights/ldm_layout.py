@@ -8,7 +8,7 @@ denoiser under ``model.diffusion_model.*`` (an ``openaimodel.UNetModel``) and th
 - :func:`moediffir.weights.checkpoint_files.load_single_file_components` lists, before loading, every tensor a
   checkpoint lacks or holds with the wrong shape, under the names the file itself uses;
 - :func:`save_original_single_file` writes a diffusers UNet and VAE as such a file (export; the round-trip
-  tests in ``tests/test_loading.py`` build their checkpoints with it from tiny random networks).
+  tests in ``tests/weights/test_loading.py`` build their checkpoints with it from tiny random networks).
 
 Layout facts this module encodes (``L`` = ``layers_per_block``, ``B`` = number of resolution levels):
 
