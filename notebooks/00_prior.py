@@ -51,13 +51,13 @@ cfg, random_weights, figures_dir, tables_dir, device = setup_notebook(profile, o
 
 import json
 
-import pandas as pd
 from IPython.display import Image, display
 
 from moediffir.data.sources import list_sources
 from moediffir.report import study_figures
+from moediffir.report.training_report import prior_figures
 from moediffir.studies.prior_quality import load_prior, sample_prior, vae_ceiling
-from moediffir.training.prior import prior_stage_dir, read_prior_info, train_prior
+from moediffir.training.prior import read_prior_info, train_prior
 from moediffir.utils.io import atomic_write_csv, read_image_rgb
 
 enabled = cfg.prior.enabled
@@ -84,8 +84,7 @@ if enabled:
     print(json.dumps({k: info[k] for k in ("photos", "prediction_type", "weights")}, indent=1))
     print(f"VAE: {info['vae']['steps']} steps, {info['vae']['wall_s']:.0f} s; scaling_factor {info['vae']['scaling_factor']:.4f}")
     print(f"UNet: {info['unet']['steps']} steps, {info['unet']['wall_s']:.0f} s")
-    log = pd.read_json(prior_stage_dir(cfg) / "log.jsonl", lines=True)
-    display(Image(str(study_figures.prior_losses(log, figures_dir)[0])))
+    display(Image(str(prior_figures(cfg, figures_dir)[0])))  # also what `moediffir report` redraws
 
 # %% [markdown]
 # ## The VAE ceiling on the held-out photos

@@ -53,11 +53,11 @@ import pandas as pd
 import torch
 from IPython.display import Image, display
 
-from moediffir.data.tasks import label_names
 from moediffir.provenance import figure_note
 from moediffir.report import study_figures
 from moediffir.report.figures import routing_checkpoint
-from moediffir.report.training_figures import loss_curves, read_log, training_expert_usage
+from moediffir.report.training_figures import read_log
+from moediffir.report.training_report import stage1_figures
 from moediffir.training.pairs import PairedCropDataset, SampleKey, training_pairs
 from moediffir.training.runtime import stage_dir
 from moediffir.training.stage1 import encode_pair, train_stage1
@@ -80,7 +80,6 @@ print(f"benchmark {cfg.benchmark_dir} -> checkpoints {stage_dir(cfg, 'stage1')} 
 
 # %%
 pairs = training_pairs(cfg)
-names = label_names(cfg.data.preset)
 per_task = pairs.groupby(["label", "task"]).size().rename("pairs").reset_index()
 print(f"{len(pairs)} training pairs over {pairs['task'].nunique()} seen task(s)")
 display(per_task)
@@ -154,13 +153,9 @@ print(f"fixed-batch L_SD: {summary['eval_loss_start']:.4f} before -> {summary['e
 # the task-customised prompt combinations of §3.2 appear here as different rows.
 
 # %%
+for png in [p for p in stage1_figures(cfg, figures_dir) if p.suffix == ".png"]:  # also what `moediffir report` redraws
+    display(Image(str(png)))
 records = read_log(stage_dir(cfg, "stage1"))
-loss_curves(records, figures_dir, "stage1_loss", "Stage I: L_SD (Eq. 2)", extra=("loss", "gate_entropy"),
-            weights=figure_note(cfg))
-display(Image(str(figures_dir / "stage1_loss.png")))
-if cfg.model.prompt_design in ("moe", "multi"):
-    training_expert_usage(records, names, figures_dir, weights=figure_note(cfg))
-    display(Image(str(figures_dir / "stage1_expert_usage.png")))
 
 # %% [markdown]
 # ## Step 5 — visual checkpoint: a routing decision and a restored crop

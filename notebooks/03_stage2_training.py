@@ -51,10 +51,9 @@ import torch
 from IPython.display import Image, display
 
 from moediffir.models.latent_scaling import unscale_latents
-from moediffir.provenance import figure_note
 from moediffir.report import study_figures
 from moediffir.report.figures import RANDOM_TITLE
-from moediffir.report.training_figures import decoder_comparison, loss_curves, read_log
+from moediffir.report.training_report import stage2_figures
 from moediffir.training.runtime import model_dir, stage_dir
 from moediffir.training.stage2 import train_stage2
 from moediffir.training.stage2_data import LatentShardDataset, generate_stage2_data
@@ -105,12 +104,8 @@ display(comparison)
 # compensated decoder at that weight. The fusion layers start at zero, so before training both coincide.
 
 # %%
-records = read_log(stage_dir(cfg, "stage2"))
-loss_curves(records, figures_dir, "stage2_loss", "Stage II: LPIPS + L1 (+ GAN)",
-            extra=("l1", "lpips", "g_adv", "d_loss"), weights=figure_note(cfg))
-display(Image(str(figures_dir / "stage2_loss.png")))
-decoder_comparison(summary, figures_dir, weights=figure_note(cfg))
-display(Image(str(figures_dir / "stage2_decoder.png")))
+for png in [p for p in stage2_figures(cfg, figures_dir) if p.suffix == ".png"]:  # also what `moediffir report` redraws
+    display(Image(str(png)))
 
 # %% [markdown]
 # ## Step 4 — visual checkpoint: one restored crop at several fusion weights

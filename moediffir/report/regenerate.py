@@ -1,14 +1,16 @@
 """``moediffir report``: every table and figure of the evaluation, rebuilt from the saved numbers (docs/design.md §7).
 
-Reads only ``<results>/<profile>/metrics/`` (``results.csv``, ``per_image.csv``, ``routing.csv``,
-``prompt_similarity.csv``, ``visual.json`` + ``visual/`` crops) -- never the model, the benchmark or the
-restored images -- and writes
+Reads only saved numbers -- ``<results>/<profile>/metrics/`` (``results.csv``, ``per_image.csv``, ``routing.csv``,
+``prompt_similarity.csv``, ``visual.json`` + ``visual/`` crops) and the training logs under ``<runs>/<profile>/`` --
+never the model, the benchmark or the restored images -- and writes
 
 * ``tables/``: Table 1, the per-level tables (one per codec), Table 4 -- CSV, Markdown, LaTeX
   (:mod:`moediffir.report.tables`);
 * ``figures/``: the visual grids (Fig. 4), bpp against quality, the prompt similarity heatmaps (Fig. 8), the
   expert usage per task -- PNG, PDF and the plotted numbers as CSV (:mod:`moediffir.report.figures`); the
-  sampler study where notebook 06 ran it (``tables/sampler_study.csv``, :mod:`moediffir.report.study_figures`).
+  sampler study where notebook 06 ran it (``tables/sampler_study.csv``, :mod:`moediffir.report.study_figures`);
+  the training figures of notebooks 00, 02 and 03 from the logs under ``<runs>/<profile>/`` where training ran
+  (:mod:`moediffir.report.training_report`).
 
 The same saved numbers always give byte-identical files. Files of these kinds left from an earlier evaluation
 that this one does not produce (e.g. the table of a codec no longer evaluated) are removed. It holds the lock of
@@ -25,7 +27,7 @@ import pandas as pd
 
 from moediffir.config import Config
 from moediffir.errors import MoEDiffIRError
-from moediffir.report import figures, study_figures, tables
+from moediffir.report import figures, study_figures, tables, training_report
 from moediffir.report.table_notes import is_random, trained_here_note
 from moediffir.utils.locks import folder_lock
 
@@ -91,6 +93,7 @@ def _regenerate_locked(cfg: Config, out: Path, paper_root: str | Path | None) ->
     if (out / TABLES_DIR / "sampler_study.csv").is_file():  # notebook 06's sampler study, where it ran
         written += study_figures.sampler_study(_read_csv(out / TABLES_DIR / "sampler_study.csv"),
                                                cfg.eval.sampler_study_task, fig_dir)
+    written += training_report.training_figures(cfg, fig_dir)
 
     keep = {p.resolve() for p in written}
     for sub, patterns in _GENERATED.items():

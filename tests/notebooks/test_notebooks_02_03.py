@@ -53,6 +53,19 @@ def _check_outputs(tmp_path: Path, overrides: dict) -> None:
     for nb in ("02.ipynb", "03.ipynb"):
         cells = json.loads((tmp_path / nb).read_text())["cells"]
         assert not any(o.get("output_type") == "error" for c in cells for o in c.get("outputs", []))
+    _check_report_redraws_training_figures(cfg, figures, tmp_path / "redrawn")
+
+
+def _check_report_redraws_training_figures(cfg, figures: Path, out: Path) -> None:
+    """What ``moediffir report`` draws from the training logs is, byte for byte, what the notebooks drew."""
+    from moediffir.report.training_report import training_figures
+
+    redrawn = training_figures(cfg, out)
+    names = sorted(p.name for p in redrawn)
+    assert names == sorted([f"{n}.{ext}" for n in ("stage1_loss", "stage1_expert_usage", "stage2_loss", "stage2_decoder")
+                            for ext in ("png", "pdf", "csv")] + ["stage1_loss_terms.csv", "stage2_loss_terms.csv"])
+    changed = [p.name for p in redrawn if p.read_bytes() != (figures / p.name).read_bytes()]
+    assert changed == []
 
 
 def test_notebooks_02_03_smoke(tmp_path):
