@@ -23,8 +23,9 @@ The components are registered with diffusers (``unet``, ``vae``, ``scheduler``, 
 optionally ``degradation_prior``, ``v2t``, ``compensator``): ``pipe.to(device, dtype)``, ``pipe.device`` and
 ``pipe.progress_bar`` work; ``pipe.denoiser`` is the stage-I model. Saving and loading: :mod:`moediffir.weights`.
 
-Where each step lives: 1, 2, 10 in :mod:`.inputs`; 3-7 for one batch in :mod:`.batch_sampling`; 4, 8 in
-:mod:`.vae_steps`; 9 in :mod:`.colorfix`. The call checks and converts its inputs once, then runs ``_sample``
+Where each step lives: 1, 2, 10 in :mod:`.inputs`; 3-7 for one batch in
+:class:`.batch_sampling.BatchSampling` (a part of this class, which inherits it); 4, 8 in :mod:`.vae_steps`; 9 in
+:mod:`.colorfix`. The call checks and converts its inputs once, then runs ``_sample``
 (2-7) and ``_decode`` (3, 8-10), which :meth:`~MoEDiffIRPipeline.sample_latents` and
 :meth:`~MoEDiffIRPipeline.decode_latents` also run after their own checks.
 """
@@ -45,7 +46,7 @@ from diffusers.utils import BaseOutput
 from moediffir.config import SampleConfig
 from moediffir.models.denoiser import MoEDiffIRDenoiser
 from moediffir.pipelines import vae_steps
-from moediffir.pipelines.batch_sampling import RoutingCallback, sample_batch
+from moediffir.pipelines.batch_sampling import BatchSampling, RoutingCallback
 from moediffir.pipelines.colorfix import apply_color_fix
 from moediffir.pipelines.inputs import (
     OUTPUT_TYPES,
@@ -85,7 +86,7 @@ def _lcm(a: int, b: int) -> int:
 
 
 # --------------------------------------------------------------------------------------------- pipeline
-class MoEDiffIRPipeline(DiffusionPipeline):
+class MoEDiffIRPipeline(DiffusionPipeline, BatchSampling):
     """Restore compressed images with MoE-DiffIR (see the module docstring for the numbered steps).
 
     ``pipe.sample_defaults`` (a :class:`~moediffir.config.SampleConfig`) supplies every argument left as None;
@@ -269,13 +270,12 @@ class MoEDiffIRPipeline(DiffusionPipeline):
         routing: list[dict[str, Any]] = []
         with self._eval_mode(), self.progress_bar(total=len(self.scheduler.timesteps) * len(groups)) as progress:
             for ids in groups:
-                # 3.-7. pad, encode, conditions, noise, denoise (sample_batch)
+                # 3.-7. pad, encode, conditions, noise, denoise (BatchSampling._sample_batch)
                 self.scheduler.set_timesteps(steps, device=device)  # multistep schedulers keep state: reset
                 gen = [generator[i] for i in ids] if isinstance(generator, (list, tuple)) else generator
-                z0, recs = sample_batch(
-                    self, torch.cat([images[i] for i in ids]), ids, None if labels_all is None else labels_all[ids], gen,
-                    tiled, a["tile_size"], a["tile_overlap"], a["tile_blend"], batch_size, eta, callback, progress,
-                )
+                z0, recs = self._sample_batch(torch.cat([images[i] for i in ids]), ids,
+                                              None if labels_all is None else labels_all[ids], gen, tiled, a, eta,
+                                              callback, progress)
                 for j, i in enumerate(ids):
                     results[i] = z0[j : j + 1]
                 routing.extend(recs)
