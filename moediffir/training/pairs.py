@@ -112,6 +112,8 @@ def pad_to(img: np.ndarray, size: int) -> np.ndarray:
 
 def to_tensor01(img: np.ndarray) -> torch.Tensor:
     """``(H, W, 3)`` uint8 -> ``(3, H, W)`` float32 in [0, 1]."""
+    if not img.flags.writeable:  # a read-only array (a cached photo): torch warns on sharing one, so copy it
+        img = img.copy()
     return torch.from_numpy(img).permute(2, 0, 1).float().div_(255.0)  # (3, H, W)
 
 
