@@ -92,7 +92,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
                                          "attention_head_dim", "unet_steps", "checkpoint_every", "log_every",
                                          "keep_checkpoints")},
     "prior.vae_lr": (0.0, None), "prior.unet_lr": (0.0, None), "prior.vae_kl_weight": (0.0, None),
-    "prior.vae_latent_noise": (0.0, None), "prior.vae_whiten": (0.0, 1.0),
+    "prior.vae_latent_noise": (0.0, None), "prior.vae_whiten": (0.0, 1.0), "prior.unet_norm_groups": (0, 32),
 }
 _STRICTLY_POSITIVE = ("stage1.lr", "stage2.lr", "model.mlp_ratio", "prior.vae_lr", "prior.unet_lr")
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -155,6 +155,17 @@ def _prior_crop_problem(values: dict[str, Any]) -> str | None:
     return None
 
 
+def _prior_groups_problem(values: dict[str, Any]) -> str | None:
+    """``prior.unet_norm_groups`` (when not 0) must divide every width of ``prior.unet_channels``."""
+    prior = values.get("prior", {})
+    groups, widths = prior.get("unet_norm_groups", 0), prior.get("unet_channels", ())
+    bad = [c for c in widths if groups and c % groups]
+    if bad:
+        return (f"config key 'prior.unet_norm_groups': {groups!r} is not allowed; it must divide every width of "
+                f"prior.unet_channels={list(widths)} (not {bad}), or be 0 (chosen from the widths)")
+    return None
+
+
 def first_problem(values: dict[str, Any]) -> str | None:
     """The first key of a config dict (as :func:`moediffir.config.config_to_dict` gives) whose value is not
     allowed, as a one-line message; None when every value is allowed."""
@@ -169,4 +180,4 @@ def first_problem(values: dict[str, Any]) -> str | None:
         problem = _check_value(key, holder[name])
         if problem:
             return f"config key {key!r}: {problem}"
-    return _prior_crop_problem(values)
+    return _prior_crop_problem(values) or _prior_groups_problem(values)

@@ -103,9 +103,19 @@ def prior_unet_config(cfg) -> dict[str, Any]:
         "down_block_types": ["DownBlock2D"] + ["CrossAttnDownBlock2D"] * (n - 1),
         "up_block_types": ["CrossAttnUpBlock2D"] * (n - 1) + ["UpBlock2D"],
         "mid_block_type": "UNetMidBlock2DCrossAttn", "attention_head_dim": p.attention_head_dim,
-        "cross_attention_dim": p.cross_attention_dim, "norm_num_groups": 32 if min(p.unet_channels) % 32 == 0 else 8,
+        "cross_attention_dim": p.cross_attention_dim, "norm_num_groups": unet_norm_groups(p),
         "use_linear_projection": True,
     }
+
+
+def unet_norm_groups(p) -> int:
+    """The UNet's GroupNorm groups: ``prior.unet_norm_groups``, or (0) the most groups up to 32 that keep at
+    least 8 channels in every group of every width (4 for mini's (32, 64, 64)). The config refuses a count that
+    does not divide every width (:mod:`moediffir.config.values`)."""
+    if p.unet_norm_groups:
+        return p.unet_norm_groups
+    fits = [g for g in range(1, 33) if all(c % g == 0 and c // g >= 8 for c in p.unet_channels)]
+    return max(fits, default=1)
 
 
 def prior_scheduler(cfg) -> DDPMScheduler:

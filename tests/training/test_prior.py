@@ -10,7 +10,7 @@ import pytest
 import torch
 from repo_paths import REPO_ROOT as REPO
 
-from moediffir.config import resolve_config
+from moediffir.config import ConfigError, resolve_config
 from moediffir.errors import MissingWeightsError
 from moediffir.pipelines.sampling import initial_noise, make_scheduler, sample_loop
 from moediffir.training import prior as P
@@ -185,3 +185,14 @@ def test_a_fresh_start_over_earlier_checkpoints_is_refused_unless_overwrite(tmp_
         P.train_prior(cfg, progress=False)
     assert sorted(p.relative_to(tmp_path) for p in cfg.prior_dir.parent.rglob("*")) == before  # nothing changed
     assert P.train_prior(cfg, progress=False, overwrite=True) == cfg.prior_dir
+
+
+def test_the_unet_keeps_several_channels_in_every_norm_group():
+    """One channel per group would normalise each feature map on its own (no layer could pass on a mean colour)."""
+    from moediffir.training.prior import prior_unet_config
+
+    assert prior_unet_config(resolve_config("mini"))["norm_num_groups"] == 4  # (32, 64, 64): 8+ channels a group
+    assert prior_unet_config(resolve_config("mini", {"prior.unet_channels": [320, 640]}))["norm_num_groups"] == 32
+    assert prior_unet_config(resolve_config("mini", {"prior.unet_norm_groups": 8}))["norm_num_groups"] == 8
+    with pytest.raises(ConfigError, match="prior.unet_norm_groups.*must divide every width"):
+        resolve_config("mini", {"prior.unet_norm_groups": 3})
