@@ -242,7 +242,7 @@ def test_the_file_check_sees_file_work(tmp_path):
 def test_the_design_page_maps_the_same_floors():
     """docs/design.md §11 lists the floors of LAYERS, in order, package by package."""
     text = (REPO_ROOT / "docs" / "design.md").read_text(encoding="utf-8")
-    rows = re.findall(r"^\| (\d+) \| ([^|]+) \|", text.split("## 11.", 1)[1], flags=re.M)
+    rows = re.findall(r"^\| (\d+) \| ([^|]+) \|", text.split("## 11.", 1)[1], flags=re.MULTILINE)
     documented = [tuple(name.strip("`/ ") for name in cell.split(",")) for _, cell in rows]
     assert [int(n) for n, _ in rows] == list(range(1, len(LAYERS) + 1))
     assert documented == list(LAYERS)
