@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from moediffir.training.pairs import PairedCropDataset, ResumableBatchSampler, training_pairs
+from moediffir.training.pairs import PairedCropDataset, ResumableBatchSampler, to_tensor01, training_pairs
 from moediffir.utils.devices import resolve_device
 from moediffir.utils.io import atomic_save_png, atomic_write_json, read_image_rgb
 
@@ -82,8 +82,8 @@ def restore_items_with(fn, bench: Path, items, out_dir: str | Path) -> Path:
     """Write ``fn(lq01 (1, 3, H, W), gt01) -> (1, 3, H', W')`` of every item as ``<set>/<task>/<stem>.png``."""
     out = Path(out_dir)
     for r in items.itertuples(index=False):
-        lq = torch.from_numpy(read_image_rgb(bench / r.path)).permute(2, 0, 1)[None].float() / 255.0  # (1, 3, H, W)
-        gt = torch.from_numpy(read_image_rgb(bench / r.gt_path)).permute(2, 0, 1)[None].float() / 255.0
+        lq = to_tensor01(read_image_rgb(bench / r.path))[None]  # (1, 3, H, W)
+        gt = to_tensor01(read_image_rgb(bench / r.gt_path))[None]
         y = fn(lq, gt)[0].permute(1, 2, 0).cpu().numpy()  # (H', W', 3)
         atomic_save_png(out / r.set / r.task / f"{r.stem}.png", np.round(y * 255.0).astype(np.uint8))
     return out

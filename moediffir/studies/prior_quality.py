@@ -20,6 +20,7 @@ import torch
 from moediffir.metrics.fidelity import psnr, ssim
 from moediffir.models.latent_scaling import unscale_latents
 from moediffir.pipelines.sampling import initial_noise, make_scheduler, sample_loop
+from moediffir.training.pairs import to_tensor01
 
 
 def load_prior(folder: str | Path, device: torch.device | str = "cpu"):
@@ -83,7 +84,7 @@ def vae_ceiling(vae, images: dict[str, np.ndarray]) -> pd.DataFrame:
     :func:`colour_shift`."""
     rows = []
     for name, img in images.items():
-        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255.0  # (1, 3, H, W)
+        x = to_tensor01(np.ascontiguousarray(img))[None]  # (1, 3, H, W)
         rec = reconstruct(vae, x)[0].permute(1, 2, 0).numpy()  # (h, w, 3)
         ref = img[: rec.shape[0], : rec.shape[1]]
         out = np.round(rec * 255.0).astype(np.uint8)

@@ -112,7 +112,7 @@ def pad_to(img: np.ndarray, size: int) -> np.ndarray:
 
 def to_tensor01(img: np.ndarray) -> torch.Tensor:
     """``(H, W, 3)`` uint8 -> ``(3, H, W)`` float32 in [0, 1]."""
-    if not img.flags.writeable:  # a read-only array (a cached photo): torch warns on sharing one, so copy it
+    if not img.flags.writeable:  # read_image_rgb's arrays view a decoded PIL image: torch warns on sharing one
         img = img.copy()
     return torch.from_numpy(img).permute(2, 0, 1).float().div_(255.0)  # (3, H, W)
 
