@@ -3,7 +3,8 @@
 Notebooks 00, 02 and 03 call these after training, and ``moediffir report`` calls :func:`training_figures` to
 redraw every one whose log exists, so the same logs always give the same files:
 
-- :func:`prior_figures` -- stage 0's VAE and UNet losses (``<run dir>/prior/log.jsonl``; ``mini`` only);
+- :func:`prior_figures` -- stage 0's VAE and UNet losses (``<run dir>/prior/{vae,unet}/log.jsonl``; ``mini``
+  only);
 - :func:`stage1_figures` -- Eq. 2 per step with the gate entropy, and the expert usage per seen task
   (``<run dir>/stage1/log.jsonl``; the usage where the prompt design has gates);
 - :func:`stage2_figures` -- the stage-II losses, and plain against compensated decoding before and after
@@ -25,15 +26,15 @@ from moediffir.data.tasks import label_names
 from moediffir.provenance import figure_note
 from moediffir.report import study_figures
 from moediffir.report.training_figures import decoder_comparison, loss_curves, read_log, training_expert_usage
-from moediffir.training.prior import prior_stage_dir
+from moediffir.training.prior import PRIOR_PHASES, prior_stage_dir
 from moediffir.training.runtime import stage_dir
 
 GATED_DESIGNS = ("moe", "multi")  # prompt designs whose routers log gates
 
 
 def prior_figures(cfg, out_dir: str | Path) -> list[Path]:
-    """``prior_losses`` from the stage-0 log."""
-    log = pd.read_json(prior_stage_dir(cfg) / "log.jsonl", lines=True)
+    """``prior_losses`` from the logs of stage 0's two phases."""
+    log = pd.DataFrame([r for phase in PRIOR_PHASES for r in read_log(prior_stage_dir(cfg) / phase)])
     return study_figures.prior_losses(log, out_dir)
 
 
@@ -59,7 +60,7 @@ def stage2_figures(cfg, out_dir: str | Path) -> list[Path]:
 def training_figures(cfg, out_dir: str | Path) -> list[Path]:
     """Every training figure whose log exists under ``cfg``'s run folder (none when nothing was trained)."""
     paths: list[Path] = []
-    if cfg.prior.enabled and (prior_stage_dir(cfg) / "log.jsonl").is_file():
+    if cfg.prior.enabled and all((prior_stage_dir(cfg) / phase / "log.jsonl").is_file() for phase in PRIOR_PHASES):
         paths += prior_figures(cfg, out_dir)
     if (stage_dir(cfg, "stage1") / "log.jsonl").is_file():
         paths += stage1_figures(cfg, out_dir)

@@ -1,8 +1,8 @@
 """The loop every accelerate-run stage shares (paper §4.1; docs/design.md §5): run state, resume, the logging
 window, checkpoints and ``summary.json``.
 
-A stage (stage I, :mod:`moediffir.training.stage1`; stage II, :mod:`moediffir.training.stage2`) keeps only its
-own loss step; :class:`StageRun` holds the rest:
+A stage (stage 0's two phases, :mod:`moediffir.training.prior`; stage I, :mod:`moediffir.training.stage1`;
+stage II, :mod:`moediffir.training.stage2`) keeps only its own loss step; :class:`StageRun` holds the rest:
 
 - **run state**: the optimiser step and the sampler's position (epoch, batch), restored from the newest
   checkpoint with :meth:`StageRun.resume` so that a resumed run continues the uninterrupted one exactly;
@@ -36,15 +36,20 @@ class StageRun:
     """The bookkeeping of one stage's run under ``accelerator`` (see the module docstring).
 
     Args:
-        cfg: the resolved config. stage: ``"stage1"`` or ``"stage2"`` (its folder and its resume fingerprint).
-        settings: the stage's config section (``max_steps``, ``batch_size``, ``grad_accum``, ``num_workers``,
-            ``log_every``, ``checkpoint_every``, ``keep_checkpoints``).
+        cfg: the resolved config. stage: ``"prior"``, ``"stage1"`` or ``"stage2"`` (its config section, its resume
+            fingerprint and, unless ``folder`` is given, its folder).
+        settings: the stage's config section, or an object with the same fields (``max_steps``, ``batch_size``,
+            ``grad_accum``, ``num_workers``, ``log_every``, ``checkpoint_every``, ``keep_checkpoints``).
         resume: continue from the newest checkpoint of the stage folder (a fresh start when there is none).
+        folder: the run's folder when it is not the stage's own (a phase of stage 0).
+        seed: the seed of the data order (default ``cfg.seed``).
     """
 
-    def __init__(self, cfg, stage: str, accelerator, settings: Any, resume: bool) -> None:
+    def __init__(self, cfg, stage: str, accelerator, settings: Any, resume: bool, folder: Path | None = None,
+                 seed: int | None = None) -> None:
         self.cfg, self.stage, self.accelerator, self.s = cfg, stage, accelerator, settings
-        self.out = stage_dir(cfg, stage)
+        self.out = stage_dir(cfg, stage) if folder is None else Path(folder)
+        self.seed = cfg.seed if seed is None else int(seed)
         self.ckpt_root = self.out / "checkpoints"
         self.rank, self.world = accelerator.process_index, accelerator.num_processes
         self.main = accelerator.is_main_process
@@ -75,7 +80,7 @@ class StageRun:
                         config_name=config_name, keep=keep)
         self.log = TrainingLog(self.out, resume_step=self.step if self.latest is not None else None,
                                enabled=self.main)
-        self.sampler = ResumableBatchSampler(len(dataset), s.batch_size, self.cfg.seed, rank=self.rank,
+        self.sampler = ResumableBatchSampler(len(dataset), s.batch_size, self.seed, rank=self.rank,
                                              world_size=self.world, start_epoch=self.epoch, start_batch=self.batch_pos)
         loader = DataLoader(dataset, batch_sampler=self.sampler, num_workers=s.num_workers,
                             pin_memory=self.accelerator.device.type == "cuda", generator=torch.Generator())

@@ -5,11 +5,12 @@ every restored image of the kit would come from random networks, so the ``mini``
 small prior on the clean training photos, in the classes SD uses, and saves it in the diffusers layout::
 
     <run_dir>/prior/
-        vae/checkpoints/step_*, unet/checkpoints/step_*   atomic, resumable checkpoints of the two phases
-        vae_trained/                                      the finished VAE (written before the UNet phase)
-        log.jsonl                                         one record per log_every steps of either phase
-        summary.json                                      steps, wall time, reconstruction PSNR, scaling factor
-        diffusers/{vae,unet,scheduler}                    the prior; ``model.sd_source`` "" points here
+        vae/, unet/                      one folder per phase, as stages I and II have: checkpoints/step_*
+                                         (atomic, resumable), log.jsonl and log.csv (one record per log_every
+                                         steps), config.json
+        vae_trained/                     the finished VAE (written before the UNet phase)
+        summary.json                     steps, wall time, reconstruction PSNR, scaling factor
+        diffusers/{vae,unet,scheduler}   the prior; ``model.sd_source`` "" points here
 
 Phase 1 makes the autoencoder (``prior.latent_channels`` channels at factor ``2**(len(vae_channels)-1)``). With
 ``prior.vae_kind="patch"`` (the default) it is a :class:`~moediffir.models.patch_autoencoder.PatchAutoencoder`:
@@ -21,8 +22,9 @@ latents of the same photos with Eq. 2 under SD's noise schedule and the ``prior.
 the all-zero context that :class:`~moediffir.models.denoiser.MoEDiffIRDenoiser` uses without V2T. Stage I then
 loads the folder exactly as it loads SD 2.1-base: frozen VAE and UNet, only the MoE-DiffIR parts train.
 
-One process only (the phases are small); ``resume=True`` continues from the newest checkpoint of the current
-phase and reproduces the uninterrupted run (data order, noise and RNG states are checkpointed).
+Each phase runs through the loop every stage shares (:class:`~moediffir.training.loop.StageRun`), in one
+process (the phases are small); ``resume=True`` continues from the newest checkpoint of the current phase and
+reproduces the uninterrupted run (data order, noise and RNG states are checkpointed).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,18 +40,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from moediffir.models.latent_scaling import scale_latents
 from moediffir.models.patch_autoencoder import PatchAutoencoder
-from moediffir.training.checkpoint import (
-    latest_checkpoint,
-    load_checkpoint,
-    read_checkpoint_info,
-    save_checkpoint,
-)
+from moediffir.training.loop import StageRun
 from moediffir.training.pairs import (
-    ResumableBatchSampler,
     SampleKey,
     apply_augment,
     draw_augment,
@@ -58,21 +55,19 @@ from moediffir.training.pairs import (
 from moediffir.training.runtime import (
     TrainingConfigError,
     check_fresh_start,
-    json_safe,
-    progress_bar,
+    is_distributed_launch,
+    make_accelerator,
     stage_lock,
 )
 from moediffir.training.stage1 import diffusion_target
-from moediffir.utils.devices import resolve_device
-from moediffir.utils.io import atomic_directory, atomic_write_json, atomic_write_text, read_image_rgb
+from moediffir.utils.io import atomic_directory, atomic_write_json, read_image_rgb
 from moediffir.utils.locks import is_lock_file
 from moediffir.weights.loading import autoencoder_class_in
 
 STAGE = "prior"
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 PRIOR_INFO = "prior_info.json"  # written into the diffusers folder: how the prior was made
-# prior.* settings a resumed run may change (lengths and cadence); everything else must match the checkpoint
-_MAY_CHANGE = {"vae_steps", "unet_steps", "checkpoint_every", "log_every", "keep_checkpoints", "out_dir"}
+PRIOR_PHASES = ("vae", "unet")  # in order; each has its folder under the stage folder
 
 
 # --------------------------------------------------------------------------------------------- configs
@@ -220,76 +215,55 @@ def latent_std(vae: AutoencoderKL, images: list[np.ndarray], device: torch.devic
 
 
 # --------------------------------------------------------------------------------------------- training
-def _fingerprint(cfg) -> dict[str, Any]:
-    prior = {k: v for k, v in json_safe(vars(cfg.prior)).items() if k not in _MAY_CHANGE}
-    return {"seed": cfg.seed, "prior": prior, "train_sets": list(cfg.data.train_sets)}
+@dataclass(frozen=True)
+class PhaseSettings:
+    """The share of ``cfg.prior`` one phase runs under, with the fields :class:`StageRun` reads."""
+
+    max_steps: int
+    batch_size: int
+    log_every: int
+    checkpoint_every: int
+    keep_checkpoints: int
+    grad_accum: int = 1
+    num_workers: int = 0  # the crops are cut in memory
 
 
-def _check_resume(saved: dict[str, Any], cfg, where: str) -> None:
-    now = json_safe(_fingerprint(cfg))
-    if saved != now:
-        diffs = [k for k in now if saved.get(k) != now[k]]
-        raise TrainingConfigError(f"{where}: cannot resume, settings differ from the checkpoint's ({diffs}); "
-                                  "resume with the same prior.* settings, or train from scratch (without --resume)")
-
-
-def _trim_log(path: Path, phase: str, step: int) -> None:
-    """Drop the records of ``phase`` after ``step`` (written by a run killed after its last checkpoint)."""
-    if not path.is_file():
-        return
-    keep = [line for line in path.read_text().splitlines() if line.strip()
-            and not (json.loads(line)["phase"] == phase and json.loads(line)["step"] > step)]
-    atomic_write_text(path, "".join(line + "\n" for line in keep))
-
-
-def _run_phase(cfg, phase: str, model: torch.nn.Module, loss_fn, steps: int, batch_size: int, lr: float,
-               photos: list[np.ndarray], out: Path, resume: bool, progress: bool) -> dict[str, Any]:
-    """Train ``model`` for ``steps`` Adam steps on clean crops with ``loss_fn(model, batch01)``; checkpointed."""
+def _run_phase(cfg, accelerator, phase: str, model: torch.nn.Module, loss_fn, steps: int, batch_size: int,
+               lr: float, photos: list[np.ndarray], out: Path, resume: bool, progress: bool) -> dict[str, Any]:
+    """Train ``model`` for ``steps`` Adam steps on clean crops with ``loss_fn(model, batch01)`` in the folder
+    ``out / phase`` (checkpoints and log), through the loop every stage shares."""
     p = cfg.prior
-    device = next(model.parameters()).device
-    root = out / phase / "checkpoints"
+    settings = PhaseSettings(steps, batch_size, p.log_every, p.checkpoint_every, p.keep_checkpoints)
+    run = StageRun(cfg, STAGE, accelerator, settings, resume, folder=out / phase,
+                   seed=cfg.seed + (0 if phase == "vae" else 1))
     dataset = CleanCropDataset(photos, p.crop_size, p.augment)
     opt = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=lr)
-    step, epoch, batch_pos, wall0 = 0, 0, 0, 0.0
-    latest = latest_checkpoint(root) if resume else None
-    if latest is not None:
-        _check_resume(read_checkpoint_info(latest)["meta"]["fingerprint"], cfg, str(latest))
-        meta = load_checkpoint(latest, modules={phase: model}, optimizers={"adam": opt})["meta"]
-        step, epoch, batch_pos = int(meta["step"]), meta["epoch"], meta["batch"]
-        wall0 = float(meta.get("wall_s", 0.0))
-        _trim_log(out / "log.jsonl", phase, step)
-        print(f"[prior] {phase}: resumed from {latest} (step {step})")
-    sampler = ResumableBatchSampler(len(dataset), batch_size, cfg.seed + (0 if phase == "vae" else 1),
-                                    start_epoch=epoch, start_batch=batch_pos)
-    it = iter(DataLoader(dataset, batch_sampler=sampler, num_workers=0, generator=torch.Generator()))  # no global draw
-    bar = progress_bar(progress, steps, f"prior {phase}", initial=step, unit="step")
-    t0, window, last = time.perf_counter(), [], {}
+    objects = {"modules": {phase: model}, "optimizers": {"adam": opt}, "schedulers": {}}
+    wall0 = float(run.resume(**objects).get("wall_s", 0.0))  # the wall time of the runs before a resumption
+    batches = run.start(dataset, progress, f"prior {phase}", unit="step")
+    t0, last = time.perf_counter(), {}
+
+    def wall() -> float:
+        return wall0 + time.perf_counter() - t0
+
     model.train()
-    while step < steps:
-        batch = next(it)
-        loss, parts = loss_fn(model, batch["gt"].to(device))
+    while run.running:
+        batch = next(batches)
+        loss, parts = loss_fn(model, batch["gt"].to(accelerator.device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        step += 1
-        epoch, batch_pos = sampler.next_position(int(batch["epoch"][0]), int(batch["batch"][0]))
-        window.append(float(loss.detach()))
-        bar.update(1)
-        if step % p.log_every == 0 or step == steps:
-            last = {"phase": phase, "step": step, "loss": float(np.mean(window)), **parts,
-                    "wall_s": round(wall0 + time.perf_counter() - t0, 2)}
-            with open(out / "log.jsonl", "a") as fh:
-                fh.write(json.dumps(last) + "\n")
-            bar.set_postfix(loss=f"{last['loss']:.4f}")
-            window = []
-        if step % p.checkpoint_every == 0 or step == steps:
-            meta = {"step": step, "epoch": epoch, "batch": batch_pos, "wall_s": wall0 + time.perf_counter() - t0,
-                    "fingerprint": json_safe(_fingerprint(cfg))}
-            save_checkpoint(root, step, modules={phase: model}, optimizers={"adam": opt}, meta=meta,
-                            keep_last=p.keep_checkpoints)
-    bar.close()
+        run.consumed(batch)
+        run.end_step({"loss": loss.detach()})
+        if run.log_due:
+            means, _ = run.flush()
+            last = {"phase": phase, "step": run.step, "loss": float(means["loss"].mean()), **parts,
+                    "wall_s": round(wall(), 2)}
+            run.write(dict(last), means["loss"])
+        run.checkpoint(**objects, state=lambda: {"wall_s": wall()})
+    run.finish(lambda: run.checkpoint(**objects, state=lambda: {"wall_s": wall()}, force=True))
     model.eval()
-    return {"steps": step, "wall_s": round(wall0 + time.perf_counter() - t0, 2), "last_log": last}
+    return {"steps": run.step, "wall_s": round(wall(), 2), "last_log": last}
 
 
 @torch.no_grad()
@@ -301,8 +275,8 @@ def fit_patch_pca(vae: PatchAutoencoder, images: list[np.ndarray], whiten: float
     return int(patches.shape[0])
 
 
-def _train_vae(cfg, photos, out: Path, device, resume: bool, progress: bool) -> tuple[Any, dict]:
-    p = cfg.prior
+def _train_vae(cfg, accelerator, photos, out: Path, resume: bool, progress: bool) -> tuple[Any, dict]:
+    p, device = cfg.prior, accelerator.device
     torch.manual_seed(cfg.seed)
     pca = {}
     if p.vae_kind == "patch":
@@ -311,7 +285,7 @@ def _train_vae(cfg, photos, out: Path, device, resume: bool, progress: bool) -> 
         vae = vae.to(device)
     else:
         vae = AutoencoderKL.from_config(prior_vae_config(cfg)).to(device)
-    info = _run_phase(cfg, "vae", vae, lambda m, x: vae_loss(m, x, p.vae_kl_weight, p.vae_latent_noise),
+    info = _run_phase(cfg, accelerator, "vae", vae, lambda m, x: vae_loss(m, x, p.vae_kl_weight, p.vae_latent_noise),
                       p.vae_steps, p.vae_batch_size, p.vae_lr, photos, out, resume, progress)
     std = latent_std(vae, photos, device)
     vae.register_to_config(scaling_factor=1.0 / max(std, 1e-6))
@@ -348,17 +322,20 @@ def train_prior(cfg, resume: bool = False, progress: bool = True, overwrite: boo
         raise ValueError(f"prior.vae_steps={p.vae_steps} and prior.unet_steps={p.unet_steps} must be >= 1")
     prior_scheduler(cfg)  # checks prior.prediction_type before any work
     out = prior_stage_dir(cfg)
-    for phase in ("vae", "unet"):
+    for phase in PRIOR_PHASES:
         check_fresh_start(out / phase, resume, overwrite)  # refused: nothing is changed
     photos = training_photos(cfg)  # fails early when the photos are missing
-    device = resolve_device(cfg.device)
+    if is_distributed_launch():
+        raise TrainingConfigError("stage 0 runs in one process (its networks are small); run `moediffir train "
+                                  "prior` without `accelerate launch`")
+    accelerator = make_accelerator(cfg, "no")  # full precision: the prior is trained once and then frozen
     with stage_lock(out):  # a second run into this folder stops here, naming this one
-        return _train_prior(cfg, photos, device, resume, progress)
+        return _train_prior(cfg, accelerator, photos, resume, progress)
 
 
-def _train_prior(cfg, photos: list[np.ndarray], device: torch.device, resume: bool, progress: bool) -> Path:
+def _train_prior(cfg, accelerator, photos: list[np.ndarray], resume: bool, progress: bool) -> Path:
     """Both phases of :func:`train_prior`, its checks done and its stage folder locked."""
-    p, out = cfg.prior, prior_stage_dir(cfg)
+    p, out, device = cfg.prior, prior_stage_dir(cfg), accelerator.device
     if not resume:
         _clear_previous_run(out, keep=cfg.prior_dir.name)
     out.mkdir(parents=True, exist_ok=True)
@@ -370,7 +347,7 @@ def _train_prior(cfg, photos: list[np.ndarray], device: torch.device, resume: bo
         vae_info["scaling_factor"] = float(vae.config.scaling_factor)
     else:
         shutil.rmtree(out / "unet", ignore_errors=True)  # its checkpoints belong to the previous VAE
-        vae, vae_info = _train_vae(cfg, photos, out, device, resume, progress)
+        vae, vae_info = _train_vae(cfg, accelerator, photos, out, resume, progress)
     vae.eval()
 
     torch.manual_seed(cfg.seed + 1)
@@ -383,7 +360,7 @@ def _train_prior(cfg, photos: list[np.ndarray], device: torch.device, resume: bo
             z0 = scaled_latents(vae, x01)  # (B, C_lat, h, w)
         return unet_loss(model, scheduler, z0, context)
 
-    unet_info = _run_phase(cfg, "unet", unet, loss_fn, p.unet_steps, p.unet_batch_size, p.unet_lr, photos, out,
+    unet_info = _run_phase(cfg, accelerator, "unet", unet, loss_fn, p.unet_steps, p.unet_batch_size, p.unet_lr, photos, out,
                            resume, progress)
     unet.requires_grad_(False)
     info = {"photos": len(photos), "train_sets": list(cfg.data.train_sets), "vae": vae_info, "unet": unet_info,

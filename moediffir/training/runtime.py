@@ -1,6 +1,7 @@
-"""What both training stages share: accelerate set-up, run folders, resume checks (paper §4.1; docs/design.md §5).
+"""What the training stages share: accelerate set-up, run folders, resume checks (paper §4.1; docs/design.md §5).
 
-Nothing here implements an equation; it keeps the two stages' plumbing identical:
+Nothing here implements an equation; it keeps the stages' plumbing identical (stage 0 of ``mini``, stages I and
+II):
 
 - :func:`make_accelerator`: one ``accelerate.Accelerator`` for CPU, one GPU or ``accelerate launch`` DDP, with
   mixed precision only on CUDA (``"no"`` on CPU whatever the profile says, reported in the logs);
@@ -123,14 +124,20 @@ def start_stage_dir(accelerator, cfg, folder: Path, resuming: bool, config_name:
         save_config(cfg, folder, config_name)
 
 
-# Settings that may change between a checkpoint and its resumption.
-_MAY_CHANGE = {"max_steps", "checkpoint_every", "log_every", "keep_checkpoints", "num_workers", "out_dir"}
+# Settings that may change between a checkpoint and its resumption (lengths and cadence; stage 0 has a length
+# per phase).
+_MAY_CHANGE = {"max_steps", "vae_steps", "unet_steps", "checkpoint_every", "log_every", "keep_checkpoints",
+               "num_workers", "out_dir"}
 
 
 def resume_fingerprint(cfg, stage: str) -> dict[str, Any]:
-    """The parts of ``cfg`` a resumed run must share with the run that wrote the checkpoint."""
+    """The parts of ``cfg`` a resumed run must share with the run that wrote the checkpoint: the seed, the stage's
+    own section and what the stage reads besides it (stage 0, ``"prior"``: its training photos; stages I and II:
+    the method's model settings and the benchmark preset)."""
     d = config_to_dict(cfg)
     section = {k: v for k, v in d[stage].items() if k not in _MAY_CHANGE}
+    if stage == "prior":
+        return {"seed": d["seed"], "prior": section, "train_sets": d["data"]["train_sets"]}
     return {"seed": d["seed"], "model": d["model"], stage: section, "data.preset": d["data"]["preset"]}
 
 

@@ -54,10 +54,11 @@ def test_a_design_without_gates_has_no_usage_figure(tmp_path):
     assert "stage1_expert_usage.png" not in {p.name for p in training_figures(cfg, tmp_path / "fig")}
 
 
-def test_the_prior_losses_come_from_the_stage0_log(tmp_path):
+def test_the_prior_losses_come_from_the_logs_of_both_stage0_phases(tmp_path):
     cfg = resolve_config("mini", {"runs_dir": str(tmp_path / "runs")})
-    folder = prior_stage_dir(cfg)
-    folder.mkdir(parents=True)
-    rows = [{"phase": "vae", "step": 10, "loss": 0.5}, {"phase": "unet", "step": 10, "loss": 0.2}]
-    (folder / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for phase, loss in (("vae", 0.5), ("unet", 0.2)):
+        (prior_stage_dir(cfg) / phase).mkdir(parents=True)
+        assert training_figures(cfg, tmp_path / "fig") == []  # not before both phases have logged
+        row = {"phase": phase, "step": 10, "loss": loss}
+        (prior_stage_dir(cfg) / phase / "log.jsonl").write_text(json.dumps(row) + "\n")
     assert [p.name for p in training_figures(cfg, tmp_path / "fig")] == ["prior_losses.png", "prior_losses.pdf"]

@@ -133,21 +133,34 @@ def test_train_prior_writes_a_diffusers_prior_that_stage1_loads_like_sd(tmp_path
     assert out.shape == z.shape
 
 
-def test_prior_losses_fall_and_resume_matches_the_uninterrupted_run(tmp_path):
+def test_prior_resume_matches_the_uninterrupted_run_weights_and_logs(tmp_path):
+    from diffusers import UNet2DConditionModel
+
+    from moediffir.training.training_log import read_jsonl
+    from moediffir.weights.loading import autoencoder_class_in
+
     full = _tiny_cfg(tmp_path / "a", **{"prior.vae_steps": 6, "prior.unet_steps": 4})
     P.train_prior(full, progress=False)
     part = _tiny_cfg(tmp_path / "b", **{"prior.vae_steps": 4, "prior.unet_steps": 2})
     P.train_prior(part, progress=False)
-    shutil.rmtree(part.prior_dir.parent / "vae_trained")  # as if killed during the VAE phase after step 4
+    stage = part.prior_dir.parent
+    shutil.rmtree(stage / "vae_trained")  # as if killed during the VAE phase after its step-4 checkpoint ...
+    with open(stage / "vae" / "log.jsonl", "a") as fh:  # ... and after logging step 5
+        fh.write(json.dumps({"phase": "vae", "step": 5, "loss": 99.0}) + "\n")
     resumed = _tiny_cfg(tmp_path / "b", **{"prior.vae_steps": 6, "prior.unet_steps": 4})
     P.train_prior(resumed, resume=True, progress=False)
-    from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    for cls, sub in ((AutoencoderKL, "vae"), (UNet2DConditionModel, "unet")):
+    vae_class = autoencoder_class_in(full.prior_dir, "vae")
+    for cls, sub in ((vae_class, "vae"), (UNet2DConditionModel, "unet")):
         a = cls.from_pretrained(full.prior_dir / sub).state_dict()
         b = cls.from_pretrained(resumed.prior_dir / sub).state_dict()
         for k in a:
             torch.testing.assert_close(a[k], b[k], msg=f"{sub}.{k}")
+    for phase in P.PRIOR_PHASES:  # one log per phase, the same records as the uninterrupted run's
+        a = read_jsonl(full.prior_dir.parent / phase / "log.jsonl")
+        b = read_jsonl(stage / phase / "log.jsonl")
+        assert [(r["step"], r["losses"]) for r in a] == [(r["step"], r["losses"]) for r in b], phase
+        assert {r["phase"] for r in a} == {phase}
 
 
 def test_resume_with_other_prior_settings_is_refused(tmp_path):
@@ -159,20 +172,28 @@ def test_resume_with_other_prior_settings_is_refused(tmp_path):
         P.train_prior(_tiny_cfg(tmp_path, **{"prior.vae_lr": 1e-2}), resume=True, progress=False)
 
 
+def test_resume_ignores_settings_stage0_does_not_read(tmp_path):
+    P.train_prior(_tiny_cfg(tmp_path, **{"prior.unet_steps": 2}), progress=False)
+    longer = _tiny_cfg(tmp_path, **{"prior.unet_steps": 4, "model.prompt_dim": 32})  # a stage-I setting
+    P.train_prior(longer, resume=True, progress=False)
+    assert json.loads((longer.prior_dir / P.PRIOR_INFO).read_text())["unet"]["steps"] == 4
+
+
+def test_stage0_refuses_a_distributed_launch_before_writing(tmp_path, monkeypatch):
+    from moediffir.training.runtime import TrainingConfigError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    cfg = _tiny_cfg(tmp_path)
+    with pytest.raises(TrainingConfigError, match="one process"):
+        P.train_prior(cfg, progress=False)
+    assert not cfg.prior_dir.parent.exists()
+
+
 def test_profiles_without_stage0_refuse_to_train_a_prior():
     with pytest.raises(ValueError, match="no stage 0"):
         P.train_prior(resolve_config("smoke"))
     with pytest.raises(ValueError, match="prediction_type"):
         P.prior_scheduler(resolve_config("mini", {"prior.prediction_type": "x0"}))
-
-
-def test_resume_drops_log_records_written_after_the_checkpoint(tmp_path):
-    log = tmp_path / "log.jsonl"
-    rows = [{"phase": "vae", "step": s} for s in (10, 20, 30)] + [{"phase": "unet", "step": 10}]
-    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    P._trim_log(log, "vae", 20)
-    kept = [json.loads(line) for line in log.read_text().splitlines()]
-    assert kept == [rows[0], rows[1], rows[3]]
 
 
 def test_a_fresh_start_over_earlier_checkpoints_is_refused_unless_overwrite(tmp_path):
