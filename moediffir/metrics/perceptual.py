@@ -205,7 +205,7 @@ def _load_lpips_backbone(model: torch.nn.Module, state: dict[str, torch.Tensor],
 
 
 # ------------------------------------------------------------------------------------------ tensors
-def to_tensor01(img: Any, data_range: float | None = None) -> torch.Tensor:
+def _metric_input(img: Any, data_range: float | None = None) -> torch.Tensor:
     """An ``(H, W, 3)`` uint8 (or float with ``data_range``) image -> ``(1, 3, H, W)`` float32 in [0, 1]."""
     if isinstance(img, torch.Tensor):
         if data_range is None:
@@ -233,8 +233,8 @@ def to_tensor01(img: Any, data_range: float | None = None) -> torch.Tensor:
 
 def lpips_distance(model: torch.nn.Module, img: Any, ref: Any, *, data_range: float | None = None) -> float:
     """LPIPS between two images of equal shape (0 for identical images)."""
-    a = to_tensor01(img, data_range)
-    b = to_tensor01(ref, data_range)
+    a = _metric_input(img, data_range)
+    b = _metric_input(ref, data_range)
     if a.shape != b.shape:
         raise MetricInputError(f"image shape {tuple(a.shape)} != reference shape {tuple(b.shape)}")
     device = next(model.parameters()).device
@@ -384,7 +384,7 @@ def build_clipiqa(
 
 def nr_score(model: torch.nn.Module, img: Any, *, data_range: float | None = None) -> float:
     """A no-reference score (CLIP-IQA+ or MANIQA) of one image; inputs in [0, 1] as pyiqa expects."""
-    x = to_tensor01(img, data_range)  # (1, 3, H, W)
+    x = _metric_input(img, data_range)  # (1, 3, H, W)
     params = list(model.parameters())
     device = params[0].device if params else torch.device("cpu")
     with torch.no_grad():

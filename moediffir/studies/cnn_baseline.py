@@ -20,8 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from moediffir.training.pairs import PairedCropDataset, ResumableBatchSampler, to_tensor01, training_pairs
+from moediffir.training.pairs import PairedCropDataset, ResumableBatchSampler, training_pairs
 from moediffir.utils.devices import resolve_device
+from moediffir.utils.image_tensors import to_tensor01
 from moediffir.utils.io import atomic_save_png, atomic_write_json, read_image_rgb
 
 

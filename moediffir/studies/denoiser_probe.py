@@ -29,7 +29,7 @@ import torch
 from moediffir.metrics.fidelity import psnr
 from moediffir.models.latent_scaling import unscale_latents
 from moediffir.pipelines.vae_steps import encode_lq
-from moediffir.training.pairs import to_tensor01
+from moediffir.utils.image_tensors import to_tensor01
 
 
 def _signal_noise(scheduler, t: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

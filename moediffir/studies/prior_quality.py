@@ -20,7 +20,7 @@ import torch
 from moediffir.metrics.fidelity import psnr, ssim
 from moediffir.models.latent_scaling import unscale_latents
 from moediffir.pipelines.sampling import initial_noise, make_scheduler, sample_loop
-from moediffir.training.pairs import to_tensor01
+from moediffir.utils.image_tensors import to_tensor01
 
 
 def load_prior(folder: str | Path, device: torch.device | str = "cpu"):

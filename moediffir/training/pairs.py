@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 
 from moediffir.data.manifest import ManifestError, read_manifest
 from moediffir.errors import MoEDiffIRError
+from moediffir.utils.image_tensors import to_tensor01
 from moediffir.utils.io import read_image_rgb
 
 
@@ -108,13 +109,6 @@ def pad_to(img: np.ndarray, size: int) -> np.ndarray:
         ph, pw = max(0, size - img.shape[0]), max(0, size - img.shape[1])
         img = np.pad(img, ((0, min(ph, img.shape[0])), (0, min(pw, img.shape[1])), (0, 0)), mode="symmetric")
     return img
-
-
-def to_tensor01(img: np.ndarray) -> torch.Tensor:
-    """``(H, W, 3)`` uint8 -> ``(3, H, W)`` float32 in [0, 1]."""
-    if not img.flags.writeable:  # read_image_rgb's arrays view a decoded PIL image: torch warns on sharing one
-        img = img.copy()
-    return torch.from_numpy(img).permute(2, 0, 1).float().div_(255.0)  # (3, H, W)
 
 
 # -------------------------------------------------------------------------------------------- dataset

@@ -50,7 +50,6 @@ from moediffir.training.pairs import (
     apply_augment,
     draw_augment,
     pad_to,
-    to_tensor01,
 )
 from moediffir.training.runtime import (
     TrainingConfigError,
@@ -60,6 +59,7 @@ from moediffir.training.runtime import (
     stage_lock,
 )
 from moediffir.training.stage1 import diffusion_target
+from moediffir.utils.image_tensors import to_tensor01
 from moediffir.utils.io import atomic_directory, atomic_write_json, read_image_rgb
 from moediffir.utils.locks import is_lock_file
 from moediffir.weights.loading import autoencoder_class_in

@@ -180,17 +180,3 @@ def test_builder_benchmark_pairs_match_their_files(tmp_path):
         lq = read_image_rgb(cfg.benchmark_dir / row["path"])
         assert row["path"].split("/")[2] == row["task"] and item["label"] == int(row["label"])
         assert (_u8(item["lq"]) == apply_augment(lq, ds.augment_of(key, *lq.shape[:2]), 64)).all()
-
-
-def test_to_tensor01_takes_a_read_only_photo_without_a_warning():
-    import warnings
-
-    from moediffir.training.pairs import to_tensor01
-
-    img = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
-    img.flags.writeable = False  # as the prior's cached training photos are
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        x = to_tensor01(img)
-    assert x.shape == (3, 2, 3)
-    assert torch.equal(x * 255.0, torch.from_numpy(img.copy()).permute(2, 0, 1).float())
