@@ -43,9 +43,14 @@ class ResidualCNN(nn.Module):
         return (x + self.body(x)).clamp(0, 1)  # (B, 3, H, W) in [0, 1]
 
 
-def train_cnn_baseline(cfg, seconds: float, out_dir: str | Path, lr: float = 1e-3, channels: int = 64,
-                       layers: int = 5) -> tuple[ResidualCNN, dict[str, Any]]:
-    """Train :class:`ResidualCNN` for ``seconds`` of wall time on the seen-task crops; save ``cnn.pt`` + info."""
+def train_cnn_baseline(cfg, seconds: float, out_dir: str | Path, lr: float = 1e-4, channels: int = 64,
+                       layers: int = 5, max_steps: int | None = None) -> tuple[ResidualCNN, dict[str, Any]]:
+    """Train :class:`ResidualCNN` for ``seconds`` of wall time (and at most ``max_steps`` steps) on the seen-task
+    crops; save ``cnn.pt`` + info.
+
+    The learning rate is 1e-4: at 1e-3 (with the L1 loss and the zero-initialised last layer) every ReLU of the
+    network went dead within 100 steps on the ``mini`` crops, and the "trained" CNN returned its input exactly.
+    """
     out = Path(out_dir)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -56,7 +61,7 @@ def train_cnn_baseline(cfg, seconds: float, out_dir: str | Path, lr: float = 1e-
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     t0, step, losses = time.perf_counter(), 0, []
     model.train()
-    while time.perf_counter() - t0 < seconds:
+    while time.perf_counter() - t0 < seconds and (max_steps is None or step < max_steps):
         batch = next(loader)
         loss = F.l1_loss(model(batch["lq"].to(device)), batch["gt"].to(device))
         opt.zero_grad(set_to_none=True)
