@@ -326,8 +326,8 @@ def train_prior(cfg, resume: bool = False, progress: bool = True, overwrite: boo
         check_fresh_start(out / phase, resume, overwrite)  # refused: nothing is changed
     photos = training_photos(cfg)  # fails early when the photos are missing
     if is_distributed_launch():
-        raise TrainingConfigError("stage 0 runs in one process (its networks are small); run `moediffir train "
-                                  "prior` without `accelerate launch`")
+        raise TrainingConfigError("stage 0 runs in one process (its networks are small): run "
+                                  "`moediffir train prior` without `accelerate launch`")
     accelerator = make_accelerator(cfg, "no")  # full precision: the prior is trained once and then frozen
     with stage_lock(out):  # a second run into this folder stops here, naming this one
         return _train_prior(cfg, accelerator, photos, resume, progress)
