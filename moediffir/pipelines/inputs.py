@@ -19,7 +19,6 @@ from PIL import Image
 from moediffir.config.values import DECODERS
 from moediffir.pipelines.colorfix import COLOR_FIXES
 from moediffir.pipelines.tiling import BLEND_MODES
-from moediffir.utils.image_tensors import to_tensor01
 from moediffir.utils.io import to_rgb_uint8
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
@@ -150,10 +149,15 @@ def to_tensors(image: Any) -> tuple[list[torch.Tensor], str]:
     for x in items:
         kind = image_kind(x)
         if kind == "pil":
-            out.append(to_tensor01(np.asarray(to_rgb_uint8(x)))[None])  # (1, 3, H, W)
+            arr = np.array(to_rgb_uint8(x))  # writable copy
+            out.append(torch.from_numpy(arr).permute(2, 0, 1)[None].float() / 255.0)  # (1, 3, H, W)
         elif kind == "np":
-            arr = x[None] if x.ndim == 3 else x  # (B, H, W, 3)
-            out.extend(to_tensor01(np.asarray(a, dtype=np.uint8))[None] for a in arr)  # (1, 3, H, W) each
+            # one conversion for the whole batch (channels-last views of it, in the layout the networks were
+            # always given: to_tensor01 per image gives the same values with another batch stride, on which the
+            # CPU convolutions round differently)
+            arr = x[None] if x.ndim == 3 else x
+            t = torch.from_numpy(np.array(arr, dtype=np.uint8)).permute(0, 3, 1, 2).float() / 255.0  # (B, 3, H, W)
+            out.extend(t[i : i + 1] for i in range(t.shape[0]))
         else:
             t = x.detach().float().cpu()  # (B, 3, H, W)
             out.extend(t[i : i + 1] for i in range(t.shape[0]))
