@@ -246,6 +246,9 @@ def _run_phase(cfg, accelerator, phase: str, model: torch.nn.Module, loss_fn, st
     def wall() -> float:
         return wall0 + time.perf_counter() - t0
 
+    def state() -> dict[str, float]:  # what a checkpoint keeps beside the run state: the wall time so far
+        return {"wall_s": wall()}
+
     model.train()
     while run.running:
         batch = next(batches)
@@ -260,8 +263,8 @@ def _run_phase(cfg, accelerator, phase: str, model: torch.nn.Module, loss_fn, st
             last = {"phase": phase, "step": run.step, "loss": float(means["loss"].mean()), **parts,
                     "wall_s": round(wall(), 2)}
             run.write(dict(last), means["loss"])
-        run.checkpoint(**objects, state=lambda: {"wall_s": wall()})
-    run.finish(lambda: run.checkpoint(**objects, state=lambda: {"wall_s": wall()}, force=True))
+        run.checkpoint(**objects, state=state)
+    run.finish(lambda: run.checkpoint(**objects, state=state, force=True))
     model.eval()
     return {"steps": run.step, "wall_s": round(wall(), 2), "last_log": last}
 
@@ -285,7 +288,8 @@ def _train_vae(cfg, accelerator, photos, out: Path, resume: bool, progress: bool
         vae = vae.to(device)
     else:
         vae = AutoencoderKL.from_config(prior_vae_config(cfg)).to(device)
-    info = _run_phase(cfg, accelerator, "vae", vae, lambda m, x: vae_loss(m, x, p.vae_kl_weight, p.vae_latent_noise),
+    info = _run_phase(cfg, accelerator, "vae", vae,
+                      lambda m, x: vae_loss(m, x, p.vae_kl_weight, p.vae_latent_noise),
                       p.vae_steps, p.vae_batch_size, p.vae_lr, photos, out, resume, progress)
     std = latent_std(vae, photos, device)
     vae.register_to_config(scaling_factor=1.0 / max(std, 1e-6))
@@ -360,8 +364,8 @@ def _train_prior(cfg, accelerator, photos: list[np.ndarray], resume: bool, progr
             z0 = scaled_latents(vae, x01)  # (B, C_lat, h, w)
         return unet_loss(model, scheduler, z0, context)
 
-    unet_info = _run_phase(cfg, accelerator, "unet", unet, loss_fn, p.unet_steps, p.unet_batch_size, p.unet_lr, photos, out,
-                           resume, progress)
+    unet_info = _run_phase(cfg, accelerator, "unet", unet, loss_fn, p.unet_steps, p.unet_batch_size, p.unet_lr,
+                           photos, out, resume, progress)
     unet.requires_grad_(False)
     info = {"photos": len(photos), "train_sets": list(cfg.data.train_sets), "vae": vae_info, "unet": unet_info,
             "prediction_type": p.prediction_type, "context": "zeros", "device": str(device),
