@@ -19,6 +19,7 @@ from PIL import Image
 from moediffir.config.values import DECODERS
 from moediffir.pipelines.colorfix import COLOR_FIXES
 from moediffir.pipelines.tiling import BLEND_MODES
+from moediffir.utils.image_tensors import to_tensor01
 from moediffir.utils.io import to_rgb_uint8
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
@@ -149,8 +150,7 @@ def to_tensors(image: Any) -> tuple[list[torch.Tensor], str]:
     for x in items:
         kind = image_kind(x)
         if kind == "pil":
-            arr = np.array(to_rgb_uint8(x))  # writable copy
-            out.append(torch.from_numpy(arr).permute(2, 0, 1)[None].float() / 255.0)  # (1, 3, H, W)
+            out.append(to_tensor01(np.asarray(to_rgb_uint8(x)))[None])  # (1, 3, H, W), channels-last strides
         elif kind == "np":
             # one conversion for the whole batch (channels-last views of it, in the layout the networks were
             # always given: to_tensor01 per image gives the same values with another batch stride, on which the

@@ -1,10 +1,10 @@
 """Photos as tensors: the one conversion of a uint8 RGB array into the [0, 1] tensors the networks read
 (paper §3.1: the VAE encodes images scaled from [0, 1] to [-1, 1], :mod:`moediffir.pipelines.vae_steps`).
 
-Nothing here implements an equation; training crops, stage 0's photos and the notebook studies all convert through
-:func:`to_tensor01`, so a photo becomes the same tensor wherever it enters. (The pipeline converts a batch of
-inputs in one go, :func:`moediffir.pipelines.inputs.to_tensors`: the same values, in the channels-last batch layout
-its restorations were always computed in.)
+Nothing here implements an equation; training crops, stage 0's photos, the notebook studies and the pipeline's PIL
+inputs all convert through :func:`to_tensor01`, so a photo becomes the same tensor wherever it enters. (The
+pipeline converts a NumPy batch of inputs in one go, :func:`moediffir.pipelines.inputs.to_tensors`: the same
+values, in the channels-last batch layout its restorations were always computed in.)
 """
 
 from __future__ import annotations
