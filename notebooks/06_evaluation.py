@@ -228,6 +228,28 @@ if cfg.eval.yardsticks:
         f"PSNR of D(ẑ_0) on {cfg.eval.sampler_study_task} ({weights_note(figure_note(cfg))})"))
 
 # %% [markdown]
+# ## What the compensator takes from the latent (§3.4 stage II, Eq. 4)
+#
+# The compensator decodes a sampled latent together with the LQ image's features. Decoding latents of known
+# quality instead, the ground truth's own `E(GT)` and the LQ image's `E(LQ)`, shows which input it leans on. With
+# the plain decoder, `E(GT)` gives the VAE ceiling and `E(LQ)` about the input. A compensator that reads its
+# latent comes near the ceiling on `E(GT)`; one that scores about the same on both latents restores from the LQ
+# features alone, so better samples from stage I would not raise the full method.
+
+# %%
+if cfg.eval.yardsticks:
+    from moediffir.metrics import MetricSuite
+    from moediffir.studies.compensator_probe import decoder_estimates, decoder_table
+
+    probe_pipe = load_model(folder, cfg)
+    decoded = decoder_estimates(probe_pipe, MetricSuite.from_config(cfg, ["psnr", "lpips"]), pairs)
+    del probe_pipe
+    atomic_write_csv(tables_dir / "compensator_probe.csv", decoded)
+    for metric in ("psnr", "lpips"):
+        display(decoder_table(decoded, metric).round(3).rename_axis(
+            f"{metric} on {cfg.eval.sampler_study_task} ({weights_note(figure_note(cfg))})"))
+
+# %% [markdown]
 # ## Step 5 — the figures
 #
 # Visual comparison grids (Fig. 4 style: LQ / restored / GT crops per codec and level), rate against quality,
