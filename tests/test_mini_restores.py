@@ -5,8 +5,8 @@ the MoE-DiffIR parts on JPEG QF 10 crops, stage II the decoder compensator. The 
 
 - the latent space's ceiling on the held-out photos is at least 28 dB;
 - on held-out JPEG QF 10 crops the trained model is far closer to the ground truth than the same model before
-  stage I, and the compensator improves on the plain decoder for the same latents;
-- (not kept yet, marked as expected failures) the full method beats the compressed input in PSNR and in LPIPS,
+  stage I (both without the colour fix), and the compensator improves on the plain decoder for the same latents;
+- (not kept yet by this reduced run, marked as expected failures) the full method beats the compressed input in PSNR and in LPIPS,
   on the held-out crops and on photos from elsewhere (``shared/datasets`` beside the repository; skipped where
   absent) at their own size, restored with ``moediffir restore``.
 """
@@ -26,8 +26,10 @@ from moediffir.config import resolve_config
 pytestmark = pytest.mark.slow
 
 
-def _restore(folder: Path, crops: list[tuple[np.ndarray, np.ndarray]], decoder: str) -> dict[str, float]:
-    """Mean PSNR / LPIPS of the crops restored with ``decoder`` (the compensator at w = 1, or the plain VAE)."""
+def _restore(folder: Path, crops: list[tuple[np.ndarray, np.ndarray]], decoder: str,
+             color_fix: str | None = None) -> dict[str, float]:
+    """Mean PSNR / LPIPS of the crops restored with ``decoder`` (the compensator at w = 1, or the plain VAE) and
+    ``color_fix`` (None: the profile's)."""
     from moediffir.metrics.fidelity import psnr
     from moediffir.metrics.perceptual import build_lpips, lpips_distance
     from moediffir.pipelines.moediffir_pipeline import load_pipeline
@@ -35,7 +37,8 @@ def _restore(folder: Path, crops: list[tuple[np.ndarray, np.ndarray]], decoder: 
     pipe = load_pipeline(folder, device="cpu")
     lqs = [lq for lq, _ in crops]
     out = pipe(lqs, generator=[torch.Generator().manual_seed(i) for i in range(len(lqs))],
-               decoder=decoder, fusion_weight=1.0 if decoder == "compensator" else None, output_type="np").images
+               decoder=decoder, fusion_weight=1.0 if decoder == "compensator" else None, color_fix=color_fix,
+               output_type="np").images
     lpips = build_lpips("alex", weights="pretrained")
     return {"psnr": float(np.mean([psnr(o, gt) for o, (_, gt) in zip(out, crops)])),
             "lpips": float(np.mean([lpips_distance(lpips, o, gt) for o, (_, gt) in zip(out, crops)]))}
@@ -105,16 +108,20 @@ def test_latent_space_ceiling_is_above_28_db(reduced_run):
 def test_stage1_learns_and_the_compensator_helps(reduced_run):
     cfg, folder, before = reduced_run
     crops = _held_out_crops(cfg)
-    untrained = _restore(before, crops, "vae")
+    # what stage I learned, before the colour fix (which lends the input's low frequencies to both models)
+    untrained = _restore(before, crops, "vae", color_fix="none")
+    learned = _restore(folder, crops, "vae", color_fix="none")
+    assert learned["psnr"] > untrained["psnr"] + 3.0, (untrained, learned)
     plain = _restore(folder, crops, "vae")
     full = _restore(folder, crops, "compensator")
-    assert plain["psnr"] > untrained["psnr"] + 3.0, (untrained, plain)
     assert full["psnr"] > plain["psnr"] and full["lpips"] < plain["lpips"], (plain, full)
 
 
-# The promise the mini profile does not keep yet (README, "The mini profile"): its stage I lands several dB under
-# the compressed input, and the compensator does not make that up. Strict: the day it holds, this says so.
-_BELOW_INPUT = "mini's stage I and compensator stay below the JPEG QF 10 input (README, the mini profile)"
+# The promise this reduced run does not keep yet. The full mini profile beats its JPEG QF 10 input in PSNR and LPIPS,
+# on the held-out crops and on photos from elsewhere (README, "The mini profile"); this run, with a fraction of its
+# training, stays below the input (held-out crops: 25.1 dB / LPIPS 0.234 against 27.2 / 0.217). Strict: the day
+# it holds, this says so.
+_BELOW_INPUT = "the reduced mini run stays below the JPEG QF 10 input (README, the mini profile)"
 
 
 @pytest.mark.xfail(strict=True, reason=_BELOW_INPUT)
