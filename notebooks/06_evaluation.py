@@ -222,7 +222,6 @@ if cfg.eval.yardsticks:
     pairs = [(lq[: lq.shape[0] // m * m, : lq.shape[1] // m * m], gt[: gt.shape[0] // m * m, : gt.shape[1] // m * m])
              for lq, gt in pairs]
     probe = z0_estimates(probe_pipe.denoiser, probe_pipe.vae, probe_pipe.scheduler, pairs, seed=cfg.seed)
-    del probe_pipe
     atomic_write_csv(tables_dir / "denoiser_probe.csv", probe)
     display(probe.groupby("t", sort=False)["psnr"].mean().round(2).to_frame(
         f"PSNR of D(ẑ_0) on {cfg.eval.sampler_study_task} ({weights_note(figure_note(cfg))})"))
@@ -241,7 +240,6 @@ if cfg.eval.yardsticks:
     from moediffir.metrics import MetricSuite
     from moediffir.studies.compensator_probe import decoder_estimates, decoder_table
 
-    probe_pipe = load_model(folder, cfg)
     decoded = decoder_estimates(probe_pipe, MetricSuite.from_config(cfg, ["psnr", "lpips"]), pairs)
     del probe_pipe
     atomic_write_csv(tables_dir / "compensator_probe.csv", decoded)

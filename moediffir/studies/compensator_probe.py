@@ -33,6 +33,11 @@ LATENTS = ("E(GT)", "E(LQ)")
 DECODERS = ("compensator", "vae")
 
 
+def _scores(suite, image: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """``suite``'s metrics of one image against ``gt`` (its labels left out)."""
+    return {m: float(v) for m, v in suite.score_pair(image, gt).items() if m in suite.metrics}
+
+
 @torch.no_grad()
 def decoder_estimates(pipe, suite, pairs: Sequence[tuple[np.ndarray, np.ndarray]],
                       fusion_weight: float | None = None) -> pd.DataFrame:
@@ -46,7 +51,7 @@ def decoder_estimates(pipe, suite, pairs: Sequence[tuple[np.ndarray, np.ndarray]
     for i, (lq, gt) in enumerate(pairs):
         if lq.shape != gt.shape:
             raise ValueError(f"decoder_estimates: pair {i} has LQ {lq.shape} and GT {gt.shape}; give equal sizes")
-        inputs = {f"input_{k}": v for k, v in suite.score_pair(lq, gt).items() if isinstance(v, float)}
+        inputs = {f"input_{m}": v for m, v in _scores(suite, lq, gt).items()}
         latents = {}
         for name, img in zip(LATENTS, (gt, lq)):
             padded, _ = pad_to_multiple(to_tensor01(img)[None].to(device), pipe.pixel_multiple)  # (1, 3, H', W')
@@ -55,8 +60,7 @@ def decoder_estimates(pipe, suite, pairs: Sequence[tuple[np.ndarray, np.ndarray]
             for decoder in DECODERS:
                 out = pipe.decode_latents(z, [lq], decoder=decoder, fusion_weight=fusion_weight, color_fix="none",
                                           output_type="np")[0]  # uint8 (H, W, 3)
-                scores = {k: v for k, v in suite.score_pair(out, gt).items() if isinstance(v, float)}
-                rows.append({"image": i, "latent": name, "decoder": decoder, **scores, **inputs})
+                rows.append({"image": i, "latent": name, "decoder": decoder, **_scores(suite, out, gt), **inputs})
     return pd.DataFrame(rows)
 
 
