@@ -75,7 +75,7 @@ class TrainingLog:
             self.csv.unlink(missing_ok=True)
         else:
             self.records = [r for r in read_jsonl(self.jsonl) if int(r.get("step", 0)) <= resume_step]
-            text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records)
+            text = "".join(json.dumps(r) + "\n" for r in self.records)
             atomic_write_text(self.jsonl, text)
             self._write_csv()
 
@@ -88,7 +88,7 @@ class TrainingLog:
         rec = dict(record)
         self.records.append(rec)
         with open(self.jsonl, "a") as fh:
-            fh.write(json.dumps(rec, sort_keys=True) + "\n")
+            fh.write(json.dumps(rec) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
         self._write_csv()

@@ -178,6 +178,23 @@ def test_training_log_survives_a_torn_line_and_resume(tmp_path):
     assert list(csv["step"]) == [1, 2, 3] and "usage" not in csv.columns  # only scalar columns in the CSV
 
 
+def test_a_resumed_log_writes_the_same_files_as_an_uninterrupted_one(tmp_path):
+    from moediffir.training.training_log import TrainingLog
+
+    records = [{"phase": "unet", "step": s, "loss": 1.0 / s, "mse": 0.5 / s} for s in (1, 2, 3)]
+    full = TrainingLog(tmp_path / "full")
+    for r in records:
+        full.append(r)
+    part = TrainingLog(tmp_path / "part")
+    for r in records[:2]:
+        part.append(r)
+    resumed = TrainingLog(tmp_path / "part", resume_step=2)  # the records come back from the JSONL
+    resumed.append(records[2])
+    for name in ("log.jsonl", "log.csv"):  # the columns keep the order they were logged in
+        assert (tmp_path / "part" / name).read_text() == (tmp_path / "full" / name).read_text(), name
+    assert (tmp_path / "full" / "log.csv").read_text().splitlines()[0] == "phase,step,loss,mse"
+
+
 def test_routing_stats_usage_per_task_and_entropy():
     from moediffir.training.training_log import RoutingStats
 
