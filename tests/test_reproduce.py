@@ -89,8 +89,12 @@ def test_kernel_start_notice_stays_out_of_the_output(tiny_repo, capfd, monkeypat
     quiet = capfd.readouterr().err
     assert "without encryption" not in quiet
     assert (tiny_repo / "quiet.ipynb").is_file() and (tiny_repo / "a.txt").read_text() == "smoke0"
-    if "IPKernelApp" in plain:  # this ipykernel does log at start: the quiet run must have dropped it
-        assert "IPKernelApp" not in quiet
+    def below_error(err: str) -> list[str]:  # the kernel's own log lines under ERROR (its start notice is a WARNING)
+        return [ln for ln in err.splitlines() if "[IPKernelApp]" in ln and not any(
+            level in ln for level in ("ERROR", "CRITICAL"))]
+
+    if below_error(plain):  # this ipykernel does log at start: the quiet run must have dropped it
+        assert below_error(quiet) == []  # an ERROR line (a kernel interrupted at shutdown on a busy machine) may stay
 
 
 def test_stage0_notebook_runs_only_where_the_prior_is_trained_here(tiny_repo):
