@@ -7,8 +7,8 @@ the MoE-DiffIR parts on JPEG QF 10 crops, stage II the decoder compensator. The 
 - on held-out JPEG QF 10 crops the trained model is far closer to the ground truth than the same model before
   stage I (both without the colour fix), and the compensator improves on the plain decoder for the same latents;
 - (not kept yet by this reduced run, marked as expected failures) the full method beats the compressed input in
-  PSNR and in LPIPS, on the held-out crops and on photos from elsewhere (``shared/datasets`` beside the repository; skipped where
-  absent) at their own size, restored with ``moediffir restore``.
+  PSNR and in LPIPS, on the held-out crops and on photos from elsewhere (``shared/datasets`` beside the
+  repository; skipped where absent) at their own size, restored with ``moediffir restore``.
 """
 
 from __future__ import annotations

@@ -74,6 +74,12 @@ def test_no_notebooks(tmp_path):
         find_notebooks(tmp_path)
 
 
+def _kernel_lines_below_error(err: str) -> list[str]:
+    """The kernel's own log lines under ERROR in ``err`` (its start notice is a WARNING)."""
+    return [ln for ln in err.splitlines()
+            if "[IPKernelApp]" in ln and not any(level in ln for level in ("ERROR", "CRITICAL"))]
+
+
 def test_kernel_start_notice_stays_out_of_the_output(tiny_repo, capfd, monkeypatch):
     """ipykernel >= 7 logs an 'unencrypted TCP' warning on every (loopback) kernel start; the runner starts kernels
     with their log at errors, so a reproduce's output holds only the kit's own lines."""
@@ -89,12 +95,9 @@ def test_kernel_start_notice_stays_out_of_the_output(tiny_repo, capfd, monkeypat
     quiet = capfd.readouterr().err
     assert "without encryption" not in quiet
     assert (tiny_repo / "quiet.ipynb").is_file() and (tiny_repo / "a.txt").read_text() == "smoke0"
-    def below_error(err: str) -> list[str]:  # the kernel's own log lines under ERROR (its start notice is a WARNING)
-        return [ln for ln in err.splitlines() if "[IPKernelApp]" in ln and not any(
-            level in ln for level in ("ERROR", "CRITICAL"))]
-
-    if below_error(plain):  # this ipykernel does log at start: the quiet run must have dropped it
-        assert below_error(quiet) == []  # an ERROR line (a kernel interrupted at shutdown on a busy machine) may stay
+    if _kernel_lines_below_error(plain):  # this ipykernel does log at start: the quiet run must have dropped it
+        # an ERROR line may stay (a kernel interrupted at shutdown on a busy machine)
+        assert _kernel_lines_below_error(quiet) == []
 
 
 def test_stage0_notebook_runs_only_where_the_prior_is_trained_here(tiny_repo):
