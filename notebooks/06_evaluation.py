@@ -167,8 +167,8 @@ for name in ["table1", "table4"] + sorted(p.stem for p in tables_dir.glob("table
 
 # %%
 if cfg.eval.yardsticks:
-    from moediffir.studies.yardsticks import flat_table, target_check, yardstick_table
     from moediffir.report.output import write_table
+    from moediffir.studies.yardsticks import flat_table, target_check, yardstick_table
 
     label = weights_note(figure_note(cfg))
     for kind in dict.fromkeys(results.loc[results["scope"] == "task", "kind"]):  # seen, unseen_degree, unseen_type
@@ -187,9 +187,9 @@ if cfg.eval.yardsticks:
 
 # %%
 if cfg.eval.sampler_study_steps:
-    from moediffir.studies.sampler_study import fewest_steps_within, sampler_settings, sampler_study
     from moediffir.metrics import MetricSuite
     from moediffir.report import study_figures
+    from moediffir.studies.sampler_study import fewest_steps_within, sampler_settings, sampler_study
     from moediffir.utils.io import atomic_write_csv
 
     study_items = items[items["task"] == cfg.eval.sampler_study_task].head(cfg.eval.sampler_study_images)
@@ -245,6 +245,29 @@ if cfg.eval.yardsticks:
     atomic_write_csv(tables_dir / "compensator_probe.csv", decoded)
     for metric in ("psnr", "lpips"):
         display(decoder_table(decoded, metric).round(3).rename_axis(
+            f"{metric} on {cfg.eval.sampler_study_task} ({weights_note(figure_note(cfg))})"))
+
+# %% [markdown]
+# ## One sample against the mean of many (§3.4, sampling Eq. 2)
+#
+# The method restores with *one* sample of `p(z_0 | z_lq)`. A sampler that draws from the true posterior loses
+# 3 dB of PSNR to the posterior mean `E[x | y]` (the sample and the ground truth are two independent draws given
+# the LQ image, so a sample's squared error is twice the mean's), in exchange for a sharp, plausible image. Below,
+# `eval.sample_spread_samples` samples of each study image are decoded by the plain decoder (stage I alone) and
+# by the compensator (the full method); their average, and the posterior mean extrapolated from the two, show
+# whether a sample falls short of the input because the model knows less than the input, or because it samples.
+
+# %%
+if cfg.eval.yardsticks and cfg.eval.sample_spread_samples:
+    from moediffir.metrics import MetricSuite
+    from moediffir.studies.sample_spread import sample_spread, spread_table
+    from moediffir.utils.io import atomic_write_csv
+
+    spread = sample_spread(load_model(folder, cfg), MetricSuite.from_config(cfg, ["psnr", "lpips"]), pairs,
+                           cfg.eval.sample_spread_samples, seed=cfg.seed, decoders=("vae", "compensator"))
+    atomic_write_csv(tables_dir / "sample_spread.csv", spread)
+    for metric in ("psnr", "lpips"):
+        display(spread_table(spread, metric).round(3).rename_axis(
             f"{metric} on {cfg.eval.sampler_study_task} ({weights_note(figure_note(cfg))})"))
 
 # %% [markdown]

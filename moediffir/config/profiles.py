@@ -121,7 +121,7 @@ def _mini() -> Config:
         sample=SampleConfig(scheduler="ddim", num_steps=10, fusion_weight=1.0, tile_size=256, tile_overlap=32,
                             color_fix="wavelet", batch_size=6),
         eval=EvalConfig(metrics=("psnr", "ssim", "lpips"), test_sets=("mini_test",), max_images=0, tasks=(),
-                        yardsticks=True, sampler_study_steps=(10, 20, 50)),
+                        yardsticks=True, sampler_study_steps=(10, 20, 50), sample_spread_samples=8),
         ablation=AblationConfig(
             n_values=(1, 4, 7), k_values=(1, 3, 7), test_set="mini_test", train_steps=100,
             design_sets=("mini_test",), cross_degree_set="mini_test", cross_degree_codecs=("vvc",),

@@ -200,6 +200,9 @@ class EvalConfig:
     sampler_study_steps: tuple[int, ...] = ()  # DDIM and DPM-Solver++ step counts; DDPM runs at the paper's 200
     sampler_study_task: str = "jpeg_q10"
     sampler_study_images: int = 6
+    # notebook 06 (moediffir.studies.sample_spread): samples drawn per study image to compare one sample with
+    # their mean and the posterior mean extrapolated from it (0 = no study)
+    sample_spread_samples: int = 0
 
 
 @dataclass(frozen=True)
