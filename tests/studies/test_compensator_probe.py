@@ -6,34 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from moediffir.config import resolve_config
 from moediffir.metrics import MetricSuite
 from moediffir.metrics.conventions import MetricConventions
 from moediffir.studies.compensator_probe import decoder_estimates, decoder_table
 
-
-@pytest.fixture(scope="module")
-def pipe(tmp_path_factory):
-    from moediffir.pipelines import load_pipeline
-    from moediffir.weights.model_folder import build_fresh_model_folder
-
-    folder = build_fresh_model_folder(tmp_path_factory.mktemp("probe") / "model", resolve_config("smoke"))
-    return load_pipeline(folder)
-
-
-def _pair(seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    gt = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)  # not a multiple of the latent grid: padded and cropped
-    lq = np.clip(gt.astype(int) + rng.integers(-30, 31, gt.shape), 0, 255).astype(np.uint8)
-    return lq, gt
-
-
 SUITE = MetricSuite(("psnr", "lpips"), MetricConventions(weights="random"))
 
 
-def test_an_untrained_compensator_decodes_as_the_plain_decoder(pipe):
-    lq, gt = _pair(0)
-    rows = decoder_estimates(pipe, SUITE, [(lq, gt)])
+def test_an_untrained_compensator_decodes_as_the_plain_decoder(fresh_pipe, noisy_pair):
+    lq, gt = noisy_pair(0)
+    rows = decoder_estimates(fresh_pipe, SUITE, [(lq, gt)])
     assert list(zip(rows["latent"], rows["decoder"])) == [
         ("E(GT)", "compensator"), ("E(GT)", "vae"), ("E(LQ)", "compensator"), ("E(LQ)", "vae")]
     # zero-initialised fusion: both decoders give the same image, so the same scores
@@ -49,26 +31,26 @@ def test_an_untrained_compensator_decodes_as_the_plain_decoder(pipe):
     assert decoder_table(rows, "lpips").loc["E(GT)", "input"] == rows["input_lpips"].iloc[0]
 
 
-def test_a_trained_fusion_changes_the_compensator_rows_only(pipe):
-    pairs = [_pair(1)]
-    before = decoder_estimates(pipe, SUITE, pairs)
+def test_a_trained_fusion_changes_the_compensator_rows_only(fresh_pipe, noisy_pair):
+    pairs = [noisy_pair(1)]
+    before = decoder_estimates(fresh_pipe, SUITE, pairs)
     torch.manual_seed(0)
-    saved = {k: v.clone() for k, v in pipe.compensator.fusion.state_dict().items()}
+    saved = {k: v.clone() for k, v in fresh_pipe.compensator.fusion.state_dict().items()}
     try:
         with torch.no_grad():
-            for p in pipe.compensator.fusion.parameters():
+            for p in fresh_pipe.compensator.fusion.parameters():
                 p.add_(0.2 * torch.randn_like(p))  # a fusion that writes into the decoder's features
-        after = decoder_estimates(pipe, SUITE, pairs)
-        off = decoder_estimates(pipe, SUITE, pairs, fusion_weight=0.0)
+        after = decoder_estimates(fresh_pipe, SUITE, pairs)
+        off = decoder_estimates(fresh_pipe, SUITE, pairs, fusion_weight=0.0)
     finally:
-        pipe.compensator.fusion.load_state_dict(saved)
+        fresh_pipe.compensator.fusion.load_state_dict(saved)
     vae_rows = after["decoder"] == "vae"
     assert after[vae_rows].equals(before[vae_rows])
     assert (after.loc[~vae_rows, "psnr"].to_numpy() != before.loc[~vae_rows, "psnr"].to_numpy()).all()
     assert off[["psnr", "lpips"]].equals(before[["psnr", "lpips"]])  # w = 0 is the plain decoder
 
 
-def test_pairs_of_different_sizes_are_refused(pipe):
-    lq, gt = _pair(2)
+def test_pairs_of_different_sizes_are_refused(fresh_pipe, noisy_pair):
+    lq, gt = noisy_pair(2)
     with pytest.raises(ValueError, match="pair 0 has LQ"):
-        decoder_estimates(pipe, SUITE, [(lq[:32], gt)])
+        decoder_estimates(fresh_pipe, SUITE, [(lq[:32], gt)])

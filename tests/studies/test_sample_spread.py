@@ -5,28 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from moediffir.config import resolve_config
 from moediffir.metrics import MetricSuite
 from moediffir.metrics.conventions import MetricConventions
 from moediffir.studies.sample_spread import ESTIMATES, posterior_mean_mse, sample_spread, spread_table
 
 SUITE = MetricSuite(("psnr", "lpips"), MetricConventions(weights="random"))
-
-
-@pytest.fixture(scope="module")
-def pipe(tmp_path_factory):
-    from moediffir.pipelines import load_pipeline
-    from moediffir.weights.model_folder import build_fresh_model_folder
-
-    folder = build_fresh_model_folder(tmp_path_factory.mktemp("spread") / "model", resolve_config("smoke"))
-    return load_pipeline(folder)
-
-
-def _pair(seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    gt = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
-    lq = np.clip(gt.astype(int) + rng.integers(-30, 31, gt.shape), 0, 255).astype(np.uint8)
-    return lq, gt
 
 
 @pytest.mark.parametrize("n", [2, 8])
@@ -46,9 +29,9 @@ def test_one_sample_has_no_posterior_mean():
         posterior_mean_mse(10.0, 10.0, 1)
 
 
-def test_the_mean_of_samples_scores_between_one_sample_and_the_extrapolation(pipe):
-    lq, gt = _pair(0)
-    rows = sample_spread(pipe, SUITE, [(lq, gt)], n_samples=3, seed=1)
+def test_the_mean_of_samples_scores_between_one_sample_and_the_extrapolation(fresh_pipe, noisy_pair):
+    lq, gt = noisy_pair(0)
+    rows = sample_spread(fresh_pipe, SUITE, [(lq, gt)], n_samples=3, seed=1)
     assert list(rows["estimate"]) == list(ESTIMATES)
     by = rows.set_index("estimate")
     # random networks sample widely: averaging removes part of that spread (Jensen: never adds error)
@@ -57,14 +40,15 @@ def test_the_mean_of_samples_scores_between_one_sample_and_the_extrapolation(pip
         (3 * by.loc["mean of samples", "mse"] - by.loc["one sample", "mse"]) / 2)
     assert by.loc["input", "psnr"] == pytest.approx(10 * np.log10(255**2 / np.mean((lq.astype(float) - gt) ** 2)))
     assert np.isnan(by.loc["posterior mean (extrapolated)", "lpips"]) and by["lpips"].drop(ESTIMATES[2]).notna().all()
-    again = sample_spread(pipe, SUITE, [(lq, gt)], n_samples=3, seed=1)
+    again = sample_spread(fresh_pipe, SUITE, [(lq, gt)], n_samples=3, seed=1)
     assert again.equals(rows)  # seeded
-    other = sample_spread(pipe, SUITE, [(lq, gt)], n_samples=3, seed=2)
+    other = sample_spread(fresh_pipe, SUITE, [(lq, gt)], n_samples=3, seed=2)
     assert other.loc[0, "mse"] != rows.loc[0, "mse"]
 
 
-def test_each_decoder_decodes_the_same_samples(pipe):
-    rows = sample_spread(pipe, SUITE, [_pair(3), _pair(4)], n_samples=2, seed=0, decoders=("vae", "compensator"))
+def test_each_decoder_decodes_the_same_samples(fresh_pipe, noisy_pair):
+    pairs = [noisy_pair(3), noisy_pair(4)]
+    rows = sample_spread(fresh_pipe, SUITE, pairs, n_samples=2, seed=0, decoders=("vae", "compensator"))
     assert list(rows["decoder"].unique()) == ["vae", "compensator"] and len(rows) == 2 * 2 * len(ESTIMATES)
     # an untrained compensator (zero-initialised fusion) decodes as the plain decoder: the same samples give the
     # same scores; different samples would not
@@ -76,9 +60,9 @@ def test_each_decoder_decodes_the_same_samples(pipe):
     assert spread_table(rows, "lpips").loc[ESTIMATES[2]].isna().all()
 
 
-def test_bad_requests_are_refused(pipe):
-    lq, gt = _pair(5)
+def test_bad_requests_are_refused(fresh_pipe, noisy_pair):
+    lq, gt = noisy_pair(5)
     with pytest.raises(ValueError, match="at least 2 samples"):
-        sample_spread(pipe, SUITE, [(lq, gt)], n_samples=1)
+        sample_spread(fresh_pipe, SUITE, [(lq, gt)], n_samples=1)
     with pytest.raises(ValueError, match="pair 0 has LQ"):
-        sample_spread(pipe, SUITE, [(lq[:32], gt)], n_samples=2)
+        sample_spread(fresh_pipe, SUITE, [(lq[:32], gt)], n_samples=2)
