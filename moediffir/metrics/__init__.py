@@ -16,7 +16,8 @@ from typing import Any
 # weight file names (moediffir.metrics.weight_files, used by ``moediffir doctor``) does not import torch.
 _EXPORTS = {
     "ConventionsError": "conventions", "MetricConventions": "conventions",
-    "MetricInputError": "fidelity", "psnr": "fidelity", "rgb_to_y": "fidelity", "ssim": "fidelity",
+    "MetricInputError": "fidelity", "mse": "fidelity", "psnr": "fidelity", "rgb_to_y": "fidelity",
+    "ssim": "fidelity",
     "MissingWeightsError": "perceptual", "fid_from_features": "perceptual", "fid_reliable": "perceptual",
     "weight_files": "weight_files", "KNOWN_METRICS": "suite", "MetricSuite": "suite",
 }
@@ -39,6 +40,7 @@ __all__ = [
     "MissingWeightsError",
     "fid_from_features",
     "fid_reliable",
+    "mse",
     "psnr",
     "rgb_to_y",
     "ssim",

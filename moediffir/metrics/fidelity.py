@@ -140,10 +140,24 @@ def psnr(
     Identical images give ``inf``. See the module docstring for the conventions.
     """
     a, b, peak = _prepare(img, ref, data_range, crop_border, color)
-    mse = float(np.mean((a - b) ** 2))
-    if mse == 0.0:
+    err = float(np.mean((a - b) ** 2))
+    if err == 0.0:
         return float("inf")
-    return float(10.0 * np.log10(peak**2 / mse))
+    return float(10.0 * np.log10(peak**2 / err))
+
+
+def mse(
+    img: Any,
+    ref: Any,
+    *,
+    data_range: float | None = None,
+    crop_border: int = 0,
+    color: str = "rgb",
+) -> float:
+    """Mean squared error over all pixels and channels, on the scale ``[0, data_range]``: the MSE of
+    :func:`psnr`, under the same conventions. For studies that combine errors before taking the logarithm."""
+    a, b, _ = _prepare(img, ref, data_range, crop_border, color)
+    return float(np.mean((a - b) ** 2))
 
 
 # --------------------------------------------------------------------------------------------- SSIM

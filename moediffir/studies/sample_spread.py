@@ -25,12 +25,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from moediffir.metrics.fidelity import mse
+
 ESTIMATES = ("one sample", "mean of samples", "posterior mean (extrapolated)", "input")
-
-
-def _mse(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean squared error of two images on the 0-255 scale."""
-    return float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
 
 
 def _psnr(mse: float) -> float:
@@ -52,13 +49,19 @@ def sample_spread(pipe, suite, pairs: Sequence[tuple[np.ndarray, np.ndarray]], n
     """Per ``(lq, gt)`` pair of ``(H, W, 3)`` uint8 images: ``n_samples`` samples of the pipeline (its sampler,
     steps and colour fix; seeds ``seed * 1000 + k``), each decoded by every one of ``decoders`` (``"vae"``: stage
     I alone; ``"compensator"``: the full method). Columns: ``image``, ``decoder``, ``estimate``
-    (:data:`ESTIMATES`), ``mse``, ``psnr`` and ``suite``'s other metrics. ``mse`` of "one sample" is the mean over
-    the ``N`` draws (its other metrics too), that of "mean of samples" the error of the unrounded average (its
-    other metrics score the average rounded to uint8); the extrapolated mean is an error, not an image, so it has
-    no other metrics."""
+    (:data:`ESTIMATES`), ``mse``, ``psnr`` (both under ``suite``'s colour and border conventions, on the 0-255
+    scale) and ``suite``'s other metrics. ``mse`` of "one sample" is the mean over the ``N`` draws (its other
+    metrics too), that of "mean of samples" the error of the unrounded average (its other metrics score the
+    average rounded to uint8); the extrapolated mean is an error, not an image, so it has no other metrics."""
     if n_samples < 2:
         raise ValueError(f"sample_spread: n_samples={n_samples}; at least 2 samples are needed")
     metrics = [m for m in suite.metrics if m != "psnr"]
+    c = suite.conventions
+
+    def error(image: np.ndarray, gt: np.ndarray) -> float:
+        """Squared error on the 0-255 scale under the suite's PSNR conventions (colour, border)."""
+        return mse(image, gt, data_range=255.0, crop_border=c.crop_border, color=c.color)
+
     rows = []
     for i, (lq, gt) in enumerate(pairs):
         if lq.shape != gt.shape:
@@ -70,17 +73,17 @@ def sample_spread(pipe, suite, pairs: Sequence[tuple[np.ndarray, np.ndarray]], n
             outs = np.stack(pipe.decode_latents(z, [lq] * n_samples, decoder=decoder, output_type="np"))  # (N,H,W,3)
             average = outs.astype(np.float64).mean(axis=0)  # (H, W, 3), unrounded
             mean = np.clip(np.round(average), 0, 255).astype(np.uint8)  # (H, W, 3): what the other metrics score
-            m_one = float(np.mean([_mse(o, gt) for o in outs]))
-            m_mean = _mse(average, gt)
+            m_one = float(np.mean([error(o, gt) for o in outs]))
+            m_mean = error(average, gt)
             one = {m: float(np.mean([suite.score_pair(o, gt)[m] for o in outs])) for m in metrics}
-            for name, mse, scores in (
+            for name, err, scores in (
                 ("one sample", m_one, one),
                 ("mean of samples", m_mean, {m: float(suite.score_pair(mean, gt)[m]) for m in metrics}),
                 ("posterior mean (extrapolated)", posterior_mean_mse(m_one, m_mean, n_samples),
                  {m: float("nan") for m in metrics}),
-                ("input", _mse(lq, gt), lq_scores),
+                ("input", error(lq, gt), lq_scores),
             ):
-                rows.append({"image": i, "decoder": decoder, "estimate": name, "mse": mse, "psnr": _psnr(mse),
+                rows.append({"image": i, "decoder": decoder, "estimate": name, "mse": err, "psnr": _psnr(err),
                              **scores})
     return pd.DataFrame(rows)
 

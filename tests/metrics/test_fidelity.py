@@ -13,7 +13,7 @@ from PIL import Image
 from skimage.color import rgb2ycbcr
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from moediffir.metrics.fidelity import MetricInputError, SSIMReference, psnr, rgb_to_y, ssim
+from moediffir.metrics.fidelity import MetricInputError, SSIMReference, mse, psnr, rgb_to_y, ssim
 from moediffir.utils.io import read_image_rgb
 
 SK_SSIM = {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False}
@@ -51,6 +51,19 @@ def test_psnr_rgb_matches_skimage(pairs):
         ref = peak_signal_noise_ratio(gt, lq, data_range=255)
         assert ours == pytest.approx(ref, abs=1e-9), name
         assert 20 < ours < 40, name  # a JPEG QF 10 image, not a degenerate one
+
+
+def test_mse_is_the_error_psnr_takes_the_log_of(pairs):
+    _, lq, gt = pairs[1]
+    assert mse(lq, gt) == pytest.approx(np.mean((lq.astype(float) - gt) ** 2), abs=1e-12)
+    for color in ("rgb", "y"):
+        for c in (0, 4):
+            err = mse(lq, gt, color=color, crop_border=c)
+            assert psnr(lq, gt, color=color, crop_border=c) == pytest.approx(10 * np.log10(255**2 / err), abs=1e-9)
+    assert mse(lq, gt, color="y") != pytest.approx(mse(lq, gt), rel=1e-3)  # luma only: a different error
+    assert mse(gt / 255.0, gt / 255.0, data_range=1.0) == 0.0
+    with pytest.raises(MetricInputError):
+        mse(lq[:8], gt)
 
 
 def test_ssim_rgb_matches_skimage_gaussian_window(pairs):

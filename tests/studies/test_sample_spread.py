@@ -46,6 +46,14 @@ def test_the_mean_of_samples_scores_between_one_sample_and_the_extrapolation(fre
     assert other.loc[0, "mse"] != rows.loc[0, "mse"]
 
 
+def test_psnr_follows_the_suites_conventions(fresh_pipe, noisy_pair):
+    lq, gt = noisy_pair(6)
+    luma = MetricSuite(("psnr",), MetricConventions(weights="random", color="y", crop_border=2))
+    rows = sample_spread(fresh_pipe, luma, [(lq, gt)], n_samples=2).set_index("estimate")
+    assert rows.loc["input", "psnr"] == pytest.approx(luma.score_pair(lq, gt)["psnr"], abs=1e-9)
+    assert rows.loc["input", "psnr"] != pytest.approx(SUITE.score_pair(lq, gt)["psnr"], abs=1e-3)
+
+
 def test_each_decoder_decodes_the_same_samples(fresh_pipe, noisy_pair):
     pairs = [noisy_pair(3), noisy_pair(4)]
     rows = sample_spread(fresh_pipe, SUITE, pairs, n_samples=2, seed=0, decoders=("vae", "compensator"))
