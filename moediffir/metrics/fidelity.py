@@ -146,14 +146,7 @@ def psnr(
     return float(10.0 * np.log10(peak**2 / err))
 
 
-def mse(
-    img: Any,
-    ref: Any,
-    *,
-    data_range: float | None = None,
-    crop_border: int = 0,
-    color: str = "rgb",
-) -> float:
+def mse(img: Any, ref: Any, *, data_range: float | None = None, crop_border: int = 0, color: str = "rgb") -> float:
     """Mean squared error over all pixels and channels, on the scale ``[0, data_range]``: the MSE of
     :func:`psnr`, under the same conventions. For studies that combine errors before taking the logarithm."""
     a, b, _ = _prepare(img, ref, data_range, crop_border, color)
