@@ -16,8 +16,8 @@ from typing import Any
 # weight file names (moediffir.metrics.weight_files, used by ``moediffir doctor``) does not import torch.
 _EXPORTS = {
     "ConventionsError": "conventions", "MetricConventions": "conventions",
-    "MetricInputError": "fidelity", "mse": "fidelity", "psnr": "fidelity", "rgb_to_y": "fidelity",
-    "ssim": "fidelity",
+    "MetricInputError": "fidelity", "mse": "fidelity", "psnr": "fidelity", "psnr_from_mse": "fidelity",
+    "rgb_to_y": "fidelity", "ssim": "fidelity",
     "MissingWeightsError": "perceptual", "fid_from_features": "perceptual", "fid_reliable": "perceptual",
     "weight_files": "weight_files", "KNOWN_METRICS": "suite", "MetricSuite": "suite",
 }
@@ -42,6 +42,7 @@ __all__ = [
     "fid_reliable",
     "mse",
     "psnr",
+    "psnr_from_mse",
     "rgb_to_y",
     "ssim",
     "weight_files",

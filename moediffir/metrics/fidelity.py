@@ -139,18 +139,27 @@ def psnr(
 
     Identical images give ``inf``. See the module docstring for the conventions.
     """
-    a, b, peak = _prepare(img, ref, data_range, crop_border, color)
-    err = float(np.mean((a - b) ** 2))
+    err, peak = _mse_and_peak(img, ref, data_range, crop_border, color)
+    return psnr_from_mse(err, peak)
+
+
+def psnr_from_mse(err: float, data_range: float = 255.0) -> float:
+    """PSNR in dB of a mean squared error ``err`` on the scale ``[0, data_range]``; 0 gives ``inf``."""
     if err == 0.0:
         return float("inf")
-    return float(10.0 * np.log10(peak**2 / err))
+    return float(10.0 * np.log10(data_range**2 / err))
 
 
 def mse(img: Any, ref: Any, *, data_range: float | None = None, crop_border: int = 0, color: str = "rgb") -> float:
     """Mean squared error over all pixels and channels, on the scale ``[0, data_range]``: the MSE of
     :func:`psnr`, under the same conventions. For studies that combine errors before taking the logarithm."""
-    a, b, _ = _prepare(img, ref, data_range, crop_border, color)
-    return float(np.mean((a - b) ** 2))
+    return _mse_and_peak(img, ref, data_range, crop_border, color)[0]
+
+
+def _mse_and_peak(img: Any, ref: Any, data_range: float | None, crop_border: int, color: str) -> tuple[float, float]:
+    """The MSE of :func:`psnr` and :func:`mse`, and the peak value it is measured against."""
+    a, b, peak = _prepare(img, ref, data_range, crop_border, color)
+    return float(np.mean((a - b) ** 2)), peak
 
 
 # --------------------------------------------------------------------------------------------- SSIM

@@ -25,14 +25,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from moediffir.metrics.fidelity import mse
+from moediffir.metrics.fidelity import mse, psnr_from_mse
 
 ESTIMATES = ("one sample", "mean of samples", "posterior mean (extrapolated)", "input")
 
 
-def _psnr(mse: float) -> float:
-    """PSNR in dB of a mean squared error on the 0-255 scale (NaN where it is not positive)."""
-    return float(10 * np.log10(255.0**2 / mse)) if mse > 0 else float("nan")
+def _psnr(err: float) -> float:
+    """PSNR in dB of a mean squared error on the 0-255 scale; NaN where it is not positive (an extrapolated
+    error can be)."""
+    return psnr_from_mse(err, 255.0) if err > 0 else float("nan")
 
 
 def posterior_mean_mse(mse_one: float, mse_mean: float, n: int) -> float:

@@ -13,7 +13,15 @@ from PIL import Image
 from skimage.color import rgb2ycbcr
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from moediffir.metrics.fidelity import MetricInputError, SSIMReference, mse, psnr, rgb_to_y, ssim
+from moediffir.metrics.fidelity import (
+    MetricInputError,
+    SSIMReference,
+    mse,
+    psnr,
+    psnr_from_mse,
+    rgb_to_y,
+    ssim,
+)
 from moediffir.utils.io import read_image_rgb
 
 SK_SSIM = {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False}
@@ -60,6 +68,8 @@ def test_mse_is_the_error_psnr_takes_the_log_of(pairs):
         for c in (0, 4):
             err = mse(lq, gt, color=color, crop_border=c)
             assert psnr(lq, gt, color=color, crop_border=c) == pytest.approx(10 * np.log10(255**2 / err), abs=1e-9)
+            assert psnr(lq, gt, color=color, crop_border=c) == psnr_from_mse(err)
+    assert psnr_from_mse(0.0) == math.inf and psnr_from_mse(1e-4, 1.0) == pytest.approx(40.0)
     assert mse(lq, gt, color="y") != pytest.approx(mse(lq, gt), rel=1e-3)  # luma only: a different error
     assert mse(gt / 255.0, gt / 255.0, data_range=1.0) == 0.0
     with pytest.raises(MetricInputError):
