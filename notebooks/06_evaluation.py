@@ -240,8 +240,8 @@ if cfg.eval.yardsticks:
     from moediffir.metrics import MetricSuite
     from moediffir.studies.compensator_probe import decoder_estimates, decoder_table
 
-    decoded = decoder_estimates(probe_pipe, MetricSuite.from_config(cfg, ["psnr", "lpips"]), pairs)
-    del probe_pipe
+    probe_suite = MetricSuite.from_config(cfg, ["psnr", "lpips"])
+    decoded = decoder_estimates(probe_pipe, probe_suite, pairs)
     atomic_write_csv(tables_dir / "compensator_probe.csv", decoded)
     for metric in ("psnr", "lpips"):
         display(decoder_table(decoded, metric).round(3).rename_axis(
@@ -259,16 +259,16 @@ if cfg.eval.yardsticks:
 
 # %%
 if cfg.eval.yardsticks and cfg.eval.sample_spread_samples:
-    from moediffir.metrics import MetricSuite
     from moediffir.studies.sample_spread import sample_spread, spread_table
-    from moediffir.utils.io import atomic_write_csv
 
-    spread = sample_spread(load_model(folder, cfg), MetricSuite.from_config(cfg, ["psnr", "lpips"]), pairs,
-                           cfg.eval.sample_spread_samples, seed=cfg.seed, decoders=("vae", "compensator"))
+    spread = sample_spread(probe_pipe, probe_suite, pairs, cfg.eval.sample_spread_samples, seed=cfg.seed,
+                           decoders=("vae", "compensator"))
     atomic_write_csv(tables_dir / "sample_spread.csv", spread)
     for metric in ("psnr", "lpips"):
         display(spread_table(spread, metric).round(3).rename_axis(
             f"{metric} on {cfg.eval.sampler_study_task} ({weights_note(figure_note(cfg))})"))
+if cfg.eval.yardsticks:
+    del probe_pipe, probe_suite  # the probes' model and metrics, built once for the three of them
 
 # %% [markdown]
 # ## Step 5 — the figures
