@@ -267,8 +267,27 @@ if cfg.eval.yardsticks and cfg.eval.sample_spread_samples:
     for metric in ("psnr", "lpips"):
         display(spread_table(spread, metric).round(3).rename_axis(
             f"{metric} on {cfg.eval.sampler_study_task} ({weights_note(figure_note(cfg))})"))
+
+# %% [markdown]
+# ## Which latent channels stage I gets wrong (§3.1 latent space, §3.4 sampling)
+#
+# Stage I's output is a latent, drawn by the plain decoder. Below, one group of a stage-I sample's channels at a
+# time is replaced by that group of the ground truth's latent `E(GT)` (what the group costs) or of the compressed
+# image's `E(LQ)` (whether stage I keeps what the input already had there). In the `mini` latent space the
+# channels are principal components ordered by energy: channels 1-2 hold the patches' colour and coarse shape, the
+# last ones their finest detail. The last row swaps everything but the finest detail: if stage I kept the input's
+# coarse content and drew only its own fine detail, would it beat the input?
+
+# %%
 if cfg.eval.yardsticks:
-    del probe_pipe, probe_suite  # the probes' model and metrics, built once for the three of them
+    from moediffir.studies.channel_swap import channel_swaps, swap_table
+
+    swaps = channel_swaps(probe_pipe, probe_suite, pairs, seed=cfg.seed)
+    atomic_write_csv(tables_dir / "channel_swap.csv", swaps)
+    for metric in ("psnr", "lpips"):
+        display(swap_table(swaps, metric).round(3).rename_axis(
+            f"{metric} on {cfg.eval.sampler_study_task} ({weights_note(figure_note(cfg))})"))
+    del probe_pipe, probe_suite  # the probes' model and metrics, built once for the four of them
 
 # %% [markdown]
 # ## Step 5 — the figures
