@@ -3,10 +3,10 @@
 Every notebook is executed with the same parameters (``profile``, ``overrides``, ``device``) and written,
 executed, to ``results/<profile>/notebooks/``. A notebook whose source, parameters, package code and upstream
 notebooks are unchanged since its last successful run is skipped. The first failure stops the run and names the
-notebook and the cell. A run manifest (git revision, package versions, seed, device, wall time per notebook) is
-written to ``results/<profile>/run_manifest.json``. Profiles that train their own prior (``prior.enabled``:
-``mini``) run notebook ``00_prior`` (stage 0) first; the others skip it. One run per profile at a time: a run holds
-the lock of ``results/<profile>/notebooks/`` (:func:`~moediffir.utils.locks.folder_lock`).
+notebook and the cell. A run manifest (git revision, package versions, seed, device, torch's CPU threads, wall
+time per notebook) is written to ``results/<profile>/run_manifest.json``. Profiles that train their own prior
+(``prior.enabled``: ``mini``) run notebook ``00_prior`` (stage 0) first; the others skip it. One run per profile at
+a time: a run holds the lock of ``results/<profile>/notebooks/`` (:func:`~moediffir.utils.locks.folder_lock`).
 """
 
 from __future__ import annotations
@@ -238,8 +238,11 @@ def _write_manifest(root: Path, cfg, report: ReproduceReport, total: float) -> P
 
         resolved = str(resolve_device(device))
         gpu = torch.cuda.get_device_name(0) if resolved.startswith("cuda") and torch.cuda.is_available() else ""
+        # the kernels inherit this process's environment (OMP_NUM_THREADS), so they run with as many CPU threads;
+        # wall times, and results in their last bits, depend on it
+        threads = torch.get_num_threads()
     except Exception:  # noqa: BLE001 - torch missing or broken: still write the manifest
-        resolved, gpu = device, ""
+        resolved, gpu, threads = device, "", None
     manifest = {
         "profile": report.profile,
         "git_revision": git_revision(root),
@@ -249,6 +252,7 @@ def _write_manifest(root: Path, cfg, report: ReproduceReport, total: float) -> P
         "seed": cfg.seed,
         "device": resolved,
         "gpu": gpu,
+        "torch_threads": threads,
         "config": config_to_dict(cfg),
         "notebooks": [
             {"notebook": r.notebook, "status": r.status, "seconds": round(r.seconds, 2), "output": r.output,

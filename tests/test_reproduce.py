@@ -7,6 +7,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 
 from moediffir.reproduce import ReproduceError, find_notebooks, reproduce
 
@@ -39,6 +40,7 @@ def test_runs_in_order_then_skips(tiny_repo):
     assert executed["metadata"]["papermill"]["parameters"]["overrides"] == {"seed": 3}
     manifest = json.loads((tiny_repo / "results" / "smoke" / "run_manifest.json").read_text())
     assert manifest["seed"] == 3 and manifest["packages"]["torch"] != "not installed"
+    assert manifest["torch_threads"] == torch.get_num_threads()
     assert [n["notebook"] for n in manifest["notebooks"]] == ["01_a", "02_b"]
 
     second = reproduce("smoke", {"seed": 3}, root=tiny_repo, log=lambda s: None)

@@ -10,6 +10,8 @@ evaluation of §4.2 (:mod:`moediffir.evaluation`), with the same metrics:
 * :mod:`.denoiser_probe` -- the one-step estimate of ``z_0`` at each noise level (notebook 06);
 * :mod:`.compensator_probe` -- latents of known quality through the compensator and the plain decoder (notebook 06);
 * :mod:`.sample_spread` -- one sample against the mean of many and the posterior mean (notebook 06);
+* :mod:`.channel_swap` -- groups of a stage-I sample's latent channels swapped for the ground truth's or the
+  input's own (notebook 06);
 * :mod:`.restore_check` -- photos from elsewhere through ``moediffir restore`` against their JPEG input.
 
 Import the functions from their modules; importing this package loads nothing.
