@@ -113,10 +113,12 @@ def channel_swaps(pipe, suite, pairs: Sequence[tuple[np.ndarray, np.ndarray]],
 
 
 def swap_table(rows: pd.DataFrame, metric: str = "psnr") -> pd.DataFrame:
-    """Mean ``metric`` of :func:`channel_swaps`'s rows: one row per channel group (``none`` first: the sample as
-    it is), one column per source of the swapped channels, and the input's mean beside them."""
-    table = rows.pivot_table(index="channels", columns="source", values=metric, aggfunc="mean", sort=False)
-    table = table.reindex(columns=[c for c in (SAMPLE, *SOURCES) if c in table.columns])
+    """Mean ``metric`` of :func:`channel_swaps`'s rows: one row per swapped channel group, one column per source
+    of the swapped channels (:data:`SOURCES`), then the sample as it is and the input, the same in every row."""
+    swapped = rows[rows["source"] != SAMPLE]
+    table = swapped.pivot_table(index="channels", columns="source", values=metric, aggfunc="mean", sort=False)
+    table = table.reindex(columns=[c for c in SOURCES if c in table.columns])
+    table[SAMPLE] = float(rows.loc[rows["source"] == SAMPLE, metric].mean())
     table["input"] = float(rows[f"input_{metric}"].mean())
     table.columns.name = None
     return table
