@@ -23,11 +23,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from moediffir.pipelines.tiling import pad_to_multiple
-from moediffir.pipelines.vae_steps import encode_lq
-from moediffir.utils.image_tensors import to_tensor01
+from moediffir.studies.compensator_probe import LATENTS, own_latents, pair_scores
 
-SOURCES = ("E(GT)", "E(LQ)")
+SOURCES = LATENTS  # the ground truth's and the LQ image's own latents, encoded as the compensator probe does
 SAMPLE = "stage I's sample"
 
 
@@ -72,11 +70,6 @@ def _check_groups(groups: Sequence[Sequence[int]], num_channels: int) -> list[tu
     return out
 
 
-def _scores(suite, image: np.ndarray, gt: np.ndarray) -> dict[str, float]:
-    """``suite``'s metrics of one image against ``gt`` (its labels left out)."""
-    return {m: float(v) for m, v in suite.score_pair(image, gt).items() if m in suite.metrics}
-
-
 @torch.no_grad()
 def channel_swaps(pipe, suite, pairs: Sequence[tuple[np.ndarray, np.ndarray]],
                   groups: Sequence[Sequence[int]] | None = None, seed: int = 0) -> pd.DataFrame:
@@ -87,19 +80,15 @@ def channel_swaps(pipe, suite, pairs: Sequence[tuple[np.ndarray, np.ndarray]],
     pipeline decodes stage I's output (padding, the pipeline's colour fix against ``lq``). Columns: ``image``,
     ``channels`` (the group's label; ``"none"`` for the sample itself), ``source`` (:data:`SAMPLE` or one of
     :data:`SOURCES`), ``suite``'s metrics, and ``input_<metric>`` (the LQ image itself)."""
-    device = pipe._execution_device
     num_channels = int(pipe.vae.config.latent_channels)
     groups = _check_groups(default_swaps(num_channels) if groups is None else groups, num_channels)
     rows = []
     for i, (lq, gt) in enumerate(pairs):
         if lq.shape != gt.shape:
             raise ValueError(f"channel_swaps: pair {i} has LQ {lq.shape} and GT {gt.shape}; give equal sizes")
-        inputs = {f"input_{m}": v for m, v in _scores(suite, lq, gt).items()}
+        inputs = {f"input_{m}": v for m, v in pair_scores(suite, lq, gt).items()}
         z, _ = pipe.sample_latents([lq], generator=[torch.Generator().manual_seed(seed * 1000 + i)])  # (1, C, h, w)
-        own = {}
-        for name, img in zip(SOURCES, (gt, lq)):
-            padded, _ = pad_to_multiple(to_tensor01(img)[None].to(device), pipe.pixel_multiple)  # (1, 3, H', W')
-            own[name] = encode_lq(pipe.vae, padded)  # (1, C, h, w), scaled as sampling leaves it
+        own = own_latents(pipe, gt, lq)  # E(GT), E(LQ): (1, C, h, w) each
         latents = [("none", SAMPLE, z)]
         for g in groups:
             for name, source in own.items():
@@ -108,7 +97,7 @@ def channel_swaps(pipe, suite, pairs: Sequence[tuple[np.ndarray, np.ndarray]],
                 latents.append((group_label(g), name, swapped))
         for label, name, latent in latents:
             out = pipe.decode_latents(latent, [lq], decoder="vae", output_type="np")[0]  # uint8 (H, W, 3)
-            rows.append({"image": i, "channels": label, "source": name, **_scores(suite, out, gt), **inputs})
+            rows.append({"image": i, "channels": label, "source": name, **pair_scores(suite, out, gt), **inputs})
     return pd.DataFrame(rows)
 
 

@@ -33,9 +33,21 @@ LATENTS = ("E(GT)", "E(LQ)")
 DECODERS = ("compensator", "vae")
 
 
-def _scores(suite, image: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+def pair_scores(suite, image: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     """``suite``'s metrics of one image against ``gt`` (its labels left out)."""
     return {m: float(v) for m, v in suite.score_pair(image, gt).items() if m in suite.metrics}
+
+
+def own_latents(pipe, gt: np.ndarray, lq: np.ndarray) -> dict[str, torch.Tensor]:
+    """``{"E(GT)": z, "E(LQ)": z}`` (:data:`LATENTS`): each ``(1, C, H'/f, W'/f)`` latent of one ``(H, W, 3)``
+    uint8 image, padded to the pipeline's grid and encoded as the pipeline encodes its condition, so scaled as
+    sampling leaves a latent."""
+    device = pipe._execution_device
+    latents = {}
+    for name, img in zip(LATENTS, (gt, lq)):
+        padded, _ = pad_to_multiple(to_tensor01(img)[None].to(device), pipe.pixel_multiple)  # (1, 3, H', W')
+        latents[name] = encode_lq(pipe.vae, padded)  # (1, C, H'/f, W'/f)
+    return latents
 
 
 @torch.no_grad()
@@ -46,21 +58,16 @@ def decoder_estimates(pipe, suite, pairs: Sequence[tuple[np.ndarray, np.ndarray]
     ``fusion_weight``; None: the pipeline's default) and by the plain decoder, each read together with the LQ
     image exactly as the pipeline decodes a sampled latent (padding, no colour fix). Columns: ``image``,
     ``latent``, ``decoder``, the metrics, and ``input_<metric>`` (the LQ image itself)."""
-    device = pipe._execution_device
     rows = []
     for i, (lq, gt) in enumerate(pairs):
         if lq.shape != gt.shape:
             raise ValueError(f"decoder_estimates: pair {i} has LQ {lq.shape} and GT {gt.shape}; give equal sizes")
-        inputs = {f"input_{m}": v for m, v in _scores(suite, lq, gt).items()}
-        latents = {}
-        for name, img in zip(LATENTS, (gt, lq)):
-            padded, _ = pad_to_multiple(to_tensor01(img)[None].to(device), pipe.pixel_multiple)  # (1, 3, H', W')
-            latents[name] = encode_lq(pipe.vae, padded)  # (1, C, H'/f, W'/f), scaled as sampling leaves it
-        for name, z in latents.items():
+        inputs = {f"input_{m}": v for m, v in pair_scores(suite, lq, gt).items()}
+        for name, z in own_latents(pipe, gt, lq).items():
             for decoder in DECODERS:
                 out = pipe.decode_latents(z, [lq], decoder=decoder, fusion_weight=fusion_weight, color_fix="none",
                                           output_type="np")[0]  # uint8 (H, W, 3)
-                rows.append({"image": i, "latent": name, "decoder": decoder, **_scores(suite, out, gt), **inputs})
+                rows.append({"image": i, "latent": name, "decoder": decoder, **pair_scores(suite, out, gt), **inputs})
     return pd.DataFrame(rows)
 
 
