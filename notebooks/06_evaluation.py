@@ -133,7 +133,8 @@ del pipe
 #
 # A prior trained for minutes bounds what any method built on it can do, so two references are scored with the
 # same metrics as external methods: the prior's **VAE ceiling** `D(E(GT))` and a small **residual CNN** trained on
-# the same crops for as long as stage I took (not part of the paper; a plain non-diffusion yardstick).
+# the same crops for as long as stage I took, with the mean-squared error that PSNR rewards (not part of the paper;
+# a plain non-diffusion yardstick).
 
 # %%
 if cfg.eval.yardsticks:

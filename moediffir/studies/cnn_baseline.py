@@ -2,9 +2,15 @@
 
 Not part of the paper. On a CPU budget a reader needs to know whether the diffusion prior pays for itself, so the
 ``mini`` results table puts next to MoE-DiffIR a plain residual network (ARCNN / DnCNN style: ``x + f(x)`` with
-``layers`` 3x3 convolutions) trained with an L1 loss on the same seen-task crops (:class:`PairedCropDataset`,
-``stage1.crop_size`` and ``stage1.batch_size``) for as many wall-clock seconds as stage I took on the same
-machine. Its restorations are written in the benchmark's ``<set>/<task>/<stem>.png`` layout, so the evaluator
+``layers`` 3x3 convolutions) trained with a mean-squared-error loss, the loss that PSNR rewards, on the same
+seen-task crops (:class:`PairedCropDataset`, ``stage1.crop_size`` and ``stage1.batch_size``) for as many
+wall-clock seconds as stage I took on the same machine.
+
+Why MSE, leaky ReLUs and a rate of 1e-3 (measured on the ``mini`` crops, the 12 seen tasks x 6 held-out crops,
+one torch thread): with an L1 loss and plain ReLUs, 1e-3 killed every ReLU within 100 steps and the network
+returned its input; at 1e-4 it stayed alive but learned almost nothing in five minutes (+0.02 dB). The L1 loss
+itself is the slow part: with leaky ReLUs at 1e-3 it was still at -0.02 dB after 450 s, where the MSE loss
+reached +0.20 dB in 300 s. Its restorations are written in the benchmark's ``<set>/<task>/<stem>.png`` layout, so the evaluator
 scores them as an external method, exactly like the model.
 """
 
@@ -27,13 +33,14 @@ from moediffir.utils.io import atomic_save_png, atomic_write_json, read_image_rg
 
 
 class ResidualCNN(nn.Module):
-    """``y = x + f(x)``: ``layers`` 3x3 convolutions with ReLUs, the last one zero-initialised (starts as identity)."""
+    """``y = x + f(x)``: ``layers`` 3x3 convolutions with leaky ReLUs (slope 0.1, so no unit can die), the last one
+    zero-initialised (starts as identity)."""
 
     def __init__(self, channels: int = 64, layers: int = 5) -> None:
         super().__init__()
-        mods: list[nn.Module] = [nn.Conv2d(3, channels, 3, padding=1), nn.ReLU(inplace=True)]
+        mods: list[nn.Module] = [nn.Conv2d(3, channels, 3, padding=1), nn.LeakyReLU(0.1, inplace=True)]
         for _ in range(layers - 2):
-            mods += [nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True)]
+            mods += [nn.Conv2d(channels, channels, 3, padding=1), nn.LeakyReLU(0.1, inplace=True)]
         last = nn.Conv2d(channels, 3, 3, padding=1)
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
@@ -43,14 +50,17 @@ class ResidualCNN(nn.Module):
         return (x + self.body(x)).clamp(0, 1)  # (B, 3, H, W) in [0, 1]
 
 
-def train_cnn_baseline(cfg, seconds: float, out_dir: str | Path, lr: float = 1e-4, channels: int = 64,
-                       layers: int = 5, max_steps: int | None = None) -> tuple[ResidualCNN, dict[str, Any]]:
-    """Train :class:`ResidualCNN` for ``seconds`` of wall time (and at most ``max_steps`` steps) on the seen-task
-    crops; save ``cnn.pt`` + info.
+CNN_LOSSES = ("mse", "l1")
 
-    The learning rate is 1e-4: at 1e-3 (with the L1 loss and the zero-initialised last layer) every ReLU of the
-    network went dead within 100 steps on the ``mini`` crops, and the "trained" CNN returned its input exactly.
-    """
+
+def train_cnn_baseline(cfg, seconds: float, out_dir: str | Path, lr: float = 1e-3, channels: int = 64,
+                       layers: int = 5, max_steps: int | None = None,
+                       loss: str = "mse") -> tuple[ResidualCNN, dict[str, Any]]:
+    """Train :class:`ResidualCNN` for ``seconds`` of wall time (and at most ``max_steps`` steps) on the seen-task
+    crops with the ``loss`` of :data:`CNN_LOSSES` (``mse``, the default, or ``l1``); save ``cnn.pt`` + info."""
+    if loss not in CNN_LOSSES:
+        raise ValueError(f"train_cnn_baseline: loss={loss!r}; choose one of {CNN_LOSSES}")
+    loss_fn = F.mse_loss if loss == "mse" else F.l1_loss
     out = Path(out_dir)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -63,16 +73,16 @@ def train_cnn_baseline(cfg, seconds: float, out_dir: str | Path, lr: float = 1e-
     model.train()
     while time.perf_counter() - t0 < seconds and (max_steps is None or step < max_steps):
         batch = next(loader)
-        loss = F.l1_loss(model(batch["lq"].to(device)), batch["gt"].to(device))
+        value = loss_fn(model(batch["lq"].to(device)), batch["gt"].to(device))
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        value.backward()
         opt.step()
         step += 1
-        losses.append(float(loss.detach()))
+        losses.append(float(value.detach()))
     model.eval()
     info = {"steps": step, "wall_s": round(time.perf_counter() - t0, 2), "budget_s": round(seconds, 2),
             "batch_size": cfg.stage1.batch_size, "crop_size": cfg.stage1.crop_size, "channels": channels,
-            "layers": layers, "lr": lr, "loss_first": losses[0] if losses else None,
+            "layers": layers, "lr": lr, "loss": loss, "loss_first": losses[0] if losses else None,
             "loss_last_100": float(np.mean(losses[-100:])) if losses else None,
             "weights": "trained here from scratch"}
     out.mkdir(parents=True, exist_ok=True)

@@ -26,23 +26,31 @@ def smoke_cfg(tmp_path_factory):
     return cfg
 
 
-def _live_fraction(model: ResidualCNN, x: torch.Tensor) -> float:
+def _pair_mse(model: ResidualCNN, cfg) -> tuple[float, float]:
+    """Mean squared error of the CNN's output and of its input against the ground truth, over the training crops."""
+    from moediffir.training.pairs import PairedCropDataset, training_pairs
+
+    data = PairedCropDataset(cfg.benchmark_dir, training_pairs(cfg), cfg.stage1.crop_size, False)
+    out, inp = [], []
     with torch.no_grad():
-        return float((model.body[:-1](x) > 0).float().mean())  # after the last ReLU
+        for i in range(len(data)):
+            lq, gt = data[i]["lq"][None], data[i]["gt"][None]  # (1, 3, S, S)
+            out.append(float(((model(lq) - gt) ** 2).mean()))
+            inp.append(float(((lq - gt) ** 2).mean()))
+    return sum(out) / len(out), sum(inp) / len(inp)
 
 
-@pytest.mark.parametrize("lr, alive", [(1e-4, True), (3e-2, False)])
-def test_the_default_learning_rate_keeps_the_cnn_alive(smoke_cfg, tmp_path, lr, alive):
-    """At the default rate the network leaves the identity with live units. The check can see the failure the
-    default avoids (on the mini crops 1e-3 killed every ReLU within 100 steps): a rate far too high kills them
-    here too, and the CNN then returns its input plus a constant."""
-    kwargs = {} if alive else {"lr": lr}
-    model, info = train_cnn_baseline(smoke_cfg, 1e9, tmp_path, channels=16, layers=4, max_steps=60, **kwargs)
-    assert info["steps"] == 60 and info["lr"] == lr and (tmp_path / "cnn.pt").is_file()
-    x = torch.rand(1, 3, 64, 64)
-    with torch.no_grad():
-        moved = float((model(x) - x).abs().mean())
-    if alive:
-        assert _live_fraction(model, x) > 0.05 and moved > 1e-4
-    else:
-        assert _live_fraction(model, x) == 0.0
+def test_the_default_cnn_learns_to_beat_its_input(smoke_cfg, tmp_path):
+    """With the defaults (MSE loss, lr 1e-3) a few steps on the JPEG pairs take the CNN from the identity to an
+    output closer to the ground truth than its input is, by more than the earlier L1 loss at 1e-4 got in as many
+    steps (0.99 of the input's error here; the defaults reach 0.93). The record says how it was trained."""
+    model, info = train_cnn_baseline(smoke_cfg, 1e9, tmp_path, channels=16, layers=4, max_steps=80)
+    assert info["steps"] == 80 and info["loss"] == "mse" and info["lr"] == 1e-3 and (tmp_path / "cnn.pt").is_file()
+    restored, given = _pair_mse(model, smoke_cfg)
+    assert restored < 0.97 * given
+
+
+def test_an_unknown_loss_is_refused_before_any_work(smoke_cfg, tmp_path):
+    with pytest.raises(ValueError, match="loss='l2'"):
+        train_cnn_baseline(smoke_cfg, 1e9, tmp_path / "cnn", max_steps=1, loss="l2")
+    assert not (tmp_path / "cnn").exists()
