@@ -53,7 +53,7 @@ class ResidualCNN(nn.Module):
         return (x + self.body(x)).clamp(0, 1)  # (B, 3, H, W) in [0, 1]
 
 
-CNN_LOSSES = ("mse", "l1")
+CNN_LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}  # name -> loss of (output, ground truth)
 
 
 def train_cnn_baseline(cfg, seconds: float, out_dir: str | Path, lr: float = 1e-3, channels: int = 64,
@@ -62,8 +62,8 @@ def train_cnn_baseline(cfg, seconds: float, out_dir: str | Path, lr: float = 1e-
     """Train :class:`ResidualCNN` for ``seconds`` of wall time (and at most ``max_steps`` steps) on the seen-task
     crops with the ``loss`` of :data:`CNN_LOSSES` (``mse``, the default, or ``l1``); save ``cnn.pt`` + info."""
     if loss not in CNN_LOSSES:
-        raise ValueError(f"train_cnn_baseline: loss={loss!r}; choose one of {CNN_LOSSES}")
-    loss_fn = F.mse_loss if loss == "mse" else F.l1_loss
+        raise ValueError(f"train_cnn_baseline: loss={loss!r}; choose one of {tuple(CNN_LOSSES)}")
+    loss_fn = CNN_LOSSES[loss]
     out = Path(out_dir)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
